@@ -1,0 +1,35 @@
+# The two set-up commands from the README: `make demo` and `make test`.
+# Both bootstrap everything they need on a fresh Debian/Ubuntu machine.
+PY ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint typecheck pytest system venv clean
+
+system:
+	@scripts/ensure-system-packages.sh
+
+$(STAMP): pyproject.toml | system
+	@scripts/ensure-venv.sh "$(PY)" "$(VENV)"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/nigehbaan demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy --python-version 3.10 proto hardware edge_agent ota
+	$(VENV)/bin/mypy --python-version 3.11 fleet_server simulators tests
+
+pytest: $(STAMP)
+	$(VENV)/bin/pytest
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The Nigehbaan edge agent: the asyncio program that runs on every node."""

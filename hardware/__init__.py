@@ -1,0 +1,1 @@
+"""One small interface per hardware capability, with real and simulated backends."""

@@ -1,0 +1,1 @@
+"""Update artifacts: building and signing (server side), verifying and applying (device side)."""

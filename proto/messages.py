@@ -1,0 +1,382 @@
+"""Pydantic models for every message on the wire, one class per payload kind.
+
+Every payload carries the schema version ``v``, the ``node_id`` it concerns
+(which must match the topic) and ``ts``, the sender's clock in UTC. Events add
+a time-ordered ``event_id`` (ULID) and the node's monotonic ``seq`` so the
+server can deduplicate redeliveries and detect gaps. Models forbid unknown
+fields: a node speaking a newer schema must bump ``v``, and the server is
+upgraded before the nodes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    PlainSerializer,
+    StringConstraints,
+)
+
+from proto.ids import ULID_PATTERN
+from proto.topics import NAME_PATTERN, NODE_ID_PATTERN
+
+SCHEMA_VERSION: Literal[1] = 1
+_TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def _require_utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("timestamp must carry a UTC offset (for example a trailing 'Z')")
+    return value.astimezone(timezone.utc)
+
+
+def _format_ts(value: datetime) -> str:
+    return value.astimezone(timezone.utc).strftime(_TS_FORMAT)
+
+
+UtcDatetime = Annotated[
+    datetime,
+    AfterValidator(_require_utc),
+    PlainSerializer(_format_ts, return_type=str, when_used="always"),
+    Field(description="UTC time, ISO 8601 with microseconds and 'Z'"),
+]
+NodeId = Annotated[str, StringConstraints(pattern=NODE_ID_PATTERN)]
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+Ulid = Annotated[str, StringConstraints(pattern=ULID_PATTERN)]
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+ShortText = Annotated[str, StringConstraints(max_length=120)]
+Detail = Annotated[str, StringConstraints(max_length=1000)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Seq = Annotated[int, Field(ge=0, le=2**63 - 1)]
+BdSeq = Annotated[int, Field(ge=0, le=2**63 - 1)]
+
+
+def utc_now() -> datetime:
+    """The current UTC time, for `ts` fields."""
+    return datetime.now(timezone.utc)
+
+
+class WireModel(BaseModel):
+    """Base for every payload: frozen, no unknown fields, no NaN/Infinity."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    v: Literal[1] = Field(default=SCHEMA_VERSION, description="schema version")
+    node_id: NodeId = Field(description="node the message concerns; must match the topic")
+    ts: UtcDatetime
+
+
+# ---------------------------------------------------------------- status/birth
+
+
+class Status(WireModel):
+    """Retained online/offline state; the last-will publishes `offline`."""
+
+    kind: Literal["status"] = "status"
+    state: Literal["online", "offline"]
+    bd_seq: BdSeq = Field(description="birth/death sequence pairing this status with a birth")
+
+
+class Capability(str, Enum):
+    """What a node can do; the server uses it to pick commands and checks."""
+
+    PANIC_BUTTON = "panic_button"
+    INDICATOR = "indicator"
+    CAMERA = "camera"
+    ANPR = "anpr"
+    FACE = "face"
+    POWER_MONITOR = "power_monitor"
+    GNSS = "gnss"
+    TAMPER = "tamper"
+
+
+class Firmware(BaseModel):
+    """The running agent build and the A/B slot it booted from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    slot: Literal["a", "b"] | None = None
+    build: ShortText | None = None
+
+
+class GeoPoint(BaseModel):
+    """WGS84 position of the node (surveyed at commissioning or from GNSS)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    lat: Annotated[float, Field(ge=-90.0, le=90.0)]
+    lon: Annotated[float, Field(ge=-180.0, le=180.0)]
+
+
+class Birth(WireModel):
+    """Published on every (re)connect: who the node is and what it runs."""
+
+    kind: Literal["birth"] = "birth"
+    bd_seq: BdSeq
+    serial: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    hardware: ShortText
+    firmware: Firmware
+    capabilities: Annotated[list[Capability], Field(max_length=16)]
+    config_hash: Sha256Hex
+    site_id: Name | None = None
+    district: Name | None = None
+    location: GeoPoint | None = None
+    last_seq: Seq = Field(default=0, description="highest event seq the node has issued")
+
+
+# ------------------------------------------------------------------- telemetry
+
+
+class PowerTelemetry(BaseModel):
+    """Solar/battery/load readings and the estimated hours of autonomy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    panel_w: Annotated[float, Field(ge=0.0, le=10_000.0)] | None = None
+    battery_v: Annotated[float, Field(ge=0.0, le=100.0)] | None = None
+    battery_a: Annotated[float, Field(ge=-500.0, le=500.0)] | None = None
+    battery_soc: Fraction | None = None
+    battery_temp_c: Annotated[float, Field(ge=-60.0, le=150.0)] | None = None
+    load_w: Annotated[float, Field(ge=0.0, le=10_000.0)] | None = None
+    mains_present: bool | None = None
+    autonomy_h: Annotated[float, Field(ge=0.0, le=10_000.0)] | None = None
+    policy_step: Annotated[int, Field(ge=0, le=16)] | None = None
+
+
+class Telemetry(WireModel):
+    """Periodic health (and power, where measured) report."""
+
+    kind: Literal["telemetry"] = "telemetry"
+    uptime_s: Annotated[float, Field(ge=0.0)]
+    cpu_percent: Annotated[float, Field(ge=0.0, le=100.0)] | None = None
+    mem_percent: Annotated[float, Field(ge=0.0, le=100.0)] | None = None
+    disk_free_mb: Annotated[float, Field(ge=0.0)] | None = None
+    temperature_c: Annotated[float, Field(ge=-60.0, le=150.0)] | None = None
+    outbox_depth: Annotated[int, Field(ge=0)] = 0
+    frames_dropped: Annotated[int, Field(ge=0)] | None = None
+    rssi_dbm: Annotated[float, Field(ge=-200.0, le=0.0)] | None = None
+    test_mode: bool = False
+    power: PowerTelemetry | None = None
+
+
+# ---------------------------------------------------------------------- events
+
+
+class EventBase(WireModel):
+    """Fields every event shares; events travel through the durable outbox."""
+
+    event_id: Ulid = Field(description="ULID, fixed when the event is first written")
+    seq: Seq = Field(description="node's monotonic event sequence number")
+
+
+class PanicEvent(EventBase):
+    """A confirmed press of a panic button (after debounce and hold-to-confirm)."""
+
+    type: Literal["panic"] = "panic"
+    button: Name = "main"
+    held_ms: Annotated[int, Field(ge=0, le=3_600_000)] = 0
+    test: bool = Field(default=False, description="pressed in commissioning test mode")
+
+
+class TamperEvent(EventBase):
+    """Physical interference: enclosure opened, button stuck, camera blocked."""
+
+    type: Literal["tamper"] = "tamper"
+    tamper: Literal[
+        "enclosure_open", "button_stuck", "camera_blocked", "camera_moved", "camera_lost"
+    ]
+    active: bool = Field(default=True, description="true when raised, false when cleared")
+    detail: Detail | None = None
+
+
+class PowerEvent(EventBase):
+    """A change in the node's power situation or in its load-shedding step."""
+
+    type: Literal["power"] = "power"
+    power: Literal[
+        "mains_lost",
+        "mains_restored",
+        "autonomy_low",
+        "autonomy_restored",
+        "policy_step",
+        "battery_fault",
+    ]
+    battery_soc: Fraction | None = None
+    autonomy_h: Annotated[float, Field(ge=0.0, le=10_000.0)] | None = None
+    policy_step: Annotated[int, Field(ge=0, le=16)] | None = None
+    detail: Detail | None = None
+
+
+class PlateEvent(EventBase):
+    """One vehicle pass read by ANPR (after multi-frame voting)."""
+
+    type: Literal["plate"] = "plate"
+    camera_id: Name
+    track_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    plate: Annotated[str, StringConstraints(pattern=r"^[A-Z0-9][A-Z0-9 -]{0,15}$")]
+    country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] = "PK"
+    confidence: Fraction
+    frames: Annotated[int, Field(ge=1, le=10_000)]
+    watchlist_id: Name | None = None
+    watchlist_entry: ShortText | None = None
+    snapshot_sha256: Sha256Hex | None = None
+
+
+class FaceEvent(EventBase):
+    """A face track that matched a watchlist entry on several agreeing frames."""
+
+    type: Literal["face"] = "face"
+    camera_id: Name
+    track_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    frames: Annotated[int, Field(ge=1, le=10_000)]
+    quality: Fraction
+    score: Fraction
+    watchlist_id: Name
+    subject_id: ShortText
+    snapshot_sha256: Sha256Hex | None = None
+
+
+class OtaEvent(EventBase):
+    """Progress of an update on the node."""
+
+    type: Literal["ota"] = "ota"
+    artifact: Name
+    version: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    phase: Literal[
+        "offered",
+        "deferred",
+        "downloading",
+        "verified",
+        "installed",
+        "healthy",
+        "rolled_back",
+        "failed",
+    ]
+    campaign_id: Name | None = None
+    detail: Detail | None = None
+
+
+class NodeFaultEvent(EventBase):
+    """A component of the node failed or recovered."""
+
+    type: Literal["node_fault"] = "node_fault"
+    component: Name
+    code: Name
+    active: bool = True
+    detail: Detail | None = None
+
+
+Event = Annotated[
+    PanicEvent | TamperEvent | PowerEvent | PlateEvent | FaceEvent | OtaEvent | NodeFaultEvent,
+    Field(discriminator="type"),
+]
+EVENT_MODELS: dict[str, type[EventBase]] = {
+    "panic": PanicEvent,
+    "tamper": TamperEvent,
+    "power": PowerEvent,
+    "plate": PlateEvent,
+    "face": FaceEvent,
+    "ota": OtaEvent,
+    "node_fault": NodeFaultEvent,
+}
+
+
+# -------------------------------------------------------------------- commands
+
+
+class CommandBase(WireModel):
+    """A server→node request; the node answers on `reply/<request_id>`."""
+
+    request_id: Ulid
+    expires_at: UtcDatetime | None = Field(
+        default=None, description="the node ignores the command after this time"
+    )
+
+
+class PingCommand(CommandBase):
+    """Liveness check; the reply carries the node's uptime and outbox depth."""
+
+    name: Literal["ping"] = "ping"
+
+
+ConfigScalar = bool | int | float | str
+
+
+class SetConfigCommand(CommandBase):
+    """Change agent settings by dotted key; the node validates before applying."""
+
+    name: Literal["set_config"] = "set_config"
+    changes: Annotated[dict[str, ConfigScalar], Field(min_length=1, max_length=64)]
+
+
+class TestModeCommand(CommandBase):
+    """Enter or leave commissioning test mode (presses marked test, no escalation)."""
+
+    name: Literal["test_mode"] = "test_mode"
+    enabled: bool
+    duration_s: Annotated[int, Field(ge=1, le=86_400)] = 900
+
+
+class AlertStateCommand(CommandBase):
+    """Tell the pillar how its alert is progressing so its light can say so."""
+
+    name: Literal["alert_state"] = "alert_state"
+    alert_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    state: Literal[
+        "new",
+        "acknowledged",
+        "dispatched",
+        "on_scene",
+        "resolved",
+        "closed",
+        "false_alarm",
+        "duplicate",
+        "test",
+    ]
+
+
+Command = Annotated[
+    PingCommand | SetConfigCommand | TestModeCommand | AlertStateCommand,
+    Field(discriminator="name"),
+]
+COMMAND_MODELS: dict[str, type[CommandBase]] = {
+    "ping": PingCommand,
+    "set_config": SetConfigCommand,
+    "test_mode": TestModeCommand,
+    "alert_state": AlertStateCommand,
+}
+
+
+# ----------------------------------------------------------------- reply / ack
+
+
+class Reply(WireModel):
+    """The node's answer to a command."""
+
+    kind: Literal["reply"] = "reply"
+    request_id: Ulid
+    ok: bool
+    result: dict[str, JsonValue] | None = None
+    error: Detail | None = None
+
+
+class Ack(WireModel):
+    """Application acknowledgement: these events are committed at the server.
+
+    The node deletes an event from its outbox only on this, never on a broker
+    PUBACK.
+    """
+
+    kind: Literal["ack"] = "ack"
+    event_ids: Annotated[list[Ulid], Field(min_length=1, max_length=500)]
+
+
+Message = Status | Birth | Telemetry | EventBase | CommandBase | Reply | Ack

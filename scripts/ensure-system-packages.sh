@@ -1,0 +1,44 @@
+#!/bin/sh
+# Installs the Debian/Ubuntu packages the demo and the tests need, and only
+# those that are missing. Uses sudo when not root; fails with a clear message
+# where neither is possible.
+set -eu
+
+need=""
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need="$need mosquitto"
+command -v mosquitto_sub >/dev/null 2>&1 || need="$need mosquitto-clients"
+command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need="$need chromium"
+py="${PY:-python3}"
+if ! "$py" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    need="$need python3-venv"
+fi
+
+if [ -z "$need" ]; then
+    exit 0
+fi
+
+echo "nigehbaan setup: installing system packages:$need"
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "nigehbaan setup: apt-get not found; install these by hand:$need" >&2
+    exit 1
+fi
+if [ "$(id -u)" -eq 0 ]; then
+    SUDO=""
+elif command -v sudo >/dev/null 2>&1; then
+    SUDO="sudo"
+else
+    echo "nigehbaan setup: not root and no sudo; ask an administrator to install:$need" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+# shellcheck disable=SC2086
+if ! $SUDO apt-get install -y --no-install-recommends $need; then
+    $SUDO apt-get update
+    # shellcheck disable=SC2086
+    $SUDO apt-get install -y --no-install-recommends $need || {
+        echo "nigehbaan setup: apt-get could not install:$need" >&2
+        exit 1
+    }
+fi
+# Debian's mosquitto package starts a system broker on 1883; we never rely on
+# it (tests and the demo start their own on free ports), so leave it as is.

@@ -1,0 +1,1 @@
+"""Whole fleets without hardware: real edge-agent code on simulated hardware."""
