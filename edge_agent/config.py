@@ -1,0 +1,329 @@
+"""The agent's configuration: one pydantic model per section of ``agent.toml``.
+
+Loading is split into file → text → dict → model so tests and the simulator
+pass plain dicts (`AgentConfig.model_validate(d)` or `config_from_dict`).
+Unknown keys are refused everywhere: a typo in the field must fail loudly at
+start-up, not leave a pillar on a default. Every field carries a title,
+description and bounds.
+
+Some settings may be changed at run time by a `SetConfigCommand`; they are
+listed in `RUNTIME_KEYS` and changed only through `apply_changes`, which
+validates the whole new configuration before anything is applied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edge_agent.errors import AgentError
+from proto.codec import encode_canonical
+from proto.topics import NAME_PATTERN, NODE_ID_PATTERN
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 nodes (Jetson)
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+
+__all__ = [
+    "RUNTIME_KEYS",
+    "AgentConfig",
+    "ConfigError",
+    "HardwareConfig",
+    "IndicatorConfig",
+    "MqttConfig",
+    "OutboxConfig",
+    "PanicConfig",
+    "TelemetryConfig",
+    "apply_changes",
+    "config_from_dict",
+    "config_hash",
+    "load_config_file",
+    "parse_config_text",
+]
+
+logger = logging.getLogger(__name__)
+
+RUNTIME_KEYS = frozenset(
+    {
+        "telemetry.interval_s",
+        "panic.hold_to_confirm_ms",
+        "panic.debounce_ms",
+        "panic.stuck_after_s",
+    }
+)
+
+PinName = Annotated[
+    int | str,
+    Field(description="BCM number (17) or a gpiozero pin name ('GPIO17', 'BOARD11')"),
+]
+
+
+class ConfigError(AgentError, ValueError):
+    """The configuration (file or runtime change) is not acceptable."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MqttConfig(_Section):
+    """How the node reaches the broker."""
+
+    url: str = Field(
+        default="mqtt://127.0.0.1:1883",
+        title="Broker URL",
+        description="mqtt://host[:port] (plain, loopback/dev) or mqtts://host[:port] (TLS)",
+        min_length=8,
+        max_length=255,
+    )
+    keepalive_s: int = Field(
+        default=30,
+        ge=5,
+        le=3600,
+        title="Keepalive",
+        description="MQTT keepalive; the broker publishes the last-will after 1.5x this",
+    )
+    session_expiry_s: int = Field(
+        default=86_400,
+        ge=0,
+        le=4_294_967_295,
+        title="Session expiry",
+        description="how long the broker keeps the session (and queued commands) while away",
+    )
+    reconnect_min_s: float = Field(
+        default=1.0, gt=0.0, le=60.0, title="First reconnect delay", description="backoff floor"
+    )
+    reconnect_max_s: float = Field(
+        default=60.0,
+        gt=0.0,
+        le=3600.0,
+        title="Longest reconnect delay",
+        description="backoff ceiling; delays are jittered so a fleet does not reconnect at once",
+    )
+    ca_file: Path | None = Field(
+        default=None, title="CA bundle", description="for mqtts://; the fleet CA certificate"
+    )
+    cert_file: Path | None = Field(
+        default=None, title="Client certificate", description="for mqtts://; this node's cert"
+    )
+    key_file: Path | None = Field(
+        default=None, title="Client key", description="for mqtts://; this node's private key"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError("must look like mqtt://host:port or mqtts://host:port")
+        _ = parts.port  # raises ValueError for a non-numeric port
+        return value
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"
+
+
+class PanicConfig(_Section):
+    """The panic button and how presses are interpreted."""
+
+    pin: PinName = 17
+    button: str = Field(
+        default="main",
+        pattern=NAME_PATTERN,
+        title="Button name",
+        description="sent as PanicEvent.button",
+    )
+    debounce_ms: int = Field(
+        default=30,
+        ge=0,
+        le=1000,
+        title="Debounce",
+        description="a level must be stable this long before it counts",
+    )
+    hold_to_confirm_ms: int = Field(
+        default=0,
+        ge=0,
+        le=10_000,
+        title="Hold to confirm",
+        description="0: a press counts at once; otherwise it must be held this long",
+    )
+    stuck_after_s: float = Field(
+        default=30.0,
+        ge=1.0,
+        le=3600.0,
+        title="Stuck after",
+        description="held longer than this → one button_stuck tamper; presses ignored",
+    )
+
+
+class IndicatorConfig(_Section):
+    """The pillar's light and buzzer."""
+
+    led_pin: PinName = 27
+    buzzer_pin: int | str | None = Field(
+        default=None, title="Buzzer pin", description="None when the pillar has no buzzer"
+    )
+
+
+class TelemetryConfig(_Section):
+    """Periodic health reports."""
+
+    interval_s: float = Field(
+        default=30.0, ge=1.0, le=86_400.0, title="Interval", description="seconds between reports"
+    )
+
+
+class OutboxConfig(_Section):
+    """The durable outbox (see `edge_agent.outbox` for the fsync policy)."""
+
+    max_events: int = Field(
+        default=10_000,
+        ge=10,
+        le=10_000_000,
+        title="Capacity",
+        description="when full the oldest non-panic event is evicted; panic never is",
+    )
+    resend_after_s: float = Field(
+        default=10.0,
+        ge=0.1,
+        le=3600.0,
+        title="Resend after",
+        description="an event without an ack is published again after this long",
+    )
+    synchronous: Literal["full", "normal"] = Field(
+        default="full",
+        title="SQLite synchronous",
+        description="full on nodes (fsync per commit); normal only for simulated fleets",
+    )
+
+
+class HardwareConfig(_Section):
+    """Which hardware backend to use; env NIGEHBAAN_HW overrides."""
+
+    backend: Literal["sim", "rpi"] | None = Field(
+        default=None,
+        title="Backend",
+        description="sim | rpi; unset: try rpi, fall back to sim with a warning",
+    )
+
+
+class AgentConfig(_Section):
+    """Everything one node's agent needs to run."""
+
+    node_id: str = Field(
+        pattern=NODE_ID_PATTERN, title="Node id", description="MQTT client id and topic level"
+    )
+    serial: str = Field(
+        min_length=1, max_length=64, title="Serial", description="hardware serial number"
+    )
+    site_id: str | None = Field(default=None, pattern=NAME_PATTERN, description="site (pillar)")
+    district: str | None = Field(default=None, pattern=NAME_PATTERN, description="district")
+    data_dir: Path = Field(
+        title="Data directory", description="holds the outbox database; must be writable"
+    )
+    test_mode: bool = Field(
+        default=False, description="start in commissioning test mode (presses marked test)"
+    )
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    panic: PanicConfig = Field(default_factory=PanicConfig)
+    indicator: IndicatorConfig = Field(default_factory=IndicatorConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    hardware: HardwareConfig = Field(default_factory=HardwareConfig)
+
+
+def parse_config_text(
+    text: str, *, fmt: Literal["toml", "yaml", "json"] = "toml"
+) -> dict[str, Any]:
+    """Text → dict; the format is the file's (TOML normally)."""
+    try:
+        if fmt == "toml":
+            return dict(tomllib.loads(text))
+        if fmt == "yaml":
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except (tomllib.TOMLDecodeError, ValueError) as exc:
+        raise ConfigError(f"cannot parse {fmt} config: {exc}") from exc
+    except Exception as exc:  # yaml.YAMLError is not a ValueError
+        raise ConfigError(f"cannot parse {fmt} config: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{fmt} config must be a table/mapping at the top level")
+    return data
+
+
+def config_from_dict(data: Mapping[str, Any]) -> AgentConfig:
+    """Dict → validated config, with every problem named in one ConfigError."""
+    try:
+        return AgentConfig.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from exc
+
+
+def load_config_file(path: Path) -> AgentConfig:
+    """File → text → dict → config. ``.yaml``/``.yml``/``.json`` by suffix, else TOML."""
+    suffix = path.suffix.lower()
+    fmt: Literal["toml", "yaml", "json"] = (
+        "yaml" if suffix in (".yaml", ".yml") else "json" if suffix == ".json" else "toml"
+    )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    return config_from_dict(parse_config_text(text, fmt=fmt))
+
+
+def config_hash(config: AgentConfig) -> str:
+    """SHA-256 of the canonical JSON of the config, reported in Birth."""
+    return hashlib.sha256(encode_canonical(config.model_dump(mode="json"))).hexdigest()
+
+
+def apply_changes(config: AgentConfig, changes: Mapping[str, Any]) -> AgentConfig:
+    """A new config with `changes` (dotted keys) applied, or ConfigError; all or nothing.
+
+    Values are validated strictly (``"30"`` is not a number, ``true`` is not
+    an int), because they come from the network.
+    """
+    unknown = sorted(set(changes) - RUNTIME_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"not changeable at run time: {', '.join(unknown)} "
+            f"(allowed: {', '.join(sorted(RUNTIME_KEYS))})"
+        )
+    data = config.model_dump(mode="python")
+    for key, value in changes.items():
+        section, field = key.split(".", 1)
+        data[section][field] = value
+    try:
+        return AgentConfig.model_validate(data, strict=True)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from exc
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for item in exc.errors(include_url=False)[:5]:
+        loc = ".".join(str(p) for p in item["loc"]) or "(config)"
+        parts.append(f"{loc}: {item['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,22 @@
+"""Errors raised by the hardware layer.
+
+The tree::
+
+    HardwareError                 root: anything the hardware layer refuses
+    └── BackendUnavailable        a named backend cannot load on this machine
+
+A missing library or GPIO chip is a `BackendUnavailable`, so callers (and the
+contract tests) can tell "this machine has no such hardware" from a bug.
+"""
+
+from __future__ import annotations
+
+__all__ = ["BackendUnavailable", "HardwareError"]
+
+
+class HardwareError(RuntimeError):
+    """Root of every error the hardware layer raises."""
+
+
+class BackendUnavailable(HardwareError):
+    """A backend was asked for but cannot load here (library or device missing)."""

@@ -1,0 +1,135 @@
+"""Agent configuration: file → text → dict → model, strict at every step."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from edge_agent.agent import Agent
+from edge_agent.config import (
+    AgentConfig,
+    ConfigError,
+    apply_changes,
+    config_from_dict,
+    load_config_file,
+    parse_config_text,
+)
+from hardware import SimBackend, SimIndicator
+
+AGENT_TOML = """
+node_id = "lhr-gulberg-0042"
+serial = "RPI-0042"
+site_id = "gulberg-pillar-7"
+district = "lahore"
+data_dir = "{data_dir}"
+
+[mqtt]
+url = "mqtt://127.0.0.1:18830"
+keepalive_s = 20
+
+[panic]
+pin = 17
+hold_to_confirm_ms = 500
+
+[telemetry]
+interval_s = 60
+
+[hardware]
+backend = "sim"
+"""
+
+
+def test_a_toml_file_loads_with_defaults_filled_in(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text(AGENT_TOML.format(data_dir=tmp_path / "data"))
+    config = load_config_file(path)
+    assert config.mqtt.host == "127.0.0.1"
+    assert config.mqtt.port == 18830
+    assert config.panic.hold_to_confirm_ms == 500
+    assert config.panic.debounce_ms == 30
+    assert config.panic.stuck_after_s == 30.0
+    assert config.outbox.max_events == 10_000
+    assert config.outbox.resend_after_s == 10.0
+    assert config.outbox.synchronous == "full"
+
+
+def test_yaml_text_gives_the_same_dict_shape() -> None:
+    data = parse_config_text("node_id: abc\nmqtt:\n  keepalive_s: 10\n", fmt="yaml")
+    assert data == {"node_id": "abc", "mqtt": {"keepalive_s": 10}}
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"colour": "red"}, "colour"),
+        ({"panic": {"debounce_ms": 30, "debounse_ms": 5}}, "debounse_ms"),
+        ({"panic": {"debounce_ms": 5000}}, "debounce_ms"),
+        ({"mqtt": {"url": "http://example.org"}}, "mqtt"),
+        ({"node_id": "Bad Node"}, "node_id"),
+        ({"hardware": {"backend": "arduino"}}, "backend"),
+    ],
+)
+def test_unknown_keys_and_out_of_bounds_values_are_refused(
+    tmp_path: Path, change: dict[str, object], match: str
+) -> None:
+    data: dict[str, object] = {"node_id": "lhr-1", "serial": "s", "data_dir": str(tmp_path)}
+    data.update(change)
+    with pytest.raises(ConfigError, match=match):
+        config_from_dict(data)
+
+
+def test_broken_toml_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text("node_id = ")
+    with pytest.raises(ConfigError, match="toml"):
+        load_config_file(path)
+
+
+def test_runtime_changes_are_all_or_nothing_and_strictly_typed(tmp_path: Path) -> None:
+    config = config_from_dict({"node_id": "lhr-1", "serial": "s", "data_dir": str(tmp_path)})
+    changed = apply_changes(config, {"panic.debounce_ms": 50, "telemetry.interval_s": 5})
+    assert changed.panic.debounce_ms == 50
+    assert changed.telemetry.interval_s == 5.0
+    assert config.panic.debounce_ms == 30  # the original is untouched
+    for bad in ({"panic.debounce_ms": "50"}, {"panic.debounce_ms": True}, {"node_id": "x"}):
+        with pytest.raises(ConfigError):
+            apply_changes(config, bad)
+
+
+def test_every_field_is_documented() -> None:
+    schema = AgentConfig.model_json_schema()
+    for name, model in schema["$defs"].items():
+        for field, spec in model["properties"].items():
+            assert "description" in spec or "title" in spec, f"{name}.{field}"
+
+
+def test_agent_builds_from_a_plain_dict_on_simulated_hardware(tmp_path: Path) -> None:
+    agent = Agent.from_dict(
+        {"node_id": "lhr-sim-1", "serial": "s", "data_dir": str(tmp_path)}, backend=SimBackend()
+    )
+    try:
+        assert isinstance(agent.indicator, SimIndicator)
+        assert agent.indicator_history[0].pattern.value == "idle"
+        assert agent.outbox_depth == 0
+    finally:
+        agent.close()
+
+
+def test_the_agent_subcommand_registers() -> None:
+    from edge_agent.cli import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["agent", "--config", "agent.toml"])
+    assert args.config == Path("agent.toml")
+    assert callable(args.func)
+
+
+def test_the_agent_subcommand_reports_a_bad_config(tmp_path: Path) -> None:
+    from edge_agent.console import main
+
+    path = tmp_path / "agent.toml"
+    path.write_text('node_id = "lhr-1"\nserial = "s"\n')  # no data_dir
+    assert main(["agent", "--config", str(path)]) == 2
