@@ -1,0 +1,13 @@
+"""Collects every resource router under `/api/v1`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from fleet_server.api.routes import alerts, ingest, login, metrics, nodes, stream, users
+
+API_PREFIX = "/api/v1"
+
+api_router = APIRouter(prefix=API_PREFIX)
+for module in (login, users, nodes, alerts, metrics, ingest, stream):
+    api_router.include_router(module.router)

@@ -1,0 +1,168 @@
+"""Users' passwords and bearer tokens.
+
+Passwords are stored only as argon2id hashes. Bearer tokens are signed, not
+stored: `base64url(claims).base64url(HMAC-SHA256(claims))` with the user id,
+role and an expiry, so any server process holding the same key can check
+them without a database round trip, and a restart does not log anyone out.
+The user row is still loaded per request so deactivating a user takes effect
+at once.
+
+Errors::
+
+    AuthError
+     ├── InvalidCredentials   wrong user name or password, or inactive user
+     ├── InvalidToken         malformed, badly signed or expired token
+     └── UserExists           a user of that name already exists
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlmodel import Session, select
+
+from fleet_server.models import Role, User, UserCreate, utcnow
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "AuthError",
+    "InvalidCredentials",
+    "InvalidToken",
+    "TokenClaims",
+    "UserExists",
+    "authenticate",
+    "create_user",
+    "hash_password",
+    "issue_token",
+    "verify_password",
+    "verify_token",
+]
+
+_hasher = PasswordHasher()
+# Verifying against this keeps the time of "no such user" equal to "wrong password".
+_DUMMY_HASH = _hasher.hash("nigehbaan-timing-equaliser")
+
+
+class AuthError(Exception):
+    """Root of authentication failures."""
+
+
+class InvalidCredentials(AuthError):
+    """Wrong user name or password, or the user is inactive."""
+
+
+class InvalidToken(AuthError):
+    """The bearer token is malformed, badly signed or expired."""
+
+
+class UserExists(AuthError):
+    """A user with this name already exists."""
+
+
+def hash_password(password: str) -> str:
+    """An argon2id hash of `password`."""
+    return _hasher.hash(password)
+
+
+def verify_password(password: str, password_hash: str) -> bool:
+    """True when `password` matches `password_hash`."""
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def create_user(*, session: Session, user_in: UserCreate) -> User:
+    """Store a new user (committed); raise UserExists if the name is taken."""
+    existing = session.exec(select(User).where(User.username == user_in.username)).first()
+    if existing is not None:
+        raise UserExists(f"user {user_in.username!r} already exists")
+    user = User(
+        username=user_in.username,
+        role=Role(user_in.role).value,
+        password_hash=hash_password(user_in.password),
+    )
+    session.add(user)
+    session.commit()
+    session.refresh(user)
+    logger.info("created user %s with role %s", user.username, user.role)
+    return user
+
+
+def authenticate(*, session: Session, username: str, password: str) -> User:
+    """The active user with these credentials, or raise InvalidCredentials."""
+    user = session.exec(select(User).where(User.username == username)).first()
+    if user is None:
+        verify_password(password, _DUMMY_HASH)
+        raise InvalidCredentials("incorrect user name or password")
+    if not verify_password(password, user.password_hash):
+        raise InvalidCredentials("incorrect user name or password")
+    if not user.is_active:
+        raise InvalidCredentials("user is inactive")
+    return user
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    """What a verified token says."""
+
+    user_id: int
+    username: str
+    role: str
+    expires_at: datetime
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def issue_token(
+    *, user: User, key: bytes, ttl_s: float, now: datetime | None = None
+) -> tuple[str, datetime]:
+    """A signed bearer token for `user` and its expiry time."""
+    assert user.id is not None
+    expires = (now or utcnow()) + timedelta(seconds=ttl_s)
+    exp = int(expires.timestamp())
+    claims = {
+        "sub": user.id,
+        "name": user.username,
+        "role": user.role,
+        "exp": exp,
+    }
+    body = _b64(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
+    sig = _b64(hmac.new(key, body.encode(), hashlib.sha256).digest())
+    return f"{body}.{sig}", datetime.fromtimestamp(exp, timezone.utc)
+
+
+def verify_token(token: str, *, key: bytes, now: datetime | None = None) -> TokenClaims:
+    """The claims of a valid, unexpired token; raise InvalidToken otherwise."""
+    body, sep, sig = token.partition(".")
+    if not sep or not body or not sig:
+        raise InvalidToken("malformed token")
+    expected = _b64(hmac.new(key, body.encode(), hashlib.sha256).digest())
+    if not hmac.compare_digest(expected, sig):
+        raise InvalidToken("bad token signature")
+    try:
+        claims = json.loads(_unb64(body))
+        user_id = int(claims["sub"])
+        expires_at = datetime.fromtimestamp(int(claims["exp"]), timezone.utc)
+        username = str(claims["name"])
+        role = str(claims["role"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidToken("malformed token claims") from exc
+    if expires_at <= (now or utcnow()):
+        raise InvalidToken("token expired")
+    return TokenClaims(user_id=user_id, username=username, role=role, expires_at=expires_at)

@@ -1,0 +1,95 @@
+"""Response-time percentiles per district: press → received → acknowledged →
+dispatched → on scene → resolved.
+
+Each stage is the time between two milestones stored on the alert row; an
+alert counts for a stage only when it reached both ends. Test alerts are left
+out. Percentiles use the nearest-rank method so every reported figure is a
+time some alert actually took. Computed in Python for now (fine for months of
+panic alerts); PostgreSQL's `percentile_cont` can take over at scale.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import datetime
+
+from sqlmodel import Session, SQLModel, col, select
+
+from fleet_server.models import Alert, AlertState, AlertType
+
+logger = logging.getLogger(__name__)
+
+STAGES: tuple[tuple[str, str, str], ...] = (
+    ("press_to_received", "pressed_at", "received_at"),
+    ("received_to_acknowledged", "received_at", "acknowledged_at"),
+    ("acknowledged_to_dispatched", "acknowledged_at", "dispatched_at"),
+    ("dispatched_to_on_scene", "dispatched_at", "on_scene_at"),
+    ("on_scene_to_resolved", "on_scene_at", "resolved_at"),
+    ("press_to_resolved", "pressed_at", "resolved_at"),
+)
+PERCENTILES = (50, 90, 99)
+UNKNOWN_DISTRICT = "unknown"
+
+
+class StageStats(SQLModel):
+    """Seconds for one stage in one district."""
+
+    count: int
+    p50_s: float | None
+    p90_s: float | None
+    p99_s: float | None
+    max_s: float | None
+
+
+class DistrictResponseTimes(SQLModel):
+    """All stages for one district."""
+
+    district: str
+    alerts: int
+    stages: dict[str, StageStats]
+
+
+class ResponseTimesPublic(SQLModel):
+    """The `/metrics/response-times` answer."""
+
+    alert_type: str
+    since: datetime | None
+    data: list[DistrictResponseTimes]
+
+
+def percentile(sorted_values: list[float], pct: float) -> float | None:
+    """Nearest-rank percentile of already-sorted values."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(pct / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def response_times(
+    *, session: Session, alert_type: str = AlertType.PANIC, since: datetime | None = None
+) -> ResponseTimesPublic:
+    """Percentiles of every stage, per district, for alerts received since `since`."""
+    query = select(Alert).where(Alert.type == alert_type, Alert.state != AlertState.TEST)
+    if since is not None:
+        query = query.where(col(Alert.received_at) >= since)
+    per_district: dict[str, list[Alert]] = {}
+    for alert in session.exec(query):
+        per_district.setdefault(alert.district or UNKNOWN_DISTRICT, []).append(alert)
+    data = []
+    for district in sorted(per_district):
+        alerts = per_district[district]
+        stages = {}
+        for name, start, end in STAGES:
+            values = sorted(
+                (getattr(a, end) - getattr(a, start)).total_seconds()
+                for a in alerts
+                if getattr(a, start) is not None and getattr(a, end) is not None
+            )
+            p50, p90, p99 = (percentile(values, p) for p in PERCENTILES)
+            stages[name] = StageStats(
+                count=len(values), p50_s=p50, p90_s=p90, p99_s=p99,
+                max_s=values[-1] if values else None,
+            )  # fmt: skip
+        data.append(DistrictResponseTimes(district=district, alerts=len(alerts), stages=stages))
+    return ResponseTimesPublic(alert_type=alert_type, since=since, data=data)

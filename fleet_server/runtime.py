@@ -1,0 +1,53 @@
+"""What a running server holds: engine, MQTT link, ingest, live feed, notifier.
+
+Created in the FastAPI lifespan (`fleet_server.app`), stored on `app.state`,
+and handed to routes through `api.deps.RuntimeDep`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+
+from fleet_server.alerts import AlertNotice
+from fleet_server.broker import ManagedBroker
+from fleet_server.ingest import IngestWorker, Publisher
+from fleet_server.mqtt import MqttLink
+from fleet_server.settings import Settings
+from fleet_server.stream import Broadcaster
+from proto.codec import encode, topic_for
+
+logger = logging.getLogger(__name__)
+
+
+class LiveNotifier:
+    """Announces committed alert changes: SSE first (operators), then the node's command."""
+
+    def __init__(self, *, broadcaster: Broadcaster, publisher: Publisher | None) -> None:
+        self.broadcaster = broadcaster
+        self.publisher = publisher
+
+    def __call__(self, notices: Sequence[AlertNotice]) -> None:
+        self.broadcaster.publish_threadsafe([n.sse_data() for n in notices])
+        if self.publisher is None:
+            return
+        for n in notices:
+            if n.command is not None:
+                self.publisher.publish(topic_for(n.command), encode(n.command), qos=1)
+
+
+@dataclass
+class Runtime:
+    """The live parts of one server process."""
+
+    settings: Settings
+    engine: Engine
+    signing_key: bytes
+    broadcaster: Broadcaster
+    notify: LiveNotifier
+    mqtt: MqttLink | None = None
+    ingest: IngestWorker | None = None
+    broker: ManagedBroker | None = None
