@@ -10,7 +10,6 @@ TaskGroup that is cancelled on shutdown). They are kept on
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import os
 import signal
@@ -30,6 +29,7 @@ from fleet_server.alerts import TimerLoop, ensure_default_policies
 from fleet_server.api.main import api_router
 from fleet_server.auth import create_user
 from fleet_server.broker import ManagedBroker
+from fleet_server.console.routes import router as console_router
 from fleet_server.db import create_schema, make_engine
 from fleet_server.ingest import IngestWorker
 from fleet_server.models import Role, User, UserCreate
@@ -39,8 +39,6 @@ from fleet_server.settings import Settings
 from fleet_server.stream import Broadcaster
 
 logger = logging.getLogger(__name__)
-
-CONSOLE_MODULE = "fleet_server.console.routes"
 
 
 def prepare_database(settings: Settings) -> Engine:
@@ -170,13 +168,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def _include_console(app: FastAPI) -> None:
-    # Imported by name so the API works (and type-checks) before the console lands.
-    try:
-        module = importlib.import_module(CONSOLE_MODULE)
-    except ImportError as exc:
-        logger.warning("web console not available (%s); serving the API only", exc)
-        return
-    app.include_router(module.router)
+    app.include_router(console_router)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

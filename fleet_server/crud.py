@@ -24,6 +24,7 @@ from fleet_server.models import (
     Alert,
     AlertState,
     AlertType,
+    Event,
     IngestRejection,
     IngestRejectionPublic,
     IngestRejectionsPublic,
@@ -164,6 +165,28 @@ def list_sequence_gaps(*, session: Session, node_id: str) -> list[SequenceGap]:
             select(SequenceGap).where(SequenceGap.node_id == node_id).order_by(col(SequenceGap.id))
         ).all()
     )
+
+
+def list_events(
+    *,
+    session: Session,
+    event_type: str | None = None,
+    node_id: str | None = None,
+    alert_id: str | None = None,
+    offset: int = 0,
+    limit: int = 100,
+) -> tuple[list[Event], int]:
+    """Events in arrival order (oldest first), optionally filtered; and how many match."""
+    query = select(Event)
+    count_query = select(func.count()).select_from(Event)
+    filters = ((Event.type, event_type), (Event.node_id, node_id), (Event.alert_id, alert_id))
+    for column, value in filters:
+        if value is not None:
+            query = query.where(column == value)
+            count_query = count_query.where(column == value)
+    ordered = query.order_by(col(Event.received_at), col(Event.event_id))
+    events = session.exec(ordered.offset(offset).limit(limit)).all()
+    return list(events), int(session.exec(count_query).one())
 
 
 # ----------------------------------------------------------------- alerts

@@ -203,6 +203,17 @@ def test_the_same_event_twice_is_one_alert_and_two_acks(api: httpx.Client, node:
     alerts = node_alerts(api, node.node_id)
     assert len(alerts) == 1
     assert alerts[0]["press_count"] == 1
+    events = api.get(f"{API}/events", params={"node_id": node.node_id}).json()
+    assert events["count"] == 1
+    assert (events["data"][0]["event_id"], events["data"][0]["alert_id"]) == (
+        press.event_id, alerts[0]["id"],
+    )  # fmt: skip
+
+
+def test_the_events_api_refuses_an_unknown_type(api: httpx.Client) -> None:
+    response = api.get(f"{API}/events", params={"type": "fireworks"})
+    assert response.status_code == 422
+    assert "type" in response.text
 
 
 def test_bad_payloads_are_counted_and_the_next_press_still_gets_in(

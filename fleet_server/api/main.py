@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from fleet_server.api.routes import alerts, ingest, login, metrics, nodes, stream, users
+from fleet_server.api.routes import (
+    alerts,
+    escalation,
+    events,
+    ingest,
+    login,
+    metrics,
+    nodes,
+    stream,
+    users,
+)
 
 API_PREFIX = "/api/v1"
 
 api_router = APIRouter(prefix=API_PREFIX)
-for module in (login, users, nodes, alerts, metrics, ingest, stream):
+for module in (login, users, nodes, alerts, events, escalation, metrics, ingest, stream):
     api_router.include_router(module.router)

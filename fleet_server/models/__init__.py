@@ -4,6 +4,7 @@ from fleet_server.models.alert import (
     OPEN_STATES,
     Alert,
     AlertEscalation,
+    AlertEscalationPublic,
     AlertPublic,
     AlertsPublic,
     AlertState,
@@ -15,8 +16,15 @@ from fleet_server.models.alert import (
     TransitionRequest,
 )
 from fleet_server.models.common import UtcDateTime, new_id, utcnow
-from fleet_server.models.escalation import CATCH_ALL_QUEUE, EscalationLevel, EscalationPolicy
-from fleet_server.models.event import Event
+from fleet_server.models.escalation import (
+    CATCH_ALL_QUEUE,
+    EscalationLevel,
+    EscalationLevelIn,
+    EscalationPolicy,
+    EscalationPolicyIn,
+    EscalationPolicyPublic,
+)
+from fleet_server.models.event import Event, EventPublic, EventsPublic
 from fleet_server.models.ingest import (
     IngestRejection,
     IngestRejectionPublic,
@@ -31,6 +39,7 @@ __all__ = [
     "OPEN_STATES",
     "Alert",
     "AlertEscalation",
+    "AlertEscalationPublic",
     "AlertPublic",
     "AlertState",
     "AlertTransition",
@@ -39,8 +48,13 @@ __all__ = [
     "AlertType",
     "AlertsPublic",
     "EscalationLevel",
+    "EscalationLevelIn",
     "EscalationPolicy",
+    "EscalationPolicyIn",
+    "EscalationPolicyPublic",
     "Event",
+    "EventPublic",
+    "EventsPublic",
     "IngestRejection",
     "IngestRejectionPublic",
     "IngestRejectionsPublic",

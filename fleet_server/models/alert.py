@@ -144,3 +144,14 @@ class AlertEscalation(SQLModel, table=True):
     queue: str = Field(max_length=64)
     reason: str = Field(max_length=32, description="created | timeout | ack_not_followed_up")
     at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+
+
+class AlertEscalationPublic(SQLModel):
+    """An escalation step as the API shows it."""
+
+    id: int
+    alert_id: str
+    level: int
+    queue: str
+    reason: str
+    at: datetime

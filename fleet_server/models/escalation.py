@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel, ConfigDict
+from pydantic import Field as PydanticField
 from sqlmodel import Field, SQLModel
 
 CATCH_ALL_QUEUE = "catch_all"
@@ -31,3 +33,43 @@ class EscalationLevel(SQLModel, table=True):
     recipient: str | None = Field(
         default=None, max_length=64, description="queue or role; None → catch_all"
     )
+
+
+class EscalationLevelIn(BaseModel):
+    """One rung as an admin writes it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    after_s: float = PydanticField(
+        ge=0.0, le=7 * 86_400, description="seconds after the alert arrived"
+    )
+    recipient: str | None = PydanticField(
+        default=None,
+        max_length=64,
+        pattern=r"^[a-z0-9][a-z0-9_-]*$",
+        description="queue or role; empty → catch_all",
+    )
+
+
+class EscalationPolicyIn(BaseModel):
+    """A whole policy as an admin writes it (replaces the stored one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    alert_type: str | None = PydanticField(
+        default=None, max_length=32, description="panic, tamper, …; null = default policy"
+    )
+    levels: list[EscalationLevelIn] = PydanticField(min_length=1, max_length=16)
+    repeat_every_s: float | None = PydanticField(default=None, gt=0.0, le=86_400)
+    ack_timeout_s: float | None = PydanticField(default=None, gt=0.0, le=86_400)
+
+
+class EscalationPolicyPublic(BaseModel):
+    """A policy with its levels in order."""
+
+    id: int
+    name: str
+    alert_type: str | None
+    repeat_every_s: float | None
+    ack_timeout_s: float | None
+    levels: list[EscalationLevelIn]

@@ -20,3 +20,23 @@ class Event(SQLModel, table=True):
     received_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
     payload: str = Field(description="canonical JSON as received")
     alert_id: str | None = Field(default=None, index=True, max_length=26)
+
+
+class EventPublic(SQLModel):
+    """An event as the API shows it; `payload` is the canonical JSON the node sent."""
+
+    event_id: str
+    node_id: str
+    type: str
+    seq: int
+    ts: datetime
+    received_at: datetime
+    alert_id: str | None
+    payload: str
+
+
+class EventsPublic(SQLModel):
+    """A page of events."""
+
+    data: list[EventPublic]
+    count: int

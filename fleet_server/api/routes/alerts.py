@@ -12,6 +12,8 @@ from fleet_server.api.deps import CurrentUser, OperatorUser, RuntimeDep, Session
 from fleet_server.crud import list_alerts
 from fleet_server.models import (
     Alert,
+    AlertEscalation,
+    AlertEscalationPublic,
     AlertPublic,
     AlertsPublic,
     AlertState,
@@ -67,6 +69,20 @@ def read_transitions(
     return AlertTransitionsPublic(
         data=[AlertTransitionPublic.model_validate(r) for r in rows], count=len(rows)
     )
+
+
+@router.get("/{alert_id}/escalations")
+def read_escalations(
+    session: SessionDep, _user: CurrentUser, alert_id: str
+) -> list[AlertEscalationPublic]:
+    """Every escalation step of an alert, oldest first: level, queue, reason, time."""
+    _get_alert(session, alert_id)
+    rows = session.exec(
+        select(AlertEscalation)
+        .where(AlertEscalation.alert_id == alert_id)
+        .order_by(col(AlertEscalation.at), col(AlertEscalation.id))
+    ).all()
+    return [AlertEscalationPublic.model_validate(r) for r in rows]
 
 
 @router.post("/{alert_id}/transitions", status_code=status.HTTP_201_CREATED)

@@ -1,0 +1,127 @@
+"""HTTP routes of the operator console: the page shells and their static assets.
+
+Everything under ``/console`` is public on purpose: a page is an empty shell
+whose script reads the bearer token from ``sessionStorage`` and asks the API
+for data, so nothing secret is rendered here. Pages are plain HTML files
+filled with :class:`string.Template` (values HTML-escaped) so the console adds
+no template engine to the server's dependencies. Responses carry a strict
+Content-Security-Policy (scripts and styles from this origin only, no inline
+code) because a token in ``sessionStorage`` is only as safe as the page that
+can read it.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import string
+from functools import cache
+from pathlib import Path
+from typing import Final
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+
+from fleet_server.alerts import TRANSITIONS
+
+__all__ = ["API_PREFIX", "CONSOLE_PREFIX", "router"]
+
+CONSOLE_PREFIX: Final = "/console"
+API_PREFIX: Final = "/api/v1"
+
+_HERE = Path(__file__).resolve().parent
+_TEMPLATES = _HERE / "templates"
+_STATIC = _HERE / "static"
+
+_MEDIA_TYPES: Final = {
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+}
+
+# 'self' only: the console must work on an air-gapped control-room network and
+# must not let injected markup run script that could read the token.
+_SECURITY_HEADERS: Final = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    # The SSE URL carries the token as a query parameter; never leak it onwards.
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+router = APIRouter(prefix=CONSOLE_PREFIX, tags=["console"], include_in_schema=False)
+
+
+@cache
+def _transitions_json() -> str:
+    # The queue offers buttons from the server's own lifecycle table, so the
+    # console can never drift from the rules the API enforces.
+    return json.dumps(
+        {str(state): sorted(str(to) for to in targets) for state, targets in TRANSITIONS.items()},
+        sort_keys=True,
+    )
+
+
+@cache
+def _template(name: str) -> string.Template:
+    return string.Template((_TEMPLATES / name).read_text(encoding="utf-8"))
+
+
+def _page(request: Request, template: str, *, title: str) -> HTMLResponse:
+    """Fill a page shell with the URLs it needs, relative to the app's root path."""
+    root = str(request.scope.get("root_path", "")).rstrip("/")
+    values = {
+        "title": title,
+        "api_base": f"{root}{API_PREFIX}",
+        "static_base": f"{root}{CONSOLE_PREFIX}/static",
+        "login_url": f"{root}{CONSOLE_PREFIX}/login",
+        "queue_url": f"{root}{CONSOLE_PREFIX}/",
+        "transitions": _transitions_json(),
+    }
+    body = _template(template).substitute({k: html.escape(v) for k, v in values.items()})
+    headers = {**_SECURITY_HEADERS, "Cache-Control": "no-cache"}
+    return HTMLResponse(body, headers=headers)
+
+
+@router.get("", name="console_root")
+def console_root(request: Request) -> RedirectResponse:
+    """`/console` → `/console/`, so relative links behave."""
+    root = str(request.scope.get("root_path", "")).rstrip("/")
+    return RedirectResponse(f"{root}{CONSOLE_PREFIX}/", status_code=307)
+
+
+@router.get("/", name="console_queue", response_class=HTMLResponse)
+def alert_queue(request: Request) -> HTMLResponse:
+    """The live alert queue and the node panel."""
+    return _page(request, "queue.html", title="Alert queue")
+
+
+@router.get("/login", name="console_login", response_class=HTMLResponse)
+def login(request: Request) -> HTMLResponse:
+    """The sign-in form; it posts to the API's OAuth2 password endpoint from script."""
+    return _page(request, "login.html", title="Sign in")
+
+
+@cache
+def _static_files() -> dict[str, Path]:
+    # A fixed, flat map of file names: a request can never name a path outside it.
+    return {
+        path.name: path
+        for path in _STATIC.iterdir()
+        if path.is_file() and path.suffix in _MEDIA_TYPES
+    }
+
+
+@router.get("/static/{name}", name="console_static")
+def static_file(name: str) -> FileResponse:
+    """One of the console's own CSS/JS files."""
+    path = _static_files().get(name)
+    if path is None:
+        raise HTTPException(status_code=404, detail="no such console file")
+    headers = {**_SECURITY_HEADERS, "Cache-Control": "no-cache"}
+    return FileResponse(path, media_type=_MEDIA_TYPES[path.suffix], headers=headers)

@@ -1,0 +1,75 @@
+"""`nigehbaan bench …`: benchmarks that print one JSON line and save it in bench-results/.
+
+Speed is measured here, never asserted in tests. Every run stays on loopback
+and is bounded in presses and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the `bench` subcommand and its benchmarks."""
+    parser = subparsers.add_parser("bench", help="benchmarks (JSON results)")
+    sub = parser.add_subparsers(dest="bench_command", required=True)
+    panic = sub.add_parser("panic", help="press → operator feed latency, delivery under chaos")
+    panic.add_argument("--nodes", type=int, default=100, help="simulated nodes (1-20000)")
+    panic.add_argument("--presses", type=int, default=100, help="presses in all (1-100000)")
+    panic.add_argument(
+        "--chaos", choices=["none", "broker-restart", "server-restart"], default="none"
+    )
+    panic.add_argument("--rate", type=float, default=50.0, help="presses per second")
+    panic.add_argument("--work-dir", type=Path, help="keep broker/server/node state here")
+    panic.add_argument("--json", action="store_true", help="print only the JSON line")
+    panic.add_argument(
+        "--results-dir", type=Path, default=Path("bench-results"), help="where to save results"
+    )
+    panic.set_defaults(func=_panic)
+
+
+def raise_fd_limit(wanted: int) -> int:
+    """Raise the soft open-files limit towards `wanted` (each node holds a socket and a db)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = min(hard, max(soft, wanted))
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return target
+
+
+def save_result(result: dict[str, Any], results_dir: Path) -> Path:
+    """Write `result` as `<bench>-<timestamp>.json` and return the path."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = results_dir / f"{result['bench']}-{stamp}.json"
+    path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path
+
+
+def _panic(args: argparse.Namespace) -> int:
+    from simulators.bench_panic import PanicBenchConfig, run_panic_bench
+
+    if not 1 <= args.nodes <= 20_000 or not 1 <= args.presses <= 100_000 or args.rate <= 0:
+        print("bench panic: --nodes 1-20000, --presses 1-100000, --rate > 0", file=sys.stderr)
+        return 2
+    raise_fd_limit(args.nodes * 4 + 1024)
+    config = PanicBenchConfig(
+        nodes=args.nodes,
+        presses=args.presses,
+        chaos=args.chaos,
+        press_rate=args.rate,
+        work_dir=args.work_dir,
+    )
+    result = asyncio.run(run_panic_bench(config))
+    path = save_result(result, args.results_dir)
+    print(json.dumps(result, sort_keys=True))
+    if not args.json:
+        print(f"saved {path}", file=sys.stderr)
+    return 0 if result["lost"] == 0 and result["duplicate_alerts"] == 0 else 1

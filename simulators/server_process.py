@@ -1,0 +1,169 @@
+"""Runs a real `nigehbaan server` as a separate process, for tests, benchmarks and the demo.
+
+A separate process is the point: chaos runs `kill -9` it and start it again on
+the same database, exactly as a crash in the field would, and nothing in the
+test shares memory with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from fleet_server.broker import free_port
+
+logger = logging.getLogger(__name__)
+
+
+class ServerProcessError(RuntimeError):
+    """The server process could not be started or did not become healthy."""
+
+
+class ServerProcess:
+    """A `nigehbaan server` subprocess on a loopback port with its own data dir."""
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        broker_url: str,
+        port: int | None = None,
+        db_url: str | None = None,
+        extra_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.broker_url = broker_url
+        self.port = port or free_port()
+        self.db_url = db_url or f"sqlite:///{data_dir / 'fleet.db'}"
+        self.extra_args = extra_args
+        self.env = env or {}
+        self.log_path = data_dir / "server.log"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_file: IO[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def command(self, *args: str) -> list[str]:
+        """The `nigehbaan` command line with this server's database and data dir."""
+        return [
+            sys.executable,
+            "-m",
+            "edge_agent.console",
+            "server",
+            "--db",
+            self.db_url,
+            "--data-dir",
+            str(self.data_dir),
+            *args,
+        ]
+
+    def _environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.setdefault("NIGEHBAAN_ENV", "dev")
+        env.update(self.env)
+        return env
+
+    def run_cli(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 60.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a one-shot server CLI command (create a user, …) against this database."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return subprocess.run(
+            self.command(*args),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**self._environment(), **(env or {})},
+            check=False,
+        )
+
+    def start(self, *, timeout: float = 30.0) -> None:
+        """Start the server and wait until /healthz answers."""
+        if self.running:
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self._log_file = log
+        self._process = subprocess.Popen(
+            self.command(
+                "--broker-url",
+                self.broker_url,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                *self.extra_args,
+            ),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self._environment(),
+            start_new_session=True,
+        )
+        self.wait_healthy(timeout=timeout)
+
+    def wait_healthy(self, *, timeout: float = 30.0) -> None:
+        """Poll /healthz until it answers 200, or raise with the server log."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process is None or self._process.poll() is not None:
+                raise ServerProcessError(f"server exited during start-up\n{self.log_text()}")
+            try:
+                if httpx.get(f"{self.base_url}/healthz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise ServerProcessError(f"server not healthy within {timeout}s\n{self.log_text()}")
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would."""
+        if self._process is not None and self._process.poll() is None:
+            os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait(timeout=10)
+        self._process = None
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def stop(self, *, timeout: float = 15.0) -> None:
+        """SIGTERM and wait; SIGKILL if it does not stop in time."""
+        proc = self._process
+        if proc is None:
+            return
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                logger.warning("server ignored SIGTERM for %ss; killing", timeout)
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        self._process = None
+        self._close_log()
+
+    def log_text(self, *, tail: int = 200) -> str:
+        """The last lines of the server's output, for failure reports."""
+        try:
+            lines = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except FileNotFoundError:
+            return "(no server log)"
+        return "\n".join(lines[-tail:])

@@ -1,0 +1,328 @@
+"""End to end: pillars running the real agent, a real Mosquitto, a real server process.
+
+Each story starts its own broker and `nigehbaan server` (so it can kill them
+with SIGKILL), simulated nodes on gpiozero mock pins, and watches what the
+operator sees through the REST API and the SSE feed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from fleet_server.broker import ManagedBroker
+from hardware.indicator import Pattern
+from simulators.fleet import SimFleet
+from simulators.netcut import NetCut
+from simulators.server_process import ServerProcess
+from simulators.sse import FeedItem, alert_feed
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+API = "/api/v1"
+T = TypeVar("T")
+# Nodes reconnect quickly here so stories stay short; the logic is the field's.
+FAST = {"mqtt": {"reconnect_min_s": 0.2, "reconnect_max_s": 1.0, "keepalive_s": 5}}
+
+
+@dataclass
+class Stack:
+    """A broker, a server process and an operator token, all on loopback."""
+
+    broker: ManagedBroker
+    server: ServerProcess
+    token: str
+    work: Path
+    failures: list[str] = field(default_factory=list)
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.server.base_url,
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=10,
+        )
+
+    def login(self) -> None:
+        """Get a fresh token (tokens survive restarts; this is for new servers)."""
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    broker = ManagedBroker.loopback(tmp_path / "broker")
+    broker.start()
+    server = ServerProcess(
+        data_dir=tmp_path / "server",
+        broker_url=broker.url,
+        env={
+            "NIGEHBAAN_MQTT_CLIENT_ID": f"fleet-server-{secrets.token_hex(4)}",
+            "NIGEHBAAN_OFFLINE_GRACE_S": "1",
+            "NIGEHBAAN_ESCALATION_TICK_S": "0.2",
+        },
+    )
+    password = secrets.token_urlsafe(12)
+    created = server.run_cli(
+        "--create-admin", "chief", "--password-env", "NB_PW", env={"NB_PW": password}
+    )
+    assert created.returncode == 0, created.stderr
+    server.start()
+    try:
+        token = httpx.post(
+            f"{server.base_url}{API}/login/access-token",
+            data={"username": "chief", "password": password},
+            timeout=10,
+        ).json()["access_token"]
+        yield Stack(broker=broker, server=server, token=token, work=tmp_path)
+    except BaseException:
+        print("--- server log ---\n" + server.log_text())
+        print("--- broker log ---\n" + broker.log_text())
+        raise
+    finally:
+        server.stop()
+        broker.stop()
+
+
+async def until(check: Callable[[], T], *, what: str, timeout: float = 30.0) -> T:
+    """Poll `check` until it returns something truthy; fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await asyncio.to_thread(check)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+@contextlib.asynccontextmanager
+async def running_fleet(
+    stack: Stack, count: int, *, broker_url: str | None = None, **overrides: Any
+) -> AsyncIterator[SimFleet]:
+    fleet = SimFleet(
+        broker_url=broker_url or stack.broker.url,
+        data_dir=stack.work / "nodes",
+        count=count,
+        overrides={**FAST, **overrides},
+    )
+    await fleet.start(connect_timeout=30)
+    try:
+        yield fleet
+    finally:
+        await fleet.stop()
+
+
+@contextlib.asynccontextmanager
+async def operator_feed(stack: Stack) -> AsyncIterator[list[FeedItem]]:
+    items: list[FeedItem] = []
+    connected = asyncio.Event()
+
+    async def watch() -> None:
+        async for item in alert_feed(stack.server.base_url, stack.token, connected=connected):
+            items.append(item)
+
+    task = asyncio.ensure_future(watch())
+    await asyncio.wait_for(connected.wait(), 15)
+    try:
+        yield items
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def alerts_of(stack: Stack, node_id: str) -> list[dict[str, Any]]:
+    with stack.api() as api:
+        data: list[dict[str, Any]] = api.get(f"{API}/alerts", params={"node_id": node_id}).json()[
+            "data"
+        ]
+    return data
+
+
+def panic_events(stack: Stack) -> list[dict[str, Any]]:
+    with stack.api() as api:
+        rows: list[dict[str, Any]] = api.get(
+            f"{API}/events", params={"type": "panic", "limit": 1000}
+        ).json()["data"]
+    return rows
+
+
+def assert_each_press_is_exactly_one_alert(stack: Stack, fleet: SimFleet) -> None:
+    presses = fleet.presses
+    assert all(p.event_id for p in presses)
+    stored = panic_events(stack)
+    assert sorted(e["event_id"] for e in stored) == sorted(str(p.event_id) for p in presses)
+    for node in {p.node_id for p in presses}:
+        alerts = [a for a in alerts_of(stack, node) if a["type"] == "panic"]
+        expected = sum(1 for p in presses if p.node_id == node)
+        assert len(alerts) == 1, f"{node}: {len(alerts)} alerts"
+        assert alerts[0]["press_count"] == expected
+
+
+def test_a_press_reaches_the_operator_and_the_acknowledgement_lights_help_coming(
+    stack: Stack,
+) -> None:
+    async def story() -> None:
+        async with running_fleet(stack, 2) as fleet, operator_feed(stack) as feed:
+            press = await fleet.press(1)
+            created = await until(
+                lambda: [i for i in feed if i.data["op"] == "created"],
+                what="the alert on the operator feed",
+            )
+            assert created[0].data["event_id"] == press.event_id
+            alert = created[0].data["alert"]
+            assert (alert["node_id"], alert["type"], alert["severity"]) == (
+                press.node_id, "panic", "P1",
+            )  # fmt: skip
+            node = fleet.nodes[1].agent
+            await until(lambda: node.indicator.pattern is Pattern.DELIVERED, what="delivered")
+            with stack.api() as api:
+                response = api.post(
+                    f"{API}/alerts/{alert['id']}/transitions", json={"to": "acknowledged"}
+                )
+            assert response.status_code == 201, response.text
+            await until(lambda: node.indicator.pattern is Pattern.HELP_COMING, what="help coming")
+            seen = [change.pattern for change in node.indicator_history]
+            order = [Pattern.SENT, Pattern.DELIVERED, Pattern.HELP_COMING]
+            assert [p for p in seen if p in order] == order
+            # The other pillar's light never moved.
+            assert fleet.nodes[0].agent.indicator.pattern is Pattern.IDLE
+
+    asyncio.run(story())
+
+
+def test_presses_during_a_broker_crash_each_become_exactly_one_alert(stack: Stack) -> None:
+    async def story() -> None:
+        async with running_fleet(stack, 6) as fleet:
+            for i in (0, 1):
+                await fleet.press(i)
+            await until(lambda: fleet.outbox_depth() == 0, what="first presses acked")
+            stack.broker.kill()
+            for i in (2, 3):
+                await fleet.press(i)
+            assert fleet.outbox_depth() == 2  # on disk at the nodes, nowhere else
+            await asyncio.to_thread(stack.broker.start)
+            for i in (4, 5):
+                await fleet.press(i)
+            await until(lambda: fleet.outbox_depth() == 0, what="every press acked", timeout=45)
+            await until(lambda: len(panic_events(stack)) == 6, what="six stored presses")
+            assert_each_press_is_exactly_one_alert(stack, fleet)
+
+    asyncio.run(story())
+
+
+def test_presses_during_a_server_crash_each_become_exactly_one_alert(stack: Stack) -> None:
+    async def story() -> None:
+        # Nodes re-send unacked events every second, so the server meets
+        # redeliveries of the presses made while it was down.
+        async with running_fleet(stack, 6, outbox={"resend_after_s": 1.0}) as fleet:
+            for i in (0, 1):
+                await fleet.press(i)
+            await until(lambda: fleet.outbox_depth() == 0, what="first presses acked")
+            stack.server.kill()
+            for i in (2, 3):
+                await fleet.press(i)
+            await asyncio.sleep(2.5)  # long enough for at least one resend each
+            resends = sum(n.agent.counters["resends"] for n in fleet.nodes)
+            assert resends >= 2
+            await asyncio.to_thread(stack.server.start)
+            for i in (4, 5):
+                await fleet.press(i)
+            await until(lambda: fleet.outbox_depth() == 0, what="every press acked", timeout=45)
+            assert_each_press_is_exactly_one_alert(stack, fleet)
+
+    asyncio.run(story())
+
+
+def test_a_node_cut_off_and_back_delivers_every_press_into_one_alert(stack: Stack) -> None:
+    async def story() -> None:
+        relay = NetCut(target_host=stack.broker.host, target_port=stack.broker.port)
+        await relay.start()
+        try:
+            async with running_fleet(stack, 1, broker_url=relay.url) as fleet:
+                node_id = fleet.nodes[0].node_id
+                await until(lambda: _online(stack, node_id) is True, what="node online")
+                relay.cut()
+                for _ in range(3):
+                    await fleet.press(0)
+                    await asyncio.sleep(0.3)
+                assert fleet.outbox_depth() == 3
+                await until(lambda: _online(stack, node_id) is False, what="server sees offline")
+                assert fleet.nodes[0].agent.indicator.pattern is Pattern.OFFLINE
+                await asyncio.sleep(5.0)  # the link stays down a while (minutes in the field)
+                during_cut = {a["type"] for a in alerts_of(stack, node_id)}
+                assert during_cut == {"node_offline"}  # the outage is an alert; no press yet
+                relay.restore()
+                await until(lambda: fleet.outbox_depth() == 0, what="presses acked", timeout=30)
+                await until(lambda: _online(stack, node_id) is True, what="node back online")
+                assert_each_press_is_exactly_one_alert(stack, fleet)
+                assert relay.connections_refused >= 1
+        finally:
+            await relay.stop()
+
+    asyncio.run(story())
+
+
+def _online(stack: Stack, node_id: str) -> bool | None:
+    with stack.api() as api:
+        response = api.get(f"{API}/nodes/{node_id}")
+    if response.status_code != 200:
+        return None
+    return bool(response.json()["online"])
+
+
+def test_escalation_fires_on_time_after_a_server_restart(stack: Stack) -> None:
+    ladder = {
+        "alert_type": "panic",
+        "levels": [
+            {"after_s": 0, "recipient": "zone_operator"},
+            {"after_s": 3, "recipient": "supervisor_queue"},
+            {"after_s": 7, "recipient": "duty_officer_queue"},
+        ],
+    }
+    with stack.api() as api:
+        response = api.put(f"{API}/escalation-policies/panic", json=ladder)
+        assert response.status_code == 200, response.text
+
+    async def story() -> None:
+        async with running_fleet(stack, 1) as fleet:
+            await fleet.press(0)
+            node_id = fleet.nodes[0].node_id
+            (alert,) = await until(lambda: alerts_of(stack, node_id), what="alert")
+            stack.server.kill()
+            await asyncio.sleep(4.0)  # down past level 1's due time
+            await asyncio.to_thread(stack.server.start)
+            steps = await until(
+                lambda: [s for s in _escalations(stack, alert["id"]) if s["level"] == 2],
+                what="level 2",
+                timeout=20,
+            )
+            received = _at(alert["received_at"])
+            all_steps = _escalations(stack, alert["id"])
+            by_level = {s["level"]: _at(s["at"]) - received for s in all_steps}
+            assert sorted(by_level) == [0, 1, 2]
+            # Level 1 was due while the server was down: it fires once it is back.
+            assert by_level[1] >= 3.0
+            # Level 2 fires on time (the timer ticks every 0.2 s), not early.
+            assert 7.0 <= by_level[2] < 9.0, by_level
+            assert steps[0]["queue"] == "duty_officer_queue"
+
+    asyncio.run(story())
+
+
+def _escalations(stack: Stack, alert_id: str) -> list[dict[str, Any]]:
+    with stack.api() as api:
+        rows: list[dict[str, Any]] = api.get(f"{API}/alerts/{alert_id}/escalations").json()
+    return rows
+
+
+def _at(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
