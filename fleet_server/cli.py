@@ -131,6 +131,9 @@ def _serve(settings: Any) -> int:
     import uvicorn
 
     from fleet_server.app import create_app
+    from fleet_server.log_redaction import install as redact_tokens_in_logs
+
+    redact_tokens_in_logs()
 
     class _Server(uvicorn.Server):
         async def startup(self, sockets: Any = None) -> None:

@@ -195,6 +195,10 @@ def test_a_press_reaches_the_operator_and_the_acknowledgement_lights_help_coming
             assert [p for p in seen if p in order] == order
             # The other pillar's light never moved.
             assert fleet.nodes[0].agent.indicator.pattern is Pattern.IDLE
+        # The feed's token travelled in its URL; the server log must not keep it.
+        log = stack.server.log_text(tail=100_000)
+        assert "/api/v1/stream/alerts?access_token=***" in log
+        assert stack.token not in log
 
     asyncio.run(story())
 
