@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -46,6 +47,7 @@ from edge_agent.config import (
 from edge_agent.errors import OutboxError
 from edge_agent.mqtt import MqttTransport, TlsFiles, Transport, Will
 from edge_agent.outbox import Outbox, StoredEvent
+from edge_agent.power import PowerManager
 from edge_agent.press import (
     Decision,
     Panic,
@@ -58,6 +60,7 @@ from hardware.backends import HardwareBackend, load_backend
 from hardware.button import Edge, PanicButton
 from hardware.clock import Clock
 from hardware.indicator import Indicator, IndicatorChange, Pattern, SimIndicator
+from hardware.sim_clock import sleep_on
 from proto.codec import decode, encode, topic_for
 from proto.errors import BadTopic, ProtoError
 from proto.ids import is_ulid
@@ -134,6 +137,7 @@ class Agent:
         indicator: Indicator | None = None,
         clock: Clock | None = None,
         transport_factory: TransportFactory | None = None,
+        power: PowerManager | None = None,
     ) -> None:
         self.config = config
         self.node_id = config.node_id
@@ -184,6 +188,8 @@ class Agent:
         self._started_at = 0.0
         self._press_timer: asyncio.TimerHandle | None = None
         self._closed = False
+        # Power runs on its own clock (simulated fleets speed it up); see edge_agent.power.
+        self.power = power if power is not None else _power_manager(config, backend, self.clock)
 
     @classmethod
     def from_dict(
@@ -195,6 +201,7 @@ class Agent:
         indicator: Indicator | None = None,
         clock: Clock | None = None,
         transport_factory: TransportFactory | None = None,
+        power: PowerManager | None = None,
     ) -> Agent:
         """An agent from a plain config dict (what simulators and tests use)."""
         return cls(
@@ -204,6 +211,7 @@ class Agent:
             indicator=indicator,
             clock=clock,
             transport_factory=transport_factory,
+            power=power,
         )
 
     # ------------------------------------------------------------ read-outs
@@ -274,6 +282,9 @@ class Agent:
             asyncio.ensure_future(self._telemetry_loop()),
             asyncio.ensure_future(self._resend_loop()),
         ]
+        if self.power is not None:
+            power_loop = self.power.run(write=self._write_event, on_dark=self._power_dark)
+            background.append(asyncio.ensure_future(power_loop))
         logger.info("%s: agent running (hardware %s)", self.node_id, self.hardware_name)
         try:
             await self._stop_event.wait()
@@ -441,8 +452,8 @@ class Agent:
         while True:
             resend_after = self.config.outbox.resend_after_s
             await asyncio.sleep(min(1.0, resend_after / 2))
-            if not self.connected:
-                continue
+            if not self.connected or self.outbox.depth == 0:
+                continue  # nothing to resend: no query (a fleet runs this for every node)
             due = self.outbox.due(now=self._now(), resend_after_s=resend_after)
             if due:
                 self.counters["resends"] += len(due)
@@ -484,24 +495,42 @@ class Agent:
             serial=self.config.serial,
             hardware=self.hardware_name,
             firmware=Firmware(version=_firmware_version()),
-            capabilities=[Capability.PANIC_BUTTON, Capability.INDICATOR],
+            capabilities=[Capability.PANIC_BUTTON, Capability.INDICATOR]
+            + ([Capability.POWER_MONITOR] if self.power is not None else []),
             config_hash=config_hash(self.config),
             site_id=self.config.site_id,
             district=self.config.district,
             last_seq=self.outbox.last_seq,
+            location=self.config.location,
         )
 
+    async def _power_dark(self) -> None:
+        """The last power step: give the final power event a moment to be acked, then stop."""
+        self.counters["power_dark"] += 1
+        for _ in range(20):
+            if self.outbox.depth == 0 or not self.connected:
+                break
+            await asyncio.sleep(0.05)
+        self.stop()
+
     async def _telemetry_loop(self) -> None:
+        # The first report comes at a random point of the first interval:
+        # nodes started together (a simulated fleet, a district's power coming
+        # back) must not all report in the same instant, every interval.
+        delay = random.uniform(0.0, self.config.telemetry.interval_s)
         while True:
-            await asyncio.sleep(self.config.telemetry.interval_s)
+            # Telemetry follows the power clock (simulated time in a sped-up fleet).
+            await sleep_on(self.power.clock if self.power else self.clock, delay)
+            delay = self.config.telemetry.interval_s
             if self.transport is None or not self.transport.connected:
                 continue
             report = Telemetry(
                 node_id=self.node_id,
-                ts=self.clock.now(),
+                ts=(self.power.clock if self.power else self.clock).now(),
                 uptime_s=self.uptime_s,
                 outbox_depth=self.outbox.depth,
                 test_mode=self.test_mode,
+                power=self.power.telemetry() if self.power else None,
             )
             self.transport.publish(telemetry_topic(self.node_id), encode(report), qos=0)
             self.counters["telemetry"] += 1
@@ -666,6 +695,22 @@ def _request_id_of(topic: str, payload: bytes, node_id: str) -> str | None:
     except ProtoError:
         return None
     return request_id
+
+
+def _power_manager(
+    config: AgentConfig, backend: HardwareBackend | None, clock: Clock
+) -> PowerManager | None:
+    """The power manager `config.power` asks for, on `backend`'s monitor (None when off)."""
+    if not config.power.enabled:
+        return None
+    from hardware.power import load_power_monitor
+
+    options = config.power.monitor_options
+    if backend is not None:
+        monitor = backend.power_monitor(kind=config.power.monitor, options=options)
+    else:
+        monitor = load_power_monitor(config.power.monitor or "sim", clock=clock, options=options)
+    return PowerManager(config=config.power, monitor=monitor, clock=clock, node_id=config.node_id)
 
 
 def _mqtt_transport(agent: Agent) -> Transport:

@@ -25,7 +25,9 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edge_agent.errors import AgentError
+from edge_agent.power import PowerConfig
 from proto.codec import encode_canonical
+from proto.messages import GeoPoint
 from proto.topics import NAME_PATTERN, NODE_ID_PATTERN
 
 if sys.version_info >= (3, 11):
@@ -38,10 +40,12 @@ __all__ = [
     "AgentConfig",
     "ConfigError",
     "HardwareConfig",
+    "IdentityConfig",
     "IndicatorConfig",
     "MqttConfig",
     "OutboxConfig",
     "PanicConfig",
+    "PowerConfig",
     "TelemetryConfig",
     "apply_changes",
     "config_from_dict",
@@ -226,6 +230,44 @@ class HardwareConfig(_Section):
     )
 
 
+class IdentityConfig(_Section):
+    """Where the node enrolled and how it keeps its certificate fresh (docs/provisioning.md)."""
+
+    server_url: str | None = Field(
+        default=None,
+        title="Enrollment server",
+        description="https://host[:port] of the fleet server's API; None: no renewal",
+        max_length=255,
+        pattern=r"^https?://",
+    )
+    ca_file: Path | None = Field(
+        default=None,
+        title="Server CA chain",
+        description="verifies the enrollment server; defaults to mqtt.ca_file",
+    )
+    renew_check_interval_s: float = Field(
+        default=86_400.0,
+        ge=0.1,
+        le=30 * 86_400.0,
+        title="Renewal check interval",
+        description="how often the agent checks whether its certificate is due for renewal",
+    )
+    renew_retry_s: float = Field(
+        default=300.0,
+        ge=0.1,
+        le=86_400.0,
+        title="Renewal retry",
+        description="after a failed renewal, try again this much later",
+    )
+    renew_when_left: float = Field(
+        default=1.0 / 3.0,
+        gt=0.0,
+        lt=1.0,
+        title="Renew when left",
+        description="renew once less than this fraction of the lifetime is left",
+    )
+
+
 class AgentConfig(_Section):
     """Everything one node's agent needs to run."""
 
@@ -249,6 +291,11 @@ class AgentConfig(_Section):
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     hardware: HardwareConfig = Field(default_factory=HardwareConfig)
+    identity: IdentityConfig = Field(default_factory=IdentityConfig)
+    power: PowerConfig = Field(default_factory=PowerConfig)
+    location: GeoPoint | None = Field(
+        default=None, description="surveyed WGS84 position (lat, lon), sent in Birth"
+    )
 
 
 def parse_config_text(

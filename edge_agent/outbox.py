@@ -211,7 +211,7 @@ class Outbox:
         except BaseException:
             self._rollback()
             raise
-        self._depth = int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        self._depth += 1  # `_make_room` already took off what it evicted
         return stored
 
     def _make_room(self) -> None:

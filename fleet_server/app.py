@@ -28,12 +28,17 @@ from sqlmodel import Session, select
 from fleet_server.alerts import TimerLoop, ensure_default_policies
 from fleet_server.api.main import api_router
 from fleet_server.auth import create_user
-from fleet_server.broker import ManagedBroker
+from fleet_server.broker import FleetBrokerFiles, ManagedBroker, fleet_broker_config, free_port
+from fleet_server.broker.fleet import FLEET_SERVER_USER
 from fleet_server.console.routes import router as console_router
 from fleet_server.db import create_schema, make_engine
 from fleet_server.ingest import IngestWorker
-from fleet_server.models import Role, User, UserCreate
+from fleet_server.models import Role, User, UserCreate, utcnow
 from fleet_server.mqtt import MqttLink
+from fleet_server.pki import IssuingCa, PkiPaths, init_dev_pki
+from fleet_server.pki.runtime import PkiRuntime
+from fleet_server.pki.store import LOOPBACK_NAMES
+from fleet_server.ratelimit import TokenBucketLimiter
 from fleet_server.runtime import LiveNotifier, Runtime
 from fleet_server.settings import Settings
 from fleet_server.stream import Broadcaster
@@ -77,11 +82,54 @@ def _stop_stale_broker(data_dir: Path) -> None:
             os.kill(pid, signal.SIGTERM)
 
 
-def start_managed_broker(settings: Settings) -> ManagedBroker:
-    """Our own Mosquitto under `<data_dir>/broker` (loopback, anonymous for now)."""
+def prepare_pki(settings: Settings) -> PkiPaths | None:
+    """The online PKI directory if there is (or, in development, now is) an issuing CA.
+
+    Also (re)issues the service certificates: broker (SANs loopback plus
+    `broker_hostnames`), API, and the fleet server's own MQTT client
+    certificate (CN `fleet-server`).
+    """
+    paths = PkiPaths(settings.pki_path.resolve())
+    now = utcnow()
+    if settings.makes_dev_pki:
+        passphrase = settings.root_ca_passphrase.encode() if settings.root_ca_passphrase else None
+        init_dev_pki(paths, passphrase=passphrase, now=now)
+    if not paths.exists:
+        logger.warning("no issuing CA in %s: enrollment and mTLS are off", paths.root)
+        return None
+    ca = IssuingCa(paths)
+    hostnames = [*LOOPBACK_NAMES, *settings.broker_hostnames]
+    if settings.public_hostname:
+        hostnames.append(settings.public_hostname)
+    for name in ("broker", "api"):
+        ca.ensure_service(name, now=now, hostnames=list(dict.fromkeys(hostnames)))
+    ca.ensure_service(FLEET_SERVER_USER, now=now, server=False, client=True)
+    return paths
+
+
+def start_managed_broker(settings: Settings, pki: PkiPaths | None = None) -> ManagedBroker:
+    """Our own Mosquitto under `<data_dir>/broker`.
+
+    With a PKI: the mTLS node listener (ACL, CRL) on `mqtts_port`, plus the
+    plain loopback listener in development. Without: one plain loopback
+    listener, as before provisioning existed.
+    """
     data_dir = (settings.data_dir / "broker").resolve()
     _stop_stale_broker(data_dir)
-    broker = ManagedBroker.loopback(data_dir, port=settings.managed_broker_port or None)
+    if pki is None:
+        broker = ManagedBroker.loopback(data_dir, port=settings.managed_broker_port or None)
+    else:
+        cert, key = pki.service("broker")
+        files = FleetBrokerFiles(ca_chain=pki.chain, certfile=cert, keyfile=key, crlfile=pki.crl)
+        plain = (settings.managed_broker_port or free_port()) if settings.plain_listener else None
+        config = fleet_broker_config(
+            data_dir,
+            files=files,
+            mqtts_port=settings.mqtts_port or free_port(),
+            mqtts_bind=settings.mqtts_bind,
+            plain_port=plain,
+        )
+        broker = ManagedBroker(config)
     for attempt in range(20):
         try:
             broker.start()
@@ -99,10 +147,24 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     broker: ManagedBroker | None = None
     broker_url = settings.broker_url
-    if settings.managed_broker:
-        broker = await asyncio.to_thread(start_managed_broker, settings)
-        broker_url = broker.url
     engine = await asyncio.to_thread(prepare_database, settings)
+    pki_paths = await asyncio.to_thread(prepare_pki, settings)
+    pki: PkiRuntime | None = None
+    if pki_paths is not None:
+        pki = PkiRuntime(
+            paths=pki_paths, engine=engine, revocation_action=settings.revocation_action
+        )
+        # The broker refuses to start without its crlfile.
+        await asyncio.to_thread(pki.write_crl)
+    tls_files: tuple[str, str, str] | None = None
+    if settings.managed_broker:
+        broker = await asyncio.to_thread(start_managed_broker, settings, pki_paths)
+        broker_url = broker.tls_url or broker.url
+        if pki is not None:
+            pki.broker = broker
+    if pki_paths is not None and broker_url and broker_url.startswith(("mqtts:", "ssl:")):
+        cert, key = pki_paths.service(FLEET_SERVER_USER)
+        tls_files = (str(pki_paths.chain), str(cert), str(key))
     broadcaster = Broadcaster(queue_max=settings.sse_queue_max, loop=asyncio.get_running_loop())
     runtime = Runtime(
         settings=settings,
@@ -111,6 +173,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         broadcaster=broadcaster,
         notify=LiveNotifier(broadcaster=broadcaster, publisher=None),
         broker=broker,
+        pki=pki,
+        enroll_limiter=TokenBucketLimiter(per_minute=settings.enroll_rate_per_min),
     )
     if broker_url:
         ingest_ref: list[IngestWorker] = []
@@ -120,6 +184,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             client_id=settings.mqtt_client_id,
             session_expiry_s=settings.mqtt_session_expiry_s,
             keepalive_s=settings.mqtt_keepalive_s,
+            tls_files=tls_files,
         )
         runtime.mqtt = link
         runtime.notify.publisher = link
@@ -147,6 +212,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         async with asyncio.TaskGroup() as tasks:
             timer_task = tasks.create_task(timers.run(), name="escalation-timers")
+            crl_task = (
+                tasks.create_task(_refresh_crl(pki, settings.crl_refresh_s), name="crl-refresh")
+                if pki is not None
+                else None
+            )
             logger.info(
                 "fleet server up: db %s, broker %s",
                 engine.url.render_as_string(hide_password=True),
@@ -156,6 +226,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 yield
             finally:
                 timer_task.cancel()
+                if crl_task is not None:
+                    crl_task.cancel()
     finally:
         if runtime.mqtt is not None:
             await asyncio.to_thread(runtime.mqtt.stop)
@@ -165,6 +237,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if broker is not None:
             await asyncio.to_thread(broker.stop)
         logger.info("fleet server stopped")
+
+
+async def _refresh_crl(pki: PkiRuntime, every_s: float) -> None:
+    """Re-sign the CRL well before its 7-day nextUpdate, so the broker never holds a stale one."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await asyncio.to_thread(pki.refresh)
+        except Exception:
+            logger.exception("CRL refresh failed; retrying at the next interval")
 
 
 def _include_console(app: FastAPI) -> None:

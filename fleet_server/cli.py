@@ -5,6 +5,10 @@ on the same database). When the HTTP socket is listening it prints one line,
 `nigehbaan server ready http://HOST:PORT` (flushed), which scripts and tests
 wait for; `/healthz` answers from then on.
 
+The certificate authority (docs/provisioning.md) has its own subcommands,
+`nigehbaan server ca init` and `nigehbaan server ca issue-intermediate`
+(`fleet_server.ca_cli`); without a subcommand `server` runs the server.
+
 Making users without a prompt::
 
     OP_PW=secret nigehbaan server --data-dir DIR --create-user alice \
@@ -14,6 +18,7 @@ Making users without a prompt::
 from __future__ import annotations
 
 import argparse
+import gc
 import getpass
 import os
 import sys
@@ -54,7 +59,52 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     users.add_argument(
         "--password-env", metavar="VAR", help="read the new user's password from this env var"
     )
+    pki = parser.add_argument_group("provisioning and identity (docs/provisioning.md)")
+    pki.add_argument(
+        "--init-pki",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="make a development root + issuing CA in DATA_DIR/pki if missing (dev only; "
+        "default: on in dev)",
+    )
+    pki.add_argument("--mqtts-port", type=int, help="managed broker TLS port (8883; 0 = free)")
+    pki.add_argument("--mqtts-bind", help="TLS listener address (127.0.0.1; 0.0.0.0 for nodes)")
+    pki.add_argument(
+        "--broker-hostname",
+        action="append",
+        dest="broker_hostnames",
+        help="extra name/IP for the broker and API certificates (repeatable)",
+    )
+    pki.add_argument("--public-hostname", help="host nodes are told to use (default: request's)")
+    pki.add_argument("--node-cert-days", type=int, help="node certificate lifetime (30)")
+    pki.add_argument(
+        "--enrollment-manual-accept",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="queue unknown nodes for an admin instead of refusing them",
+    )
+    pki.add_argument(
+        "--dev-plain-listener",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="managed broker also listens plain on loopback (default: only in dev)",
+    )
+    pki.add_argument(
+        "--revocation-action",
+        choices=["restart", "reload"],
+        help="what a revocation does to the managed broker (default restart)",
+    )
+    pki.add_argument(
+        "--https",
+        dest="api_https",
+        action="store_true",
+        default=None,
+        help="serve the API over HTTPS with DATA_DIR/pki/api.pem",
+    )
     parser.set_defaults(func=_run)
+    from fleet_server.ca_cli import register_ca
+
+    register_ca(parser)
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -69,6 +119,16 @@ def _settings(args: argparse.Namespace) -> Any:
         "port": args.port,
         "data_dir": args.data_dir,
         "env": args.env,
+        "init_pki": args.init_pki,
+        "mqtts_port": args.mqtts_port,
+        "mqtts_bind": args.mqtts_bind,
+        "broker_hostnames": args.broker_hostnames,
+        "public_hostname": args.public_hostname,
+        "node_cert_days": args.node_cert_days,
+        "enrollment_manual_accept": args.enrollment_manual_accept,
+        "dev_plain_listener": args.dev_plain_listener,
+        "revocation_action": args.revocation_action,
+        "api_https": args.api_https,
     }
     settings = Settings.from_env(**overrides)
     if args.no_mqtt:
@@ -127,6 +187,25 @@ def _create_user(settings: Any, *, name: str, role: str, password_env: str | Non
     return 0
 
 
+def _https_files(settings: Any) -> tuple[str, str] | None:
+    """(cert, key) for HTTPS, or None for plain HTTP.
+
+    `--https` without explicit files uses the API certificate the server
+    issues itself (DATA_DIR/pki/api.pem), making the PKI first if needed.
+    """
+    if not settings.api_https:
+        return None
+    if settings.api_certfile and settings.api_keyfile:
+        return str(settings.api_certfile), str(settings.api_keyfile)
+    from fleet_server.app import prepare_pki
+
+    paths = prepare_pki(settings)
+    if paths is None:
+        raise SystemExit("nigehbaan server: --https needs a PKI (`ca issue-intermediate`)")
+    cert, key = paths.service("api")
+    return str(cert), str(key)
+
+
 def _serve(settings: Any) -> int:
     import uvicorn
 
@@ -135,16 +214,25 @@ def _serve(settings: Any) -> int:
 
     redact_tokens_in_logs()
 
+    ssl_files = _https_files(settings)
+
     class _Server(uvicorn.Server):
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets)
             if self.started:
+                # What start-up loaded (FastAPI, SQLAlchemy, pydantic schemas)
+                # lives as long as the process; frozen, it is no longer walked
+                # by every full collection, which otherwise pauses all threads
+                # (ingest included) for tens of ms at random moments.
+                gc.collect()
+                gc.freeze()
                 host, port = settings.host, settings.port
                 for server in getattr(self, "servers", []):
                     for sock in server.sockets:
                         host, port = sock.getsockname()[:2]
                         break
-                print(f"nigehbaan server ready http://{host}:{port}", flush=True)
+                scheme = "https" if ssl_files else "http"
+                print(f"nigehbaan server ready {scheme}://{host}:{port}", flush=True)
 
     config = uvicorn.Config(
         create_app(settings),
@@ -153,6 +241,8 @@ def _serve(settings: Any) -> int:
         log_level="info",
         log_config=None,  # keep the dispatcher's logging setup
         timeout_graceful_shutdown=5,
+        ssl_certfile=ssl_files[0] if ssl_files else None,
+        ssl_keyfile=ssl_files[1] if ssl_files else None,
     )
     server = _Server(config)
     server.run()

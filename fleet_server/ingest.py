@@ -34,10 +34,11 @@ from sqlmodel import Session, col, select
 
 from fleet_server.alerts import (
     AlertNotice,
+    AlertRows,
     Notifier,
     Policies,
+    PolicyCache,
     join_alert,
-    load_policies,
     notice,
     open_alert,
 )
@@ -51,6 +52,8 @@ from fleet_server.models import (
     SequenceGap,
     utcnow,
 )
+from fleet_server.node_commands import store_reply
+from fleet_server.power import record_offline, record_power_event, record_telemetry
 from proto.codec import Envelope, decode_uplink, encode
 from proto.errors import ProtoError
 from proto.messages import (
@@ -69,7 +72,6 @@ from proto.topics import ack_topic
 logger = logging.getLogger(__name__)
 
 ACK_MAX_IDS = 500  # proto.messages.Ack.event_ids max_length
-_POWER_ALERTS = frozenset({"mains_lost", "autonomy_low", "battery_fault"})
 
 
 class Publisher(Protocol):
@@ -132,6 +134,7 @@ def store_batch(
             open_alerts[(alert.node_id, alert.type)] = alert  # oldest wins (ordered desc)
 
     event_rows: list[dict[str, object]] = []
+    alert_rows = AlertRows()
     for envelope in envelopes:
         message = envelope.message
         node_id = envelope.topic.node_id
@@ -154,7 +157,7 @@ def store_batch(
             out.inserted += 1
             event_rows.append(
                 _store_event(session, node, message, now=now, policies=policies,
-                             open_alerts=open_alerts, out=out)
+                             open_alerts=open_alerts, out=out, rows=alert_rows)
             )  # fmt: skip
         elif isinstance(message, Birth):
             _apply_birth(node, message)
@@ -164,14 +167,22 @@ def store_batch(
             out.notices += _presence(session, node, message.bd_seq,
                                      online=message.state == "online", now=now,
                                      policies=policies, fresh=node_id in fresh)  # fmt: skip
+            if message.state == "offline" and node.bd_seq == message.bd_seq:
+                # Dropping off on an empty battery at night is "went dark" (power alert).
+                out.notices += record_offline(session=session, node=node, now=now,
+                                              policies=policies)  # fmt: skip
         elif isinstance(message, Telemetry):
             node.test_mode = message.test_mode
+            out.notices += record_telemetry(session=session, node=node, telemetry=message,
+                                            now=now, policies=policies)  # fmt: skip
         elif isinstance(message, Reply):
-            logger.debug("reply %s from %s ok=%s", message.request_id, node_id, message.ok)
+            # Kept for GET /api/v1/nodes/{id}/replies/{request_id} (commissioning).
+            store_reply(session=session, node_id=node_id, reply=message, now=now)
     if event_rows:
         # Plain executemany: building an ORM object per event costs more than the insert.
         session.flush()
         session.execute(insert(Event), event_rows)
+    alert_rows.insert(session)
     return out
 
 
@@ -219,6 +230,7 @@ def _store_event(
     policies: Policies,
     open_alerts: dict[tuple[str, str], Alert],
     out: BatchOutcome,
+    rows: AlertRows | None = None,
 ) -> dict[str, object]:
     """Sequence check, alert open/join; returns the `event` row to insert."""
     if node.last_seq is not None and message.seq > node.last_seq + 1:
@@ -250,6 +262,13 @@ def _store_event(
         "alert_id": None,
     }
 
+    if isinstance(message, PowerEvent):
+        # One open alert per node per power kind; the rules are in fleet_server.power.
+        alert_id, notices = record_power_event(session=session, node=node, event=message,
+                                               now=now, policies=policies)  # fmt: skip
+        event["alert_id"] = alert_id
+        out.notices += notices
+        return event
     alert_type: str | None = None
     test = False
     detail: str | None = None
@@ -257,8 +276,6 @@ def _store_event(
         alert_type, test = AlertType.PANIC, message.test
     elif isinstance(message, TamperEvent) and message.active:
         alert_type, detail = AlertType.TAMPER, message.tamper
-    elif isinstance(message, PowerEvent) and message.power in _POWER_ALERTS:
-        alert_type, detail = AlertType.POWER, message.power
     if alert_type is None:
         return event
     existing = None if test else open_alerts.get((node.node_id, alert_type))
@@ -277,6 +294,7 @@ def _store_event(
         pressed_at=message.ts,
         test=test,
         detail=detail,
+        rows=rows,
     )
     event["alert_id"] = alert.id
     if not test:
@@ -324,6 +342,7 @@ class IngestWorker:
         self.notify = notify
         self.ack_timeout_s = ack_timeout_s
         self.batch_max = batch_max
+        self.policies = PolicyCache(ack_timeout_s=ack_timeout_s)
         self.stats = IngestStats()
         self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue(maxsize=queue_max)
         self._thread: threading.Thread | None = None
@@ -411,7 +430,7 @@ class IngestWorker:
         self, envelopes: Sequence[Envelope], rejections: Rejections, now: datetime
     ) -> BatchOutcome:
         with Session(self.engine, expire_on_commit=False) as session:
-            policies = load_policies(session=session, ack_timeout_s=self.ack_timeout_s)
+            policies = self.policies.get(session)
             outcome = store_batch(session=session, envelopes=envelopes, now=now, policies=policies)
             if rejections:
                 add_rejections(session=session, counts=rejections, now=now)

@@ -16,6 +16,8 @@ from fleet_server.alerts import AlertNotice
 from fleet_server.broker import ManagedBroker
 from fleet_server.ingest import IngestWorker, Publisher
 from fleet_server.mqtt import MqttLink
+from fleet_server.pki.runtime import PkiRuntime
+from fleet_server.ratelimit import TokenBucketLimiter
 from fleet_server.settings import Settings
 from fleet_server.stream import Broadcaster
 from proto.codec import encode, topic_for
@@ -51,3 +53,5 @@ class Runtime:
     mqtt: MqttLink | None = None
     ingest: IngestWorker | None = None
     broker: ManagedBroker | None = None
+    pki: PkiRuntime | None = None
+    enroll_limiter: TokenBucketLimiter | None = None

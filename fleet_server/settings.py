@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 logger = logging.getLogger(__name__)
 
@@ -78,10 +78,65 @@ class Settings(BaseModel):
     sse_queue_max: int = Field(default=1000, ge=1, description="per-client SSE backlog")
     sse_keepalive_s: float = Field(default=15.0, gt=0.0)
 
+    # Provisioning and identity (docs/provisioning.md).
+    pki_dir: Path | None = Field(default=None, description="default <data_dir>/pki")
+    init_pki: bool | None = Field(
+        default=None,
+        description="make a development root + issuing CA if missing; None = only in dev",
+    )
+    root_ca_passphrase: str | None = Field(
+        default=None,
+        description="dev PKI root key passphrase (generated into the pki dir if unset)",
+    )
+    mqtts_port: int = Field(
+        default=8883, ge=0, le=65535, description="managed broker TLS; 0 = free"
+    )
+    mqtts_bind: str = Field(
+        default="127.0.0.1", description="TLS listener address (0.0.0.0 to serve nodes)"
+    )
+    broker_hostnames: list[str] = Field(
+        default_factory=list, description="extra SANs for the broker/API certificates (comma list)"
+    )
+    public_hostname: str | None = Field(
+        default=None, description="host nodes use in broker_url/api_url; default the request's host"
+    )
+    node_cert_days: int = Field(default=30, ge=1, le=825, description="node certificate lifetime")
+    enrollment_manual_accept: bool = Field(
+        default=False, description="queue unknown nodes for an admin instead of refusing them"
+    )
+    enroll_rate_per_min: float = Field(
+        default=10.0, gt=0.0, description="enrollment requests per client address and per token"
+    )
+    dev_plain_listener: bool | None = Field(
+        default=None,
+        description="managed broker also opens a plain loopback listener; None = dev only",
+    )
+    revocation_action: Literal["restart", "reload"] = Field(
+        default="restart",
+        description="what a revocation does to the managed broker (Mosquitto keeps live "
+        "connections on SIGHUP; restart drops them)",
+    )
+    crl_refresh_s: float = Field(default=86_400.0, gt=0.0, description="CRL re-sign interval")
+    api_https: bool = Field(default=False, description="serve the API over HTTPS")
+    api_certfile: Path | None = Field(default=None, description="default <pki_dir>/api.pem")
+    api_keyfile: Path | None = Field(default=None, description="default <pki_dir>/api.key")
+
+    @field_validator("broker_hostnames", mode="before")
+    @classmethod
+    def _split_hostnames(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [h.strip() for h in value.split(",") if h.strip()]
+        return value
+
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:
         if self.env == "dev":
             return self
+        if self.init_pki:
+            raise SettingsError(
+                "--init-pki makes a development CA; outside dev use "
+                "`nigehbaan server ca init` and `ca issue-intermediate`"
+            )
         if self.secret_key == DEFAULT_SECRET or len(self.secret_key) < 16:
             raise SettingsError(
                 f"NIGEHBAAN_SECRET_KEY must be set to 16+ random characters when "
@@ -99,6 +154,21 @@ class Settings(BaseModel):
         if self.db_url:
             return self.db_url
         return f"sqlite:///{(self.data_dir / 'fleet.db').resolve()}"
+
+    @property
+    def pki_path(self) -> Path:
+        """Where the online PKI lives (issuing CA, service certificates, CRL)."""
+        return self.pki_dir if self.pki_dir is not None else self.data_dir / "pki"
+
+    @property
+    def plain_listener(self) -> bool:
+        """Whether the managed broker also opens the plain loopback listener."""
+        return self.env == "dev" if self.dev_plain_listener is None else self.dev_plain_listener
+
+    @property
+    def makes_dev_pki(self) -> bool:
+        """Whether start-up creates a development PKI when none exists."""
+        return self.env == "dev" if self.init_pki is None else self.init_pki
 
     def signing_key(self) -> bytes:
         """The token-signing key.
@@ -131,7 +201,7 @@ class Settings(BaseModel):
             raw = env.get(ENV_PREFIX + name.upper())
             if raw is None:
                 continue
-            if name in ("db_url", "broker_url", "admin_password") and raw == "":
+            if name in ("db_url", "broker_url", "admin_password", "init_pki") and raw == "":
                 values[name] = None
             else:
                 values[name] = raw

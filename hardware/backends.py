@@ -18,12 +18,15 @@ import os
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hardware.button import GpioButton, PanicButton, SimButton
 from hardware.clock import Clock, SystemClock
 from hardware.errors import BackendUnavailable, HardwareError
 from hardware.indicator import GpioIndicator, Indicator, SimIndicator
+
+if TYPE_CHECKING:
+    from hardware.power import PowerMonitor
 
 __all__ = [
     "ENV_VAR",
@@ -61,6 +64,18 @@ class HardwareBackend(ABC):
     def indicator(self, *, led_pin: int | str, buzzer_pin: int | str | None = None) -> Indicator:
         """The pillar's light (and buzzer)."""
 
+    default_power_monitor = "sim"
+
+    def power_monitor(
+        self, *, kind: str | None = None, options: Mapping[str, Any] | None = None
+    ) -> PowerMonitor:
+        """The site's power monitor (`hardware.power`): `kind` or this backend's default."""
+        from hardware.power import load_power_monitor
+
+        return load_power_monitor(
+            kind or self.default_power_monitor, clock=self.clock, options=options
+        )
+
 
 class SimBackend(HardwareBackend):
     """Mock pins and recorded outputs; one `MockFactory` per backend (per node)."""
@@ -84,6 +99,7 @@ class RpiBackend(HardwareBackend):
     """Real GPIO on a Raspberry Pi through gpiozero's hardware pin factories."""
 
     name = "rpi"
+    default_power_monitor = "ina219"
     _FACTORIES = (
         ("gpiozero.pins.lgpio", "LGPIOFactory"),
         ("gpiozero.pins.rpigpio", "RPiGPIOFactory"),

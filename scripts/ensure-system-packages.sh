@@ -8,6 +8,11 @@ need=""
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need="$need mosquitto"
 command -v mosquitto_sub >/dev/null 2>&1 || need="$need mosquitto-clients"
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need="$need chromium"
+# `nigehbaan tech flash` writes into disk images with mtools; the tests build
+# images with sfdisk (fdisk) and mkfs.vfat (dosfstools).
+command -v mcopy >/dev/null 2>&1 || need="$need mtools"
+command -v mkfs.vfat >/dev/null 2>&1 || [ -x /usr/sbin/mkfs.vfat ] || need="$need dosfstools"
+command -v sfdisk >/dev/null 2>&1 || [ -x /usr/sbin/sfdisk ] || need="$need fdisk"
 py="${PY:-python3}"
 if ! "$py" -c 'import venv, ensurepip' >/dev/null 2>&1; then
     need="$need python3-venv"

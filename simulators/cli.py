@@ -43,6 +43,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--duration", type=float, default=60.0, help="seconds to run (max 86400)")
     parser.add_argument("--seed", type=int, default=None, help="random seed for presses")
+    parser.add_argument(
+        "--scenario",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="run a scenario file (simulators/scenarios/*.yaml) instead; see docs/power.md",
+    )
+    parser.add_argument(
+        "--report", type=Path, default=None, metavar="FILE", help="--scenario: JSON report here"
+    )
     parser.set_defaults(func=_run)
 
 
@@ -58,6 +68,10 @@ def parse_press(text: str, *, nodes: int) -> tuple[int, float]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.scenario is not None:
+        from simulators.scenario_cli import run_scenario_command
+
+        return run_scenario_command(args)
     if not 1 <= args.nodes <= 20_000 or not 0 < args.duration <= 86_400:
         print("nigehbaan sim: --nodes 1-20000 and --duration 0-86400 s", file=sys.stderr)
         return 2

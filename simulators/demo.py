@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 NOT_BUILT = (
-    "node enrollment with certificates (mutual TLS) and technician tools (issue #4)",
     "solar power telemetry and power alerts (issue #5)",
     "scenario files and city-scale simulation (issue #6)",
     "cameras, ANPR/face recognition, OTA updates",
@@ -69,17 +68,26 @@ def _admin_password(data_dir: Path) -> str:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    from fleet_server.broker import ManagedBroker
+    import httpx
+
+    from fleet_server.broker import free_port
+    from simulators.enrollment import EnrollmentPlan
     from simulators.fleet import SimFleet
     from simulators.server_process import ServerProcess
 
     data_dir: Path = args.data_dir
     password = _admin_password(data_dir)
     with contextlib.ExitStack() as stack:
-        broker = ManagedBroker.loopback(data_dir / "broker")
-        broker.start()
-        stack.callback(broker.stop)
-        server = ServerProcess(data_dir=data_dir / "server", broker_url=broker.url, port=args.port)
+        # The server runs its own Mosquitto and dev PKI: pillars enroll (preauthorized
+        # serials) and connect over mutual TLS; the plain loopback listener is for watching.
+        plain_port, mqtts_port = free_port(), free_port()
+        server = ServerProcess(
+            data_dir=data_dir / "server",
+            broker_url=None,
+            port=args.port,
+            extra_args=("--managed-broker", "--managed-broker-port", str(plain_port)),
+            env={"NIGEHBAAN_MQTTS_PORT": str(mqtts_port), "NIGEHBAAN_ENROLL_RATE_PER_MIN": "6000"},
+        )
         created = server.run_cli(
             "--create-user",
             "admin",
@@ -94,15 +102,36 @@ async def _demo(args: argparse.Namespace) -> int:
             return 1
         server.start()
         stack.callback(server.stop)
-        fleet = SimFleet(broker_url=broker.url, data_dir=data_dir / "nodes", count=args.nodes)
+        login = await asyncio.to_thread(
+            httpx.post,
+            f"{server.base_url}/api/v1/login/access-token",
+            data={"username": "admin", "password": password},
+            timeout=10,
+        )
+        token = login.json()["access_token"]
+        plan = EnrollmentPlan(
+            server_url=server.base_url,
+            ca_chain_pem=(server.data_dir / "pki" / "ca-chain.pem").read_text(encoding="ascii"),
+            admin_token=token,
+        )
+        # Ports change between runs; pillars enrolled earlier get today's.
+        mqtts_url = f"mqtts://127.0.0.1:{mqtts_port}"
+        fleet = await SimFleet.enrolled(
+            plan,
+            data_dir=data_dir / "nodes",
+            count=args.nodes,
+            overrides={"mqtt": {"url": mqtts_url}},
+        )
         await fleet.start()
+        watch = f"mosquitto_sub -h 127.0.0.1 -p {plain_port} -t 'nb/v1/#' -v"
         print(
             f"""
 Nigehbaan demo fleet is running.
   console   {server.base_url}/console/   (user admin, password {password})
   API       {server.base_url}/docs
-  broker    {broker.url}   watch: mosquitto_sub -h {broker.host} -p {broker.port} -t 'nb/v1/#' -v
-  pillars   {len(fleet.nodes)} simulated nodes ({fleet.nodes[0].node_id} …)
+  broker    {mqtts_url} (mutual TLS)   watch: {watch}
+  pillars   {len(fleet.nodes)} simulated nodes ({fleet.nodes[0].node_id} …), enrolled with
+            certificates from the dev CA in {server.data_dir / "pki"}
   state     {data_dir}
 Not built yet: {"; ".join(NOT_BUILT)}.
 Press Ctrl-C to stop.

@@ -20,8 +20,10 @@ from typing import Any
 
 from edge_agent.agent import Agent
 from edge_agent.outbox import StoredEvent
+from edge_agent.renewal import CertificateRenewer
 from hardware.backends import SimBackend
 from hardware.button import SimButton
+from simulators.enrollment import EnrollmentPlan, enroll_fleet
 
 logger = logging.getLogger(__name__)
 
@@ -107,29 +109,73 @@ class SimFleet:
         count: int,
         prefix: str = "sim",
         overrides: dict[str, Any] | None = None,
+        node_configs: list[dict[str, Any]] | None = None,
     ) -> None:
         if count < 1:
             raise FleetError("a fleet needs at least one node")
         self.broker_url = broker_url
         self.data_dir = data_dir
-        self.nodes = [
-            SimNode(
-                Agent.from_dict(
-                    node_config(
-                        node_id=f"{prefix}-{i:05d}",
-                        index=i,
-                        data_dir=data_dir,
-                        broker_url=broker_url,
-                        overrides=overrides,
-                    ),
-                    backend=SimBackend(),
-                )
+        # Plain mode (the panic benchmark): configs made here, plain mqtt://.
+        # Enrollment mode (`SimFleet.enrolled`): configs written by enrollment.
+        configs = node_configs or [
+            node_config(
+                node_id=f"{prefix}-{i:05d}",
+                index=i,
+                data_dir=data_dir,
+                broker_url=broker_url,
+                overrides=overrides,
             )
             for i in range(count)
         ]
+        self.nodes = [SimNode(Agent.from_dict(c, backend=SimBackend())) for c in configs]
+        # Idle unless a node has a certificate and an enrollment server (mqtts).
+        self.renewers = [CertificateRenewer(n.agent) for n in self.nodes]
+        self._renewal_tasks: list[asyncio.Task[None]] = []
         self._by_event: dict[str, PressRecord] = {}
         for node in self.nodes:
             node.agent.add_listener(self._listener_for(node))
+
+    @classmethod
+    async def enrolled(
+        cls,
+        plan: EnrollmentPlan,
+        *,
+        data_dir: Path,
+        count: int,
+        prefix: str = "sim",
+        overrides: dict[str, Any] | None = None,
+    ) -> SimFleet:
+        """A fleet whose nodes made their keys and enrolled through the server (mqtts).
+
+        See `simulators.enrollment`: ``plan.mode`` is ``preauthorized`` (serial +
+        public key CSV imported first) or ``token`` (one enrollment token each).
+        """
+        if count < 1:
+            raise FleetError("a fleet needs at least one node")
+        plain = [
+            node_config(
+                node_id=f"{prefix}-{i:05d}",
+                index=i,
+                data_dir=data_dir,
+                broker_url="mqtt://127.0.0.1:1883",  # replaced by the server's broker_url
+                overrides=overrides,
+            )
+            for i in range(count)
+        ]
+        configs = await asyncio.to_thread(enroll_fleet, plan, plain)
+        for config in configs:  # e.g. today's broker port for nodes enrolled in an earlier run
+            for key, value in (overrides or {}).items():
+                if isinstance(value, dict) and isinstance(config.get(key), dict):
+                    config[key] = {**config[key], **value}
+                else:
+                    config[key] = value
+        return cls(
+            broker_url=str(configs[0]["mqtt"]["url"]),
+            data_dir=data_dir,
+            count=count,
+            prefix=prefix,
+            node_configs=configs,
+        )
 
     def _listener_for(self, node: SimNode) -> Callable[[StoredEvent], None]:
         def on_event(stored: StoredEvent) -> None:
@@ -152,6 +198,7 @@ class SimFleet:
             node.task = asyncio.ensure_future(node.agent.run())
             if stagger_s:
                 await asyncio.sleep(stagger_s)
+        self._renewal_tasks = [asyncio.ensure_future(r.run()) for r in self.renewers]
         await self.wait_connected(timeout=connect_timeout)
 
     async def wait_connected(self, *, timeout: float = 60.0) -> None:
@@ -188,6 +235,10 @@ class SimFleet:
 
     async def stop(self) -> None:
         """Stop every agent and wait for their tasks."""
+        for renewer in self.renewers:
+            renewer.stop()
+        for task in self._renewal_tasks:
+            task.cancel()
         for node in self.nodes:
             node.agent.stop()
         for node in self.nodes:

@@ -34,7 +34,7 @@ class ServerProcess:
         self,
         *,
         data_dir: Path,
-        broker_url: str,
+        broker_url: str | None,
         port: int | None = None,
         db_url: str | None = None,
         extra_args: tuple[str, ...] = (),
@@ -101,8 +101,8 @@ class ServerProcess:
         self._log_file = log
         self._process = subprocess.Popen(
             self.command(
-                "--broker-url",
-                self.broker_url,
+                # None: the server brings its own broker (--managed-broker in extra_args).
+                *(("--broker-url", self.broker_url) if self.broker_url else ()),
                 "--host",
                 "127.0.0.1",
                 "--port",

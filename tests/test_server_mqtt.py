@@ -325,6 +325,16 @@ def test_the_server_process_survives_kill_9_and_resumes_on_the_same_database(
             headers = {"Authorization": f"Bearer {token}"}
             press = fake.press()
             wait_for(lambda: press.event_id in fake.acked_ids(), what="ack before kill")
+            # The ack may come from this module's in-process server (same broker,
+            # every uplink): kill only once *this* process has committed the alert.
+            wait_for(
+                lambda: bool(
+                    client.get(
+                        f"{API}/alerts", params={"node_id": fake.node_id}, headers=headers
+                    ).json()["data"]
+                ),
+                what="alert stored by the server under test",
+            )
 
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)

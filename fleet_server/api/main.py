@@ -6,12 +6,15 @@ from fastapi import APIRouter
 
 from fleet_server.api.routes import (
     alerts,
+    enrollment,
     escalation,
     events,
     ingest,
     login,
     metrics,
+    node_admin,
     nodes,
+    power,
     stream,
     users,
 )
@@ -21,3 +24,8 @@ API_PREFIX = "/api/v1"
 api_router = APIRouter(prefix=API_PREFIX)
 for module in (login, users, nodes, alerts, events, escalation, metrics, ingest, stream):
     api_router.include_router(module.router)
+# Provisioning (docs/provisioning.md).
+for module in (enrollment, node_admin):
+    api_router.include_router(module.router)
+# Power (docs/power.md).
+api_router.include_router(power.router)

@@ -72,6 +72,16 @@ class ManagedBroker:
         return f"{scheme}://{self.host}:{self.port}"
 
     @property
+    def tls_url(self) -> str | None:
+        """`mqtts://host:port` of the first TLS listener, if there is one."""
+        for listener in self.config.listeners:
+            if listener.tls is not None:
+                wildcard = listener.bind_address in ("0.0.0.0", "::")  # noqa: S104 - a comparison
+                host = "127.0.0.1" if wildcard else listener.bind_address
+                return f"mqtts://{host}:{listener.port}"
+        return None
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 

@@ -81,6 +81,7 @@ def _page(request: Request, template: str, *, title: str) -> HTMLResponse:
         "static_base": f"{root}{CONSOLE_PREFIX}/static",
         "login_url": f"{root}{CONSOLE_PREFIX}/login",
         "queue_url": f"{root}{CONSOLE_PREFIX}/",
+        "enrollment_url": f"{root}{CONSOLE_PREFIX}/enrollment",
         "transitions": _transitions_json(),
     }
     body = _template(template).substitute({k: html.escape(v) for k, v in values.items()})
@@ -101,10 +102,22 @@ def alert_queue(request: Request) -> HTMLResponse:
     return _page(request, "queue.html", title="Alert queue")
 
 
+@router.get("/enrollment", name="console_enrollment", response_class=HTMLResponse)
+def enrollment(request: Request) -> HTMLResponse:
+    """Provisioning: enrollment tokens, the manual accept queue, certificates and revocation."""
+    return _page(request, "enrollment.html", title="Enrollment")
+
+
 @router.get("/login", name="console_login", response_class=HTMLResponse)
 def login(request: Request) -> HTMLResponse:
     """The sign-in form; it posts to the API's OAuth2 password endpoint from script."""
     return _page(request, "login.html", title="Sign in")
+
+
+@router.get("/power", name="console_power", response_class=HTMLResponse)
+def power(request: Request) -> HTMLResponse:
+    """Sites at risk tonight and a node's 48-hour power chart (docs/power.md)."""
+    return _page(request, "power.html", title="Power")
 
 
 @cache

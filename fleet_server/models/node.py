@@ -35,6 +35,9 @@ class Node(NodeBase, table=True):
     online_changed_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
     test_mode: bool = False
     created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    # docs/provisioning.md: registered → provisioned → commissioned → active → decommissioned
+    lifecycle: str = Field(default="registered", max_length=16, index=True)
+    lifecycle_changed_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
 
 
 class NodePublic(NodeBase):
@@ -48,6 +51,8 @@ class NodePublic(NodeBase):
     offline_pending_since: datetime | None
     test_mode: bool
     created_at: datetime
+    lifecycle: str
+    lifecycle_changed_at: datetime | None
 
 
 class NodesPublic(SQLModel):

@@ -73,6 +73,10 @@ const NB = (() => {
     if (typeof detail === "string" && detail) {
       return detail;
     }
+    /* Provisioning refusals: {"reason": CODE, "message": TEXT}. */
+    if (detail && typeof detail === "object" && !Array.isArray(detail) && detail.message) {
+      return detail.reason ? `${detail.message} (${detail.reason})` : String(detail.message);
+    }
     if (Array.isArray(detail) && detail.length) {
       return detail
         .map((item) => {

@@ -1,0 +1,370 @@
+"""Enrollment API: tokens, preauthorized serials, `/enroll`, renewal, accept queue, certificates.
+
+Every refusal is ``{"detail": {"reason": CODE, "message": TEXT}}`` with the
+status `fleet_server.enrollment.REASON_STATUS` gives, so a technician's tool
+can act on the code and show the message (docs/provisioning.md).
+`/enroll`, `/enroll/{request_id}` and `/enroll/renew` need no user: a node
+has none. They are rate-limited per client address and per token (or
+certificate) by an in-memory token bucket.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from fleet_server.api.deps import AdminUser, CurrentUser, RuntimeDep, SessionDep, require_roles
+from fleet_server.enrollment import (
+    REASON_STATUS,
+    EnrollmentRefused,
+    Issued,
+    accept_request,
+    create_token,
+    enroll,
+    enrollment_result,
+    hash_token,
+    import_preauthorized,
+    list_certificates,
+    list_requests,
+    list_tokens,
+    reject_request,
+    renew,
+    revoke_token,
+)
+from fleet_server.models import (
+    DecisionIn,
+    EnrollIn,
+    EnrollmentRequest,
+    EnrollmentRequestPublic,
+    EnrollmentRequestsPublic,
+    EnrollmentRequestState,
+    EnrollmentTokenCreate,
+    EnrollmentTokenCreated,
+    EnrollmentTokenPublic,
+    EnrollmentTokensPublic,
+    EnrollOut,
+    EnrollPending,
+    NodeCertificatePublic,
+    NodeCertificatesPublic,
+    PreauthorizedImport,
+    RenewIn,
+    Role,
+    User,
+    utcnow,
+)
+from fleet_server.pki.store import IssuingCa
+from fleet_server.runtime import Runtime
+
+__all__ = ["refusal", "router"]
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["enrollment"])
+
+EnrollerUser = Annotated[User, Depends(require_roles(Role.ADMIN, Role.TECHNICIAN))]
+MAX_CSV_BYTES = 5 * 1024 * 1024
+
+
+def refusal(reason: str, message: str, *, status_code: int | None = None) -> HTTPException:
+    """The HTTPException for a refusal, in the documented shape."""
+    return HTTPException(
+        status_code=status_code or REASON_STATUS.get(reason, 400),
+        detail={"reason": reason, "message": message},
+    )
+
+
+def _refused(exc: EnrollmentRefused) -> HTTPException:
+    return refusal(exc.reason, exc.message)
+
+
+def _ca(runtime: Runtime) -> IssuingCa:
+    if runtime.pki is None:
+        raise refusal(
+            "pki_unavailable",
+            "this server has no issuing CA; run `nigehbaan server ca issue-intermediate`",
+        )
+    return runtime.pki.ca
+
+
+def _rate_limit(runtime: Runtime, *keys: str) -> None:
+    limiter = runtime.enroll_limiter
+    if limiter is None:
+        return
+    for key in keys:
+        if not limiter.allow(key):
+            raise refusal("rate_limited", "too many enrollment requests; wait a minute and retry")
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _enroll_answer(issued: Issued, *, runtime: Runtime, request: Request) -> EnrollOut:
+    settings = runtime.settings
+    host = settings.public_hostname or request.url.hostname or "127.0.0.1"
+    mqtts_port = settings.mqtts_port
+    if runtime.broker is not None and runtime.broker.tls_url:
+        mqtts_port = int(runtime.broker.tls_url.rsplit(":", 1)[1])
+    api_port = request.url.port
+    api_url = f"{request.url.scheme}://{host}" + (f":{api_port}" if api_port else "")
+    return EnrollOut(
+        node_id=issued.node_id,
+        certificate_pem=issued.certificate_pem,
+        ca_chain_pem=_ca(runtime).chain_pem,
+        broker_url=f"mqtts://{host}:{mqtts_port}",
+        api_url=api_url,
+        not_after=issued.not_after,
+    )
+
+
+# ----------------------------------------------------------------- tokens
+
+
+@router.post("/enrollment-tokens", status_code=status.HTTP_201_CREATED)
+def create_enrollment_token(
+    session: SessionDep, user: EnrollerUser, token_in: EnrollmentTokenCreate
+) -> EnrollmentTokenCreated:
+    """A single-use enrollment token; its value is shown in this answer only."""
+    row, value = create_token(
+        session=session, token_in=token_in, created_by=user.username, now=utcnow()
+    )
+    session.commit()
+    logger.info("enrollment token %s created by %s", row.id, user.username)
+    return EnrollmentTokenCreated(
+        id=row.id,
+        token=value,
+        expires_at=row.expires_at,
+        district=row.district,
+        site_id=row.site_id,
+    )
+
+
+@router.get("/enrollment-tokens")
+def read_enrollment_tokens(session: SessionDep, _user: EnrollerUser) -> EnrollmentTokensPublic:
+    """Tokens, newest first (never their values)."""
+    rows, count = list_tokens(session=session)
+    return EnrollmentTokensPublic(
+        data=[EnrollmentTokenPublic.model_validate(r) for r in rows], count=count
+    )
+
+
+@router.delete("/enrollment-tokens/{token_id}")
+def withdraw_enrollment_token(
+    session: SessionDep, _user: EnrollerUser, token_id: str
+) -> EnrollmentTokenPublic:
+    """Withdraw an unused token."""
+    try:
+        row = revoke_token(session=session, token_id=token_id, now=utcnow())
+    except EnrollmentRefused as exc:
+        raise _refused(exc) from None
+    session.commit()
+    return EnrollmentTokenPublic.model_validate(row)
+
+
+# ---------------------------------------------------------- preauthorized
+
+
+@router.post(
+    "/preauthorized",
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                    }
+                },
+            }
+        }
+    },
+)
+async def import_preauthorized_serials(
+    request: Request, session: SessionDep, _user: AdminUser
+) -> PreauthorizedImport:
+    """Import `serial,public_key_pem[,district,site_id,node_id]` rows (text/csv body or file)."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form()
+        upload: Any = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise refusal("bad_csv", "send the CSV as the form field 'file'")
+        raw = await upload.read(MAX_CSV_BYTES + 1)
+    else:
+        raw = await request.body()
+    if len(raw) > MAX_CSV_BYTES:
+        raise refusal("bad_csv", f"the CSV is larger than {MAX_CSV_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise refusal("bad_csv", "the CSV must be UTF-8") from None
+
+    def work() -> PreauthorizedImport:
+        result = import_preauthorized(session=session, csv_text=text, now=utcnow())
+        session.commit()
+        return result
+
+    try:
+        return await run_in_threadpool(work)
+    except EnrollmentRefused as exc:
+        raise _refused(exc) from None
+
+
+# ---------------------------------------------------------------- enroll
+
+
+@router.post(
+    "/enroll",
+    responses={
+        202: {"model": EnrollPending, "description": "queued for manual accept"},
+        403: {"description": "refused: {'detail': {'reason', 'message'}}"},
+    },
+)
+def enroll_node(
+    request: Request, session: SessionDep, runtime: RuntimeDep, enroll_in: EnrollIn
+) -> Any:
+    """A node asks for its certificate (token, preauthorized serial, or the accept queue)."""
+    keys = [f"addr:{_client(request)}"]
+    if enroll_in.token:
+        keys.append(f"token:{hash_token(enroll_in.token)}")
+    _rate_limit(runtime, *keys)
+    ca = _ca(runtime)
+    try:
+        outcome = enroll(
+            session=session,
+            ca=ca,
+            enroll_in=enroll_in,
+            now=utcnow(),
+            cert_days=runtime.settings.node_cert_days,
+            manual_accept=runtime.settings.enrollment_manual_accept,
+            client_address=_client(request),
+        )
+    except EnrollmentRefused as exc:
+        logger.info("enrollment of serial %r refused: %s", enroll_in.serial, exc)
+        raise _refused(exc) from None
+    session.commit()
+    if isinstance(outcome, Issued):
+        return _enroll_answer(outcome, runtime=runtime, request=request)
+    return JSONResponse(
+        EnrollPending(request_id=outcome.id).model_dump(), status_code=status.HTTP_202_ACCEPTED
+    )
+
+
+@router.get("/enroll/{request_id}", responses={202: {"model": EnrollPending}})
+def poll_enrollment(
+    request: Request, session: SessionDep, runtime: RuntimeDep, request_id: str
+) -> Any:
+    """A queued node asks again: 200 with its certificate, 202 still pending, 403 rejected."""
+    _ca(runtime)
+    try:
+        outcome = enrollment_result(session=session, request_id=request_id)
+    except EnrollmentRefused as exc:
+        raise _refused(exc) from None
+    if isinstance(outcome, Issued):
+        return _enroll_answer(outcome, runtime=runtime, request=request)
+    return JSONResponse(
+        EnrollPending(request_id=outcome.id).model_dump(), status_code=status.HTTP_202_ACCEPTED
+    )
+
+
+@router.post("/enroll/renew")
+def renew_certificate(
+    request: Request, session: SessionDep, runtime: RuntimeDep, renew_in: RenewIn
+) -> EnrollOut:
+    """A new certificate for the same key, before (or up to 7 days after) the current expires."""
+    _rate_limit(runtime, f"addr:{_client(request)}", f"cert:{hash_token(renew_in.certificate_pem)}")
+    ca = _ca(runtime)
+    try:
+        issued = renew(
+            session=session,
+            ca=ca,
+            certificate_pem=renew_in.certificate_pem,
+            csr_pem=renew_in.csr_pem,
+            now=utcnow(),
+            cert_days=runtime.settings.node_cert_days,
+        )
+    except EnrollmentRefused as exc:
+        logger.info("renewal refused: %s", exc)
+        raise _refused(exc) from None
+    session.commit()
+    return _enroll_answer(issued, runtime=runtime, request=request)
+
+
+# ----------------------------------------------------------- accept queue
+
+
+@router.get("/enrollment-requests")
+def read_enrollment_requests(
+    session: SessionDep,
+    _user: EnrollerUser,
+    state: Annotated[EnrollmentRequestState | None, Query()] = None,
+) -> EnrollmentRequestsPublic:
+    """The manual accept queue (`state=pending` for what waits)."""
+    rows, count = list_requests(session=session, state=state)
+    return EnrollmentRequestsPublic(
+        data=[EnrollmentRequestPublic.model_validate(r) for r in rows], count=count
+    )
+
+
+@router.post("/enrollment-requests/{request_id}/accept")
+def accept_enrollment_request(
+    session: SessionDep,
+    runtime: RuntimeDep,
+    user: AdminUser,
+    request_id: str,
+    decision: DecisionIn | None = None,
+) -> EnrollmentRequestPublic:
+    """Approve a queued node; it gets its certificate on its next poll."""
+    ca = _ca(runtime)
+    try:
+        accept_request(
+            session=session,
+            ca=ca,
+            request_id=request_id,
+            decided_by=user.username,
+            now=utcnow(),
+            cert_days=runtime.settings.node_cert_days,
+            note=decision.note if decision else "",
+        )
+    except EnrollmentRefused as exc:
+        raise _refused(exc) from None
+    session.commit()
+    return EnrollmentRequestPublic.model_validate(session.get(EnrollmentRequest, request_id))
+
+
+@router.post("/enrollment-requests/{request_id}/reject")
+def reject_enrollment_request(
+    session: SessionDep, user: AdminUser, request_id: str, decision: DecisionIn | None = None
+) -> EnrollmentRequestPublic:
+    """Refuse a queued node; its next poll gets 403 `rejected`."""
+    try:
+        row = reject_request(
+            session=session,
+            request_id=request_id,
+            decided_by=user.username,
+            now=utcnow(),
+            note=decision.note if decision else "",
+        )
+    except EnrollmentRefused as exc:
+        raise _refused(exc) from None
+    session.commit()
+    return EnrollmentRequestPublic.model_validate(row)
+
+
+# ----------------------------------------------------------- certificates
+
+
+@router.get("/certificates")
+def read_certificates(
+    session: SessionDep, _user: CurrentUser, node_id: str | None = None
+) -> NodeCertificatesPublic:
+    """Node certificates, newest first (serial, validity, revocation)."""
+    rows, count = list_certificates(session=session, node_id=node_id)
+    return NodeCertificatesPublic(
+        data=[NodeCertificatePublic.model_validate(r) for r in rows], count=count
+    )

@@ -1,0 +1,151 @@
+"""Node registration, lifecycle, revocation, and commands/replies (docs/provisioning.md).
+
+Kept apart from `nodes.py` (the read side) because everything here changes a
+node's identity or talks to it. Refusals use the provisioning shape
+``{"detail": {"reason", "message"}}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, status
+
+from fleet_server.api.deps import AdminUser, CurrentUser, RuntimeDep, SessionDep, require_roles
+from fleet_server.api.routes.enrollment import refusal
+from fleet_server.enrollment import EnrollmentRefused, register_node, revoke_node, set_lifecycle
+from fleet_server.models import (
+    LifecycleIn,
+    NodeCommand,
+    NodeCommandIn,
+    NodeCommandOut,
+    NodeLifecycle,
+    NodePublic,
+    NodeRegister,
+    NodeReplyPublic,
+    RevokeIn,
+    RevokeOut,
+    Role,
+    User,
+    utcnow,
+)
+from fleet_server.models import Node as NodeRow
+from fleet_server.node_commands import CommandRefused, make_command, reply_for
+from fleet_server.runtime import Runtime
+from proto.codec import encode, topic_for
+
+__all__ = ["router"]
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/nodes", tags=["nodes"])
+
+FieldUser = Annotated[User, Depends(require_roles(Role.ADMIN, Role.TECHNICIAN))]
+CommandUser = Annotated[User, Depends(require_roles(Role.ADMIN, Role.OPERATOR, Role.TECHNICIAN))]
+
+
+def _publish_revocation(runtime: Runtime) -> str:
+    if runtime.pki is None:
+        return "no-pki"
+    return runtime.pki.publish_revocation()
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def register(session: SessionDep, user: FieldUser, node_in: NodeRegister) -> NodePublic:
+    """A technician registers a node (lifecycle `registered`) before it enrolls."""
+    try:
+        node = register_node(session=session, node_in=node_in, now=utcnow())
+    except EnrollmentRefused as exc:
+        raise refusal(exc.reason, exc.message) from None
+    session.commit()
+    logger.info("node %s registered by %s", node.node_id, user.username)
+    return NodePublic.model_validate(node)
+
+
+@router.post("/{node_id}/lifecycle")
+def change_lifecycle(
+    session: SessionDep, runtime: RuntimeDep, user: FieldUser, node_id: str, change: LifecycleIn
+) -> NodePublic:
+    """Move a node along registered → provisioned → commissioned → active → decommissioned.
+
+    Technicians may only set `commissioned`; decommissioning revokes the
+    node's certificates and makes the broker enforce it.
+    """
+    if user.role != Role.ADMIN and change.to != NodeLifecycle.COMMISSIONED:
+        raise refusal("forbidden", f"role {user.role!r} may only set commissioned", status_code=403)
+    if change.to in (NodeLifecycle.REGISTERED, NodeLifecycle.PROVISIONED):
+        raise refusal(
+            "illegal_transition", f"{change.to} is set by registration/enrollment, not by hand"
+        )
+    try:
+        node, revoked = set_lifecycle(session=session, node_id=node_id, to=change.to, now=utcnow())
+    except EnrollmentRefused as exc:
+        raise refusal(exc.reason, exc.message) from None
+    session.commit()
+    logger.info("node %s → %s by %s (%s)", node_id, change.to, user.username, change.note)
+    if revoked:
+        _publish_revocation(runtime)
+    return NodePublic.model_validate(node)
+
+
+@router.post("/{node_id}/revoke")
+def revoke(
+    session: SessionDep,
+    runtime: RuntimeDep,
+    user: AdminUser,
+    node_id: str,
+    revoke_in: RevokeIn | None = None,
+) -> RevokeOut:
+    """Revoke every live certificate of the node: CRL rewritten, the managed broker enforces it."""
+    reason = revoke_in.reason if revoke_in else "revoked by admin"
+    try:
+        rows = revoke_node(session=session, node_id=node_id, now=utcnow(), reason=reason)
+    except EnrollmentRefused as exc:
+        raise refusal(exc.reason, exc.message) from None
+    session.commit()
+    logger.warning("node %s revoked by %s: %s", node_id, user.username, reason)
+    broker = _publish_revocation(runtime)
+    return RevokeOut(node_id=node_id, revoked=[r.serial for r in rows], broker=broker)
+
+
+@router.post("/{node_id}/commands", status_code=status.HTTP_202_ACCEPTED)
+def send_command(
+    session: SessionDep, runtime: RuntimeDep, user: CommandUser, node_id: str, cmd: NodeCommandIn
+) -> NodeCommandOut:
+    """Publish a proto command (ping, test_mode, set_config); the reply is fetched by request_id."""
+    if session.get(NodeRow, node_id) is None:
+        raise refusal("node_unknown", f"no node {node_id!r}", status_code=404)
+    if runtime.mqtt is None:
+        raise refusal("mqtt_disabled", "this server has no MQTT connection", status_code=503)
+    try:
+        command = make_command(
+            session=session,
+            node_id=node_id,
+            name=cmd.name,
+            args=cmd.args,
+            sent_by=user.username,
+            now=utcnow(),
+            ttl_s=cmd.ttl_s,
+        )
+    except CommandRefused as exc:
+        raise refusal(exc.reason, exc.message, status_code=422) from None
+    session.commit()
+    runtime.mqtt.publish(topic_for(command), encode(command), qos=1)
+    return NodeCommandOut(request_id=command.request_id)
+
+
+@router.get("/{node_id}/replies/{request_id}")
+def read_reply(
+    session: SessionDep, _user: CurrentUser, node_id: str, request_id: str
+) -> NodeReplyPublic:
+    """The node's `Reply` to a command, once it arrived (404 `reply_pending` until then)."""
+    reply = reply_for(session=session, node_id=node_id, request_id=request_id)
+    if reply is not None:
+        return NodeReplyPublic.model_validate(reply)
+    sent = session.get(NodeCommand, request_id)
+    if sent is None or sent.node_id != node_id:
+        raise refusal(
+            "request_unknown", f"no command {request_id!r} to {node_id!r}", status_code=404
+        )
+    raise refusal("reply_pending", "the node has not replied yet", status_code=404)

@@ -1,0 +1,82 @@
+"""The fleet's broker configuration: mutual-TLS listener for nodes, ACL file, CRL.
+
+docs/provisioning.md, "Broker": the TLS listener requires a client
+certificate, takes the certificate's CN as the username (and client id), checks
+the CRL, and applies `NODE_ACL`, under which a node publishes only under its
+own ``nb/v1/<node_id>/…`` and reads only its own ``cmd/+`` and ``ack``; the
+fleet server (CN ``fleet-server``) reads and writes everything under
+``nb/v1/#``. An optional plain listener on loopback exists for development.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleet_server.broker.config import BrokerConfig, Listener, TlsSettings
+
+__all__ = ["FLEET_SERVER_USER", "NODE_ACL", "FleetBrokerFiles", "fleet_broker_config", "write_acl"]
+
+FLEET_SERVER_USER = "fleet-server"
+
+NODE_ACL = f"""user {FLEET_SERVER_USER}
+topic readwrite nb/v1/#
+pattern write nb/v1/%u/status
+pattern write nb/v1/%u/birth
+pattern write nb/v1/%u/telemetry
+pattern write nb/v1/%u/event/+
+pattern write nb/v1/%u/reply/+
+pattern read nb/v1/%u/cmd/+
+pattern read nb/v1/%u/ack
+"""
+
+
+def write_acl(path: Path) -> Path:
+    """Write the fleet ACL file (the same text for managed and external brokers)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(NODE_ACL, encoding="utf-8")
+    return path
+
+
+@dataclass(frozen=True)
+class FleetBrokerFiles:
+    """The PKI files the TLS listener reads."""
+
+    ca_chain: Path
+    certfile: Path
+    keyfile: Path
+    crlfile: Path
+
+
+def fleet_broker_config(
+    data_dir: Path,
+    *,
+    files: FleetBrokerFiles,
+    mqtts_port: int,
+    mqtts_bind: str = "127.0.0.1",
+    plain_port: int | None = None,
+) -> BrokerConfig:
+    """A managed broker with the mTLS node listener, and a plain loopback one when `plain_port`.
+
+    The plain listener (when present) comes first, so `ManagedBroker.url`
+    stays the development URL; the TLS one is `listeners[-1]`.
+    """
+    acl = write_acl(data_dir / "acl")
+    listeners: list[Listener] = []
+    if plain_port is not None:
+        listeners.append(Listener(port=plain_port, allow_anonymous=True))
+    listeners.append(
+        Listener(
+            port=mqtts_port,
+            bind_address=mqtts_bind,
+            acl_file=acl,
+            tls=TlsSettings(
+                cafile=files.ca_chain,
+                certfile=files.certfile,
+                keyfile=files.keyfile,
+                crlfile=files.crlfile,
+                use_username_as_clientid=True,
+            ),
+        )
+    )
+    return BrokerConfig(data_dir=data_dir, listeners=tuple(listeners))

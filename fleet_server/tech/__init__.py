@@ -1,0 +1,1 @@
+"""Technician tools: first-boot bundles, registration and the commissioning checklist."""
