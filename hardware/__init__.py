@@ -2,8 +2,11 @@
 
 Built so far: the panic button (`hardware.button`), the indicator light and
 buzzer (`hardware.indicator`), the clock (`hardware.clock`) and the backend
-registry (`hardware.backends`: ``sim`` and ``rpi``). Camera, power monitor,
-GNSS, watchdog and tamper switch are not built yet.
+registry (`hardware.backends`: ``sim`` and ``rpi``), and power: the power
+monitor (`hardware.power`: ``ina219``, ``sysfs``, ``sim``), solar geometry
+(`hardware.solar`), battery chemistries (`hardware.battery`), the simulated
+solar site (`hardware.solar_site`) and simulated time (`hardware.sim_clock`;
+see docs/power.md). Camera, GNSS, watchdog and tamper switch are not built yet.
 """
 
 from hardware.backends import (

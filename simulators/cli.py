@@ -3,8 +3,9 @@
 Each node runs the real edge agent on the `sim` hardware backend (mock pins).
 Presses are scripted (`--press 3@10` presses node 3 ten seconds in) or random
 (`--presses-per-minute`). A one-line summary is printed every few seconds and
-a JSON summary at the end. Scenario files with storms, power loss and network
-cuts are the fleet-simulator issue (#6) and are not built yet.
+a JSON summary at the end. ``--scenario FILE`` runs a scenario file instead
+(`simulators.scenario`, docs/power.md); storms, network cuts and broker
+restarts are the fleet-simulator issue (#6).
 """
 
 from __future__ import annotations

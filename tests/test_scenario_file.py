@@ -1,4 +1,4 @@
-"""Scenario files: the packaged power week loads, and a bad file is refused with its problem named."""
+"""Scenario files: the packaged power week loads; a bad file is refused, its problem named."""
 
 from __future__ import annotations
 
@@ -59,8 +59,18 @@ def test_the_power_week_is_a_hundred_sites_with_a_cloudy_spell() -> None:
         ({"weather": {"spells": [{"from_day": 3, "to_day": 2, "cloud_cover": 1}]}}, "to_day"),
         ({"weather": {"spells": [{"from_day": 1, "to_day": 2, "cloud_cover": 3}]}}, "cloud_cover"),
         (
-            {"sites": [{"group": "x", "count": 1, "panel_w": 1, "capacity_ah": 1,
-                        "provisioned": True, "city": "atlantis"}]},  # fmt: skip
+            {
+                "sites": [
+                    {
+                        "group": "x",
+                        "count": 1,
+                        "panel_w": 1,
+                        "capacity_ah": 1,
+                        "provisioned": True,
+                        "city": "atlantis",
+                    }
+                ]
+            },
             "unknown city",
         ),
         ({"sites": []}, "sites"),

@@ -345,9 +345,13 @@ def test_api_overview_history_and_chart(client: TestClient) -> None:
     assert chart.status_code == 200
     assert chart.headers["content-type"].startswith("image/svg+xml")
     svg = chart.text
-    assert svg.startswith("<svg") and 'data-points="2"' in svg
-    assert 'class="night"' in svg and 'class="soc"' in svg and "target 8 h" in svg
-    assert "<script" not in svg and "style=" not in svg
+    assert svg.startswith("<svg")
+    assert 'data-points="2"' in svg
+    assert 'class="night"' in svg
+    assert 'class="soc"' in svg
+    assert "target 8 h" in svg
+    assert "<script" not in svg
+    assert "style=" not in svg
     # A node without readings still gets an (empty) chart; one without location has no nights.
     empty = client.get(f"{API}/power/nodes/lhr-api-0002/chart.svg", headers=auth)
     assert empty.status_code == 200
@@ -360,9 +364,7 @@ def test_api_refuses_bad_power_input(client: TestClient) -> None:
     assert client.get(f"{API}/power/nodes/nope-0001/history", headers=auth).status_code == 404
     assert client.get(f"{API}/power/nodes/nope-0001/chart.svg", headers=auth).status_code == 404
     for hours in ("0", "-5", "721", "lots"):
-        response = client.get(
-            f"{API}/power/nodes/lhr-api-0001/history?hours={hours}", headers=auth
-        )
+        response = client.get(f"{API}/power/nodes/lhr-api-0001/history?hours={hours}", headers=auth)
         assert response.status_code == 422, hours
     assert client.get(f"{API}/power/overview?limit=0", headers=auth).status_code == 422
 
@@ -390,6 +392,4 @@ def test_site_targets_are_set_by_admins_and_technicians_only(client: TestClient)
         {"max_battery_temp_c": 500},
     ):
         assert client.put(url, json=body, headers=tech).status_code == 422, body
-    assert (
-        client.put(f"{API}/power/sites/Bad Site!", json={}, headers=tech).status_code == 422
-    )
+    assert client.put(f"{API}/power/sites/Bad Site!", json={}, headers=tech).status_code == 422
