@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 
 NOT_BUILT = (
-    "solar power telemetry and power alerts (issue #5)",
-    "scenario files and city-scale simulation (issue #6)",
-    "cameras, ANPR/face recognition, OTA updates",
+    "the camera pipeline (ANPR and face recognition; camera nodes in `nigehbaan sim` "
+    "send synthetic plate reads)",
+    "OTA updates (`nigehbaan ota`)",
+    "evidence export, watchlists, webhooks and CAP 1.2 for command centres",
 )
 
 
