@@ -28,11 +28,40 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     panic.add_argument("--rate", type=float, default=50.0, help="presses per second")
     panic.add_argument("--work-dir", type=Path, help="keep broker/server/node state here")
+    panic.add_argument(
+        "--background-nodes",
+        type=int,
+        default=0,
+        help="other nodes sending telemetry meanwhile, in child sim processes (0-20000)",
+    )
+    panic.add_argument(
+        "--background-telemetry", type=float, default=30.0, help="their telemetry interval (s)"
+    )
     panic.add_argument("--json", action="store_true", help="print only the JSON line")
     panic.add_argument(
         "--results-dir", type=Path, default=Path("bench-results"), help="where to save results"
     )
     panic.set_defaults(func=_panic)
+    ingest = sub.add_parser("ingest", help="server ingest rate vs. the broker's own rate")
+    ingest.add_argument("--events", type=int, default=20_000, help="events per phase (1-90000)")
+    ingest.add_argument("--nodes", type=int, default=500, help="nodes the events come from")
+    ingest.add_argument("--publishers", type=int, default=4, help="publishing connections")
+    ingest.add_argument("--work-dir", type=Path, help="keep broker/server state here")
+    ingest.add_argument("--json", action="store_true", help="print only the JSON line")
+    ingest.add_argument(
+        "--results-dir", type=Path, default=Path("bench-results"), help="where to save results"
+    )
+    ingest.set_defaults(func=_ingest)
+    capacity = sub.add_parser("sim-capacity", help="nodes per sim process, memory, idle CPU")
+    capacity.add_argument(
+        "--sizes", default="1000,2500,4500", help="fleet sizes to try, comma-separated"
+    )
+    capacity.add_argument("--idle", type=float, default=30.0, help="idle seconds measured")
+    capacity.add_argument("--json", action="store_true", help="print only the JSON line")
+    capacity.add_argument(
+        "--results-dir", type=Path, default=Path("bench-results"), help="where to save results"
+    )
+    capacity.set_defaults(func=_capacity)
 
 
 def raise_fd_limit(wanted: int) -> int:
@@ -59,13 +88,22 @@ def _panic(args: argparse.Namespace) -> int:
     if not 1 <= args.nodes <= 20_000 or not 1 <= args.presses <= 100_000 or args.rate <= 0:
         print("bench panic: --nodes 1-20000, --presses 1-100000, --rate > 0", file=sys.stderr)
         return 2
-    raise_fd_limit(args.nodes * 4 + 1024)
+    if not 0 <= args.background_nodes <= 20_000 or not 1 <= args.background_telemetry <= 3600:
+        print(
+            "bench panic: --background-nodes 0-20000, --background-telemetry 1-3600",
+            file=sys.stderr,
+        )
+        return 2
+    # The broker inherits this limit and holds a socket per node, background ones too.
+    raise_fd_limit(args.nodes * 4 + args.background_nodes + 1024)
     config = PanicBenchConfig(
         nodes=args.nodes,
         presses=args.presses,
         chaos=args.chaos,
         press_rate=args.rate,
         work_dir=args.work_dir,
+        background_nodes=args.background_nodes,
+        background_telemetry_s=args.background_telemetry,
     )
     result = asyncio.run(run_panic_bench(config))
     path = save_result(result, args.results_dir)
@@ -73,3 +111,41 @@ def _panic(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"saved {path}", file=sys.stderr)
     return 0 if result["lost"] == 0 and result["duplicate_alerts"] == 0 else 1
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from simulators.bench_ingest import IngestBenchConfig, run_ingest_bench
+
+    if not 1 <= args.events <= 90_000 or not 1 <= args.nodes <= 20_000:
+        print("bench ingest: --events 1-90000, --nodes 1-20000", file=sys.stderr)
+        return 2
+    if not 1 <= args.publishers <= 32:
+        print("bench ingest: --publishers 1-32", file=sys.stderr)
+        return 2
+    config = IngestBenchConfig(
+        events=args.events, nodes=args.nodes, publishers=args.publishers, work_dir=args.work_dir
+    )
+    result = run_ingest_bench(config)
+    path = save_result(result, args.results_dir)
+    print(json.dumps(result, sort_keys=True))
+    if not args.json:
+        print(f"saved {path}", file=sys.stderr)
+    return 0 if result["lost"] == 0 else 1
+
+
+def _capacity(args: argparse.Namespace) -> int:
+    from simulators.bench_capacity import run_capacity_bench
+
+    try:
+        sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or not all(1 <= n <= 20_000 for n in sizes) or not 1 <= args.idle <= 600:
+        print("bench sim-capacity: --sizes N,N,... each 1-20000; --idle 1-600", file=sys.stderr)
+        return 2
+    result = run_capacity_bench(sizes=sorted(sizes), idle_s=args.idle)
+    path = save_result(result, args.results_dir)
+    print(json.dumps(result, sort_keys=True))
+    if not args.json:
+        print(f"saved {path}", file=sys.stderr)
+    return 0 if result["max_nodes_held"] > 0 else 1

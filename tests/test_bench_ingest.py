@@ -1,0 +1,48 @@
+"""`nigehbaan bench ingest` prints one JSON line with both rates and loses nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from simulators.bench_ingest import MIX, build_events
+
+NIGEHBAAN = [sys.executable, "-m", "edge_agent.console", "--log-level", "WARNING"]
+
+
+def test_the_events_are_real_unique_proto_events_in_the_stated_mix() -> None:
+    events = build_events(events=200, nodes=10)
+    payloads = [json.loads(p) for _, p in events]
+    assert len({p["event_id"] for p in payloads}) == 200
+    kinds = [p["type"] for p in payloads]
+    assert {k: kinds.count(k) / 200 for k in MIX} == MIX
+    per_node = [p["seq"] for p in payloads if p["node_id"] == "bench-00003"]
+    assert per_node == list(range(1, 21))
+
+
+@pytest.mark.slow
+def test_bench_ingest_reports_both_rates_and_every_event_stored_and_acked(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*NIGEHBAAN, "bench", "ingest", "--events", "300", "--nodes", "20", "--json",
+         "--results-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = json.loads(result.stdout.strip())
+    assert {"broker_rate", "server_rate", "ratio", "mix"} <= set(line)
+    assert line["broker"]["delivered"] == 300
+    server = line["server"]
+    assert (server["acked"], server["persisted"], server["missing"], line["lost"]) == (
+        300,
+        300,
+        0,
+        0,
+    )
+    assert server["rejected"] == 0
+    assert line["ratio"] == pytest.approx(line["server_rate"] / line["broker_rate"], rel=0.01)
+    saved = list(tmp_path.glob("ingest-*.json"))
+    assert len(saved) == 1
