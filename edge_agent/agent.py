@@ -20,7 +20,11 @@ docs/panic-flow.md:
 For simulators: build with `Agent.from_dict(config_dict, backend=SimBackend())`
 (or pass `button=`/`indicator=`), press with ``agent.button.press()``, read
 ``agent.indicator_history``, ``agent.last_panic_event_id`` and
-``agent.counters``.
+``agent.counters``. Other event sources (the camera/ANPR pipeline once it
+exists; today the simulator's synthetic scenes) write through the same
+durable outbox with `Agent.record_event` and list what they add in
+``agent.capabilities`` (sent in `Birth`); `add_ack_listener` reports which
+events the server acknowledged.
 """
 
 from __future__ import annotations
@@ -92,11 +96,12 @@ from proto.topics import (
     telemetry_topic,
 )
 
-__all__ = ["Agent", "AlertPhase", "CommandRefused", "EventListener"]
+__all__ = ["AckListener", "Agent", "AlertPhase", "CommandRefused", "EventListener"]
 
 logger = logging.getLogger(__name__)
 
 EventListener = Callable[[StoredEvent], None]
+AckListener = Callable[[list[str]], None]
 TransportFactory = Callable[["Agent"], Transport]
 
 # Alert states that mean someone is coming, and those that end the alert.
@@ -176,6 +181,7 @@ class Agent:
         self.panic_event_ids: list[str] = []
         self.alert_phase = AlertPhase.SENT if self.outbox.has_pending_panic() else AlertPhase.NONE
         self._listeners: list[EventListener] = []
+        self._ack_listeners: list[AckListener] = []
         self._transport_factory = transport_factory or _mqtt_transport
         self.transport: Transport | None = None
         self._bd_seq = self.outbox.bd_seq
@@ -190,6 +196,10 @@ class Agent:
         self._closed = False
         # Power runs on its own clock (simulated fleets speed it up); see edge_agent.power.
         self.power = power if power is not None else _power_manager(config, backend, self.clock)
+        # Sent in Birth; an event source added to the node (cameras) appends to it.
+        self.capabilities: list[Capability] = [Capability.PANIC_BUTTON, Capability.INDICATOR]
+        if self.power is not None:
+            self.capabilities.append(Capability.POWER_MONITOR)
 
     @classmethod
     def from_dict(
@@ -255,6 +265,17 @@ class Agent:
     def add_listener(self, listener: EventListener) -> None:
         """Call `listener(stored_event)` after each event is written to the outbox."""
         self._listeners.append(listener)
+
+    def add_ack_listener(self, listener: AckListener) -> None:
+        """Call `listener(event_ids)` with the events each server `Ack` removed from the outbox."""
+        self._ack_listeners.append(listener)
+
+    def record_event(self, build: Callable[[str, int], EventBase]) -> StoredEvent | None:
+        """Write an event to the durable outbox and publish it (any event source; loop thread).
+
+        `build(event_id, seq)` makes the event; None when the outbox could not take it.
+        """
+        return self._write_event(build)
 
     def _now(self) -> float:
         return self._loop.time() if self._loop is not None else 0.0
@@ -495,8 +516,7 @@ class Agent:
             serial=self.config.serial,
             hardware=self.hardware_name,
             firmware=Firmware(version=_firmware_version()),
-            capabilities=[Capability.PANIC_BUTTON, Capability.INDICATOR]
-            + ([Capability.POWER_MONITOR] if self.power is not None else []),
+            capabilities=list(self.capabilities),
             config_hash=config_hash(self.config),
             site_id=self.config.site_id,
             district=self.config.district,
@@ -566,6 +586,12 @@ class Agent:
         acked = self.outbox.ack(ack.event_ids)
         self.counters["acked"] += len(acked)
         self.counters["acks"] += 1
+        if acked:
+            for listener in self._ack_listeners:
+                try:
+                    listener(acked)
+                except Exception:
+                    logger.exception("%s: ack listener failed", self.node_id)
         if self.alert_phase is AlertPhase.SENT and not self.outbox.has_pending_panic():
             self.alert_phase = AlertPhase.DELIVERED
         self._refresh_indicator()
