@@ -31,6 +31,9 @@ from proto.topics import uplink_filters
 logger = logging.getLogger(__name__)
 
 MessageHandler = Callable[[str, bytes], None]
+# Server → broker QoS 1 publishes (acks, commands) in flight at once; must not exceed
+# the Receive Maximum the broker advertises (`BrokerConfig.max_inflight_messages`).
+MAX_INFLIGHT = 100
 
 
 def parse_broker_url(url: str) -> tuple[str, int, bool]:
@@ -85,7 +88,10 @@ class MqttLink:
             self._client.tls_set(ca_certs=ca_chain, certfile=certfile, keyfile=keyfile)
         elif tls:
             self._client.tls_set()
-        self._client.max_inflight_messages_set(200)
+        # MQTT 5 (3.3.4): no more unacknowledged QoS 1 publishes than the broker's
+        # Receive Maximum (the managed Mosquitto advertises its max_inflight_messages,
+        # 100). paho 2.2 does not apply the CONNACK's value itself, so it is set here.
+        self._client.max_inflight_messages_set(MAX_INFLIGHT)
         self._client.reconnect_delay_set(min_delay=1, max_delay=10)
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect
@@ -123,6 +129,15 @@ class MqttLink:
             logger.error("MQTT connect to %s refused: %s", self.url, reason)
             return
         logger.info("MQTT connected to %s (session present: %s)", self.url, flags.session_present)
+        receive_max = getattr(_props, "ReceiveMaximum", None)
+        if isinstance(receive_max, int) and receive_max < MAX_INFLIGHT:
+            logger.warning(
+                "broker %s allows %s QoS 1 messages in flight, fewer than the %s this link "
+                "sends; lower fleet_server.mqtt.MAX_INFLIGHT",
+                self.url,
+                receive_max,
+                MAX_INFLIGHT,
+            )
         client.subscribe([(f, SubscribeOptions(qos=1)) for f in self._filters])
         self.connected.set()
 

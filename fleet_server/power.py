@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -221,6 +222,22 @@ def _cache(session: Session) -> _BatchCache:
         cache = _BatchCache()
         session.info["power_cache"] = cache
     return cache
+
+
+def preload_power_states(session: Session, node_ids: Collection[str]) -> None:
+    """Load these nodes' `PowerState` rows for this session in one query.
+
+    The ingest worker calls it once per batch. A node without a row is
+    remembered as such, so its first power message makes the row without a
+    `Session.get` (which autoflushed the whole batch before missing).
+    """
+    states = _cache(session).states
+    wanted = [n for n in node_ids if n not in states]
+    if not wanted:
+        return
+    states.update(dict.fromkeys(wanted))
+    for state in session.exec(select(PowerState).where(col(PowerState.node_id).in_(wanted))):
+        states[state.node_id] = state
 
 
 # ------------------------------------------------------------------ alerts

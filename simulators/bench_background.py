@@ -3,10 +3,10 @@
 `bench panic --background-nodes N` measures press-to-operator latency while
 N other nodes are connected and sending telemetry. They run the real edge
 agent, exactly like the measured nodes, but in separate OS processes of at
-most `NODES_PER_PROCESS` nodes each: a node holds about four file
-descriptors (its MQTT socket and its SQLite outbox with `-wal` and `-shm`),
-so 5,000 nodes in the measuring process would pass a 20,000 open-files hard
-limit, and sharing one outbox database between nodes would change what a
+most `NODES_PER_PROCESS` nodes each: a node holds three file
+descriptors (its MQTT socket and its SQLite outbox with its `-wal`), so
+5,000 background nodes plus the measured ones in one process would crowd a
+20,000 open-files hard limit, and sharing one outbox database between nodes would change what a
 node's outbox promises. Separate processes also keep the background fleet's
 event loop from delaying the measured presses, as separate pillars would.
 

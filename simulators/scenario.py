@@ -510,9 +510,10 @@ def load_scenario(path: Path) -> Scenario:
 # ----------------------------------------------------------- fleet size, limits
 
 # Open files one simulated node holds: its MQTT socket and its SQLite outbox
-# (the database, its -wal and its -shm). A node behind a network-cut relay
-# adds the relay's two sockets (the node's side and the broker's side).
-FDS_PER_NODE = 4
+# (the database and its -wal; the outbox runs WAL in exclusive locking mode,
+# so there is no -shm). A node behind a network-cut relay adds the relay's
+# two sockets (the node's side and the broker's side).
+FDS_PER_NODE = 3
 FDS_PER_RELAYED_NODE = 2
 FDS_SPARE = 512
 
@@ -584,7 +585,7 @@ def ensure_fd_limit(scenario: Scenario) -> int:
         fits = _largest_fleet(scenario, got)
         raise ScenarioError(
             f"{scenario.node_count} nodes need {needed} open files ({per} per node: MQTT socket "
-            f"and SQLite outbox + -wal + -shm; {FDS_PER_RELAYED_NODE} more behind a network-cut "
+            f"and SQLite outbox + -wal; {FDS_PER_RELAYED_NODE} more behind a network-cut "
             f"relay), but the hard limit (ulimit -Hn) is {got}. Raise it (ulimit -Hn {needed}, "
             f"systemd LimitNOFILE=, /etc/security/limits.conf) or run with --nodes {fits} or fewer"
         )

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
+import subprocess
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,19 +32,95 @@ def fault(event_id: str, seq: int) -> EventBase:
 
 
 def test_an_event_is_on_disk_when_append_returns(tmp_path: Path) -> None:
-    box = Outbox(tmp_path / "o.db")
-    stored = box.append(panic)
-    # A second, independent connection sees the committed row: it is not
-    # sitting in this process's memory waiting to be flushed.
-    other = sqlite3.connect(str(tmp_path / "o.db"))
-    rows = other.execute("SELECT event_id, payload FROM events").fetchall()
+    # A child process appends and dies at once (no close, no checkpoint), as in a
+    # crash: the committed row is read back from the files it left, so it was not
+    # sitting in that process's memory waiting to be flushed.
+    code = (
+        "import os, sys\n"
+        "from datetime import datetime, timezone\n"
+        "from edge_agent.outbox import Outbox\n"
+        "from proto.messages import PanicEvent\n"
+        "ts = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)\n"
+        "box = Outbox(sys.argv[1])\n"
+        "s = box.append(lambda i, q: PanicEvent(node_id=sys.argv[2], ts=ts, event_id=i, seq=q))\n"
+        "sys.stdout.write(s.event_id)\n"
+        "sys.stdout.flush()\n"
+        "os._exit(0)\n"
+    )
+    path = tmp_path / "o.db"
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path), NODE], capture_output=True, text=True, check=True
+    )
+    event_id = done.stdout
+    other = sqlite3.connect(str(path))
+    rows = other.execute("SELECT event_id, topic, payload FROM events").fetchall()
     other.close()
-    assert rows == [(stored.event_id, stored.payload)]
-    decoded = decode(stored.topic, stored.payload)
+    assert [r[0] for r in rows] == [event_id]
+    decoded = decode(rows[0][1], rows[0][2])
     assert isinstance(decoded, PanicEvent)
-    assert decoded.event_id == stored.event_id
+    assert decoded.event_id == event_id
     assert decoded.seq == 1
+    box = Outbox(path)  # and the outbox itself picks it up again
+    assert [e.event_id for e in box.pending()] == [event_id]
     box.close()
+
+
+def test_no_shm_file_and_one_descriptor_fewer(tmp_path: Path) -> None:
+    # locking_mode=EXCLUSIVE before WAL: the wal-index lives in heap memory, so
+    # a node holds two files (database, -wal), not three (docs/edge-agent.md).
+    path = tmp_path / "o.db"
+    box = Outbox(path)
+    box.append(panic)
+    box.ack([box.append(fault).event_id])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.db", "o.db-wal"]
+    fd_dir = Path("/proc/self/fd")
+    if fd_dir.is_dir():
+        held = set()
+        for fd in fd_dir.iterdir():
+            with contextlib.suppress(OSError):
+                held.add(os.readlink(fd))
+        assert {str(path), f"{path}-wal"} <= held
+        assert f"{path}-shm" not in held
+    assert box._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    box.close()
+    box = Outbox(path)  # reopening an existing WAL outbox makes no -shm either
+    assert len(box.pending()) == 1
+    assert not (tmp_path / "o.db-shm").exists()
+    box.close()
+
+
+def test_a_second_process_can_neither_read_nor_write_an_open_outbox(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    box = Outbox(path)
+    first = box.append(panic)
+    code = (
+        "import sqlite3, sys\n"
+        "db = sqlite3.connect(sys.argv[1], timeout=0.2, isolation_level=None)\n"
+        "out = []\n"
+        "for sql in ('SELECT count(*) FROM events', 'DELETE FROM events',\n"
+        "            \"INSERT INTO counters (name, value) VALUES ('seq', 99) \"\n"
+        "            'ON CONFLICT(name) DO UPDATE SET value = 99'):\n"
+        "    try:\n"
+        "        db.execute(sql).fetchall()\n"
+        "        out.append('done')\n"
+        "    except sqlite3.OperationalError as exc:\n"
+        "        out.append(str(exc))\n"
+        "print(','.join(out))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == ",".join(["database is locked"] * 3)
+    with pytest.raises(OutboxError, match="locked"):
+        Outbox(path, busy_timeout_s=0.2)  # a second agent on the same data dir
+    second = box.append(panic)
+    assert second.seq == 2
+    assert [e.event_id for e in box.pending()] == [first.event_id, second.event_id]
+    box.close()
+    other = sqlite3.connect(str(path))  # released on close
+    assert other.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert other.execute("SELECT count(*) FROM events").fetchone()[0] == 2
+    other.close()
 
 
 def test_wal_and_full_sync_are_in_force(tmp_path: Path) -> None:
