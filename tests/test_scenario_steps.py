@@ -7,6 +7,7 @@ problem named and exit code 2; so is a fleet the open-files limit cannot hold.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from simulators.scenario import (
+    FDS_PER_NODE,
     SCENARIO_DIR,
     BrokerRestartStep,
     NetworkCutStep,
@@ -160,14 +162,16 @@ def test_a_broker_restart_needs_a_broker_the_scenario_owns() -> None:
 def test_too_few_open_files_names_how_many_are_needed(monkeypatch: pytest.MonkeyPatch) -> None:
     scenario = scale_fleet(load_scenario(LAHORE), 8333)
     needed = fds_needed(scenario)
-    assert needed >= 8333 * 4
+    assert needed >= 8333 * FDS_PER_NODE
     monkeypatch.setattr("simulators.bench_cli.raise_fd_limit", lambda wanted: 20_000)
     with pytest.raises(ScenarioError) as caught:
         ensure_fd_limit(scenario)
     message = str(caught.value)
     assert f"need {needed} open files" in message
     assert "hard limit (ulimit -Hn) is 20000" in message
-    assert "--nodes" in message
+    fits = int(re.search(r"--nodes (\d+) or fewer", message).group(1))  # type: ignore[union-attr]
+    assert fds_needed(scale_fleet(load_scenario(LAHORE), fits)) <= 20_000
+    assert fds_needed(scale_fleet(load_scenario(LAHORE), fits + 1)) > 20_000
 
 
 def _sim(*args: str) -> subprocess.CompletedProcess[str]:
