@@ -27,7 +27,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy --python-version 3.11 fleet_server simulators tests
 
 pytest: $(STAMP)
-	$(VENV)/bin/pytest
+	NIGEHBAAN_REQUIRE_BROWSER=1 $(VENV)/bin/pytest
 
 test: lint typecheck pytest
 

@@ -25,7 +25,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
-from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from fleet_server.broker import ManagedBroker
 from proto.codec import decode, encode
@@ -34,19 +34,8 @@ from proto.ids import new_event_id
 from proto.messages import Ack, AlertStateCommand, Birth, Firmware, PanicEvent, Status
 from proto.topics import birth_topic, downlink_filters, event_topic, status_topic
 from simulators.server_process import ServerProcess
+from tests.browser_support import BROWSER_MARKS, UI_TIMEOUT_MS, browser, page
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-UI_TIMEOUT_MS = 15_000
 MQTT_TIMEOUT_S = 15.0
 RESEND_AFTER_S = 1.0
 OPERATOR = "op-console"
@@ -54,17 +43,10 @@ OPERATOR_PASSWORD = "pillar-" + secrets.token_hex(8)
 AUDITOR = "aud-console"
 AUDITOR_PASSWORD = "ledger-" + secrets.token_hex(8)
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.broker,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason=f"Chromium not found at {CHROMIUM} (apt-get install chromium)"
-    ),
-]
+pytestmark = BROWSER_MARKS
+__all__ = ["browser", "page"]  # fixtures shared from tests.browser_support
 
 _node_numbers = itertools.count(1)
-# Bounded waits for everything the page does; `expect` has its own default (5 s).
-expect.set_options(timeout=UI_TIMEOUT_MS)
 
 
 # ---------------------------------------------------------------- the pillar
@@ -185,31 +167,6 @@ def server(
         yield proc
     finally:
         proc.stop()
-
-
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    with sync_playwright() as pw:
-        yield pw
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-    try:
-        yield chromium
-    finally:
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(UI_TIMEOUT_MS)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
 
 
 @pytest.fixture

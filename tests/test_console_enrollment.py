@@ -15,24 +15,18 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from fleet_server.broker import ManagedBroker
 from simulators.server_process import ServerProcess
+from tests.browser_support import BROWSER_MARKS, browser, page
 from tests.pki_helpers import csr_pem, new_key
-from tests.test_console_browser import CHROMIUM, CHROMIUM_ARGS, UI_TIMEOUT_MS
 
 ADMIN = "admin-enroll"
 ADMIN_PASSWORD = "enroll-" + secrets.token_hex(8)
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.broker,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason=f"Chromium not found at {CHROMIUM} (apt-get install chromium)"
-    ),
-]
-expect.set_options(timeout=UI_TIMEOUT_MS)
+pytestmark = BROWSER_MARKS
+__all__ = ["browser", "page"]  # fixtures shared from tests.browser_support
 
 
 @pytest.fixture(scope="module")
@@ -52,30 +46,6 @@ def server(
         yield proc
     finally:
         proc.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        chromium = launch(pw)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-def launch(pw: Playwright) -> Browser:
-    return pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(UI_TIMEOUT_MS)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
 
 
 def ask_to_enroll(server: ServerProcess, serial: str) -> str:

@@ -20,28 +20,22 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from fleet_server.broker import ManagedBroker
 from proto.codec import encode
 from proto.messages import Birth, Firmware, GeoPoint, PowerTelemetry, Status, Telemetry
 from proto.topics import birth_topic, status_topic, telemetry_topic
 from simulators.server_process import ServerProcess
+from tests.browser_support import BROWSER_MARKS, browser, page
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 OPERATOR = "op-power"
 PASSWORD = "sunrise-" + secrets.token_hex(8)
-UI_TIMEOUT_MS = 15_000
 # 21:00 in Lahore: the night ahead is almost ten hours long.
 EVENING = datetime(2025, 12, 1, 16, 0, tzinfo=timezone.utc)
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.broker,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"Chromium not found at {CHROMIUM}"),
-]
-expect.set_options(timeout=UI_TIMEOUT_MS)
+pytestmark = BROWSER_MARKS
+__all__ = ["browser", "page"]  # fixtures shared from tests.browser_support
 _numbers = itertools.count(1)
 
 
@@ -94,26 +88,6 @@ def server(
         yield proc
     finally:
         proc.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(UI_TIMEOUT_MS)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
 
 
 def sign_in(page: Page, server: ServerProcess) -> None:

@@ -52,9 +52,6 @@ class Stack:
             timeout=10,
         )
 
-    def login(self) -> None:
-        """Get a fresh token (tokens survive restarts; this is for new servers)."""
-
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
