@@ -22,10 +22,10 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -40,11 +40,11 @@ from hardware.button import SimButton
 from simulators.enrollment import EnrollmentPlan
 from simulators.fleet import SimFleet
 from simulators.server_process import ServerProcess
+from tests.e2e_support import until
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 API = "/api/v1"
-T = TypeVar("T")
 NEEDED_PATHS = (
     f"{API}/enroll",
     f"{API}/enroll/renew",
@@ -137,17 +137,6 @@ def _start(tmp_path: Path, env: dict[str, str]) -> Iterator[PkiStack]:
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[PkiStack]:
     yield from _start(tmp_path, {})
-
-
-async def until(check: Callable[[], T], *, what: str, timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await asyncio.to_thread(check)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 def panic_alerts(stack: PkiStack, node_id: str) -> list[dict[str, Any]]:

@@ -9,95 +9,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import httpx
 import pytest
 
-from fleet_server.broker import ManagedBroker
 from hardware.indicator import Pattern
 from simulators.fleet import SimFleet
 from simulators.netcut import NetCut
-from simulators.server_process import ServerProcess
 from simulators.sse import FeedItem, alert_feed
+from tests.e2e_support import API, Stack, running_stack, until
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
-API = "/api/v1"
-T = TypeVar("T")
 # Nodes reconnect quickly here so stories stay short; the logic is the field's.
 FAST = {"mqtt": {"reconnect_min_s": 0.2, "reconnect_max_s": 1.0, "keepalive_s": 5}}
 
 
-@dataclass
-class Stack:
-    """A broker, a server process and an operator token, all on loopback."""
-
-    broker: ManagedBroker
-    server: ServerProcess
-    token: str
-    work: Path
-    failures: list[str] = field(default_factory=list)
-
-    def api(self) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.server.base_url,
-            headers={"Authorization": f"Bearer {self.token}"},
-            timeout=10,
-        )
-
-
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    broker = ManagedBroker.loopback(tmp_path / "broker")
-    broker.start()
-    server = ServerProcess(
-        data_dir=tmp_path / "server",
-        broker_url=broker.url,
-        env={
-            "NIGEHBAAN_MQTT_CLIENT_ID": f"fleet-server-{secrets.token_hex(4)}",
-            "NIGEHBAAN_OFFLINE_GRACE_S": "1",
-            "NIGEHBAAN_ESCALATION_TICK_S": "0.2",
-        },
-    )
-    password = secrets.token_urlsafe(12)
-    created = server.run_cli(
-        "--create-admin", "chief", "--password-env", "NB_PW", env={"NB_PW": password}
-    )
-    assert created.returncode == 0, created.stderr
-    server.start()
-    try:
-        token = httpx.post(
-            f"{server.base_url}{API}/login/access-token",
-            data={"username": "chief", "password": password},
-            timeout=10,
-        ).json()["access_token"]
-        yield Stack(broker=broker, server=server, token=token, work=tmp_path)
-    except BaseException:
-        print("--- server log ---\n" + server.log_text())
-        print("--- broker log ---\n" + broker.log_text())
-        raise
-    finally:
-        server.stop()
-        broker.stop()
-
-
-async def until(check: Callable[[], T], *, what: str, timeout: float = 30.0) -> T:
-    """Poll `check` until it returns something truthy; fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await asyncio.to_thread(check)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.1)
+    env = {"NIGEHBAAN_OFFLINE_GRACE_S": "1", "NIGEHBAAN_ESCALATION_TICK_S": "0.2"}
+    with running_stack(tmp_path, env=env) as started:
+        yield started
 
 
 @contextlib.asynccontextmanager

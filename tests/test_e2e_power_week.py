@@ -21,7 +21,6 @@ power physics and the power/telemetry loops run on the simulated clock.
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -34,43 +33,15 @@ from fleet_server.broker import ManagedBroker
 from simulators.scenario import SCENARIO_DIR, ScenarioRunner, load_scenario
 from simulators.scenario_cli import push_site_targets
 from simulators.server_process import ServerProcess
+from tests.e2e_support import API, running_stack
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(240)]
-
-API = "/api/v1"
 
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[tuple[ManagedBroker, ServerProcess, str]]:
-    broker = ManagedBroker.loopback(tmp_path / "broker")
-    broker.start()
-    server = ServerProcess(
-        data_dir=tmp_path / "server",
-        broker_url=broker.url,
-        env={
-            "NIGEHBAAN_MQTT_CLIENT_ID": f"fleet-server-{secrets.token_hex(4)}",
-            "NIGEHBAAN_OFFLINE_GRACE_S": "1",
-        },
-    )
-    password = secrets.token_urlsafe(12)
-    made = server.run_cli(
-        "--create-admin", "chief", "--password-env", "NB_PW", env={"NB_PW": password}
-    )
-    assert made.returncode == 0, made.stderr
-    server.start()
-    try:
-        token = httpx.post(
-            f"{server.base_url}{API}/login/access-token",
-            data={"username": "chief", "password": password},
-            timeout=10,
-        ).json()["access_token"]
-        yield broker, server, token
-    except BaseException:
-        print("--- server log ---\n" + server.log_text())
-        raise
-    finally:
-        server.stop()
-        broker.stop()
+    with running_stack(tmp_path, env={"NIGEHBAAN_OFFLINE_GRACE_S": "1"}) as started:
+        yield started.broker, started.server, started.token
 
 
 def _at(text: str) -> datetime:
