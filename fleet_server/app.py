@@ -195,6 +195,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             ack_timeout_s=settings.ack_followup_s,
             batch_max=settings.ingest_batch_max,
             queue_max=settings.ingest_queue_max,
+            ack_hold_s=settings.ingest_ack_hold_s,
         )
         ingest_ref.append(runtime.ingest)
         runtime.ingest.start()

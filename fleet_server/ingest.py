@@ -21,7 +21,6 @@ logged with the node id, and the rest of the batch carries on.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import sqlite3
 import threading
@@ -29,13 +28,14 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, TypeVar
 
 from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from fleet_server.acks import AckCoalescer, Publisher
 from fleet_server.alerts import (
     AlertNotice,
     AlertRows,
@@ -63,10 +63,9 @@ from fleet_server.power import (
     record_power_event,
     record_telemetry,
 )
-from proto.codec import Envelope, decode, encode, encode_canonical
+from proto.codec import Envelope, decode, encode
 from proto.errors import BadTopic, ProtoError
 from proto.messages import (
-    Ack,
     Birth,
     EventBase,
     PanicEvent,
@@ -76,19 +75,10 @@ from proto.messages import (
     TamperEvent,
     Telemetry,
 )
-from proto.topics import Topic, ack_topic, parse_topic
+from proto.topics import Topic, parse_topic
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-
-ACK_MAX_IDS = 500  # proto.messages.Ack.event_ids max_length
-
-
-class Publisher(Protocol):
-    """Where acks and commands go (the MQTT link, or a list in unit tests)."""
-
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None: ...
-
 
 Rejections = dict[tuple[str, str], tuple[int, str, str]]
 
@@ -136,6 +126,7 @@ class BatchOutcome:
     """What one committed batch means for the outside world."""
 
     acks: dict[str, list[str]] = field(default_factory=dict)
+    urgent: set[str] = field(default_factory=set)  # nodes to ack at once (a panic press)
     notices: list[AlertNotice] = field(default_factory=list)
     inserted: int = 0
     duplicates: int = 0
@@ -208,6 +199,8 @@ def store_batch(
             logger.info("new node %s", node_id)
         if isinstance(message, EventBase):
             acked = out.acks.setdefault(node_id, [])
+            if isinstance(message, PanicEvent):
+                out.urgent.add(node_id)  # the pillar's "delivered" light waits for this ack
             if message.event_id not in acked:
                 acked.append(message.event_id)
             if message.event_id in known:
@@ -498,40 +491,6 @@ def _store_event(
     return event
 
 
-def publish_acks(publisher: Publisher, acks: dict[str, list[str]], *, now: datetime) -> None:
-    """One `Ack` per node (split at the wire limit) for events now committed.
-
-    A batch acks hundreds of nodes at the same `now`: one `Ack` is built and
-    validated, and its canonical dump is cut around the node id and the event
-    ids (both validated when the events were decoded); each node's payload is
-    the pieces joined with its own JSON values spliced in, which is what
-    `encode(Ack(...))` would give (tested byte for byte), at a tenth of the cost.
-    """
-    pieces: tuple[str, str, str] | None = None
-    for node_id, ids in acks.items():
-        for start in range(0, len(ids), ACK_MAX_IDS):
-            chunk = ids[start : start + ACK_MAX_IDS]
-            if pieces is None:
-                pieces = _ack_pieces(Ack(node_id=node_id, ts=now, event_ids=chunk))
-            head, middle, tail = pieces
-            payload = f"{head}{_json(chunk)}{middle}{_json(node_id)}{tail}".encode()
-            publisher.publish(ack_topic(node_id), payload, qos=1)
-
-
-_IDS_MARK, _NODE_MARK = "\ue000ids\ue000", "\ue000node\ue000"
-_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
-
-
-def _ack_pieces(ack: Ack) -> tuple[str, str, str]:
-    """`encode(ack)` cut where the event ids and the node id go (in that key order)."""
-    data = ack.model_dump(mode="json", exclude_none=True)
-    data["event_ids"], data["node_id"] = _IDS_MARK, _NODE_MARK
-    text = encode_canonical(data).decode()
-    head, rest = text.split(_json(_IDS_MARK))
-    middle, tail = rest.split(_json(_NODE_MARK))
-    return head, middle, tail
-
-
 class _BatchQueue(Generic[T]):
     """A bounded FIFO whose consumer takes everything waiting (up to a limit) at once.
 
@@ -583,6 +542,8 @@ class IngestStats:
     duplicates: int = 0
     rejected: int = 0
     failed: int = 0
+    ack_messages: int = 0
+    acks_held: int = 0  # event ids committed, ack not yet sent (coalescing under backlog)
 
 
 class IngestWorker:
@@ -597,6 +558,7 @@ class IngestWorker:
         ack_timeout_s: float,
         batch_max: int = 500,
         queue_max: int = 50_000,
+        ack_hold_s: float = 1.0,
     ) -> None:
         self.engine = engine
         self.publisher = publisher
@@ -605,6 +567,7 @@ class IngestWorker:
         self.batch_max = batch_max
         self.policies = PolicyCache(ack_timeout_s=ack_timeout_s)
         self.stats = IngestStats()
+        self.acks = AckCoalescer(publisher, hold_s=ack_hold_s)
         self._queue: _BatchQueue[tuple[str, bytes] | None] = _BatchQueue(queue_max)
         self._thread: threading.Thread | None = None
 
@@ -647,6 +610,14 @@ class IngestWorker:
                 self.process(batch)
             except Exception:
                 logger.exception("ingest batch of %s failed", len(batch))
+        self._flush_acks()
+
+    def _flush_acks(self) -> None:
+        try:
+            self.acks.flush(now=utcnow())
+        except Exception:
+            logger.exception("could not publish held acks; the nodes will re-send")
+        self.stats.ack_messages, self.stats.acks_held = self.acks.messages, self.acks.held
 
     def process(self, raw: Sequence[tuple[str, bytes]]) -> None:
         """Decode, store, commit, then ack and announce one batch."""
@@ -672,13 +643,17 @@ class IngestWorker:
                 for node_id, ids in one.acks.items():
                     outcome.acks.setdefault(node_id, []).extend(ids)
                 outcome.notices += one.notices
+                outcome.urgent |= one.urgent
                 outcome.inserted += one.inserted
                 outcome.duplicates += one.duplicates
             if rejections:
                 self._commit([], rejections, now)
         self.stats.inserted += outcome.inserted
         self.stats.duplicates += outcome.duplicates
-        publish_acks(self.publisher, outcome.acks, now=now)
+        # Acks go out after the commit; while more is queued, non-panic ones may wait
+        # for the next batches (`fleet_server.acks.AckCoalescer`).
+        self.acks.add(outcome.acks, urgent=outcome.urgent, backlog=self.backlog, now=now)
+        self.stats.ack_messages, self.stats.acks_held = self.acks.messages, self.acks.held
         if outcome.notices:
             self.notify(outcome.notices)
 

@@ -70,6 +70,13 @@ class Settings(BaseModel):
     ingest_queue_max: int = Field(
         default=50_000, ge=100, description="paho thread blocks (TCP backpressure) when full"
     )
+    ingest_ack_hold_s: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=5.0,
+        description="while a backlog waits, non-panic acks are merged for up to this long; "
+        "keep it well under the nodes' outbox.resend_after_s",
+    )
     offline_grace_s: float = Field(default=15.0, ge=0.0)
     ack_followup_s: float = Field(
         default=120.0, ge=1.0, description="acknowledged but not dispatched → re-escalate"

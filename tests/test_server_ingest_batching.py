@@ -17,9 +17,10 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, func, select
 
+from fleet_server.acks import publish_acks
 from fleet_server.alerts import AlertNotice, ensure_default_policies
 from fleet_server.db import create_schema, make_engine
-from fleet_server.ingest import IngestWorker, publish_acks
+from fleet_server.ingest import IngestWorker
 from fleet_server.models import Alert, Event, PowerState
 from proto.codec import encode, topic_for
 from proto.ids import new_event_id
