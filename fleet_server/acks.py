@@ -15,10 +15,10 @@ passed since the oldest held ack, or a node has a full `Ack`
 (`ACK_MAX_IDS`). A node with a panic press in the batch is always acked at
 once, together with anything held for it. Under a storm (a broker restart,
 thousands of outboxes draining) this turns one ack message per event into
-one per node per `hold_s`, halving what the broker and the server's MQTT
+one per node per `hold_s`, cutting what the broker and the server's MQTT
 thread carry; see docs/benchmarks.md (`bench ingest`) for the figures.
 
-Holding is safe because the hold (a second at most) is far below the
+Holding is safe because the hold (half a second by default) is far below the
 node's resend time, and a lost or late ack only costs a re-send that the
 server stores once and acks again.
 """

@@ -284,7 +284,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else:
             body["mqtt"] = "connected" if runtime.mqtt.subscribed.is_set() else "connecting"
         if runtime.ingest is not None:
-            body["ingest"] = {**vars(runtime.ingest.stats), "backlog": runtime.ingest.backlog}
+            body["ingest"] = {
+                **vars(runtime.ingest.stats),
+                "backlog": runtime.ingest.backlog,
+                "ack_hold_s": runtime.ingest.acks.hold_s,
+            }
         body["sse_clients"] = runtime.broadcaster.subscribers
         return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 

@@ -558,7 +558,7 @@ class IngestWorker:
         ack_timeout_s: float,
         batch_max: int = 500,
         queue_max: int = 50_000,
-        ack_hold_s: float = 1.0,
+        ack_hold_s: float = 0.5,
     ) -> None:
         self.engine = engine
         self.publisher = publisher

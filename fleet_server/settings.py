@@ -71,7 +71,7 @@ class Settings(BaseModel):
         default=50_000, ge=100, description="paho thread blocks (TCP backpressure) when full"
     )
     ingest_ack_hold_s: float = Field(
-        default=1.0,
+        default=0.5,
         ge=0.0,
         le=5.0,
         description="while a backlog waits, non-panic acks are merged for up to this long; "

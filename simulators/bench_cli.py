@@ -47,6 +47,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ingest.add_argument("--nodes", type=int, default=500, help="nodes the events come from")
     ingest.add_argument("--publishers", type=int, default=4, help="publishing connections")
     ingest.add_argument("--work-dir", type=Path, help="keep broker/server state here")
+    ingest.add_argument(
+        "--ack-hold",
+        type=float,
+        metavar="SECONDS",
+        help="the server's ingest_ack_hold_s (0-5; 0 = ack every batch at once)",
+    )
     ingest.add_argument("--json", action="store_true", help="print only the JSON line")
     ingest.add_argument(
         "--results-dir", type=Path, default=Path("bench-results"), help="where to save results"
@@ -122,8 +128,15 @@ def _ingest(args: argparse.Namespace) -> int:
     if not 1 <= args.publishers <= 32:
         print("bench ingest: --publishers 1-32", file=sys.stderr)
         return 2
+    if args.ack_hold is not None and not 0 <= args.ack_hold <= 5:
+        print("bench ingest: --ack-hold 0-5 seconds", file=sys.stderr)
+        return 2
     config = IngestBenchConfig(
-        events=args.events, nodes=args.nodes, publishers=args.publishers, work_dir=args.work_dir
+        events=args.events,
+        nodes=args.nodes,
+        publishers=args.publishers,
+        work_dir=args.work_dir,
+        ack_hold_s=args.ack_hold,
     )
     result = run_ingest_bench(config)
     path = save_result(result, args.results_dir)

@@ -91,6 +91,7 @@ class IngestBenchConfig:
     inflight: int = 100
     timeout_s: float = 180.0
     work_dir: Path | None = None
+    ack_hold_s: float | None = None  # None: the server's default (`ingest_ack_hold_s`)
 
 
 def _event(node_id: str, seq: int, kind: str, ts: datetime) -> EventBase:
@@ -376,11 +377,10 @@ def _server_phase(
     hellos: list[tuple[str, bytes]],
     work: Path,
 ) -> dict[str, Any]:
-    server = ServerProcess(
-        data_dir=work / "server",
-        broker_url=url,
-        env={"NIGEHBAAN_MQTT_CLIENT_ID": f"fleet-server-bench-{secrets.token_hex(4)}"},
-    )
+    env = {"NIGEHBAAN_MQTT_CLIENT_ID": f"fleet-server-bench-{secrets.token_hex(4)}"}
+    if config.ack_hold_s is not None:
+        env["NIGEHBAAN_INGEST_ACK_HOLD_S"] = str(config.ack_hold_s)
+    server = ServerProcess(data_dir=work / "server", broker_url=url, env=env)
     server.start()
     try:
         before = _warm_up(config, server, url, hellos)
@@ -404,6 +404,7 @@ def _server_phase(
     return {
         "acked": got["events"],
         "ack_messages": got["messages"],
+        "ack_hold_s": stats["ack_hold_s"],  # as the server reported it
         **stored,
         "rejected": stats["rejected"],
         "failed": stats["failed"],
