@@ -28,7 +28,7 @@ def test_the_events_are_real_unique_proto_events_in_the_stated_mix() -> None:
 def test_bench_ingest_reports_both_rates_and_every_event_stored_and_acked(tmp_path: Path) -> None:
     result = subprocess.run(
         [*NIGEHBAAN, "bench", "ingest", "--events", "300", "--nodes", "20", "--json",
-         "--results-dir", str(tmp_path)],
+         "--ack-hold", "0.25", "--results-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -43,6 +43,17 @@ def test_bench_ingest_reports_both_rates_and_every_event_stored_and_acked(tmp_pa
         0,
     )
     assert server["rejected"] == 0
+    assert server["ack_hold_s"] == 0.25  # the server really ran with the hold asked for
     assert line["ratio"] == pytest.approx(line["server_rate"] / line["broker_rate"], rel=0.01)
     saved = list(tmp_path.glob("ingest-*.json"))
     assert len(saved) == 1
+
+
+def test_an_ack_hold_out_of_range_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*NIGEHBAAN, "bench", "ingest", "--ack-hold", "9", "--results-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--ack-hold 0-5" in result.stderr
+    assert not list(tmp_path.iterdir())
