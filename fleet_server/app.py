@@ -31,7 +31,7 @@ from fleet_server.auth import create_user
 from fleet_server.broker import FleetBrokerFiles, ManagedBroker, fleet_broker_config, free_port
 from fleet_server.broker.fleet import FLEET_SERVER_USER
 from fleet_server.console.routes import router as console_router
-from fleet_server.db import create_schema, make_engine
+from fleet_server.db import make_engine
 from fleet_server.ingest import IngestWorker
 from fleet_server.models import Role, User, UserCreate, utcnow
 from fleet_server.mqtt import MqttLink
@@ -40,6 +40,7 @@ from fleet_server.pki.runtime import PkiRuntime
 from fleet_server.pki.store import LOOPBACK_NAMES
 from fleet_server.ratelimit import TokenBucketLimiter
 from fleet_server.runtime import LiveNotifier, Runtime
+from fleet_server.schema import migrate
 from fleet_server.settings import Settings
 from fleet_server.stream import Broadcaster
 
@@ -49,7 +50,7 @@ logger = logging.getLogger(__name__)
 def prepare_database(settings: Settings) -> Engine:
     """Engine, tables, default escalation policies and the first-run admin."""
     engine = make_engine(settings.database_url)
-    create_schema(engine)
+    migrate(engine)
     with Session(engine) as session:
         ensure_default_policies(session=session)
         if settings.admin_password:

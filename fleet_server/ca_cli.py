@@ -17,11 +17,8 @@ from pathlib import Path
 __all__ = ["register_ca"]
 
 
-def register_ca(server_parser: argparse.ArgumentParser) -> None:
+def register_ca(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `ca init` and `ca issue-intermediate` under `nigehbaan server`."""
-    commands = server_parser.add_subparsers(
-        dest="server_command", metavar="{ca}", help="optional: certificate authority tools"
-    )
     ca = commands.add_parser("ca", help="fleet certificate authority (docs/provisioning.md)")
     ca_commands = ca.add_subparsers(
         dest="ca_command", required=True, metavar="{init,issue-intermediate}"

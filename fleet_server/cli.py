@@ -103,11 +103,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.set_defaults(func=_run)
     from fleet_server.ca_cli import register_ca
+    from fleet_server.db_cli import register_db
 
-    register_ca(parser)
+    commands = parser.add_subparsers(
+        dest="server_command", metavar="{ca,db}", help="optional: CA and database tools"
+    )
+    register_ca(commands)
+    register_db(commands)
 
 
-def _settings(args: argparse.Namespace) -> Any:
+def settings_from_args(args: argparse.Namespace) -> Any:
+    """Settings from the `server` options over the NIGEHBAAN_* environment."""
     from fleet_server.settings import Settings
 
     overrides: dict[str, Any] = {
@@ -140,7 +146,7 @@ def _run(args: argparse.Namespace) -> int:
     from fleet_server.settings import SettingsError
 
     try:
-        settings = _settings(args)
+        settings = settings_from_args(args)
     except (SettingsError, ValueError) as exc:
         print(f"nigehbaan server: bad settings: {exc}", file=sys.stderr)
         return 2
@@ -156,8 +162,9 @@ def _create_user(settings: Any, *, name: str, role: str, password_env: str | Non
     from sqlmodel import Session
 
     from fleet_server.auth import UserExists, create_user
-    from fleet_server.db import create_schema, make_engine
+    from fleet_server.db import make_engine
     from fleet_server.models import Role, UserCreate
+    from fleet_server.schema import SchemaError, migrate
 
     if password_env:
         password = os.environ.get(password_env)
@@ -170,15 +177,15 @@ def _create_user(settings: Any, *, name: str, role: str, password_env: str | Non
         print("nigehbaan server: give --password-env VAR (no terminal to ask)", file=sys.stderr)
         return 2
     engine = make_engine(settings.database_url)
-    create_schema(engine)
     try:
+        migrate(engine)
         user_in = UserCreate(username=name, role=Role(role), password=password)
         with Session(engine) as session:
             create_user(session=session, user_in=user_in)
     except ValidationError as exc:
         print(f"nigehbaan server: {exc}", file=sys.stderr)
         return 2
-    except UserExists as exc:
+    except (UserExists, SchemaError) as exc:
         print(f"nigehbaan server: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -206,6 +213,22 @@ def _https_files(settings: Any) -> tuple[str, str] | None:
     return str(cert), str(key)
 
 
+def _schema_ready(settings: Any) -> bool:
+    """Migrate before serving, so a database this server refuses is one clear line, exit 2."""
+    from fleet_server.db import make_engine
+    from fleet_server.schema import SchemaError, migrate
+
+    engine = make_engine(settings.database_url)
+    try:
+        migrate(engine)
+    except SchemaError as exc:
+        print(f"nigehbaan server: {exc}", file=sys.stderr)
+        return False
+    finally:
+        engine.dispose()
+    return True
+
+
 def _serve(settings: Any) -> int:
     import uvicorn
 
@@ -213,6 +236,8 @@ def _serve(settings: Any) -> int:
     from fleet_server.log_redaction import install as redact_tokens_in_logs
 
     redact_tokens_in_logs()
+    if not _schema_ready(settings):
+        return 2
 
     ssl_files = _https_files(settings)
 

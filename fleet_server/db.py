@@ -9,8 +9,8 @@ copy, so a commit must survive a power cut or OS crash too, not only a
 costs one WAL fsync per commit, ~0.8 ms here, once per ingest batch.
 PostgreSQL is the at-scale choice and works with the same models.
 
-The schema is created from the SQLModel metadata for now; Alembic takes over
-with the first migration (see docs/fleet-server.md).
+The schema itself is made and upgraded by Alembic migrations
+(`fleet_server.schema`, docs/fleet-server.md).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
-from sqlmodel import SQLModel, create_engine
+from sqlmodel import create_engine
 
 from fleet_server import models  # noqa: F401 - registers every table on the metadata
 
@@ -65,9 +65,3 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def _sqlite_begin_immediate(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def create_schema(engine: Engine) -> None:
-    """Create missing tables (Alembic replaces this with the first migration)."""
-    SQLModel.metadata.create_all(engine)
-    logger.info("schema ready on %s", engine.url.render_as_string(hide_password=True))

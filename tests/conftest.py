@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from fleet_server.broker import ManagedBroker
+from tests.db_support import db_url  # noqa: F401 - a fixture for every test module
 
 _BROKERS: list[ManagedBroker] = []
 

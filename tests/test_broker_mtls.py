@@ -19,11 +19,12 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from fleet_server.broker import FleetBrokerFiles, ManagedBroker, fleet_broker_config, free_port
-from fleet_server.db import create_schema, make_engine
+from fleet_server.db import make_engine
 from fleet_server.models import NodeCertificate, utcnow
 from fleet_server.pki import IssuingCa, PkiPaths, init_dev_pki, key_fingerprint
 from fleet_server.pki.ca import cert_pem, cert_serial_hex, private_key_pem
 from fleet_server.pki.runtime import PkiRuntime
+from fleet_server.schema import migrate
 from tests.pki_helpers import (
     Identity,
     TlsClient,
@@ -102,7 +103,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     broker_cert, broker_key = ca.ensure_service("broker", now=now, hostnames=["127.0.0.1"])
     server_cert, server_key = ca.ensure_service("fleet-server", now=now, server=False, client=True)
     engine = make_engine(f"sqlite:///{tmp / 'fleet.db'}")
-    create_schema(engine)
+    migrate(engine)
     pki = PkiRuntime(paths=paths, engine=engine)
     pki.write_crl()
     port = free_port()

@@ -18,8 +18,9 @@ from sqlmodel import Session
 
 from fleet_server.acks import ACK_MAX_IDS, AckCoalescer
 from fleet_server.alerts import AlertNotice, ensure_default_policies
-from fleet_server.db import create_schema, make_engine
+from fleet_server.db import make_engine
 from fleet_server.ingest import IngestWorker
+from fleet_server.schema import migrate
 from proto.codec import encode, topic_for
 from proto.ids import new_event_id
 from proto.messages import EventBase, PanicEvent, PlateEvent
@@ -152,7 +153,7 @@ def test_a_zero_hold_time_turns_coalescing_off_and_a_negative_one_is_refused() -
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
     eng = make_engine(f"sqlite:///{tmp_path / 'fleet.db'}")
-    create_schema(eng)
+    migrate(eng)
     with Session(eng) as session:
         ensure_default_policies(session=session)
     yield eng

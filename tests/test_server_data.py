@@ -6,12 +6,9 @@ stored with the same functions the ingest worker calls.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
-import psycopg
 import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -26,7 +23,7 @@ from fleet_server.alerts import (
 )
 from fleet_server.auth import create_user
 from fleet_server.crud import add_rejections, rejection_report
-from fleet_server.db import create_schema, make_engine
+from fleet_server.db import make_engine
 from fleet_server.ingest import BatchOutcome, decode_all, store_batch
 from fleet_server.models import (
     CATCH_ALL_QUEUE,
@@ -41,47 +38,19 @@ from fleet_server.models import (
     UserCreate,
 )
 from fleet_server.response_times import response_times
+from fleet_server.schema import migrate
 from proto.codec import encode, topic_for
 from proto.ids import new_event_id
 from proto.messages import Birth, Firmware, PanicEvent, Status
 
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 T0 = datetime(2025, 3, 1, 9, 0, 0, tzinfo=timezone.utc)
 ACK_TIMEOUT_S = 120.0
-
-
-def _pg_reason() -> str | None:
-    try:
-        with psycopg.connect(PG_URL, connect_timeout=2):
-            return None
-    except psycopg.Error as exc:
-        return f"PostgreSQL not reachable at {PG_URL}: {exc}"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh database: a SQLite file, or a throwaway schema in PostgreSQL."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fleet.db'}"
-        return
-    reason = _pg_reason()
-    if reason:
-        print(reason)
-        pytest.skip(reason)
-    schema = f"nbtest_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
     eng = make_engine(db_url)
-    create_schema(eng)
+    migrate(eng)
     with Session(eng) as session:
         ensure_default_policies(session=session)
     yield eng

@@ -19,9 +19,10 @@ from sqlmodel import Session, func, select
 
 from fleet_server.acks import publish_acks
 from fleet_server.alerts import AlertNotice, ensure_default_policies
-from fleet_server.db import create_schema, make_engine
+from fleet_server.db import make_engine
 from fleet_server.ingest import IngestWorker
 from fleet_server.models import Alert, Event, PowerState
+from fleet_server.schema import migrate
 from proto.codec import encode, topic_for
 from proto.ids import new_event_id
 from proto.messages import Ack, EventBase, PanicEvent, PlateEvent, PowerEvent, TamperEvent
@@ -32,7 +33,7 @@ T0 = datetime(2025, 3, 1, 9, 0, 0, tzinfo=timezone.utc)
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
     eng = make_engine(f"sqlite:///{tmp_path / 'fleet.db'}")
-    create_schema(eng)
+    migrate(eng)
     with Session(eng) as session:
         ensure_default_policies(session=session)
     yield eng

@@ -26,9 +26,10 @@ from sqlmodel import Session, select
 
 from fleet_server import ingest
 from fleet_server.alerts import PolicyCache, ensure_default_policies
-from fleet_server.db import create_schema, make_engine
+from fleet_server.db import make_engine
 from fleet_server.ingest import IngestWorker, _BatchQueue, decode_all, sqlite_datetime, store_batch
 from fleet_server.models import Alert, Event, IngestRejection, Node, PowerState, SequenceGap
+from fleet_server.schema import migrate
 from proto.codec import decode_uplink, encode, topic_for
 from proto.ids import new_event_id
 from proto.messages import (
@@ -49,7 +50,7 @@ NOW = datetime(2025, 3, 1, 9, 0, 5, 250_000, tzinfo=timezone.utc)
 
 def _engine(path: Path) -> Engine:
     eng = make_engine(f"sqlite:///{path}")
-    create_schema(eng)
+    migrate(eng)
     with Session(eng) as session:
         ensure_default_policies(session=session)
     return eng

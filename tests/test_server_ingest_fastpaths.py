@@ -22,7 +22,7 @@ from fleet_server.alerts import AlertNotice, PolicyCache, ensure_default_policie
 from fleet_server.auth import create_user
 from fleet_server.broker import ManagedBroker
 from fleet_server.broker.config import BrokerConfig, Listener
-from fleet_server.db import create_schema, make_engine
+from fleet_server.db import make_engine
 from fleet_server.ingest import IngestWorker
 from fleet_server.models import (
     CATCH_ALL_QUEUE,
@@ -34,6 +34,7 @@ from fleet_server.models import (
     UserCreate,
 )
 from fleet_server.mqtt import MqttLink
+from fleet_server.schema import migrate
 from proto.codec import encode, topic_for
 from proto.ids import new_event_id
 from proto.messages import PanicEvent
@@ -44,7 +45,7 @@ T0 = datetime(2025, 3, 1, 9, 0, 0, tzinfo=timezone.utc)
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
     eng = make_engine(f"sqlite:///{tmp_path / 'fleet.db'}")
-    create_schema(eng)
+    migrate(eng)
     with Session(eng) as session:
         ensure_default_policies(session=session)
     yield eng

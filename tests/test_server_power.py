@@ -20,12 +20,13 @@ from sqlmodel import Session, col, select
 from fleet_server.alerts import ensure_default_policies, load_policies
 from fleet_server.app import create_app
 from fleet_server.auth import create_user
-from fleet_server.db import create_schema, make_engine
+from fleet_server.db import make_engine
 from fleet_server.ingest import decode_all, store_batch
 from fleet_server.models import Alert, Node, Role, UserCreate
 from fleet_server.models.power import PowerSample, PowerSiteUpdate
 from fleet_server.power import node_history, power_overview, set_site_targets
 from fleet_server.runtime import Runtime
+from fleet_server.schema import migrate
 from fleet_server.settings import Settings
 from proto.codec import encode, topic_for
 from proto.ids import new_event_id
@@ -50,7 +51,7 @@ NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)  # the server's clock; unrelated
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
     engine = make_engine(f"sqlite:///{tmp_path / 'fleet.db'}")
-    create_schema(engine)
+    migrate(engine)
     with Session(engine) as session:
         ensure_default_policies(session=session)
     yield engine

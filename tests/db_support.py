@@ -1,0 +1,46 @@
+"""A fresh database per test: a SQLite file, and a throwaway PostgreSQL schema when reachable.
+
+PostgreSQL runs at 127.0.0.1:5432 on the development and CI machines; where
+it is not reachable the PostgreSQL case is skipped, and the reason is both
+printed and given as the skip reason so the test output says so.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def pg_unreachable() -> str | None:
+    """Why PostgreSQL cannot be used here, or None when it can."""
+    try:
+        with psycopg.connect(PG_URL, connect_timeout=2):
+            return None
+    except psycopg.Error as exc:
+        return f"PostgreSQL not reachable at {PG_URL}: {exc}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database URL: a SQLite file, or a throwaway schema in PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fleet.db'}"
+        return
+    reason = pg_unreachable()
+    if reason:
+        print(reason)
+        pytest.skip(reason)
+    schema = f"nbtest_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
