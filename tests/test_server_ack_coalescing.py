@@ -9,43 +9,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
 from fleet_server.acks import ACK_MAX_IDS, AckCoalescer
-from fleet_server.alerts import AlertNotice, ensure_default_policies
-from fleet_server.db import make_engine
+from fleet_server.alerts import AlertNotice
 from fleet_server.ingest import IngestWorker
-from fleet_server.schema import migrate
-from proto.codec import encode, topic_for
 from proto.ids import new_event_id
-from proto.messages import EventBase, PanicEvent, PlateEvent
-
-T0 = datetime(2025, 3, 1, 9, 0, 0, tzinfo=timezone.utc)
-
-
-class _Sent:
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, bytes]] = []
-
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
-        assert qos == 1
-        self.messages.append((topic, payload))
-
-    def by_node(self) -> dict[str, list[list[str]]]:
-        """Node → the event ids of each `Ack` it got, in order."""
-        out: dict[str, list[list[str]]] = {}
-        for _topic, payload in self.messages:
-            body = json.loads(payload)
-            out.setdefault(body["node_id"], []).append(body["event_ids"])
-        return out
-
-    def acked(self) -> list[str]:
-        return [i for ids in self.by_node().values() for chunk in ids for i in chunk]
+from proto.messages import PanicEvent
+from tests.ingest_support import T0, RecordedAcks, plate_read, sqlite_engine, wire
 
 
 class _Clock:
@@ -61,7 +35,7 @@ def _ids(n: int) -> list[str]:
 
 
 def test_an_idle_server_acks_each_batch_at_once() -> None:
-    sent = _Sent()
+    sent = RecordedAcks()
     acks = AckCoalescer(sent, hold_s=1.0)
     a, b = _ids(2), _ids(1)
     assert acks.add({"cam-1": a, "cam-2": b}, urgent=(), backlog=0, now=T0) == 2
@@ -70,7 +44,7 @@ def test_an_idle_server_acks_each_batch_at_once() -> None:
 
 
 def test_behind_a_backlog_acks_are_merged_per_node_until_the_queue_runs_dry() -> None:
-    sent = _Sent()
+    sent = RecordedAcks()
     acks = AckCoalescer(sent, hold_s=1.0, monotonic=_Clock())
     first, second, other = _ids(2), _ids(3), _ids(1)
 
@@ -85,7 +59,7 @@ def test_behind_a_backlog_acks_are_merged_per_node_until_the_queue_runs_dry() ->
 
 
 def test_a_panic_press_is_acked_at_once_with_what_was_held_for_its_node() -> None:
-    sent = _Sent()
+    sent = RecordedAcks()
     acks = AckCoalescer(sent, hold_s=1.0, monotonic=_Clock())
     plate, press, elsewhere = _ids(1), _ids(1), _ids(1)
     acks.add({"pillar-7": plate, "cam-2": elsewhere}, urgent=(), backlog=10, now=T0)
@@ -97,7 +71,7 @@ def test_a_panic_press_is_acked_at_once_with_what_was_held_for_its_node() -> Non
 
 
 def test_nothing_is_held_longer_than_the_hold_time_even_under_a_steady_backlog() -> None:
-    sent = _Sent()
+    sent = RecordedAcks()
     clock = _Clock()
     acks = AckCoalescer(sent, hold_s=1.0, monotonic=clock)
     first, later = _ids(1), _ids(1)
@@ -118,7 +92,7 @@ def test_nothing_is_held_longer_than_the_hold_time_even_under_a_steady_backlog()
 
 
 def test_a_node_with_a_full_ack_waiting_gets_it_without_waiting_for_the_rest() -> None:
-    sent = _Sent()
+    sent = RecordedAcks()
     acks = AckCoalescer(sent, hold_s=1.0, monotonic=_Clock())
     many = _ids(ACK_MAX_IDS)
     acks.add({"cam-1": many[:300], "cam-2": _ids(1)}, urgent=(), backlog=5, now=T0)
@@ -129,7 +103,7 @@ def test_a_node_with_a_full_ack_waiting_gets_it_without_waiting_for_the_rest() -
 
 
 def test_a_redelivered_event_held_twice_is_acked_once() -> None:
-    sent = _Sent()
+    sent = RecordedAcks()
     acks = AckCoalescer(sent, hold_s=1.0, monotonic=_Clock())
     ids = _ids(2)
     acks.add({"cam-1": ids}, urgent=(), backlog=5, now=T0)
@@ -139,7 +113,7 @@ def test_a_redelivered_event_held_twice_is_acked_once() -> None:
 
 
 def test_a_zero_hold_time_turns_coalescing_off_and_a_negative_one_is_refused() -> None:
-    sent = _Sent()
+    sent = RecordedAcks()
     acks = AckCoalescer(sent, hold_s=0.0)
     acks.add({"cam-1": _ids(1)}, urgent=(), backlog=99, now=T0)
     assert len(sent.messages) == 1
@@ -152,29 +126,13 @@ def test_a_zero_hold_time_turns_coalescing_off_and_a_negative_one_is_refused() -
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
-    eng = make_engine(f"sqlite:///{tmp_path / 'fleet.db'}")
-    migrate(eng)
-    with Session(eng) as session:
-        ensure_default_policies(session=session)
-    yield eng
-    eng.dispose()
-
-
-def _wire(event: EventBase) -> tuple[str, bytes]:
-    return topic_for(event), encode(event)
-
-
-def _plate(node: str, seq: int) -> EventBase:
-    return PlateEvent(
-        node_id=node, ts=T0, event_id=new_event_id(), seq=seq, camera_id="cam-1",
-        track_id=f"t{seq}", plate="LEA 1234", confidence=0.9, frames=5,
-    )  # fmt: skip
+    yield from sqlite_engine(tmp_path)
 
 
 def _worker(
     engine: Engine, *, batch_max: int = 500, ack_hold_s: float = 1.0
-) -> tuple[IngestWorker, _Sent]:
-    sent = _Sent()
+) -> tuple[IngestWorker, RecordedAcks]:
+    sent = RecordedAcks()
 
     def notify(notices: Sequence[AlertNotice]) -> None:
         pass
@@ -190,12 +148,12 @@ def test_the_worker_holds_plate_acks_behind_a_backlog_but_acks_a_press_at_once(
     engine: Engine,
 ) -> None:
     worker, sent = _worker(engine)
-    plates = [_wire(_plate(f"cam-{n:04d}", 1)) for n in range(5)]
+    plates = [wire(plate_read(f"cam-{n:04d}", 1)) for n in range(5)]
     press = PanicEvent(node_id="pillar-0001", ts=T0, event_id=new_event_id(), seq=1)
-    waiting = _wire(_plate("cam-0000", 2))
+    waiting = wire(plate_read("cam-0000", 2))
     worker.submit(*waiting)  # queued behind the batch: the worker has a backlog
 
-    worker.process([*plates, _wire(press)])
+    worker.process([*plates, wire(press)])
 
     assert sent.by_node() == {"pillar-0001": [[press.event_id]]}
     assert worker.stats.acks_held == 5
@@ -216,7 +174,7 @@ def test_a_drained_backlog_is_acked_once_per_node_and_every_event_exactly_once(
     # 150 events queued before the worker starts, taken 10 at a time: every batch
     # but the last has a backlog behind it (the hold time is long enough not to end).
     worker, sent = _worker(engine, batch_max=10, ack_hold_s=5.0)
-    events = [_wire(_plate(f"cam-{n:04d}", s)) for s in range(1, 4) for n in range(50)]
+    events = [wire(plate_read(f"cam-{n:04d}", s)) for s in range(1, 4) for n in range(50)]
     for topic, payload in events:
         worker.submit(topic, payload)
     worker.start()

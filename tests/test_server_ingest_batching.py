@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -18,59 +18,29 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, func, select
 
 from fleet_server.acks import publish_acks
-from fleet_server.alerts import AlertNotice, ensure_default_policies
-from fleet_server.db import make_engine
+from fleet_server.alerts import AlertNotice
 from fleet_server.ingest import IngestWorker
 from fleet_server.models import Alert, Event, PowerState
-from fleet_server.schema import migrate
-from proto.codec import encode, topic_for
+from proto.codec import encode
 from proto.ids import new_event_id
-from proto.messages import Ack, EventBase, PanicEvent, PlateEvent, PowerEvent, TamperEvent
-
-T0 = datetime(2025, 3, 1, 9, 0, 0, tzinfo=timezone.utc)
+from proto.messages import Ack, EventBase, PanicEvent, PowerEvent, TamperEvent
+from tests.ingest_support import T0, RecordedAcks, plate_read, sqlite_engine, wire
 
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
-    eng = make_engine(f"sqlite:///{tmp_path / 'fleet.db'}")
-    migrate(eng)
-    with Session(eng) as session:
-        ensure_default_policies(session=session)
-    yield eng
-    eng.dispose()
+    yield from sqlite_engine(tmp_path)
 
 
-class _Sent:
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, bytes]] = []
-
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
-        self.messages.append((topic, payload))
-
-    def acked(self) -> list[str]:
-        return [i for _, p in self.messages for i in json.loads(p)["event_ids"]]
-
-
-def _worker(engine: Engine) -> tuple[IngestWorker, _Sent, list[AlertNotice]]:
+def _worker(engine: Engine) -> tuple[IngestWorker, RecordedAcks, list[AlertNotice]]:
     seen: list[AlertNotice] = []
-    sent = _Sent()
+    sent = RecordedAcks()
 
     def notify(notices: Sequence[AlertNotice]) -> None:
         seen.extend(notices)
 
     worker = IngestWorker(engine=engine, publisher=sent, notify=notify, ack_timeout_s=120.0)
     return worker, sent, seen
-
-
-def _wire(event: EventBase) -> tuple[str, bytes]:
-    return topic_for(event), encode(event)
-
-
-def _plate(node: str, seq: int) -> EventBase:
-    return PlateEvent(
-        node_id=node, ts=T0, event_id=new_event_id(), seq=seq, camera_id="cam-1",
-        track_id=f"t{seq}", plate="LEA 1234", confidence=0.9, frames=5,
-    )  # fmt: skip
 
 
 def _power(node: str, seq: int, step: int) -> EventBase:
@@ -93,7 +63,7 @@ def _panic(node: str, seq: int) -> EventBase:
 def test_fast_acks_are_byte_for_byte_what_the_ack_model_encodes() -> None:
     acks = {"cam-0001": [new_event_id() for _ in range(3)], "cam-0002": []}
     acks["cam-0002"] = [new_event_id() for _ in range(1_201)]
-    sent = _Sent()
+    sent = RecordedAcks()
     publish_acks(sent, acks, now=T0)
     expected = [
         (f"nb/v1/{node}/ack", encode(Ack(node_id=node, ts=T0, event_ids=ids[i : i + 500])))
@@ -108,12 +78,12 @@ def test_a_mixed_batch_is_stored_and_acked_once_and_a_redelivery_only_acked_agai
 ) -> None:
     worker, sent, _ = _worker(engine)
     batch = [
-        _wire(e)
+        wire(e)
         for n in range(20)
         for e in (
-            _plate(f"cam-{n:04d}", 1),
+            plate_read(f"cam-{n:04d}", 1),
             _power(f"cam-{n:04d}", 2, 1),
-            _plate(f"cam-{n:04d}", 3),
+            plate_read(f"cam-{n:04d}", 3),
         )
     ]
     ids = [json.loads(p)["event_id"] for _, p in batch]
@@ -134,8 +104,8 @@ def test_a_mixed_batch_is_stored_and_acked_once_and_a_redelivery_only_acked_agai
 
 def test_two_power_events_of_a_new_node_in_one_batch_make_one_state_row(engine: Engine) -> None:
     worker, sent, _ = _worker(engine)
-    worker.process([_wire(_power("cam-0001", 1, 1)), _wire(_power("cam-0001", 2, 2))])
-    worker.process([_wire(_power("cam-0001", 3, 3)), _wire(_plate("cam-0002", 1))])
+    worker.process([wire(_power("cam-0001", 1, 1)), wire(_power("cam-0001", 2, 2))])
+    worker.process([wire(_power("cam-0001", 3, 3)), wire(plate_read("cam-0002", 1))])
 
     assert worker.stats.failed == 0
     assert len(sent.acked()) == 4
@@ -148,9 +118,9 @@ def test_tamper_joins_the_open_tamper_alert_and_a_panic_beside_it_opens_its_own(
     engine: Engine,
 ) -> None:
     worker, _, notices = _worker(engine)
-    worker.process([_wire(_tamper("cam-0001", 1)), _wire(_plate("cam-0002", 1))])
+    worker.process([wire(_tamper("cam-0001", 1)), wire(plate_read("cam-0002", 1))])
     worker.process(
-        [_wire(_plate("cam-0001", 2)), _wire(_tamper("cam-0001", 3)), _wire(_panic("cam-0001", 4))]
+        [wire(plate_read("cam-0001", 2)), wire(_tamper("cam-0001", 3)), wire(_panic("cam-0001", 4))]
     )
 
     assert [n.op for n in notices] == ["created", "joined", "created"]

@@ -25,11 +25,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from fleet_server import ingest
-from fleet_server.alerts import PolicyCache, ensure_default_policies
-from fleet_server.db import make_engine
+from fleet_server.alerts import PolicyCache
 from fleet_server.ingest import IngestWorker, _BatchQueue, decode_all, sqlite_datetime, store_batch
 from fleet_server.models import Alert, Event, IngestRejection, Node, PowerState, SequenceGap
-from fleet_server.schema import migrate
 from proto.codec import decode_uplink, encode, topic_for
 from proto.ids import new_event_id
 from proto.messages import (
@@ -43,22 +41,14 @@ from proto.messages import (
     Status,
     TamperEvent,
 )
+from tests.ingest_support import T0, migrated_engine
 
-T0 = datetime(2025, 3, 1, 9, 0, 0, tzinfo=timezone.utc)
 NOW = datetime(2025, 3, 1, 9, 0, 5, 250_000, tzinfo=timezone.utc)
-
-
-def _engine(path: Path) -> Engine:
-    eng = make_engine(f"sqlite:///{path}")
-    migrate(eng)
-    with Session(eng) as session:
-        ensure_default_policies(session=session)
-    return eng
 
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
-    eng = _engine(tmp_path / "fleet.db")
+    eng = migrated_engine(tmp_path / "fleet.db")
     yield eng
     eng.dispose()
 
@@ -137,7 +127,7 @@ def test_sqlite_multi_row_path_writes_the_same_rows_as_the_core_statements(
     for fast in (True, False):
         monkeypatch.setattr(ingest, "FAST_SQLITE", fast)
         db = tmp_path / f"fast-{fast}.db"
-        eng = _engine(db)
+        eng = migrated_engine(db)
         for i, batch in enumerate(batches):
             _store(eng, batch, now=NOW + timedelta(seconds=i))
         eng.dispose()

@@ -11,18 +11,17 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from fleet_server.alerts import AlertNotice, PolicyCache, ensure_default_policies, set_policy
+from fleet_server.alerts import AlertNotice, PolicyCache, set_policy
 from fleet_server.auth import create_user
 from fleet_server.broker import ManagedBroker
 from fleet_server.broker.config import BrokerConfig, Listener
-from fleet_server.db import make_engine
 from fleet_server.ingest import IngestWorker
 from fleet_server.models import (
     CATCH_ALL_QUEUE,
@@ -34,30 +33,15 @@ from fleet_server.models import (
     UserCreate,
 )
 from fleet_server.mqtt import MqttLink
-from fleet_server.schema import migrate
 from proto.codec import encode, topic_for
 from proto.ids import new_event_id
 from proto.messages import PanicEvent
-
-T0 = datetime(2025, 3, 1, 9, 0, 0, tzinfo=timezone.utc)
+from tests.ingest_support import T0, RecordedAcks, sqlite_engine
 
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
-    eng = make_engine(f"sqlite:///{tmp_path / 'fleet.db'}")
-    migrate(eng)
-    with Session(eng) as session:
-        ensure_default_policies(session=session)
-    yield eng
-    eng.dispose()
-
-
-class _Sent:
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, bytes]] = []
-
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
-        self.messages.append((topic, payload))
+    yield from sqlite_engine(tmp_path)
 
 
 def _worker(engine: Engine) -> tuple[IngestWorker, list[AlertNotice]]:
@@ -66,7 +50,9 @@ def _worker(engine: Engine) -> tuple[IngestWorker, list[AlertNotice]]:
     def notify(notices: Sequence[AlertNotice]) -> None:
         seen.extend(notices)
 
-    worker = IngestWorker(engine=engine, publisher=_Sent(), notify=notify, ack_timeout_s=120.0)
+    worker = IngestWorker(
+        engine=engine, publisher=RecordedAcks(), notify=notify, ack_timeout_s=120.0
+    )
     return worker, seen
 
 
