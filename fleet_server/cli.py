@@ -142,13 +142,20 @@ def settings_from_args(args: argparse.Namespace) -> Any:
     return settings
 
 
-def _run(args: argparse.Namespace) -> int:
+def settings_or_none(args: argparse.Namespace, *, prog: str) -> Any:
+    """`settings_from_args`, or None after saying on stderr what is wrong with them."""
     from fleet_server.settings import SettingsError
 
     try:
-        settings = settings_from_args(args)
+        return settings_from_args(args)
     except (SettingsError, ValueError) as exc:
-        print(f"nigehbaan server: bad settings: {exc}", file=sys.stderr)
+        print(f"{prog}: bad settings: {exc}", file=sys.stderr)
+        return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = settings_or_none(args, prog="nigehbaan server")
+    if settings is None:
         return 2
     name = args.create_admin or args.create_user
     if name:
@@ -213,8 +220,14 @@ def _https_files(settings: Any) -> tuple[str, str] | None:
     return str(cert), str(key)
 
 
-def _schema_ready(settings: Any) -> bool:
-    """Migrate before serving, so a database this server refuses is one clear line, exit 2."""
+def _schema_refusal(settings: Any) -> int | None:
+    """Migrate before serving; a database we refuse or cannot reach is one clear line.
+
+    Returns the exit code to stop with (2 refused, 1 unreachable), or None to go on.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
     from fleet_server.db import make_engine
     from fleet_server.schema import SchemaError, migrate
 
@@ -223,10 +236,14 @@ def _schema_ready(settings: Any) -> bool:
         migrate(engine)
     except SchemaError as exc:
         print(f"nigehbaan server: {exc}", file=sys.stderr)
-        return False
+        return 2
+    except SQLAlchemyError as exc:
+        where = make_url(settings.database_url).render_as_string(hide_password=True)
+        print(f"nigehbaan server: cannot use the database {where}: {exc}", file=sys.stderr)
+        return 1
     finally:
         engine.dispose()
-    return True
+    return None
 
 
 def _serve(settings: Any) -> int:
@@ -236,8 +253,9 @@ def _serve(settings: Any) -> int:
     from fleet_server.log_redaction import install as redact_tokens_in_logs
 
     redact_tokens_in_logs()
-    if not _schema_ready(settings):
-        return 2
+    refused = _schema_refusal(settings)
+    if refused is not None:
+        return refused
 
     ssl_files = _https_files(settings)
 

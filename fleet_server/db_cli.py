@@ -44,14 +44,11 @@ def register_db(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def _db(args: argparse.Namespace) -> int:
-    from fleet_server.cli import settings_from_args
+    from fleet_server.cli import settings_or_none
     from fleet_server.db import make_engine
-    from fleet_server.settings import SettingsError
 
-    try:
-        settings = settings_from_args(args)
-    except (SettingsError, ValueError) as exc:
-        print(f"nigehbaan server db: bad settings: {exc}", file=sys.stderr)
+    settings = settings_or_none(args, prog="nigehbaan server db")
+    if settings is None:
         return 2
     engine = make_engine(settings.database_url)
     try:

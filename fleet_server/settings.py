@@ -128,6 +128,23 @@ class Settings(BaseModel):
     api_certfile: Path | None = Field(default=None, description="default <pki_dir>/api.pem")
     api_keyfile: Path | None = Field(default=None, description="default <pki_dir>/api.key")
 
+    @field_validator("db_url")
+    @classmethod
+    def _database_we_support(cls, value: str | None) -> str | None:
+        """Refuse a URL that is not SQLite or PostgreSQL here, not as a traceback at start."""
+        if value is None:
+            return None
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            backend = make_url(value).get_backend_name()
+        except ArgumentError as exc:
+            raise ValueError(f"not a database URL: {value!r} ({exc})") from exc
+        if backend not in ("sqlite", "postgresql"):
+            raise ValueError(f"database {backend!r} is not supported; use sqlite or postgresql")
+        return value
+
     @field_validator("broker_hostnames", mode="before")
     @classmethod
     def _split_hostnames(cls, value: Any) -> Any:

@@ -206,3 +206,31 @@ def test_the_server_will_not_start_on_a_database_from_a_newer_release(tmp_path: 
     assert result.returncode == 2
     assert "schema revision 0999" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_database_url_that_is_not_one_is_refused_as_bad_settings(tmp_path: Path) -> None:
+    nonsense = _nigehbaan("server", "--db", "nonsense", "db", "current")
+    mysql = _nigehbaan("server", "--db", "mysql://fleet@127.0.0.1/fleet", "db", "upgrade")
+
+    assert nonsense.returncode == 2
+    assert "not a database URL: 'nonsense'" in nonsense.stderr
+    assert mysql.returncode == 2
+    assert "database 'mysql' is not supported" in mysql.stderr
+
+
+def test_an_unreachable_database_is_one_clear_line_not_a_traceback() -> None:
+    # Port 1 on loopback: nothing listens there, the connection is refused at once.
+    result = _nigehbaan("server", "--db", "postgresql://fleet@127.0.0.1:1/fleet", "db", "current")
+
+    assert result.returncode == 1
+    assert "cannot use the database postgresql://fleet@127.0.0.1:1/fleet" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_server_does_not_start_on_an_unreachable_database() -> None:
+    db = "postgresql://fleet@127.0.0.1:1/fleet"
+    result = _nigehbaan("server", "--db", db, "--no-mqtt", "--port", "0")
+
+    assert result.returncode == 1
+    assert f"nigehbaan server: cannot use the database {db}" in result.stderr
+    assert "Traceback" not in result.stderr
