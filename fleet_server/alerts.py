@@ -118,6 +118,12 @@ class AlertNotice:
     event_id: str | None = None
     command: AlertStateCommand | None = None
 
+    def sse_frame(self) -> str:
+        """The whole SSE message, with the change's cursor as its `id:`."""
+        from fleet_server.feed_replay import cursor_of, frame
+
+        return frame(event="alert", data=self.sse_data(), cursor=cursor_of(self.alert.updated_at))
+
     def sse_data(self) -> str:
         """The JSON of the SSE `data:` line (docs/panic-flow.md)."""
         return json.dumps(
@@ -419,6 +425,7 @@ def _escalate_to(
 ) -> None:
     alert.escalation_level = level
     alert.queue = queue
+    alert.updated_at = now  # every change moves the feed cursor (fleet_server.feed_replay)
     if rows is not None:
         rows.escalations.append(
             {"alert_id": alert.id, "level": level or 0, "queue": queue, "reason": reason, "at": now}

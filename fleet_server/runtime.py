@@ -34,7 +34,7 @@ class LiveNotifier:
         self.publisher = publisher
 
     def __call__(self, notices: Sequence[AlertNotice]) -> None:
-        self.broadcaster.publish_threadsafe([n.sse_data() for n in notices])
+        self.broadcaster.publish_threadsafe([n.sse_frame() for n in notices])
         if self.publisher is None:
             return
         for n in notices:

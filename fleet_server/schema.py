@@ -180,6 +180,12 @@ def stamp(engine: Engine, revision: str) -> None:
         command.stamp(_config(connection), revision)
 
 
+def _next_revision_id() -> str:
+    """Revisions are numbered 0001, 0002, …: their order is readable in the file names."""
+    numbers = [int(r) for r in _known_revisions() if r.isdigit()]
+    return f"{max(numbers, default=0) + 1:04d}"
+
+
 def new_revision(engine: Engine, *, message: str) -> Path:
     """Autogenerate a migration from the models against an up-to-date database (developers)."""
     with engine.begin() as connection:
@@ -189,7 +195,9 @@ def new_revision(engine: Engine, *, message: str) -> Path:
                 f"the database is at {current or 'no revision'}, not {head_revision()}: "
                 "upgrade it first so the new migration holds only the new changes"
             )
-        script = command.revision(_config(connection), message=message, autogenerate=True)
+        script = command.revision(
+            _config(connection), message=message, autogenerate=True, rev_id=_next_revision_id()
+        )
     if script is None or isinstance(script, list):
         raise SchemaError("alembic made no single revision")
     path = Path(script.path)

@@ -84,6 +84,12 @@ class Settings(BaseModel):
     escalation_tick_s: float = Field(default=0.5, gt=0.0, le=60.0)
     sse_queue_max: int = Field(default=1000, ge=1, description="per-client SSE backlog")
     sse_keepalive_s: float = Field(default=15.0, gt=0.0)
+    sse_replay_max: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="alert changes replayed to a reconnecting client; more → resync",
+    )
 
     # Provisioning and identity (docs/provisioning.md).
     pki_dir: Path | None = Field(default=None, description="default <data_dir>/pki")

@@ -1,8 +1,12 @@
 """The in-process live feed behind `/api/v1/stream/alerts` (Server-Sent Events).
 
+Items are whole SSE messages (`id:`, `event:`, `data:`), made once per change
+(`AlertNotice.sse_frame`); what a reconnecting client missed comes from the
+database first (`fleet_server.feed_replay`).
+
 Each connected client gets a bounded asyncio queue. `publish` never waits:
 if a client's queue is full, that client is cut off (its stream ends with a
-comment saying why, and EventSource reconnects and re-reads the alert list),
+comment saying why, and EventSource reconnects and replays what it missed),
 so a slow browser can never hold up ingest or the other clients. Messages are
 serialised once, not once per client. `publish` must run on the event loop;
 other threads use `publish_threadsafe`.
@@ -17,8 +21,6 @@ from dataclasses import dataclass, field
 
 logger = logging.getLogger(__name__)
 
-SSE_EVENT = "alert"
-
 
 @dataclass(eq=False)
 class Subscription:
@@ -30,7 +32,7 @@ class Subscription:
 
 @dataclass
 class Broadcaster:
-    """Fan-out of pre-serialised SSE data lines to every subscriber."""
+    """Fan-out of pre-serialised SSE messages to every subscriber."""
 
     queue_max: int = 1000
     loop: asyncio.AbstractEventLoop | None = None
@@ -76,11 +78,15 @@ class Broadcaster:
         sub.queue.put_nowait(None)
         logger.warning("SSE client too slow (%s queued); disconnecting it", self.queue_max)
 
-    async def stream(self, sub: Subscription, *, keepalive_s: float) -> AsyncIterator[str]:
-        """The text/event-stream body for one client."""
+    async def stream(
+        self, sub: Subscription, *, keepalive_s: float, backlog: Sequence[str] = ()
+    ) -> AsyncIterator[str]:
+        """The text/event-stream body for one client: `backlog` (the replay), then live."""
         try:
             # Sent after subscribing: a client that has read it will see every later event.
             yield ": connected\n\n"
+            for replayed in backlog:
+                yield replayed
             while True:
                 try:
                     item = await asyncio.wait_for(sub.queue.get(), keepalive_s)
@@ -90,6 +96,6 @@ class Broadcaster:
                 if item is None:
                     yield ": dropped because this client fell behind; reconnect\n\n"
                     return
-                yield f"event: {SSE_EVENT}\ndata: {item}\n\n"
+                yield item
         finally:
             self.unsubscribe(sub)

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from hardware.indicator import Pattern
@@ -53,12 +54,16 @@ async def running_fleet(
 
 
 @contextlib.asynccontextmanager
-async def operator_feed(stack: Stack) -> AsyncIterator[list[FeedItem]]:
+async def operator_feed(
+    stack: Stack, *, last_event_id: str | None = None
+) -> AsyncIterator[list[FeedItem]]:
     items: list[FeedItem] = []
     connected = asyncio.Event()
 
     async def watch() -> None:
-        async for item in alert_feed(stack.server.base_url, stack.token, connected=connected):
+        async for item in alert_feed(
+            stack.server.base_url, stack.token, connected=connected, last_event_id=last_event_id
+        ):
             items.append(item)
 
     task = asyncio.ensure_future(watch())
@@ -262,3 +267,64 @@ def _escalations(stack: Stack, alert_id: str) -> list[dict[str, Any]]:
 
 def _at(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def test_an_operator_feed_that_was_away_catches_up_even_across_a_server_crash(
+    stack: Stack,
+) -> None:
+    async def story() -> None:
+        async with running_fleet(stack, 3) as fleet:
+            async with operator_feed(stack) as feed:
+                first = await fleet.press(0)
+                seen = await until(
+                    lambda: [i for i in feed if i.data["event_id"] == first.event_id],
+                    what="the first alert on the feed",
+                )
+            cursor = seen[0].id
+            assert cursor is not None
+            # The console is away: two pillars are pressed, then the server crashes.
+            for i in (1, 2):
+                await fleet.press(i)
+            await until(lambda: fleet.outbox_depth() == 0, what="both presses stored")
+            stack.server.kill()
+            await asyncio.to_thread(stack.server.start)
+
+            async with operator_feed(stack, last_event_id=cursor) as feed:
+                synced = await until(
+                    lambda: (
+                        {i.data["alert"]["node_id"] for i in feed if i.data["op"] == "sync"}
+                        >= {fleet.nodes[1].node_id, fleet.nodes[2].node_id}
+                        or None
+                    ),
+                    what="the missed alerts replayed",
+                )
+                assert synced
+                replayed = [i for i in feed if i.data["op"] == "sync"]
+                # Oldest change first, each with its cursor; nothing from before the cursor.
+                assert [i.id for i in replayed] == sorted(str(i.id) for i in replayed)
+                assert all(str(i.id) >= cursor for i in replayed)
+                assert {i.data["alert"]["node_id"] for i in replayed} <= {
+                    n.node_id for n in fleet.nodes
+                }
+
+    asyncio.run(story())
+
+
+def test_a_bad_feed_cursor_is_a_422_or_a_resync_never_a_silent_gap(stack: Stack) -> None:
+    url = f"{stack.server.base_url}{API}/stream/alerts"
+    params = {"access_token": stack.token}
+    with httpx.Client(timeout=10) as client:
+        refused = client.get(url, params={**params, "since": "yesterday"})
+        assert refused.status_code == 422
+        assert "not a feed cursor: 'yesterday'" in refused.json()["detail"]
+
+        headers = {"Last-Event-ID": "garbage"}
+        with client.stream("GET", url, params=params, headers=headers) as response:
+            assert response.status_code == 200
+            lines = []
+            for line in response.iter_lines():
+                lines.append(line)
+                if line.startswith("data:"):
+                    break
+    assert "event: resync" in lines
+    assert "not a feed cursor" in lines[-1]

@@ -234,3 +234,27 @@ def test_the_server_does_not_start_on_an_unreachable_database() -> None:
     assert result.returncode == 1
     assert f"nigehbaan server: cannot use the database {db}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_database_at_an_older_revision_is_upgraded_in_place_with_its_data(
+    db_url: str,
+) -> None:
+    from alembic import command
+
+    from fleet_server.schema import _config
+
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as connection:
+            command.upgrade(_config(connection), "0001")  # the first release's schema
+        with Session(engine) as session:
+            session.add(Node(node_id="lhr-0002", district="lahore-ravi"))
+            session.commit()
+
+        assert migrate(engine) == ("0001", head_revision())
+
+        assert differences(engine) == []
+        with Session(engine) as session:
+            assert session.exec(select(Node.node_id)).all() == ["lhr-0002"]
+    finally:
+        engine.dispose()

@@ -83,6 +83,8 @@ class Alert(AlertBase, table=True):
         # The escalation loop's query: due alerts, oldest first.
         Index("ix_alert_next_escalation_at", "next_escalation_at"),
         Index("ix_alert_node_type_state", "node_id", "type", "state"),
+        # The live feed's replay: alerts changed since a cursor (fleet_server.feed_replay).
+        Index("ix_alert_updated_at", "updated_at"),
     )
 
 
