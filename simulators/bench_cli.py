@@ -48,6 +48,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ingest.add_argument("--publishers", type=int, default=4, help="publishing connections")
     ingest.add_argument("--work-dir", type=Path, help="keep broker/server state here")
     ingest.add_argument(
+        "--db",
+        metavar="URL",
+        help="the server's database: default a SQLite file; postgresql://…@127.0.0.1/db "
+        "runs in a throwaway schema (loopback only)",
+    )
+    ingest.add_argument(
         "--ack-hold",
         type=float,
         metavar="SECONDS",
@@ -131,7 +137,16 @@ def _ingest(args: argparse.Namespace) -> int:
     if args.ack_hold is not None and not 0 <= args.ack_hold <= 5:
         print("bench ingest: --ack-hold 0-5 seconds", file=sys.stderr)
         return 2
+    from simulators.bench_ingest import IngestBenchError, check_bench_database
+
+    if args.db is not None:
+        try:
+            check_bench_database(args.db)
+        except IngestBenchError as exc:
+            print(f"bench ingest: {exc}", file=sys.stderr)
+            return 2
     config = IngestBenchConfig(
+        db_url=args.db,
         events=args.events,
         nodes=args.nodes,
         publishers=args.publishers,

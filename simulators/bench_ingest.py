@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import json
 import logging
 import os
 import resource
 import secrets
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -49,8 +49,11 @@ from typing import IO, Any
 import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from fleet_server.broker import ManagedBroker
+from fleet_server.db import make_engine
 from fleet_server.mqtt import parse_broker_url
 from proto.codec import encode, topic_for
 from proto.ids import new_event_id
@@ -92,6 +95,7 @@ class IngestBenchConfig:
     timeout_s: float = 180.0
     work_dir: Path | None = None
     ack_hold_s: float | None = None  # None: the server's default (`ingest_ack_hold_s`)
+    db_url: str | None = None  # None: a SQLite file in the work dir; PostgreSQL: a fresh schema
 
 
 def _event(node_id: str, seq: int, kind: str, ts: datetime) -> EventBase:
@@ -380,7 +384,21 @@ def _server_phase(
     env = {"NIGEHBAAN_MQTT_CLIENT_ID": f"fleet-server-bench-{secrets.token_hex(4)}"}
     if config.ack_hold_s is not None:
         env["NIGEHBAAN_INGEST_ACK_HOLD_S"] = str(config.ack_hold_s)
-    server = ServerProcess(data_dir=work / "server", broker_url=url, env=env)
+    with bench_database(config.db_url, work) as db_url:
+        return _server_run(config, url, events, hellos, work, db_url=db_url, env=env)
+
+
+def _server_run(
+    config: IngestBenchConfig,
+    url: str,
+    events: list[tuple[str, bytes]],
+    hellos: list[tuple[str, bytes]],
+    work: Path,
+    *,
+    db_url: str,
+    env: dict[str, str],
+) -> dict[str, Any]:
+    server = ServerProcess(data_dir=work / "server", broker_url=url, db_url=db_url, env=env)
     server.start()
     try:
         before = _warm_up(config, server, url, hellos)
@@ -397,11 +415,12 @@ def _server_phase(
         cpu_s = process_cpu_s(server.pid) - cpu_before
     finally:
         server.stop()
-    stored = _stored(work / "server" / "fleet.db", [_event_id(p) for _, p in events])
+    stored = _stored(db_url, [_event_id(p) for _, p in events])
     elapsed = got["last_at"] - started
     good = min(got["events"], stored["persisted"])
     batches = stats["batches"]
     return {
+        "db_url": make_url(db_url).render_as_string(hide_password=True),
         "acked": got["events"],
         "ack_messages": got["messages"],
         "ack_hold_s": stats["ack_hold_s"],  # as the server reported it
@@ -431,13 +450,65 @@ def _event_id(payload: bytes) -> str:
     return str(json.loads(payload)["event_id"])
 
 
-def _stored(db: Path, event_ids: list[str]) -> dict[str, int]:
+def _stored(db_url: str, event_ids: list[str]) -> dict[str, int]:
     """How many of `event_ids` the server's database holds (and how many rows in all)."""
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-        rows = {r[0] for r in conn.execute("SELECT event_id FROM event")}
-        total = conn.execute("SELECT count(*) FROM event").fetchone()[0]
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            rows = {r[0] for r in conn.exec_driver_sql("SELECT event_id FROM event")}
+    finally:
+        engine.dispose()
     persisted = sum(1 for i in event_ids if i in rows)
-    return {"persisted": persisted, "event_rows": int(total), "missing": len(event_ids) - persisted}
+    return {"persisted": persisted, "event_rows": len(rows), "missing": len(event_ids) - persisted}
+
+
+def check_bench_database(db_url: str) -> str:
+    """The database kind of `--db`, or `IngestBenchError`: loopback PostgreSQL or SQLite only.
+
+    A benchmark loads what it points at; it must never be a database on
+    another machine (the project's rule for load tests: 127.0.0.0/8 only).
+    """
+    try:
+        parsed = make_url(db_url)
+    except ArgumentError as exc:
+        raise IngestBenchError(f"not a database URL: {db_url!r}") from exc
+    kind = parsed.get_backend_name()
+    if kind == "sqlite":
+        return kind
+    if kind != "postgresql":
+        raise IngestBenchError(f"--db must be sqlite or postgresql, not {kind!r}")
+    host = parsed.host or "localhost"
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise IngestBenchError(
+            f"--db host {host!r} is not on loopback; benchmarks only load 127.0.0.0/8"
+        )
+    return kind
+
+
+@contextlib.contextmanager
+def bench_database(db_url: str | None, work: Path) -> Iterator[str]:
+    """The URL the server phase uses: a SQLite file, or a throwaway PostgreSQL schema."""
+    if db_url is None:
+        yield f"sqlite:///{work / 'server' / 'fleet.db'}"
+        return
+    if check_bench_database(db_url) == "sqlite":
+        yield db_url
+        return
+    schema = f"nbbench_{secrets.token_hex(6)}"
+    admin = make_engine(db_url)
+    try:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+        separator = "&" if "?" in db_url else "?"
+        yield f"{db_url}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        admin.dispose()
 
 
 def run_ingest_bench(config: IngestBenchConfig) -> dict[str, Any]:
@@ -464,6 +535,7 @@ def run_ingest_bench(config: IngestBenchConfig) -> dict[str, Any]:
         "publishers": config.publishers,
         "inflight": config.inflight,
         "qos": 1,
+        "database": make_url(server_phase["db_url"]).get_backend_name(),
         "mix": MIX,
         "broker_rate": broker_rate,
         "server_rate": server_rate,

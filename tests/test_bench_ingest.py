@@ -7,9 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from simulators.bench_ingest import MIX, build_events
+from tests.db_support import PG_URL, pg_unreachable
 
 NIGEHBAAN = [sys.executable, "-m", "edge_agent.console", "--log-level", "WARNING"]
 
@@ -56,4 +58,47 @@ def test_an_ack_hold_out_of_range_is_refused_before_anything_starts(tmp_path: Pa
     )  # fmt: skip
     assert result.returncode == 2
     assert "--ack-hold 0-5" in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_bench_ingest_runs_on_postgresql_in_a_schema_it_removes_afterwards(
+    tmp_path: Path,
+) -> None:
+    reason = pg_unreachable()
+    if reason:
+        print(reason)
+        pytest.skip(reason)
+    result = subprocess.run(
+        [*NIGEHBAAN, "bench", "ingest", "--events", "200", "--nodes", "10", "--json",
+         "--db", PG_URL, "--results-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = json.loads(result.stdout.strip())
+    assert line["database"] == "postgresql"
+    assert (line["server"]["persisted"], line["lost"]) == (200, 0)
+    schema = line["server"]["db_url"].rsplit("search_path%3D", 1)[1]
+    with psycopg.connect(PG_URL) as conn:
+        left = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchall()
+    assert left == []
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://fleet@10.20.30.40/fleet", "not on loopback"),
+        ("mysql://fleet@127.0.0.1/fleet", "sqlite or postgresql"),
+        ("nonsense", "not a database URL"),
+    ],
+)
+def test_a_database_off_loopback_or_of_another_kind_is_refused(
+    tmp_path: Path, url: str, message: str
+) -> None:
+    result = subprocess.run(
+        [*NIGEHBAAN, "bench", "ingest", "--db", url, "--results-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert message in result.stderr
     assert not list(tmp_path.iterdir())
