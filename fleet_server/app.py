@@ -231,10 +231,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 if crl_task is not None:
                     crl_task.cancel()
     finally:
-        if runtime.mqtt is not None:
-            await asyncio.to_thread(runtime.mqtt.stop)
+        # Ingest first, while the link is still up: what is queued is stored and its
+        # acks (held ones too) reach the nodes. A message arriving after that is not
+        # stored and not acked; its node's outbox sends it again to the next server.
         if runtime.ingest is not None:
             await asyncio.to_thread(runtime.ingest.stop)
+        if runtime.mqtt is not None:
+            await asyncio.to_thread(runtime.mqtt.stop)
         engine.dispose()
         if broker is not None:
             await asyncio.to_thread(broker.stop)

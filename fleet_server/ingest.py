@@ -542,6 +542,7 @@ class IngestStats:
     duplicates: int = 0
     rejected: int = 0
     failed: int = 0
+    refused_closing: int = 0  # arrived while stopping; the nodes re-send them
     ack_messages: int = 0
     acks_held: int = 0  # event ids committed, ack not yet sent (coalescing under backlog)
 
@@ -570,9 +571,17 @@ class IngestWorker:
         self.acks = AckCoalescer(publisher, hold_s=ack_hold_s)
         self._queue: _BatchQueue[tuple[str, bytes] | None] = _BatchQueue(queue_max)
         self._thread: threading.Thread | None = None
+        self._closing = False
 
     def submit(self, topic: str, payload: bytes) -> None:
-        """Hand one message over; blocks (TCP backpressure) while the queue is full."""
+        """Hand one message over; blocks (TCP backpressure) while the queue is full.
+
+        After `stop` began nothing is taken (or blocked on): the message is not
+        stored and not acked, so its node's outbox sends it again later.
+        """
+        if self._closing:
+            self.stats.refused_closing += 1
+            return
         self._queue.put((topic, payload))
 
     @property
@@ -582,6 +591,7 @@ class IngestWorker:
 
     def start(self) -> None:
         """Start the worker thread."""
+        self._closing = False
         self._thread = threading.Thread(target=self._run, name="nigehbaan-ingest", daemon=True)
         self._thread.start()
 
@@ -589,6 +599,7 @@ class IngestWorker:
         """Finish what is queued, then stop."""
         if self._thread is None:
             return
+        self._closing = True
         self._queue.put(None)
         self._thread.join(timeout)
         if self._thread.is_alive():

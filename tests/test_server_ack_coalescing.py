@@ -185,3 +185,19 @@ def test_a_drained_backlog_is_acked_once_per_node_and_every_event_exactly_once(
     assert len(acked) == len(set(acked))
     assert len(sent.messages) == 50
     assert worker.stats.acks_held == 0
+
+
+@pytest.mark.timeout(30)  # the bug this guards against is a hang
+def test_messages_arriving_while_the_server_stops_are_left_to_their_nodes(
+    engine: Engine,
+) -> None:
+    worker, sent = _worker(engine)
+    worker._queue = type(worker._queue)(10)  # a small queue: 50 more would block on it
+    worker.start()
+    worker.stop(timeout=30)
+
+    for n in range(50):  # paho's thread, after stop began: must never block
+        worker.submit(*wire(plate_read(f"cam-{n:04d}", 1)))
+
+    assert worker.stats.refused_closing == 50
+    assert sent.messages == []  # not stored, so not acked: the outboxes keep them
