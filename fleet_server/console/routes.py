@@ -72,8 +72,14 @@ def _template(name: str) -> string.Template:
     return string.Template((_TEMPLATES / name).read_text(encoding="utf-8"))
 
 
-def _page(request: Request, template: str, *, title: str) -> HTMLResponse:
-    """Fill a page shell with the URLs it needs, relative to the app's root path."""
+def _page(
+    request: Request, template: str, *, title: str, script: str, styles: tuple[str, ...] = ()
+) -> HTMLResponse:
+    """Fill a page shell with the URLs it needs, relative to the app's root path.
+
+    Every page shares one `<head>` (`_head.html`: console.css, common.js, then
+    the page's own `script` and extra `styles`), spliced in as `$head`.
+    """
     root = str(request.scope.get("root_path", "")).rstrip("/")
     values = {
         "title": title,
@@ -84,7 +90,13 @@ def _page(request: Request, template: str, *, title: str) -> HTMLResponse:
         "enrollment_url": f"{root}{CONSOLE_PREFIX}/enrollment",
         "transitions": _transitions_json(),
     }
-    body = _template(template).substitute({k: html.escape(v) for k, v in values.items()})
+    escaped = {k: html.escape(v) for k, v in values.items()}
+    links = "".join(
+        f'<link rel="stylesheet" href="{escaped["static_base"]}/{html.escape(name)}">\n'
+        for name in styles
+    )
+    head = _template("_head.html").substitute(escaped, script=html.escape(script), styles=links)
+    body = _template(template).substitute(escaped, head=head)
     headers = {**_SECURITY_HEADERS, "Cache-Control": "no-cache"}
     return HTMLResponse(body, headers=headers)
 
@@ -99,25 +111,25 @@ def console_root(request: Request) -> RedirectResponse:
 @router.get("/", name="console_queue", response_class=HTMLResponse)
 def alert_queue(request: Request) -> HTMLResponse:
     """The live alert queue and the node panel."""
-    return _page(request, "queue.html", title="Alert queue")
+    return _page(request, "queue.html", title="Alert queue", script="queue.js")
 
 
 @router.get("/enrollment", name="console_enrollment", response_class=HTMLResponse)
 def enrollment(request: Request) -> HTMLResponse:
     """Provisioning: enrollment tokens, the manual accept queue, certificates and revocation."""
-    return _page(request, "enrollment.html", title="Enrollment")
+    return _page(request, "enrollment.html", title="Enrollment", script="enrollment.js")
 
 
 @router.get("/login", name="console_login", response_class=HTMLResponse)
 def login(request: Request) -> HTMLResponse:
     """The sign-in form; it posts to the API's OAuth2 password endpoint from script."""
-    return _page(request, "login.html", title="Sign in")
+    return _page(request, "login.html", title="Sign in", script="login.js")
 
 
 @router.get("/power", name="console_power", response_class=HTMLResponse)
 def power(request: Request) -> HTMLResponse:
     """Sites at risk tonight and a node's 48-hour power chart (docs/power.md)."""
-    return _page(request, "power.html", title="Power")
+    return _page(request, "power.html", title="Power", script="power.js", styles=("power.css",))
 
 
 @cache

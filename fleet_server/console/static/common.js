@@ -58,6 +58,17 @@ const NB = (() => {
     }
   }
 
+  /* Every signed-in page starts here: no session → the sign-in page; a session
+   * → signed out again when its token expires. False when the page must stop. */
+  function requireSession() {
+    if (!token()) {
+      signOut("signed-out");
+      return false;
+    }
+    watchExpiry();
+    return true;
+  }
+
   function signOut(reason) {
     sessionStorage.removeItem(TOKEN_KEY);
     sessionStorage.removeItem(USER_KEY);
@@ -173,6 +184,7 @@ const NB = (() => {
     queueUrl,
     token,
     user,
+    requireSession,
     saveSession,
     signOut,
     say,

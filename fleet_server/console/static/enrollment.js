@@ -9,11 +9,9 @@
 "use strict";
 
 (() => {
-  if (!NB.token()) {
-    NB.signOut("signed-out");
+  if (!NB.requireSession()) {
     return;
   }
-  NB.watchExpiry();
 
   const SOON_MS = 7 * 24 * 3600 * 1000;
   document.getElementById("whoami").textContent = NB.user();

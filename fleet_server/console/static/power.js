@@ -9,11 +9,9 @@
 "use strict";
 
 (() => {
-  if (!NB.token()) {
-    NB.signOut("signed-out");
+  if (!NB.requireSession()) {
     return;
   }
-  NB.watchExpiry();
 
   const REFRESH_MS = 30000;
   const rows = document.getElementById("power-rows");

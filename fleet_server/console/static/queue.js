@@ -10,11 +10,9 @@
 "use strict";
 
 (() => {
-  if (!NB.token()) {
-    NB.signOut("signed-out");
+  if (!NB.requireSession()) {
     return;
   }
-  NB.watchExpiry();
 
   const NODE_REFRESH_MS = 15000;
   const CLOSED_LINGER_MS = 8000;
