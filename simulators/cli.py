@@ -90,6 +90,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--node-logs", action="store_true", help="--scenario: keep the nodes' own log lines"
     )
+    parser.add_argument(
+        "--processes",
+        default="auto",
+        metavar="N|auto",
+        help="--scenario: split the fleet over N processes (1-16); auto (the default) is 1 "
+        "when the fleet's open files fit the hard limit, else the fewest that fit",
+    )
     parser.set_defaults(func=_run)
 
 

@@ -35,6 +35,14 @@ wait for reconnection by a timeout. The result is a JSON report
 `scale_fleet` resizes a scenario (``--nodes``); `ensure_fd_limit` raises
 RLIMIT_NOFILE or says how many open files the fleet needs.
 
+One runner can also play one `Shard` of the fleet — the nodes whose position
+in file order is ``index`` modulo ``count`` — so that a fleet too big for one
+process's open-files limit runs in several (`simulators.scenario_shards`,
+``--processes``). Everything random that picks nodes (`pick_targets`,
+`storm_plan`) is a pure function of the whole scenario, so every shard picks
+the same global nodes the single process would and acts only on its own;
+`plan_processes` chooses how many processes a fleet needs.
+
 Errors: `ScenarioError` (a bad file or a step the run cannot do, every
 problem named).
 """
@@ -49,7 +57,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -87,14 +95,22 @@ __all__ = [
     "ScenarioError",
     "ScenarioReport",
     "ScenarioRunner",
+    "Shard",
     "SiteGroup",
     "Step",
     "check_runnable",
     "ensure_fd_limit",
     "fds_needed",
+    "fleet_positions",
+    "format_summary",
     "load_scenario",
     "parse_scenario",
+    "pick_targets",
+    "plan_processes",
+    "processes_needed",
     "scale_fleet",
+    "shard_fds_needed",
+    "storm_plan",
 ]
 
 logger = logging.getLogger(__name__)
@@ -452,6 +468,18 @@ class Scenario(_Model):
     def node_id(self, group: str, index: int) -> str:
         return f"{self.node_prefix}-{group}-{index:03d}"
 
+    @staticmethod
+    def site_id(group: str, index: int) -> str:
+        return f"{group}-{index:03d}"
+
+    def site_targets(self) -> dict[str, float]:
+        """Every site id of the whole fleet and its autonomy target (to set on the server)."""
+        return {
+            self.site_id(g.group, i): g.autonomy_target_h
+            for g in self.sites
+            for i in range(g.count)
+        }
+
     def matching(self, step: _Targeted, *, buttons: bool) -> list[tuple[SiteGroup, int]]:
         """(group, index) of every site the step's district/group/index picks, in file order."""
         out = []
@@ -507,6 +535,74 @@ def load_scenario(path: Path) -> Scenario:
         raise ScenarioError(f"{path}: {exc}") from exc
 
 
+# ------------------------------------------- the fleet's order, shards, picks
+
+
+@dataclass(frozen=True)
+class Shard:
+    """The part of the fleet one process runs: nodes at position ≡ `index` (mod `count`).
+
+    Positions are the fleet's file order (group by group, index by index), so
+    dealing them out in turn spreads every group and district over the shards.
+    """
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < self.count:
+            raise ValueError(f"shard {self.index} of {self.count}: give 0..{self.count - 1}")
+
+    def owns(self, position: int) -> bool:
+        return position % self.count == self.index
+
+    def __str__(self) -> str:
+        return f"{self.index + 1}/{self.count}"
+
+
+def fleet_positions(scenario: Scenario) -> list[tuple[int, SiteGroup, int]]:
+    """(position, group, index) of every site, in file order: the order shards are dealt."""
+    out, position = [], 0
+    for group in scenario.sites:
+        for index in range(group.count):
+            out.append((position, group, index))
+            position += 1
+    return out
+
+
+def pick_targets(
+    scenario: Scenario, step: _Targeted, order: int, *, buttons: bool
+) -> list[tuple[SiteGroup, int]]:
+    """The sites a targeted step acts on, over the whole fleet (seeded by seed and `order`).
+
+    Pure, so every shard of a multi-process run picks the same global sites as
+    one process would, and then acts on the ones it owns.
+    """
+    matched = scenario.matching(step, buttons=buttons)
+    if step.count is not None and step.count < len(matched):
+        rng = random.Random(f"{scenario.seed}:{order}")
+        picked = sorted(rng.sample(range(len(matched)), step.count))
+        matched = [matched[i] for i in picked]
+    return matched
+
+
+def storm_plan(scenario: Scenario, step: PanicStormStep, order: int) -> list[tuple[float, str]]:
+    """A storm's presses: (simulated seconds after the step, node id), in time order.
+
+    The same draws, in the same order, as the runner has always made (all the
+    offsets, then one pillar per offset), so a seed means the same storm in
+    one process or in several.
+    """
+    pool = pick_targets(scenario, step, order, buttons=True)
+    rng = random.Random(f"{scenario.seed}:storm:{order}")
+    offsets = sorted(rng.uniform(0.0, step.within_s) for _ in range(step.presses))
+    plan = []
+    for offset in offsets:
+        group, index = rng.choice(pool)
+        plan.append((offset, scenario.node_id(group.group, index)))
+    return plan
+
+
 # ----------------------------------------------------------- fleet size, limits
 
 # Open files one simulated node holds: its MQTT socket and its SQLite outbox
@@ -516,6 +612,11 @@ def load_scenario(path: Path) -> Scenario:
 FDS_PER_NODE = 3
 FDS_PER_RELAYED_NODE = 2
 FDS_SPARE = 512
+# A multi-process run splits the fleet into at most this many processes, each
+# kept this far under the hard limit (files the count above does not see:
+# logs, pipes, a reconnect storm's half-closed sockets).
+MAX_PROCESSES = 16
+FD_HEADROOM = 0.10
 
 
 def scale_fleet(scenario: Scenario, nodes: int) -> Scenario:
@@ -574,6 +675,80 @@ def fds_needed(scenario: Scenario) -> int:
     return scenario.node_count * FDS_PER_NODE + relayed * FDS_PER_RELAYED_NODE + FDS_SPARE
 
 
+def shard_fds_needed(scenario: Scenario, shard: Shard) -> int:
+    """Open files the process running `shard` needs (its own nodes and relays only)."""
+    cut = set(scenario.cut_districts)
+    nodes = relayed = 0
+    for position, group, index in fleet_positions(scenario):
+        if shard.owns(position):
+            nodes += 1
+            relayed += group.district_of(index) in cut
+    return nodes * FDS_PER_NODE + relayed * FDS_PER_RELAYED_NODE + FDS_SPARE
+
+
+def _shard_budget(hard: int) -> int:
+    return int(hard * (1.0 - FD_HEADROOM))
+
+
+def _worst_shard(scenario: Scenario, processes: int) -> int:
+    return max(shard_fds_needed(scenario, Shard(k, processes)) for k in range(processes))
+
+
+def processes_needed(scenario: Scenario, hard: int) -> int | None:
+    """The fewest processes (2..MAX_PROCESSES) whose shards each fit `hard` less the headroom."""
+    for processes in range(2, min(MAX_PROCESSES, scenario.node_count) + 1):
+        if _worst_shard(scenario, processes) <= _shard_budget(hard):
+            return processes
+    return None
+
+
+def plan_processes(scenario: Scenario, *, requested: int | None, hard: int) -> int:
+    """How many processes run the fleet: `requested`, or (None: auto) as few as fit.
+
+    Auto is 1 whenever the whole fleet fits the hard limit (today's single
+    process, untouched); otherwise the fewest shards that each fit with
+    `FD_HEADROOM` to spare. An explicit 1 is checked later by `ensure_fd_limit`,
+    whose refusal names the processes that would do. `ScenarioError` names the
+    numbers when nothing fits.
+    """
+    if requested is None:
+        if fds_needed(scenario) <= hard:
+            return 1
+        found = processes_needed(scenario, hard)
+        if found is None:
+            raise ScenarioError(_too_big(scenario, hard))
+        return found
+    if not 1 <= requested <= MAX_PROCESSES:
+        raise ScenarioError(f"--processes {requested}: give 1 to {MAX_PROCESSES}, or auto")
+    if requested > scenario.node_count:
+        raise ScenarioError(
+            f"--processes {requested}: the fleet has only {scenario.node_count} nodes"
+        )
+    if requested == 1:
+        return 1
+    worst = _worst_shard(scenario, requested)
+    if worst > _shard_budget(hard):
+        found = processes_needed(scenario, hard)
+        hint = f"use --processes {found} or more" if found else _too_big(scenario, hard)
+        raise ScenarioError(
+            f"--processes {requested}: each process would hold up to "
+            f"{-(-scenario.node_count // requested)} nodes and need up to {worst} open files, "
+            f"more than {_shard_budget(hard)} (the hard limit {hard}, ulimit -Hn, less "
+            f"{FD_HEADROOM:.0%} headroom); {hint}"
+        )
+    return requested
+
+
+def _too_big(scenario: Scenario, hard: int) -> str:
+    worst = _worst_shard(scenario, min(MAX_PROCESSES, scenario.node_count))
+    return (
+        f"{scenario.node_count} nodes need {fds_needed(scenario)} open files; even "
+        f"{MAX_PROCESSES} processes would need up to {worst} each, more than "
+        f"{_shard_budget(hard)} (the hard limit {hard}, ulimit -Hn, less {FD_HEADROOM:.0%} "
+        "headroom): raise the hard limit or use fewer --nodes"
+    )
+
+
 def ensure_fd_limit(scenario: Scenario) -> int:
     """Raise RLIMIT_NOFILE for the scenario; `ScenarioError` when the hard limit is too low."""
     from simulators.bench_cli import raise_fd_limit
@@ -583,11 +758,18 @@ def ensure_fd_limit(scenario: Scenario) -> int:
     if got < needed:
         per = FDS_PER_NODE
         fits = _largest_fleet(scenario, got)
+        split = processes_needed(scenario, got)
+        split_hint = (
+            f", split it over processes (--processes {split}, or leave --processes out: auto does)"
+            if split is not None
+            else ""
+        )
         raise ScenarioError(
             f"{scenario.node_count} nodes need {needed} open files ({per} per node: MQTT socket "
             f"and SQLite outbox + -wal; {FDS_PER_RELAYED_NODE} more behind a network-cut "
             f"relay), but the hard limit (ulimit -Hn) is {got}. Raise it (ulimit -Hn {needed}, "
-            f"systemd LimitNOFILE=, /etc/security/limits.conf) or run with --nodes {fits} or fewer"
+            f"systemd LimitNOFILE=, /etc/security/limits.conf){split_hint} or run with "
+            f"--nodes {fits} or fewer"
         )
     return got
 
@@ -715,6 +897,29 @@ class ScenarioReport:
 
 SiteTargetSink = Callable[[str, float], None]
 Progress = Callable[[str], None]
+# Awaited once every node is connected, before simulated time starts: a shard
+# waits there for the other processes (`simulators.scenario_shards`).
+Gate = Callable[[], Awaitable[None]]
+
+
+def format_summary(
+    status: Mapping[str, Any], *, elapsed_s: float, rate: float, speed: float
+) -> str:
+    """The live summary line from `ScenarioRunner.status()` figures (or several summed)."""
+    sim_s = float(status["sim_s"])
+    line = (
+        f"t={elapsed_s:6.1f}s sim {sim_s:7.0f}s "
+        f"connected {status['connected']}/{status['nodes']} "
+        f"presses {status['sent']} sent/{status['acked']} acked outbox {status['outbox']} "
+        f"events/s {rate:.0f} reconnects {status['reconnects']}"
+    )
+    if speed > 1:
+        line += f" day {sim_s / 3600.0 / 24:4.1f}"
+    if status["dark"] or status["offline"]:
+        line += f" dark {status['dark']} offline {status['offline']}"
+    if status["active"]:
+        line += " | " + "; ".join(text for _, text in status["active"])
+    return line
 
 
 class ScenarioRunner:
@@ -732,9 +937,11 @@ class ScenarioRunner:
         summary_every_s: float = 5.0,
         drain_s: float = 30.0,
         freeze_gc: bool = False,
+        shard: Shard | None = None,
     ) -> None:
         check_runnable(scenario, owns_broker=broker is not None)
         self.scenario = scenario
+        self.shard = shard
         self.broker_url = broker_url
         self.broker = broker
         self.data_dir = data_dir
@@ -767,14 +974,17 @@ class ScenarioRunner:
             for district in scenario.cut_districts
         }
         self.sites: dict[str, SimSite] = {}
-        for group in scenario.sites:
-            for index in range(group.count):
+        for position, group, index in fleet_positions(scenario):
+            if shard is None or shard.owns(position):
                 site = self._make_site(group, index, agent_overrides or {})
                 self.sites[site.node_id] = site
         self.presses: list[PressResult] = []
         self._press_by_event: dict[str, PressResult] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._rng = random.Random(scenario.seed)
+        # Plate reads only (node picks are `pick_targets`/`storm_plan`); shards draw
+        # apart so that two processes do not replay the same vehicles.
+        split = shard is not None and shard.count > 1
+        self._rng = random.Random(f"{scenario.seed}:plates:{shard}" if split else scenario.seed)
         self.step_records: dict[int, dict[str, Any]] = {}
         self._windows: dict[int, tuple[str | None, float, float]] = {}
         self._window_nodes: dict[int, set[str]] = {}  # node_offline: only its own nodes' presses
@@ -830,7 +1040,7 @@ class ScenarioRunner:
         config: dict[str, Any] = {
             "node_id": node_id,
             "serial": f"SIM-{node_id}".upper()[:64],
-            "site_id": f"{group.group}-{index:03d}",
+            "site_id": scenario.site_id(group.group, index),
             "district": district,
             "data_dir": str(self.data_dir / node_id),
             "location": {"lat": round(lat, 6), "lon": round(lon, 6)},
@@ -910,8 +1120,10 @@ class ScenarioRunner:
     def sim_hours(self) -> float:
         return self.clock.elapsed() / 3600.0
 
-    async def start(self, *, connect_timeout: float | None = None) -> None:
-        """Boot every node and wait for all to connect; simulated time starts then."""
+    async def start(
+        self, *, connect_timeout: float | None = None, gate: Gate | None = None
+    ) -> None:
+        """Boot every node and wait for all to connect (then for `gate`); time starts then."""
         for relay in self.relays.values():
             await relay.start()
         for site in self.sites.values():
@@ -929,14 +1141,18 @@ class ScenarioRunner:
             # only the CLI asks for it.
             gc.collect()
             gc.freeze()
+        if gate is not None:
+            await gate()
         self.clock.restart()
         logger.info("scenario %s: %d nodes up", self.scenario.name, len(self.sites))
 
-    async def run(self, *, progress: Progress | None = None) -> ScenarioReport:
+    async def run(
+        self, *, progress: Progress | None = None, gate: Gate | None = None
+    ) -> ScenarioReport:
         """Start, play the steps until the end of simulated time, drain, stop; the report."""
         wall0 = time.monotonic()
         try:
-            await self.start()
+            await self.start(gate=gate)
             end_h = await self._play(progress, wall0)
             await self._drain(timeout=self.drain_s)
             if progress is not None:
@@ -979,26 +1195,26 @@ class ScenarioRunner:
 
     def summary_line(self, elapsed_s: float, *, rate: float) -> str:
         """One line: connected/total, presses sent/acked, outbox depth, events/s, what is on."""
-        sites = self.sites.values()
-        connected = sum(1 for s in sites if s.connected)
-        depth = sum(s.agent.outbox_depth for s in sites if s.running and s.agent is not None)
-        sent = sum(1 for p in self.presses if p.sent)
-        acked = sum(1 for p in self.presses if p.acked)
-        dark = sum(1 for s in sites if s.dark_since_h is not None)
-        offline = sum(1 for s in sites if s.offline)
-        line = (
-            f"t={elapsed_s:6.1f}s sim {self.clock.elapsed():7.0f}s "
-            f"connected {connected}/{len(self.sites)} "
-            f"presses {sent} sent/{acked} acked outbox {depth} events/s {rate:.0f} "
-            f"reconnects {sum(s.reconnects for s in sites)}"
+        return format_summary(
+            self.status(), elapsed_s=elapsed_s, rate=rate, speed=self.scenario.speed
         )
-        if self.scenario.speed > 1:
-            line += f" day {self.sim_hours / 24:4.1f}"
-        if dark or offline:
-            line += f" dark {dark} offline {offline}"
-        if self._active:
-            line += " | " + "; ".join(self._active.values())
-        return line
+
+    def status(self) -> dict[str, Any]:
+        """The summary's figures as numbers (a shard sends them to its parent to add up)."""
+        sites = self.sites.values()
+        return {
+            "sim_s": self.clock.elapsed(),
+            "nodes": len(self.sites),
+            "connected": sum(1 for s in sites if s.connected),
+            "sent": sum(1 for p in self.presses if p.sent),
+            "acked": sum(1 for p in self.presses if p.acked),
+            "outbox": sum(s.agent.outbox_depth for s in sites if s.running and s.agent is not None),
+            "events": self.events_written,
+            "reconnects": sum(s.reconnects for s in sites),
+            "dark": sum(1 for s in sites if s.dark_since_h is not None),
+            "offline": sum(1 for s in sites if s.offline),
+            "active": [[order, text] for order, text in self._active.items()],
+        }
 
     # ------------------------------------------------------------ steps
 
@@ -1010,7 +1226,10 @@ class ScenarioRunner:
             order, {"step": order, "action": step.action, "at_s": round(step.at_s, 2)}
         )
         if isinstance(step, PressStep):
-            site = self.sites[self.scenario.node_id(step.group, step.index)]
+            site_or_none = self.sites.get(self.scenario.node_id(step.group, step.index))
+            if site_or_none is None:
+                return  # another shard's pillar: that process presses it
+            site = site_or_none
             record["node_id"] = site.node_id
             record["times"] = record.get("times", 0) + 1
             self._spawn(self._press(site, now_h, order))
@@ -1019,11 +1238,15 @@ class ScenarioRunner:
             indices = (
                 range(group.count) if step.index is None else range(step.index, step.index + 1)
             )
-            for index in indices:
-                site = self.sites[self.scenario.node_id(step.group, index)]
+            mine = [
+                self.sites[node_id]
+                for index in indices
+                if (node_id := self.scenario.node_id(step.group, index)) in self.sites
+            ]
+            for site in mine:
                 site.site.advance(self.clock.now())
                 site.site.set_mains(step.present)
-            record.update(sites=len(indices), present=step.present)
+            record.update(sites=len(mine), present=step.present)
             logger.info("mains %s for %s at %.1f h", step.present, step.group, now_h)
         elif isinstance(step, PanicStormStep):
             self._spawn(self._storm(step, order, record))
@@ -1037,15 +1260,12 @@ class ScenarioRunner:
             self._spawn(self._broker_restart(step, order, record))
 
     def _targets(self, step: _Targeted, order: int, *, buttons: bool) -> list[SimSite]:
-        matched = [
-            self.sites[self.scenario.node_id(g.group, i)]
-            for g, i in self.scenario.matching(step, buttons=buttons)
-        ]
-        if step.count is not None and step.count < len(matched):
-            rng = random.Random(f"{self.scenario.seed}:{order}")
-            picked = sorted(rng.sample(range(len(matched)), step.count))
-            matched = [matched[i] for i in picked]
-        return matched
+        """This process's share of `pick_targets` (all of it without shards)."""
+        picked = (
+            self.sites.get(self.scenario.node_id(g.group, i))
+            for g, i in pick_targets(self.scenario, step, order, buttons=buttons)
+        )
+        return [site for site in picked if site is not None]
 
     @staticmethod
     def _where(step: _Targeted) -> str:
@@ -1061,15 +1281,15 @@ class ScenarioRunner:
 
     async def _storm(self, step: PanicStormStep, order: int, record: dict[str, Any]) -> None:
         pool = self._targets(step, order, buttons=True)
-        rng = random.Random(f"{self.scenario.seed}:storm:{order}")
-        offsets = sorted(rng.uniform(0.0, step.within_s) for _ in range(step.presses))
         record.update(target=self._where(step), pillars=len(pool), within_s=step.within_s)
         self._windows[order] = (step.district, step.at_s, step.at_s + step.within_s)
         self._active[order] = f"panic_storm {self._where(step)}"
         presses = []
-        for offset in offsets:
+        for offset, node_id in storm_plan(self.scenario, step, order):
+            site = self.sites.get(node_id)
+            if site is None:
+                continue  # another shard's pillar
             await self._sleep_until(step.at_s + offset)
-            site = rng.choice(pool)
             presses.append(asyncio.ensure_future(self._press(site, self.sim_hours, order)))
         await asyncio.gather(*presses)
         self._active.pop(order, None)

@@ -8,13 +8,15 @@ port; with ``--with-server`` it also runs a real ``nigehbaan server`` process
 that broker. After the run, `server_check` compares the JSON report with what
 the server stored: every delivered press is a stored panic event, nothing the
 report does not know about was stored, and each press joined exactly one
-alert. Everything listens on 127.0.0.1 only.
+alert (reads the server answers with 5xx are retried for up to a minute, and
+counted). Everything listens on 127.0.0.1 only.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -94,37 +96,69 @@ class ScenarioStack:
             self.broker.stop()
 
 
-def _all_events(api: httpx.Client, event_type: str) -> list[dict[str, Any]]:
+class _Reader:
+    """GETs for the check, retried (bounded) while the server answers 5xx, and counted.
+
+    Right after a city-sized run the server is busy settling thousands of
+    nodes that just went offline; on SQLite a read can then time out waiting
+    for the database lock and answer 500. The check is read-only, so it waits
+    that out — up to `attempts` tries `pause_s` apart — and says how often.
+    """
+
+    def __init__(self, api: httpx.Client, *, attempts: int, pause_s: float) -> None:
+        self.api = api
+        self.attempts = attempts
+        self.pause_s = pause_s
+        self.retried: list[str] = []
+
+    def get(self, path: str, **params: Any) -> Any:
+        """One API resource as JSON; `httpx.HTTPStatusError` (status and URL) at the end."""
+        for attempt in range(1, self.attempts + 1):
+            response = self.api.get(f"{API}{path}", params=params)
+            if response.status_code < 500 or attempt == self.attempts:
+                response.raise_for_status()
+                return response.json()
+            what = f"{response.status_code} for GET {response.request.url}"
+            logger.warning("server check: %s; again in %.0f s", what, self.pause_s)
+            self.retried.append(what)
+            time.sleep(self.pause_s)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _all_events(reader: _Reader, event_type: str) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for page in range(100):  # bounded: a million events at most
-        response = api.get(
-            f"{API}/events", params={"type": event_type, "limit": _PAGE, "offset": page * _PAGE}
-        )
-        response.raise_for_status()
-        data = response.json()["data"]
+        data = reader.get("/events", type=event_type, limit=_PAGE, offset=page * _PAGE)["data"]
         rows.extend(data)
         if len(data) < _PAGE:
             break
     return rows
 
 
-def server_check(api: httpx.Client, report: dict[str, Any]) -> dict[str, Any]:
-    """Compare the report's presses with the server's panic events and alerts."""
+def server_check(
+    api: httpx.Client, report: dict[str, Any], *, attempts: int = 12, pause_s: float = 5.0
+) -> dict[str, Any]:
+    """Compare the report's presses with the server's panic events and alerts.
+
+    Reads that the server answers with 5xx are tried again (`_Reader`);
+    ``server_errors_retried`` says how many there were.
+    """
+    reader = _Reader(api, attempts=attempts, pause_s=pause_s)
     presses = report["presses"]
     delivered = {p["event_id"] for p in presses if p["acked"]}
     recorded = {p["event_id"] for p in presses if p["sent"]}
-    stored_rows = _all_events(api, "panic")
+    stored_rows = _all_events(reader, "panic")
     stored = [r["event_id"] for r in stored_rows]
     stored_set = set(stored)
-    plates = api.get(f"{API}/events", params={"type": "plate", "limit": 1}).json()["count"]
-    alerts = api.get(f"{API}/alerts", params={"limit": 1000}).json()
+    plates = reader.get("/events", type="plate", limit=1)["count"]
+    alerts = reader.get("/alerts", limit=1000)
     listed_all = alerts["count"] <= len(alerts["data"])
     if listed_all:
         panic_alerts = [a for a in alerts["data"] if a["type"] == "panic"]
     else:  # more alerts than one page (power, offline): ask per pressed pillar instead
         panic_alerts = []
         for node_id in sorted({p["node_id"] for p in presses if p["sent"]}):
-            rows = api.get(f"{API}/alerts", params={"node_id": node_id, "limit": 1000}).json()
+            rows = reader.get("/alerts", node_id=node_id, limit=1000)
             panic_alerts += [a for a in rows["data"] if a["type"] == "panic"]
     by_alert: dict[str | None, int] = {}
     for row in stored_rows:
@@ -147,6 +181,8 @@ def server_check(api: httpx.Client, report: dict[str, Any]) -> dict[str, Any]:
         "alerts": alerts["count"],
         "alerts_press_count_mismatch": press_count_mismatch[:20],
         "plate_events": plates,
+        "server_errors_retried": len(reader.retried),
+        "first_server_error": reader.retried[0] if reader.retried else None,
         "matches": not missing
         and not unexpected
         and len(stored) == len(stored_set)

@@ -169,6 +169,7 @@ def test_too_few_open_files_names_how_many_are_needed(monkeypatch: pytest.Monkey
     message = str(caught.value)
     assert f"need {needed} open files" in message
     assert "hard limit (ulimit -Hn) is 20000" in message
+    assert "split it over processes (--processes 2" in message  # what auto would do
     fits = int(re.search(r"--nodes (\d+) or fewer", message).group(1))  # type: ignore[union-attr]
     assert fds_needed(scale_fleet(load_scenario(LAHORE), fits)) <= 20_000
     assert fds_needed(scale_fleet(load_scenario(LAHORE), fits + 1)) > 20_000
