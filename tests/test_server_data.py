@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from fleet_server.alerts import (
     IllegalTransition,
@@ -325,6 +325,34 @@ def test_an_outage_longer_than_the_grace_period_raises_and_clears_an_alert(
         assert not stored.online
     back = ingest(engine, wire(birth(node, 2)), now=T0 + timedelta(seconds=40))
     assert [(n.op, n.alert.state) for n in back.notices] == [("transition", "resolved")]
+
+
+def test_a_city_wide_outage_is_settled_in_short_chunks_one_alert_per_node(
+    engine: Engine,
+) -> None:
+    # 450 nodes drop together (a district's power and LTE go): the timer settles
+    # them 200 at a time, so no transaction holds the database for the whole city.
+    ingest(engine, [m for i in range(450) for m in wire(birth(f"lhr-{i:04d}", 1))])
+    offline = [Status(node_id=f"lhr-{i:04d}", ts=T0, state="offline", bd_seq=1) for i in range(450)]
+    ingest(engine, wire(*offline))
+    later = T0 + timedelta(seconds=16)
+
+    chunks = [
+        run_timers_once(engine=engine, now=later, ack_timeout_s=ACK_TIMEOUT_S, offline_grace_s=15)
+        for _ in range(4)
+    ]
+
+    assert [len(c) for c in chunks] == [200, 200, 50, 0]
+    created = [n.alert for c in chunks for n in c]
+    assert {a.type for a in created} == {"node_offline"}
+    assert len({a.node_id for a in created}) == 450
+    with Session(engine) as session:
+        assert session.exec(select(func.count()).where(col(Node.online))).one() == 0
+        outage_ids = [a.id for a in created]
+        history = session.exec(
+            select(func.count()).where(col(AlertTransition.alert_id).in_(outage_ids))
+        ).one()
+    assert history == 450  # every alert's first transition, inserted in bulk
 
 
 def test_refused_messages_are_counted_by_reason_and_node(engine: Engine) -> None:
