@@ -16,6 +16,7 @@ from simulators.scenario import (
     ScenarioError,
     load_scenario,
     parse_scenario,
+    plan_processes,
 )
 
 POWER_WEEK = SCENARIO_DIR / "power-week.yaml"
@@ -108,3 +109,19 @@ def test_the_sim_command_refuses_a_bad_scenario_with_exit_2(tmp_path: Path) -> N
     assert result.returncode == 2
     assert "bad scenario" in result.stderr
     assert "sites" in result.stderr
+
+
+@pytest.mark.parametrize("path", sorted(SCENARIO_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_scenario_loads(path: Path) -> None:
+    scenario = load_scenario(path)
+    assert scenario.node_count > 0
+    assert scenario.name == path.stem
+
+
+def test_lahore_full_is_the_city_as_it_stands_and_splits_itself_on_this_limit() -> None:
+    scenario = load_scenario(SCENARIO_DIR / "lahore-full.yaml")
+    pillars = sum(g.count for g in scenario.sites if g.has_button)
+    cameras = sum(g.count * g.cameras for g in scenario.sites if g.has_camera)
+    assert (scenario.node_count, pillars) == (8_333, 333)
+    assert cameras >= 8_000
+    assert plan_processes(scenario, requested=None, hard=20_000) == 2
