@@ -268,7 +268,12 @@ _SQLITE_TOUCH_HEAD = "UPDATE node SET last_seq = v.column1, last_seen_at = ? FRO
 _SQLITE_TOUCH_TAIL = ") AS v WHERE node.node_id = v.column2"
 if _NODE_TABLE.name != "node":
     raise RuntimeError("ingest's SQLite node UPDATE names the wrong table")
-FAST_SQLITE = True  # tests turn it off to compare with the Core statements
+# PostgreSQL's protocol allows 65,535 parameters per statement.
+_PG_MAX_PARAMS = 65_535
+_PG_INSERT_ROW = "(" + ", ".join(["%s"] * len(_EVENT_COLUMNS)) + ")"
+_PG_TOUCH_HEAD = "UPDATE node SET last_seq = v.seq, last_seen_at = %s FROM (VALUES "
+_PG_TOUCH_TAIL = ") AS v(seq, node_id) WHERE node.node_id = v.node_id"
+FAST_SQLITE = True  # tests turn it off to compare with the Core statements (SQLite and PostgreSQL)
 
 
 def _write_events_and_nodes(
@@ -285,9 +290,15 @@ def _write_events_and_nodes(
     format. In `bench ingest` SQLAlchemy's per-row parameter processing was a
     sixth of the worker, and an executemany is one `sqlite3_step` per row, each
     releasing the GIL and waiting to get it back from the MQTT thread. Other
-    databases take the equivalent Core executemany statements.
+    databases take the equivalent Core executemany statements, except
+    PostgreSQL, which gets the same two multi-row statements
+    (`_write_postgresql`).
     """
-    if not FAST_SQLITE or session.get_bind().dialect.name != "sqlite":
+    dialect = session.get_bind().dialect.name
+    if FAST_SQLITE and dialect == "postgresql":
+        _write_postgresql(session, event_rows, seqs, now)
+        return
+    if not FAST_SQLITE or dialect != "sqlite":
         if event_rows:
             session.execute(_INSERT_EVENTS, event_rows)
         session.execute(
@@ -321,6 +332,51 @@ def _write_events_and_nodes(
         pairs = touched[start : start + step]
         sql = _SQLITE_TOUCH_HEAD + ", ".join(["(?, ?)"] * len(pairs)) + _SQLITE_TOUCH_TAIL
         connection.exec_driver_sql(sql, (seen, *(v for n, s in pairs for v in (s, n))))
+
+
+def _write_postgresql(
+    session: Session,
+    event_rows: list[dict[str, object]],
+    seqs: dict[str, int | None],
+    now: datetime,
+) -> None:
+    """`_write_events_and_nodes` on PostgreSQL: one multi-row INSERT and one UPDATE … FROM.
+
+    The Core path ran one UPDATE per node (an executemany) and processed
+    every datetime through `UtcDateTime`; here the datetimes are already naive
+    UTC, as that type stores them, and psycopg sends each statement once.
+    """
+    connection = session.connection()
+    seen = _naive_utc(now)
+    rows = [
+        tuple(
+            seen
+            if name == "received_at"
+            else _naive_utc(row[name])  # type: ignore[arg-type]
+            if name == "ts"
+            else row[name]
+            for name in _EVENT_COLUMNS
+        )
+        for row in event_rows
+    ]
+    step = _PG_MAX_PARAMS // len(_EVENT_COLUMNS)
+    for start in range(0, len(rows), step):
+        chunk = rows[start : start + step]
+        sql = _SQLITE_INSERT_HEAD + " VALUES " + ", ".join([_PG_INSERT_ROW] * len(chunk))
+        connection.exec_driver_sql(sql, tuple(v for row in chunk for v in row))
+    touched = list(seqs.items())
+    step = (_PG_MAX_PARAMS - 1) // 2
+    for start in range(0, len(touched), step):
+        pairs = touched[start : start + step]
+        sql = _PG_TOUCH_HEAD + ", ".join(["(%s::integer, %s)"] * len(pairs)) + _PG_TOUCH_TAIL
+        connection.exec_driver_sql(sql, (seen, *(v for n, s in pairs for v in (s, n))))
+
+
+def _naive_utc(value: datetime) -> datetime:
+    """An aware datetime as `UtcDateTime` binds it: naive, in UTC."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    return value.astimezone(timezone.utc).replace(tzinfo=None)
 
 
 def sqlite_datetime(value: datetime) -> str:

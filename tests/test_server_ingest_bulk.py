@@ -22,12 +22,14 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, SQLModel, select
 
 from fleet_server import ingest
-from fleet_server.alerts import PolicyCache
+from fleet_server.alerts import PolicyCache, ensure_default_policies
+from fleet_server.db import make_engine
 from fleet_server.ingest import IngestWorker, _BatchQueue, decode_all, sqlite_datetime, store_batch
 from fleet_server.models import Alert, Event, IngestRejection, Node, PowerState, SequenceGap
+from fleet_server.schema import migrate
 from proto.codec import decode_uplink, encode, topic_for
 from proto.ids import new_event_id
 from proto.messages import (
@@ -102,21 +104,18 @@ def _mixed_batches() -> list[list[tuple[str, bytes]]]:
     return [first, second]
 
 
+_ROWS = {
+    "event": "SELECT event_id, node_id, type, seq, ts, received_at, payload, "
+    "alert_id IS NOT NULL FROM event ORDER BY event_id",
+    "node": "SELECT node_id, last_seq, last_seen_at, online, serial, site_id "
+    "FROM node ORDER BY node_id",
+    "gap": "SELECT node_id, first_missing, last_missing FROM sequencegap ORDER BY node_id",
+}
+
+
 def _raw_rows(db: Path) -> dict[str, list[tuple[object, ...]]]:
     with sqlite3.connect(db) as conn:
-        return {
-            "event": conn.execute(
-                "SELECT event_id, node_id, type, seq, ts, received_at, payload, "
-                "alert_id IS NOT NULL FROM event ORDER BY event_id"
-            ).fetchall(),
-            "node": conn.execute(
-                "SELECT node_id, last_seq, last_seen_at, online, serial, site_id "
-                "FROM node ORDER BY node_id"
-            ).fetchall(),
-            "gap": conn.execute(
-                "SELECT node_id, first_missing, last_missing FROM sequencegap ORDER BY node_id"
-            ).fetchall(),
-        }
+        return {name: conn.execute(sql).fetchall() for name, sql in _ROWS.items()}
 
 
 def test_sqlite_multi_row_path_writes_the_same_rows_as_the_core_statements(
@@ -142,6 +141,35 @@ def test_sqlite_multi_row_path_writes_the_same_rows_as_the_core_statements(
     assert nodes["cam-0003"][2] == "2025-03-01 09:00:05.250000"  # only in the first
     assert nodes["cam-0001"][4:] == ("S1", "site-1")  # birth applied through the ORM
     assert len(rows["event"]) == 9  # the redelivery is not stored twice
+
+
+def test_the_postgresql_multi_row_path_writes_the_same_rows_as_the_core_statements(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite's own comparison is the test above")
+    batches = _mixed_batches()
+    results = []
+    for fast in (True, False):
+        monkeypatch.setattr(ingest, "FAST_SQLITE", fast)
+        eng = make_engine(db_url)
+        with eng.begin() as conn:  # a fresh schema for each path
+            conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+            for table in reversed(SQLModel.metadata.sorted_tables):
+                conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{table.name}" CASCADE')
+        migrate(eng)
+        with Session(eng) as session:
+            ensure_default_policies(session=session)
+        for i, batch in enumerate(batches):
+            _store(eng, batch, now=NOW + timedelta(seconds=i))
+        with eng.connect() as conn:
+            results.append({q: conn.exec_driver_sql(sql).fetchall() for q, sql in _ROWS.items()})
+        eng.dispose()
+    assert results[0] == results[1]
+    nodes = {r[0]: r for r in results[0]["node"]}
+    assert (nodes["cam-0001"][1], nodes["cam-0002"][1]) == (3, 5)
+    assert nodes["cam-0001"][2] == datetime(2025, 3, 1, 9, 0, 6, 250_000)  # naive UTC
+    assert len(results[0]["event"]) == 9
 
 
 def test_nodes_with_only_plain_events_are_created_and_touched(engine: Engine) -> None:
