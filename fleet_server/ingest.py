@@ -25,7 +25,7 @@ import logging
 import sqlite3
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Generic, TypeVar
@@ -268,12 +268,20 @@ _SQLITE_TOUCH_HEAD = "UPDATE node SET last_seq = v.column1, last_seen_at = ? FRO
 _SQLITE_TOUCH_TAIL = ") AS v WHERE node.node_id = v.column2"
 if _NODE_TABLE.name != "node":
     raise RuntimeError("ingest's SQLite node UPDATE names the wrong table")
-# PostgreSQL's protocol allows 65,535 parameters per statement.
-_PG_MAX_PARAMS = 65_535
-_PG_INSERT_ROW = "(" + ", ".join(["%s"] * len(_EVENT_COLUMNS)) + ")"
-_PG_TOUCH_HEAD = "UPDATE node SET last_seq = v.seq, last_seen_at = %s FROM (VALUES "
-_PG_TOUCH_TAIL = ") AS v(seq, node_id) WHERE node.node_id = v.node_id"
-FAST_SQLITE = True  # tests turn it off to compare with the Core statements (SQLite and PostgreSQL)
+MULTI_ROW_WRITES = True  # tests turn it off to compare with the Core statements
+
+
+@dataclass(frozen=True)
+class _MultiRowSql:
+    """What differs between SQLite and PostgreSQL in the two multi-row statements."""
+
+    max_params: int  # per statement
+    insert_row: str  # "(?, ?, …)" for one event
+    touch_head: str  # "UPDATE node … FROM (VALUES "
+    touch_pair: str  # one (last_seq, node_id) pair
+    touch_tail: str
+    stored_time: Callable[[datetime], object]  # a datetime as `UtcDateTime` binds it
+    touch_one_by_one: str | None = None  # no UPDATE … FROM here: this, as an executemany
 
 
 def _write_events_and_nodes(
@@ -284,21 +292,18 @@ def _write_events_and_nodes(
 ) -> None:
     """Insert the batch's events and set each node's `last_seen_at`/`last_seq`.
 
-    On SQLite the rows go to the driver directly, as multi-row statements
-    (`INSERT … VALUES (…), (…)` and `UPDATE … FROM (VALUES …)`, up to 999
-    parameters each), with the datetimes already in SQLAlchemy's SQLite storage
-    format. In `bench ingest` SQLAlchemy's per-row parameter processing was a
-    sixth of the worker, and an executemany is one `sqlite3_step` per row, each
-    releasing the GIL and waiting to get it back from the MQTT thread. Other
-    databases take the equivalent Core executemany statements, except
-    PostgreSQL, which gets the same two multi-row statements
-    (`_write_postgresql`).
+    On SQLite and PostgreSQL the rows go to the driver directly, as multi-row
+    statements (`INSERT … VALUES (…), (…)` and `UPDATE … FROM (VALUES …)`, as
+    many parameters each as the database takes), with the datetimes already
+    in the form `UtcDateTime` stores. In `bench ingest` on SQLite,
+    SQLAlchemy's per-row parameter processing was a sixth of the worker, and
+    an executemany is one `sqlite3_step` per row, each releasing the GIL and
+    waiting to get it back from the MQTT thread; on PostgreSQL the Core path
+    ran one UPDATE per node. Other databases take the Core executemany
+    statements.
     """
-    dialect = session.get_bind().dialect.name
-    if FAST_SQLITE and dialect == "postgresql":
-        _write_postgresql(session, event_rows, seqs, now)
-        return
-    if not FAST_SQLITE or dialect != "sqlite":
+    spec = _MULTI_ROW.get(session.get_bind().dialect.name) if MULTI_ROW_WRITES else None
+    if spec is None:
         if event_rows:
             session.execute(_INSERT_EVENTS, event_rows)
         session.execute(
@@ -306,74 +311,36 @@ def _write_events_and_nodes(
         )
         return
     connection = session.connection()
-    seen = sqlite_datetime(now)
+    seen = spec.stored_time(now)
     rows = [
         tuple(
             seen
             if name == "received_at"
-            else sqlite_datetime(row[name])  # type: ignore[arg-type]
+            else spec.stored_time(row[name])  # type: ignore[arg-type]
             if name == "ts"
             else row[name]
             for name in _EVENT_COLUMNS
         )
         for row in event_rows
     ]
-    step = _SQLITE_MAX_PARAMS // len(_EVENT_COLUMNS)
+    step = spec.max_params // len(_EVENT_COLUMNS)
     for start in range(0, len(rows), step):
         chunk = rows[start : start + step]
-        sql = _SQLITE_INSERT_HEAD + " VALUES " + ", ".join([_SQLITE_INSERT_ROW] * len(chunk))
+        sql = _SQLITE_INSERT_HEAD + " VALUES " + ", ".join([spec.insert_row] * len(chunk))
         connection.exec_driver_sql(sql, tuple(v for row in chunk for v in row))
-    if not _SQLITE_UPDATE_FROM:
-        connection.exec_driver_sql(str(_SQLITE_TOUCH), [(s, seen, n) for n, s in seqs.items()])
+    if spec.touch_one_by_one is not None:
+        connection.exec_driver_sql(spec.touch_one_by_one, [(s, seen, n) for n, s in seqs.items()])
         return
     touched = list(seqs.items())
-    step = (_SQLITE_MAX_PARAMS - 1) // 2
+    step = (spec.max_params - 1) // 2
     for start in range(0, len(touched), step):
         pairs = touched[start : start + step]
-        sql = _SQLITE_TOUCH_HEAD + ", ".join(["(?, ?)"] * len(pairs)) + _SQLITE_TOUCH_TAIL
-        connection.exec_driver_sql(sql, (seen, *(v for n, s in pairs for v in (s, n))))
-
-
-def _write_postgresql(
-    session: Session,
-    event_rows: list[dict[str, object]],
-    seqs: dict[str, int | None],
-    now: datetime,
-) -> None:
-    """`_write_events_and_nodes` on PostgreSQL: one multi-row INSERT and one UPDATE … FROM.
-
-    The Core path ran one UPDATE per node (an executemany) and processed
-    every datetime through `UtcDateTime`; here the datetimes are already naive
-    UTC, as that type stores them, and psycopg sends each statement once.
-    """
-    connection = session.connection()
-    seen = _naive_utc(now)
-    rows = [
-        tuple(
-            seen
-            if name == "received_at"
-            else _naive_utc(row[name])  # type: ignore[arg-type]
-            if name == "ts"
-            else row[name]
-            for name in _EVENT_COLUMNS
-        )
-        for row in event_rows
-    ]
-    step = _PG_MAX_PARAMS // len(_EVENT_COLUMNS)
-    for start in range(0, len(rows), step):
-        chunk = rows[start : start + step]
-        sql = _SQLITE_INSERT_HEAD + " VALUES " + ", ".join([_PG_INSERT_ROW] * len(chunk))
-        connection.exec_driver_sql(sql, tuple(v for row in chunk for v in row))
-    touched = list(seqs.items())
-    step = (_PG_MAX_PARAMS - 1) // 2
-    for start in range(0, len(touched), step):
-        pairs = touched[start : start + step]
-        sql = _PG_TOUCH_HEAD + ", ".join(["(%s::integer, %s)"] * len(pairs)) + _PG_TOUCH_TAIL
+        sql = spec.touch_head + ", ".join([spec.touch_pair] * len(pairs)) + spec.touch_tail
         connection.exec_driver_sql(sql, (seen, *(v for n, s in pairs for v in (s, n))))
 
 
 def _naive_utc(value: datetime) -> datetime:
-    """An aware datetime as `UtcDateTime` binds it: naive, in UTC."""
+    """An aware datetime as `UtcDateTime` binds it on PostgreSQL: naive, in UTC."""
     if value.tzinfo is None:
         raise ValueError("naive datetime given to a UTC column")
     return value.astimezone(timezone.utc).replace(tzinfo=None)
@@ -388,6 +355,28 @@ def sqlite_datetime(value: datetime) -> str:
         f"{v.year:04d}-{v.month:02d}-{v.day:02d} "
         f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
     )
+
+
+_MULTI_ROW = {
+    "sqlite": _MultiRowSql(
+        max_params=_SQLITE_MAX_PARAMS,
+        insert_row=_SQLITE_INSERT_ROW,
+        touch_head=_SQLITE_TOUCH_HEAD,
+        touch_pair="(?, ?)",
+        touch_tail=_SQLITE_TOUCH_TAIL,
+        stored_time=sqlite_datetime,
+        touch_one_by_one=None if _SQLITE_UPDATE_FROM else str(_SQLITE_TOUCH),
+    ),
+    # PostgreSQL's protocol allows 65,535 parameters per statement.
+    "postgresql": _MultiRowSql(
+        max_params=65_535,
+        insert_row="(" + ", ".join(["%s"] * len(_EVENT_COLUMNS)) + ")",
+        touch_head="UPDATE node SET last_seq = v.seq, last_seen_at = %s FROM (VALUES ",
+        touch_pair="(%s::integer, %s)",
+        touch_tail=") AS v(seq, node_id) WHERE node.node_id = v.node_id",
+        stored_time=_naive_utc,
+    ),
+}
 
 
 def _needs_node_row(message: object) -> bool:

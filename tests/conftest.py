@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fleet_server.broker import ManagedBroker
-from tests.db_support import db_url  # noqa: F401 - a fixture for every test module
+from tests.db_support import db_url, pg_url  # noqa: F401 - fixtures for every test module
 
 _BROKERS: list[ManagedBroker] = []
 

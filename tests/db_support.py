@@ -7,6 +7,7 @@ printed and given as the skip reason so the test output says so.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,12 +27,9 @@ def pg_unreachable() -> str | None:
         return f"PostgreSQL not reachable at {PG_URL}: {exc}"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh database URL: a SQLite file, or a throwaway schema in PostgreSQL."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fleet.db'}"
-        return
+@contextlib.contextmanager
+def _pg_schema() -> Iterator[str]:
+    """A throwaway PostgreSQL schema's URL; skips the test (saying why) when unreachable."""
     reason = pg_unreachable()
     if reason:
         print(reason)
@@ -44,3 +42,20 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     finally:
         with psycopg.connect(PG_URL, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database URL: a SQLite file, or a throwaway schema in PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fleet.db'}"
+        return
+    with _pg_schema() as url:
+        yield url
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A throwaway PostgreSQL schema, for what only PostgreSQL has (advisory locks, …)."""
+    with _pg_schema() as url:
+        yield url

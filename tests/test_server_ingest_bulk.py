@@ -124,7 +124,7 @@ def test_sqlite_multi_row_path_writes_the_same_rows_as_the_core_statements(
     batches = _mixed_batches()
     results = []
     for fast in (True, False):
-        monkeypatch.setattr(ingest, "FAST_SQLITE", fast)
+        monkeypatch.setattr(ingest, "MULTI_ROW_WRITES", fast)
         db = tmp_path / f"fast-{fast}.db"
         eng = migrated_engine(db)
         for i, batch in enumerate(batches):
@@ -144,14 +144,13 @@ def test_sqlite_multi_row_path_writes_the_same_rows_as_the_core_statements(
 
 
 def test_the_postgresql_multi_row_path_writes_the_same_rows_as_the_core_statements(
-    db_url: str, monkeypatch: pytest.MonkeyPatch
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if not db_url.startswith("postgresql"):
-        pytest.skip("SQLite's own comparison is the test above")
+    db_url = pg_url
     batches = _mixed_batches()
     results = []
     for fast in (True, False):
-        monkeypatch.setattr(ingest, "FAST_SQLITE", fast)
+        monkeypatch.setattr(ingest, "MULTI_ROW_WRITES", fast)
         eng = make_engine(db_url)
         with eng.begin() as conn:  # a fresh schema for each path
             conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
