@@ -42,6 +42,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, col, select
 
+from fleet_server.feed_replay import cursor_of, frame
 from fleet_server.models import (
     CATCH_ALL_QUEUE,
     OPEN_STATES,
@@ -120,8 +121,6 @@ class AlertNotice:
 
     def sse_frame(self) -> str:
         """The whole SSE message, with the change's cursor as its `id:`."""
-        from fleet_server.feed_replay import cursor_of, frame
-
         return frame(event="alert", data=self.sse_data(), cursor=cursor_of(self.alert.updated_at))
 
     def sse_data(self) -> str:
