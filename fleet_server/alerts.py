@@ -420,6 +420,7 @@ def _escalate_to(
     queue: str,
     reason: str,
     now: datetime,
+    due_at: datetime | None = None,
     rows: AlertRows | None = None,
 ) -> None:
     alert.escalation_level = level
@@ -427,12 +428,16 @@ def _escalate_to(
     alert.updated_at = now  # every change moves the feed cursor (fleet_server.feed_replay)
     if rows is not None:
         rows.escalations.append(
-            {"alert_id": alert.id, "level": level or 0, "queue": queue, "reason": reason, "at": now}
-        )
+            {"alert_id": alert.id, "level": level or 0, "queue": queue, "reason": reason,
+             "at": now, "due_at": due_at}
+        )  # fmt: skip
     else:
         session.add(
-            AlertEscalation(alert_id=alert.id, level=level or 0, queue=queue, reason=reason, at=now)
-        )
+            AlertEscalation(
+                alert_id=alert.id, level=level or 0, queue=queue, reason=reason, at=now,
+                due_at=due_at,
+            )
+        )  # fmt: skip
     if queue == CATCH_ALL_QUEUE:
         logger.warning("alert %s (%s) is in the catch-all queue: %s", alert.id, alert.type, reason)
 
@@ -602,12 +607,14 @@ def escalate_due(
     ).all()
     notices = []
     for alert in due:
+        due_at = alert.next_escalation_at
         plan = policies.for_type(alert.type)
         if plan is None or not plan.levels:
             alert.next_escalation_at = None
             _escalate_to(
-                session, alert, level=None, queue=CATCH_ALL_QUEUE, reason="no_policy", now=now
-            )
+                session, alert, level=None, queue=CATCH_ALL_QUEUE, reason="no_policy", now=now,
+                due_at=due_at,
+            )  # fmt: skip
             notices.append(notice("escalated", alert, now=now, command=False))
             continue
         current = alert.escalation_level if alert.escalation_level is not None else -1
@@ -621,6 +628,7 @@ def escalate_due(
             queue=policies.queue_for(plan.levels[level].recipient),
             reason=reason,
             now=now,
+            due_at=due_at,
         )
         if acked:
             timeout = plan.ack_timeout_s or policies.ack_timeout_s

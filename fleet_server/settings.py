@@ -126,8 +126,9 @@ class Settings(BaseModel):
     )
     revocation_action: Literal["restart", "reload"] = Field(
         default="restart",
-        description="what a revocation does to the managed broker (Mosquitto keeps live "
-        "connections on SIGHUP; restart drops them)",
+        description="what a revocation does to the managed broker: SIGHUP always (new "
+        "connections refused); restart drops live ones (Mosquitto keeps them on SIGHUP); "
+        "reload restarts only when a revoked node is online",
     )
     crl_refresh_s: float = Field(default=86_400.0, gt=0.0, description="CRL re-sign interval")
     api_https: bool = Field(default=False, description="serve the API over HTTPS")

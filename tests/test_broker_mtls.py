@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from sqlmodel import Session, select
 
 from fleet_server.broker import FleetBrokerFiles, ManagedBroker, fleet_broker_config, free_port
 from fleet_server.db import make_engine
-from fleet_server.models import NodeCertificate, utcnow
+from fleet_server.models import Node, NodeCertificate, utcnow
 from fleet_server.pki import IssuingCa, PkiPaths, init_dev_pki, key_fingerprint
 from fleet_server.pki.ca import cert_pem, cert_serial_hex, private_key_pem
 from fleet_server.pki.runtime import PkiRuntime
@@ -279,24 +279,91 @@ def test_a_revoked_node_is_refused_and_its_live_connection_dropped(fleet: Fleet)
     assert connects(bystander, host="127.0.0.1", port=fleet.port)
 
 
-def test_mosquitto_rereads_the_crl_on_sighup_but_keeps_live_connections(fleet: Fleet) -> None:
-    """The finding behind revocation_action=restart (docs/provisioning.md), kept as a regression."""
+def wait_for_reload(fleet: Fleet, reloads_before: int, *, timeout: float = 5.0) -> None:
+    """Until the broker logs that it re-read its config (the SIGHUP was handled)."""
+    deadline = time.monotonic() + timeout
+    while fleet.broker.log_text().count("Reloading config.") <= reloads_before:
+        assert time.monotonic() < deadline, f"no reload logged\n{fleet.broker.log_text()}"
+        time.sleep(0.05)
+
+
+def test_mosquitto_rereads_the_crl_on_sighup_and_keeps_every_live_connection(
+    fleet: Fleet,
+) -> None:
+    """What Mosquitto 2.0.11 does on SIGHUP after a revocation, measured (docs/provisioning.md).
+
+    It re-reads the CRL (a new connection with the revoked certificate is
+    refused) and drops nobody: neither the revoked node's live connection
+    nor a bystander's. The probe waits for the broker's own "Reloading
+    config." line first: a probe that got in before the reload would take
+    the client id over and close the live connection itself (the broker
+    names clients by certificate CN), which is what made this test fail
+    in November, not the SIGHUP.
+    """
     node = fleet.node("lhr-revoked-2")
+    bystander = fleet.node("lhr-bystander-2")
     live = fleet.client(node)
+    other = fleet.client(bystander)
     try:
-        pki = PkiRuntime(
-            paths=fleet.paths, engine=fleet.engine, broker=fleet.broker, revocation_action="reload"
-        )
         fleet.revoke("lhr-revoked-2")
+        PkiRuntime(paths=fleet.paths, engine=fleet.engine).write_crl()
+        reloads = fleet.broker.log_text().count("Reloading config.")
+        fleet.broker.reload()
+        wait_for_reload(fleet, reloads)
 
-        assert pki.publish_revocation() == "reloaded"
-
-        deadline = time.monotonic() + 5
-        while connects(node, host="127.0.0.1", port=fleet.port, timeout=1):
-            assert time.monotonic() < deadline, "SIGHUP did not make mosquitto re-read the CRL"
+        assert not connects(node, host="127.0.0.1", port=fleet.port), "CRL not re-read"
+        # The refused probe never reached MQTT, so it cannot have taken anything over.
+        assert "lhr-revoked-2 already connected" not in fleet.broker.log_text()
         assert live.connected.is_set()
         assert not live.disconnected.is_set()
+        assert other.connected.is_set()
+        assert not other.disconnected.is_set()
         # Accepted (16 = "no matching subscribers" is a success code in MQTT 5).
         assert live.publish("nb/v1/lhr-revoked-2/telemetry") < 128
+        assert other.publish("nb/v1/lhr-bystander-2/telemetry") < 128
     finally:
         live.stop()
+        other.stop()
+
+
+def test_reload_mode_restarts_only_when_a_revoked_node_is_still_connected(fleet: Fleet) -> None:
+    """`reload` never leaves a revoked node connected, and costs no wave when it is offline."""
+    offline = fleet.node("lhr-revoked-3")
+    online = fleet.node("lhr-revoked-4")
+    live = fleet.client(online)
+    asked: list[list[str]] = []
+
+    def still_connected(node_ids: Iterable[str]) -> list[str]:
+        ids = list(node_ids)
+        asked.append(ids)
+        return [i for i in ids if i == "lhr-revoked-4" and live.connected.is_set()]
+
+    pki = PkiRuntime(
+        paths=fleet.paths, engine=fleet.engine, broker=fleet.broker,
+        revocation_action="reload", still_connected=still_connected,
+    )  # fmt: skip
+    try:
+        fleet.revoke("lhr-revoked-3")
+        assert pki.publish_revocation(["lhr-revoked-3"]) == "reloaded"
+        assert not connects(offline, host="127.0.0.1", port=fleet.port)
+        assert live.connected.is_set(), "a reload without a connected revoked node dropped others"
+
+        fleet.revoke("lhr-revoked-4")
+        assert pki.publish_revocation(["lhr-revoked-4"]) == "restarted"
+        assert live.disconnected.wait(5), "the revoked node stayed connected"
+        assert not live.connected.wait(2)
+        assert asked == [["lhr-revoked-3"], ["lhr-revoked-4"]]
+    finally:
+        live.stop()
+
+
+def test_presence_in_the_database_is_the_default_still_connected_check(fleet: Fleet) -> None:
+    with Session(fleet.engine) as session:
+        session.add(Node(node_id="lhr-presence-on", site_id="s", online=True))
+        session.add(Node(node_id="lhr-presence-off", site_id="s", online=False))
+        session.commit()
+    pki = PkiRuntime(paths=fleet.paths, engine=fleet.engine)
+    assert pki.still_connected(["lhr-presence-on", "lhr-presence-off", "lhr-nobody"]) == [
+        "lhr-presence-on"
+    ]
+    assert pki.still_connected([]) == []

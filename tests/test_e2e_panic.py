@@ -247,13 +247,21 @@ def test_escalation_fires_on_time_after_a_server_restart(stack: Stack) -> None:
                 timeout=20,
             )
             received = _at(alert["received_at"])
-            all_steps = _escalations(stack, alert["id"])
-            by_level = {s["level"]: _at(s["at"]) - received for s in all_steps}
-            assert sorted(by_level) == [0, 1, 2]
-            # Level 1 was due while the server was down: it fires once it is back.
-            assert by_level[1] >= 3.0
-            # Level 2 fires on time (the timer ticks every 0.2 s), not early.
-            assert 7.0 <= by_level[2] < 9.0, by_level
+            by_level = {s["level"]: s for s in _escalations(stack, alert["id"])}
+            assert sorted(by_level) == [0, 1, 2]  # each level exactly once
+            fired = {lv: _at(s["at"]) for lv, s in by_level.items()}
+            due = {lv: _at(s["due_at"]) for lv, s in by_level.items() if s["due_at"]}
+            # The server's own record, not wall-clock windows on a shared machine:
+            # level 1's due time survived the restart unchanged (it lives in the
+            # database), and it fired once the server was back, not before it was due.
+            assert due[1] == pytest.approx(received + 3.0, abs=1e-3)
+            assert fired[1] >= due[1]
+            assert by_level[1]["reason"] == "timeout"
+            # Level 2 was due 7 s after the press, or at once when level 1 fired
+            # later than that (the server came back after 7 s): never moved by
+            # the restart itself, never fired early, in order.
+            assert due[2] == pytest.approx(max(received + 7.0, fired[1]), abs=1e-3)
+            assert fired[2] >= due[2] >= fired[1]
             assert steps[0]["queue"] == "duty_officer_queue"
 
     asyncio.run(story())

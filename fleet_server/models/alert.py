@@ -146,6 +146,10 @@ class AlertEscalation(SQLModel, table=True):
     queue: str = Field(max_length=64)
     reason: str = Field(max_length=32, description="created | timeout | ack_not_followed_up")
     at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    # When the step was due (the alert's next_escalation_at as the timer found
+    # it); None for the first level, which fires on arrival. at - due_at is how
+    # late the timer was, e.g. across a server restart.
+    due_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
 
 
 class AlertEscalationPublic(SQLModel):
@@ -157,3 +161,4 @@ class AlertEscalationPublic(SQLModel):
     queue: str
     reason: str
     at: datetime
+    due_at: datetime | None

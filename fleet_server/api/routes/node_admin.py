@@ -45,10 +45,10 @@ FieldUser = Annotated[User, Depends(require_roles(Role.ADMIN, Role.TECHNICIAN))]
 CommandUser = Annotated[User, Depends(require_roles(Role.ADMIN, Role.OPERATOR, Role.TECHNICIAN))]
 
 
-def _publish_revocation(runtime: Runtime) -> str:
+def _publish_revocation(runtime: Runtime, node_id: str) -> str:
     if runtime.pki is None:
         return "no-pki"
-    return runtime.pki.publish_revocation()
+    return runtime.pki.publish_revocation([node_id])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -85,7 +85,7 @@ def change_lifecycle(
     session.commit()
     logger.info("node %s → %s by %s (%s)", node_id, change.to, user.username, change.note)
     if revoked:
-        _publish_revocation(runtime)
+        _publish_revocation(runtime, node_id)
     return NodePublic.model_validate(node)
 
 
@@ -105,7 +105,7 @@ def revoke(
         raise refusal(exc.reason, exc.message) from None
     session.commit()
     logger.warning("node %s revoked by %s: %s", node_id, user.username, reason)
-    broker = _publish_revocation(runtime)
+    broker = _publish_revocation(runtime, node_id)
     return RevokeOut(node_id=node_id, revoked=[r.serial for r in rows], broker=broker)
 
 
