@@ -22,14 +22,13 @@ returns / the autonomy is back at the target × `RESTORE_FACTOR` with no load
 shed; faults and dark nights wait for a person.
 
 Night and sunrise come from the node's position (its birth ``location``) at
-the node's clock, with NOAA's low-precision solar equations (the same ones
-as `hardware.solar`, which the server may not import).
+the node's clock, through `proto.solar`: the one definition the node uses
+too, so both sides flip to night at the same instant.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -58,6 +57,7 @@ from fleet_server.models.power import (
     PowerState,
 )
 from proto.messages import PowerEvent, PowerTelemetry, Telemetry
+from proto.solar import hours_until_sunrise, hours_until_sunset, is_night
 
 __all__ = [
     "BUCKET_S",
@@ -86,79 +86,6 @@ RESTORE_FACTOR = 1.25
 DARK_SOC = 0.2  # a node that drops off at or below this charge (or shedding load) went dark
 KINDS = ("mains_lost", "autonomy_low", "battery_fault", "dark_at_night")
 ACTOR = "system:power"
-
-
-# ------------------------------------------------------------------- sun
-
-
-def _sun_terms(at: datetime) -> tuple[float, float]:
-    day = at.timetuple().tm_yday
-    hour = at.hour + at.minute / 60 + at.second / 3600
-    g = 2 * math.pi / 365 * (day - 1 + (hour - 12) / 24)
-    eqtime = 229.18 * (
-        0.000075
-        + 0.001868 * math.cos(g)
-        - 0.032077 * math.sin(g)
-        - 0.014615 * math.cos(2 * g)
-        - 0.040849 * math.sin(2 * g)
-    )
-    decl = (
-        0.006918
-        - 0.399912 * math.cos(g)
-        + 0.070257 * math.sin(g)
-        - 0.006758 * math.cos(2 * g)
-        + 0.000907 * math.sin(2 * g)
-        - 0.002697 * math.cos(3 * g)
-        + 0.00148 * math.sin(3 * g)
-    )
-    return eqtime, decl
-
-
-def _sunrise_sunset(day: datetime, lat: float, lon: float) -> tuple[datetime, datetime] | None:
-    noon = day.astimezone(timezone.utc).replace(hour=12, minute=0, second=0, microsecond=0)
-    eqtime, decl = _sun_terms(noon)
-    phi = math.radians(lat)
-    cos_ha = math.cos(math.radians(90.833)) / (math.cos(phi) * math.cos(decl)) - math.tan(
-        phi
-    ) * math.tan(decl)
-    if not -1.0 <= cos_ha <= 1.0:
-        return None
-    ha = math.degrees(math.acos(cos_ha))
-    midnight = noon.replace(hour=0)
-    return (
-        midnight + timedelta(minutes=720 - 4 * (lon + ha) - eqtime),
-        midnight + timedelta(minutes=720 - 4 * (lon - ha) - eqtime),
-    )
-
-
-def _events(at: datetime, lat: float, lon: float) -> list[tuple[datetime, str]]:
-    out: list[tuple[datetime, str]] = []
-    for offset in (-1, 0, 1, 2):
-        times = _sunrise_sunset(at + timedelta(days=offset), lat, lon)
-        if times is not None:
-            out += [(times[0], "rise"), (times[1], "set")]
-    return sorted(out)
-
-
-def is_night(*, at: datetime, lat: float, lon: float) -> bool:
-    """True between sunset and sunrise at the place."""
-    past = [kind for when, kind in _events(at, lat, lon) if when <= at]
-    return bool(past) and past[-1] == "set"
-
-
-def hours_until_sunrise(*, at: datetime, lat: float, lon: float) -> float:
-    """Hours to the next sunrise after `at`."""
-    for when, kind in _events(at, lat, lon):
-        if kind == "rise" and when > at:
-            return (when - at).total_seconds() / 3600
-    return 24.0
-
-
-def _hours_until_sunset(at: datetime, lat: float, lon: float) -> float:
-    for when, kind in _events(at, lat, lon):
-        if kind == "set" and when > at:
-            return (when - at).total_seconds() / 3600
-    return 0.0
 
 
 # ----------------------------------------------------------------- targets
@@ -554,7 +481,7 @@ def node_overview(
             else:
                 # By day the panel's surplus adds charge until sunset (taken
                 # as falling linearly to nothing, so half of it on average).
-                to_sunset = _hours_until_sunset(at, node.lat, node.lon)
+                to_sunset = hours_until_sunset(at=at, lat=node.lat, lon=node.lon)
                 load = state.load_w or 0.0
                 surplus = max(0.0, (state.panel_w or 0.0) - load) * to_sunset / 2
                 gained = surplus / load if load > 0 else 0.0

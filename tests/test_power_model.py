@@ -21,7 +21,6 @@ from edge_agent.power import (
     estimate_charge,
     select_step,
 )
-from fleet_server import power as server_power
 from hardware.battery import CHEMISTRIES, autonomy_hours, reserve_fraction
 from hardware.clock import ManualClock
 from hardware.power import PowerReading, SimPowerMonitor
@@ -63,19 +62,6 @@ def test_night_and_day_and_the_hours_to_sunrise() -> None:
     assert not is_night(at=noon, lat=LAHORE.lat, lon=LAHORE.lon)
     assert 6.5 < hours_until_sunrise(at=midnight, lat=LAHORE.lat, lon=LAHORE.lon) < 7.0
     assert 18.5 < hours_until_sunrise(at=noon, lat=LAHORE.lat, lon=LAHORE.lon) < 19.0
-
-
-def test_the_server_and_the_hardware_agree_on_night_and_sunrise() -> None:
-    # The server may not import `hardware`, so it carries its own copy of the equations.
-    for hour in range(0, 48, 3):
-        at = DEC1 + timedelta(hours=hour, minutes=17)
-        for city in CITIES.values():
-            assert server_power.is_night(at=at, lat=city.lat, lon=city.lon) == is_night(
-                at=at, lat=city.lat, lon=city.lon
-            )
-            assert server_power.hours_until_sunrise(
-                at=at, lat=city.lat, lon=city.lon
-            ) == pytest.approx(hours_until_sunrise(at=at, lat=city.lat, lon=city.lon), abs=1e-6)
 
 
 def test_a_panel_gets_nothing_at_night_and_most_at_noon() -> None:
