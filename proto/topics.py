@@ -109,23 +109,51 @@ def ack_topic(node_id: str) -> str:
     return str(Topic(validate_node_id(node_id), Channel.ACK))
 
 
-# Subscription filters. The server reads every node's uplink; a node reads only
-# its own downlink.
+# Subscription filters and broker ACL patterns. The server reads every node's
+# uplink; a node reads only its own downlink, and the broker lets it write only
+# its own uplink. Everything below is built from `Channel`, so a new channel
+# reaches the server's subscriptions and the ACL together.
+ANY_NODE = "+"
+ACL_NODE = "%u"  # Mosquitto's ACL pattern token for the username (the certificate CN)
+
+
+def _filter(node_level: str, channel: Channel) -> str:
+    base = f"{PREFIX}/{node_level}/{channel.value}"
+    return f"{base}/+" if channel.has_name else base
+
+
+def channel_filter(channel: Channel, *, node_id: str | None = None) -> str:
+    """The filter for `channel` of one node (or of every node when `node_id` is None).
+
+    Channels with a fifth level (event type, request id, command name) take
+    every name: ``nb/v1/+/event/+``.
+    """
+    node_level = ANY_NODE if node_id is None else validate_node_id(node_id)
+    return _filter(node_level, channel)
+
+
+def fleet_filter() -> str:
+    """Every topic of this protocol version, all nodes and channels (``nb/v1/#``)."""
+    return f"{PREFIX}/#"
+
+
 def uplink_filters() -> list[str]:
     """Filters a fleet server subscribes to (all nodes, all uplink channels)."""
-    return [
-        f"{PREFIX}/+/{Channel.STATUS.value}",
-        f"{PREFIX}/+/{Channel.BIRTH.value}",
-        f"{PREFIX}/+/{Channel.TELEMETRY.value}",
-        f"{PREFIX}/+/{Channel.EVENT.value}/+",
-        f"{PREFIX}/+/{Channel.REPLY.value}/+",
-    ]
+    return [channel_filter(c) for c in Channel if c.uplink]
 
 
 def downlink_filters(node_id: str) -> list[str]:
     """Filters a node subscribes to: its own commands and acks."""
-    validate_node_id(node_id)
-    return [f"{PREFIX}/{node_id}/{Channel.CMD.value}/+", f"{PREFIX}/{node_id}/{Channel.ACK.value}"]
+    return [channel_filter(c, node_id=node_id) for c in Channel if not c.uplink]
+
+
+def node_acl_patterns() -> list[tuple[str, str]]:
+    """(access, pattern) pairs for a Mosquitto ``pattern`` ACL: what a node may do.
+
+    A node writes only its own uplink channels and reads only its own
+    downlink, with ``%u`` (its certificate's CN, the node id) as the node level.
+    """
+    return [("write" if c.uplink else "read", _filter(ACL_NODE, c)) for c in Channel]
 
 
 def parse_topic(topic: str) -> Topic:

@@ -67,7 +67,7 @@ from proto.messages import (
     Status,
     TamperEvent,
 )
-from proto.topics import PREFIX
+from proto.topics import Channel, channel_filter
 from simulators.bench_panic import machine
 from simulators.server_process import ServerProcess
 
@@ -76,8 +76,8 @@ logger = logging.getLogger(__name__)
 # Out of every 20 events a node sends: 17 plate reads, 2 power, 1 tamper.
 MIX = {"plate": 0.85, "power": 0.10, "tamper": 0.05}
 _PATTERN = ["plate"] * 17 + ["power"] * 2 + ["tamper"]
-EVENT_FILTER = f"{PREFIX}/+/event/+"
-ACK_FILTER = f"{PREFIX}/+/ack"
+EVENT_FILTER = channel_filter(Channel.EVENT)
+ACK_FILTER = channel_filter(Channel.ACK)
 
 
 class IngestBenchError(RuntimeError):

@@ -8,9 +8,12 @@ from proto import BadTopic
 from proto.topics import (
     Channel,
     ack_topic,
+    channel_filter,
     cmd_topic,
     downlink_filters,
     event_topic,
+    fleet_filter,
+    node_acl_patterns,
     parse_topic,
     reply_topic,
     status_topic,
@@ -42,3 +45,21 @@ def test_a_node_subscribes_only_to_its_own_downlink() -> None:
 def test_server_filters_cover_every_uplink_channel() -> None:
     channels = {f.split("/")[3] for f in uplink_filters()}
     assert channels == {c.value for c in Channel if c.uplink}
+
+
+def test_a_node_filter_for_every_node_takes_every_name() -> None:
+    assert channel_filter(Channel.EVENT) == "nb/v1/+/event/+"
+    assert channel_filter(Channel.ACK) == "nb/v1/+/ack"
+    assert channel_filter(Channel.CMD, node_id="lhr-0001") == "nb/v1/lhr-0001/cmd/+"
+    with pytest.raises(BadTopic):
+        channel_filter(Channel.CMD, node_id="a/b")
+    assert fleet_filter() == "nb/v1/#"
+
+
+def test_the_broker_acl_lets_a_node_write_only_its_uplink_and_read_only_its_downlink() -> None:
+    patterns = node_acl_patterns()
+    writes = {p for access, p in patterns if access == "write"}
+    reads = {p for access, p in patterns if access == "read"}
+    assert writes == {f.replace("/+/", "/%u/", 1) for f in uplink_filters()}
+    assert reads == {f.replace("/lhr-0001/", "/%u/") for f in downlink_filters("lhr-0001")}
+    assert {access for access, _ in patterns} == {"read", "write"}

@@ -5,7 +5,9 @@ certificate, takes the certificate's CN as the username (and client id), checks
 the CRL, and applies `NODE_ACL`, under which a node publishes only under its
 own ``nb/v1/<node_id>/…`` and reads only its own ``cmd/+`` and ``ack``; the
 fleet server (CN ``fleet-server``) reads and writes everything under
-``nb/v1/#``. An optional plain listener on loopback exists for development.
+``nb/v1/#``. The patterns come from `proto.topics` (`node_acl_patterns`,
+`fleet_filter`), never spelled here. An optional plain listener on loopback
+exists for development.
 """
 
 from __future__ import annotations
@@ -14,21 +16,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fleet_server.broker.config import BrokerConfig, Listener, TlsSettings
+from proto.topics import fleet_filter, node_acl_patterns
 
 __all__ = ["FLEET_SERVER_USER", "NODE_ACL", "FleetBrokerFiles", "fleet_broker_config", "write_acl"]
 
 FLEET_SERVER_USER = "fleet-server"
 
-NODE_ACL = f"""user {FLEET_SERVER_USER}
-topic readwrite nb/v1/#
-pattern write nb/v1/%u/status
-pattern write nb/v1/%u/birth
-pattern write nb/v1/%u/telemetry
-pattern write nb/v1/%u/event/+
-pattern write nb/v1/%u/reply/+
-pattern read nb/v1/%u/cmd/+
-pattern read nb/v1/%u/ack
-"""
+
+def _render_acl() -> str:
+    """The ACL text: the fleet server everywhere, each node only its own topics (`proto.topics`)."""
+    lines = [f"user {FLEET_SERVER_USER}", f"topic readwrite {fleet_filter()}"]
+    lines += [f"pattern {access} {pattern}" for access, pattern in node_acl_patterns()]
+    return "\n".join(lines) + "\n"
+
+
+NODE_ACL = _render_acl()
 
 
 def write_acl(path: Path) -> Path:
