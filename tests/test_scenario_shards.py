@@ -151,9 +151,9 @@ def test_a_wave_with_count_is_the_same_global_set_split_between_the_shards(
                                                                     buttons=False)}  # fmt: skip
     assert len(picked) == 2
     whole = _runner(scenario, None, tmp_path / "one")
-    assert {s.node_id for s in whole._targets(wave, order, buttons=False)} == picked
+    assert {s.node_id for s in whole.targets(wave, order, buttons=False)} == picked
     parts = [
-        {s.node_id for s in _runner(scenario, Shard(k, 2), tmp_path / str(k))._targets(
+        {s.node_id for s in _runner(scenario, Shard(k, 2), tmp_path / str(k)).targets(
             wave, order, buttons=False)}
         for k in range(2)
     ]  # fmt: skip
