@@ -25,7 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from fleet_server.alerts import TimerLoop, ensure_default_policies
+from fleet_server.alerting import ensure_default_policies
 from fleet_server.api.main import api_router
 from fleet_server.auth import create_user
 from fleet_server.broker import FleetBrokerFiles, ManagedBroker, fleet_broker_config, free_port
@@ -43,6 +43,7 @@ from fleet_server.runtime import LiveNotifier, Runtime
 from fleet_server.schema import migrate
 from fleet_server.settings import Settings
 from fleet_server.stream import Broadcaster
+from fleet_server.timers import TimerLoop, default_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -208,12 +209,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine=engine,
         notify=runtime.notify,
         tick_s=settings.escalation_tick_s,
-        ack_timeout_s=settings.ack_followup_s,
-        offline_grace_s=settings.offline_grace_s,
+        jobs=default_jobs(
+            ack_timeout_s=settings.ack_followup_s, offline_grace_s=settings.offline_grace_s
+        ),
     )
     try:
         async with asyncio.TaskGroup() as tasks:
-            timer_task = tasks.create_task(timers.run(), name="escalation-timers")
+            timer_task = tasks.create_task(timers.run(), name="timers")
             crl_task = (
                 tasks.create_task(_refresh_crl(pki, settings.crl_refresh_s), name="crl-refresh")
                 if pki is not None

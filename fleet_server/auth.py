@@ -9,10 +9,11 @@ at once.
 
 Errors::
 
-    AuthError
-     ├── InvalidCredentials   wrong user name or password, or inactive user
-     ├── InvalidToken         malformed, badly signed or expired token
-     └── UserExists           a user of that name already exists
+    FleetServerError
+     └── AuthError
+          ├── InvalidCredentials   wrong user name or password, or inactive user
+          ├── InvalidToken         malformed, badly signed or expired token
+          └── UserExists           a user of that name already exists
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlmodel import Session, select
 
+from fleet_server.alerting.policies import bump_policy_version
+from fleet_server.errors import FleetServerError
 from fleet_server.models import Role, User, UserCreate, utcnow
 
 logger = logging.getLogger(__name__)
@@ -52,7 +55,7 @@ _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("nigehbaan-timing-equaliser")
 
 
-class AuthError(Exception):
+class AuthError(FleetServerError):
     """Root of authentication failures."""
 
 
@@ -92,6 +95,7 @@ def create_user(*, session: Session, user_in: UserCreate) -> User:
         password_hash=hash_password(user_in.password),
     )
     session.add(user)
+    bump_policy_version(session)  # who is on duty is part of what escalation reads
     session.commit()
     session.refresh(user)
     logger.info("created user %s with role %s", user.username, user.role)

@@ -16,6 +16,8 @@ import argparse
 import sys
 from typing import Any
 
+from fleet_server.settings_cli import settings_or_none
+
 __all__ = ["register_db"]
 
 
@@ -44,7 +46,6 @@ def register_db(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def _db(args: argparse.Namespace) -> int:
-    from fleet_server.cli import settings_or_none
     from fleet_server.db import make_engine
 
     settings = settings_or_none(args, prog="nigehbaan server db")

@@ -15,48 +15,21 @@ once: the alert at the cursor itself comes again, and a change that commits
 while the replay is read may also arrive live; clients keep the newest
 `updated_at` per alert id. More than `limit` changes since the cursor sends
 one `event: resync` instead, telling the client to re-read `/api/v1/alerts`,
-as it does for a cursor it cannot read.
+as it does for a cursor it cannot read. Cursors and framing are the
+stream's (`fleet_server.stream`).
 """
 
 from __future__ import annotations
 
-import json
-from datetime import datetime, timezone
+from datetime import datetime
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from fleet_server.models import Alert, AlertPublic
+from fleet_server.stream import alert_data, cursor_of, frame, resync_frame
 
-RESYNC_EVENT = "resync"
-
-
-def cursor_of(updated_at: datetime) -> str:
-    """The SSE id of a change: `updated_at` as ISO-8601 UTC with microseconds."""
-    value = updated_at if updated_at.tzinfo else updated_at.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_cursor(text: str) -> datetime:
-    """The instant a cursor names; `ValueError` (with the reason) for anything else."""
-    try:
-        value = datetime.strptime(text.strip(), "%Y-%m-%dT%H:%M:%S.%fZ")
-    except ValueError as exc:
-        raise ValueError(
-            f"not a feed cursor: {text[:64]!r} (expected e.g. 2025-03-01T09:00:00.000000Z)"
-        ) from exc
-    return value.replace(tzinfo=timezone.utc)
-
-
-def frame(*, event: str, data: str, cursor: str | None = None) -> str:
-    """One SSE message (`data` must be a single line of JSON)."""
-    head = f"id: {cursor}\n" if cursor is not None else ""
-    return f"{head}event: {event}\ndata: {data}\n\n"
-
-
-def resync_frame(reason: str) -> str:
-    """Tell the client to re-read the alert list instead of relying on the replay."""
-    return frame(event=RESYNC_EVENT, data=json.dumps({"reason": reason}))
+__all__ = ["replay_frames"]
 
 
 def replay_frames(engine: Engine, since: datetime, *, limit: int) -> list[str]:
@@ -74,14 +47,7 @@ def replay_frames(engine: Engine, since: datetime, *, limit: int) -> list[str]:
             frame(
                 event="alert",
                 cursor=cursor_of(alert.updated_at),
-                data=json.dumps(
-                    {
-                        "op": "sync",
-                        "alert": AlertPublic.model_validate(alert).model_dump(mode="json"),
-                        "event_id": None,
-                    },
-                    separators=(",", ":"),
-                ),
+                data=alert_data("sync", AlertPublic.model_validate(alert), None),
             )
             for alert in alerts
         ]

@@ -36,7 +36,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from fleet_server.acks import AckCoalescer, Publisher
-from fleet_server.alerts import (
+from fleet_server.alerting import (
     AlertNotice,
     AlertRows,
     Notifier,
@@ -46,7 +46,7 @@ from fleet_server.alerts import (
     notice,
     open_alert,
 )
-from fleet_server.crud import add_rejections, mark_offline_pending, mark_online
+from fleet_server.crud import add_rejections
 from fleet_server.models import (
     OPEN_STATES,
     Alert,
@@ -63,6 +63,7 @@ from fleet_server.power import (
     record_power_event,
     record_telemetry,
 )
+from fleet_server.presence import mark_offline_pending, mark_online
 from proto.codec import Envelope, decode, encode
 from proto.errors import BadTopic, ProtoError
 from proto.messages import (

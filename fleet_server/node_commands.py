@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlmodel import Session
 
+from fleet_server.errors import FleetServerError
 from fleet_server.models import NodeCommand, NodeReply, new_id
 from proto.messages import COMMAND_MODELS, CommandBase, Reply
 
@@ -26,7 +27,7 @@ logger = logging.getLogger(__name__)
 OPERATOR_COMMANDS = frozenset({"ping", "test_mode", "set_config"})
 
 
-class CommandRefused(ValueError):
+class CommandRefused(FleetServerError, ValueError):
     """The command cannot be sent: `reason` is a code, the message says why."""
 
     def __init__(self, reason: str, message: str) -> None:

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Engine
 
 from fleet_server.acks import Publisher
-from fleet_server.alerts import AlertNotice
+from fleet_server.alerting import AlertNotice
 from fleet_server.broker import ManagedBroker
 from fleet_server.ingest import IngestWorker
 from fleet_server.mqtt import MqttLink
 from fleet_server.pki.runtime import PkiRuntime
 from fleet_server.ratelimit import TokenBucketLimiter
 from fleet_server.settings import Settings
-from fleet_server.stream import Broadcaster
+from fleet_server.stream import Broadcaster, alert_frame
 from proto.codec import encode, topic_for
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class LiveNotifier:
         self.publisher = publisher
 
     def __call__(self, notices: Sequence[AlertNotice]) -> None:
-        self.broadcaster.publish_threadsafe([n.sse_frame() for n in notices])
+        self.broadcaster.publish_threadsafe([alert_frame(n) for n in notices])
         if self.publisher is None:
             return
         for n in notices:

@@ -44,6 +44,7 @@ from sqlalchemy.engine import Connection, Engine  # noqa: E402
 from sqlmodel import SQLModel  # noqa: E402
 
 from fleet_server import models  # noqa: F401, E402 - registers every table on the metadata
+from fleet_server.errors import FleetServerError  # noqa: E402
 
 __all__ = [
     "SchemaError",
@@ -64,7 +65,7 @@ _PG_LOCK_KEY = int.from_bytes(b"nb-schem", "big") - (1 << 63)
 _VERSION_TABLE = "alembic_version"
 
 
-class SchemaError(RuntimeError):
+class SchemaError(FleetServerError, RuntimeError):
     """The database is in a state this server refuses to migrate (the message says why)."""
 
 

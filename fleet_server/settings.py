@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from fleet_server.errors import FleetServerError
+
 logger = logging.getLogger(__name__)
 
 ENV_PREFIX = "NIGEHBAAN_"
@@ -26,7 +28,7 @@ DEFAULT_SECRET = "change-me"  # noqa: S105 - the sentinel we refuse outside dev
 DEFAULT_ADMIN_PASSWORD = "admin"  # noqa: S105 - idem
 
 
-class SettingsError(ValueError):
+class SettingsError(FleetServerError, ValueError):
     """The settings are unsafe or inconsistent."""
 
 

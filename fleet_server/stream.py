@@ -1,8 +1,10 @@
-"""The in-process live feed behind `/api/v1/stream/alerts` (Server-Sent Events).
+"""The live feed behind `/api/v1/stream/alerts` (Server-Sent Events): framing and fan-out.
 
 Items are whole SSE messages (`id:`, `event:`, `data:`), made once per change
-(`AlertNotice.sse_frame`); what a reconnecting client missed comes from the
-database first (`fleet_server.feed_replay`).
+(`alert_frame`); what a reconnecting client missed comes from the database
+first (`fleet_server.feed_replay`), framed here the same way. Every frame's
+`id:` is the cursor of the change it announces (`cursor_of`): the alert's
+`updated_at` in UTC with microseconds.
 
 Each connected client gets a bounded asyncio queue. `publish` never waits:
 if a client's queue is full, that client is cut off (its stream ends with a
@@ -15,11 +17,75 @@ other threads use `publish_threadsafe`.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from fleet_server.alerting import AlertNotice
+from fleet_server.models import AlertPublic
+
+__all__ = [
+    "RESYNC_EVENT",
+    "Broadcaster",
+    "Subscription",
+    "alert_data",
+    "alert_frame",
+    "cursor_of",
+    "frame",
+    "parse_cursor",
+    "resync_frame",
+]
 
 logger = logging.getLogger(__name__)
+
+RESYNC_EVENT = "resync"
+
+
+def cursor_of(updated_at: datetime) -> str:
+    """The SSE id of a change: `updated_at` as ISO-8601 UTC with microseconds."""
+    value = updated_at if updated_at.tzinfo else updated_at.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_cursor(text: str) -> datetime:
+    """The instant a cursor names; `ValueError` (with the reason) for anything else."""
+    try:
+        value = datetime.strptime(text.strip(), "%Y-%m-%dT%H:%M:%S.%fZ")
+    except ValueError as exc:
+        raise ValueError(
+            f"not a feed cursor: {text[:64]!r} (expected e.g. 2025-03-01T09:00:00.000000Z)"
+        ) from exc
+    return value.replace(tzinfo=timezone.utc)
+
+
+def frame(*, event: str, data: str, cursor: str | None = None) -> str:
+    """One SSE message (`data` must be a single line of JSON)."""
+    head = f"id: {cursor}\n" if cursor is not None else ""
+    return f"{head}event: {event}\ndata: {data}\n\n"
+
+
+def alert_data(op: str, alert: AlertPublic, event_id: str | None) -> str:
+    """The JSON of an alert frame's `data:` line (docs/panic-flow.md)."""
+    return json.dumps(
+        {"op": op, "alert": alert.model_dump(mode="json"), "event_id": event_id},
+        separators=(",", ":"),
+    )
+
+
+def alert_frame(notice: AlertNotice) -> str:
+    """The whole SSE message for a committed change, with its cursor as the `id:`."""
+    return frame(
+        event="alert",
+        data=alert_data(notice.op, notice.alert, notice.event_id),
+        cursor=cursor_of(notice.alert.updated_at),
+    )
+
+
+def resync_frame(reason: str) -> str:
+    """Tell the client to re-read the alert list instead of relying on the replay."""
+    return frame(event=RESYNC_EVENT, data=json.dumps({"reason": reason}))
 
 
 @dataclass(eq=False)

@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from fleet_server.alerts import ensure_default_policies
+from fleet_server.alerting import ensure_default_policies
 from fleet_server.db import make_engine
 from fleet_server.schema import migrate
 from proto.codec import encode, topic_for

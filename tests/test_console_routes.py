@@ -17,7 +17,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from fleet_server.alerts import TRANSITIONS
+from fleet_server.alerting import TRANSITIONS
 from fleet_server.console import routes
 from fleet_server.console.routes import router
 

@@ -17,9 +17,11 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from fleet_server.alerts import notice, run_timers_once
-from fleet_server.feed_replay import cursor_of, parse_cursor, replay_frames
+from fleet_server.alerting import notice
+from fleet_server.feed_replay import replay_frames
 from fleet_server.models import Alert
+from fleet_server.stream import alert_frame, cursor_of, parse_cursor
+from fleet_server.timers import run_timers_once
 from tests.ingest_support import T0, sqlite_engine
 
 
@@ -121,6 +123,6 @@ def test_a_live_frame_carries_the_same_cursor_the_replay_would_give(engine: Engi
     with Session(engine) as session:
         alert = session.get(Alert, alert_id)
         assert alert is not None
-        live = notice("created", alert, now=T0).sse_frame()
+        live = alert_frame(notice("created", alert, now=T0))
     replayed = replay_frames(engine, T0, limit=10)[0]
     assert live.split("\n")[0] == replayed.split("\n")[0] == f"id: {cursor_of(T0)}"

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from fleet_server.acks import ACK_MAX_IDS, AckCoalescer
-from fleet_server.alerts import AlertNotice
+from fleet_server.alerting import AlertNotice
 from fleet_server.ingest import IngestWorker
 from proto.ids import new_event_id
 from proto.messages import PanicEvent

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
-from fleet_server.alerts import load_policies
+from fleet_server.alerting import load_policies
 from fleet_server.app import create_app
 from fleet_server.auth import create_user, issue_token
 from fleet_server.ingest import decode_all, store_batch

@@ -13,11 +13,10 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
-from fleet_server.alerts import (
+from fleet_server.alerting import (
     IllegalTransition,
     ensure_default_policies,
     load_policies,
-    run_timers_once,
     set_policy,
     transition_alert,
 )
@@ -39,6 +38,7 @@ from fleet_server.models import (
 )
 from fleet_server.response_times import response_times
 from fleet_server.schema import migrate
+from fleet_server.timers import run_timers_once
 from proto.codec import encode, topic_for
 from proto.ids import new_event_id
 from proto.messages import Birth, Firmware, PanicEvent, Status

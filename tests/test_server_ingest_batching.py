@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, func, select
 
 from fleet_server.acks import publish_acks
-from fleet_server.alerts import AlertNotice
+from fleet_server.alerting import AlertNotice
 from fleet_server.ingest import IngestWorker
 from fleet_server.models import Alert, Event, PowerState
 from proto.codec import encode

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, select
 
 from fleet_server import ingest
-from fleet_server.alerts import PolicyCache, ensure_default_policies
+from fleet_server.alerting import PolicyCache, ensure_default_policies
 from fleet_server.db import make_engine
 from fleet_server.ingest import IngestWorker, _BatchQueue, decode_all, sqlite_datetime, store_batch
 from fleet_server.models import Alert, Event, IngestRejection, Node, PowerState, SequenceGap

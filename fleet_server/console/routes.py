@@ -22,7 +22,7 @@ from typing import Final
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
-from fleet_server.alerts import TRANSITIONS
+from fleet_server.alerting import TRANSITIONS
 
 __all__ = ["API_PREFIX", "CONSOLE_PREFIX", "router"]
 

@@ -55,6 +55,7 @@ from fleet_server.models.escalation import (
     EscalationPolicy,
     EscalationPolicyIn,
     EscalationPolicyPublic,
+    PolicyVersion,
 )
 from fleet_server.models.event import Event, EventPublic, EventsPublic
 from fleet_server.models.ingest import (
@@ -120,6 +121,7 @@ __all__ = [
     "NodeReply",
     "NodeReplyPublic",
     "NodesPublic",
+    "PolicyVersion",
     "PowerSample",
     "PowerSite",
     "PowerState",

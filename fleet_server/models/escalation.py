@@ -35,6 +35,19 @@ class EscalationLevel(SQLModel, table=True):
     )
 
 
+class PolicyVersion(SQLModel, table=True):
+    """How many times what escalation reads (policies, levels, users) has changed.
+
+    One row (`id` 1). Every change to a policy, a level or a user bumps it in
+    the same transaction (`fleet_server.alerting.policies.bump_policy_version`),
+    so a cached copy of the policies is reloaded exactly when the version it
+    was loaded at is no longer the stored one, whichever process made the change.
+    """
+
+    id: int = Field(default=1, primary_key=True)
+    version: int = Field(default=0, ge=0)
+
+
 class EscalationLevelIn(BaseModel):
     """One rung as an admin writes it."""
 

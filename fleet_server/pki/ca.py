@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from fleet_server.errors import FleetServerError
+
 __all__ = [
     "CLOCK_SKEW",
     "RESERVED_NAMES",
@@ -58,7 +60,7 @@ RESERVED_NAMES = frozenset({"fleet-server", "admin", "root"})
 MAX_CSR_BYTES = 8192
 
 
-class PkiError(Exception):
+class PkiError(FleetServerError):
     """Root of fleet_server.pki errors."""
 
 

@@ -13,12 +13,14 @@ from typing import Any
 
 import httpx
 
+from fleet_server.errors import FleetServerError
+
 __all__ = ["TechApiError", "TechClient"]
 
 API = "/api/v1"
 
 
-class TechApiError(Exception):
+class TechApiError(FleetServerError):
     """The server refused or could not be reached; `.reason` is its code when it gave one."""
 
     def __init__(self, message: str, *, status: int = 0, reason: str = "") -> None:

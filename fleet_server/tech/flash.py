@@ -20,6 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from fleet_server.errors import FleetServerError
 from proto.bundle import BUNDLE_NAME, Bundle
 
 __all__ = ["FlashError", "Partition", "fat_partition", "flash_bundle", "read_partitions"]
@@ -30,7 +31,7 @@ FAT_TYPES = frozenset({0x01, 0x04, 0x06, 0x0B, 0x0C, 0x0E, 0xEF})
 GPT_PROTECTIVE = 0xEE
 
 
-class FlashError(Exception):
+class FlashError(FleetServerError):
     """The target cannot take a bundle (no FAT partition, no mtools, not writable…)."""
 
 

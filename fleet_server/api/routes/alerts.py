@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, status
 from sqlmodel import col, select
 
-from fleet_server.alerts import AlertNotFound, IllegalTransition, transition_alert
+from fleet_server.alerting import AlertNotFound, IllegalTransition, transition_alert
 from fleet_server.api.deps import CurrentUser, OperatorUser, RuntimeDep, SessionDep
 from fleet_server.crud import list_alerts
 from fleet_server.models import (

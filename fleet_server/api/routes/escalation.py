@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, status
 from sqlmodel import Session, col, select
 
-from fleet_server.alerts import set_policy
+from fleet_server.alerting import set_policy
 from fleet_server.api.deps import AdminUser, CurrentUser, SessionDep
 from fleet_server.models import (
     EscalationLevel,

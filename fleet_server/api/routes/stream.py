@@ -9,7 +9,8 @@ from fastapi import APIRouter, Header, HTTPException, Query
 from fastapi.responses import StreamingResponse
 
 from fleet_server.api.deps import RuntimeDep, StreamUser
-from fleet_server.feed_replay import parse_cursor, replay_frames, resync_frame
+from fleet_server.feed_replay import replay_frames
+from fleet_server.stream import parse_cursor, resync_frame
 
 router = APIRouter(prefix="/stream", tags=["stream"])
 
