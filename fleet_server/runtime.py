@@ -12,10 +12,9 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 
-from fleet_server.acks import Publisher
 from fleet_server.alerting import AlertNotice
 from fleet_server.broker import ManagedBroker
-from fleet_server.ingest import IngestWorker
+from fleet_server.ingest import IngestWorker, Publisher
 from fleet_server.mqtt import MqttLink
 from fleet_server.pki.runtime import PkiRuntime
 from fleet_server.ratelimit import TokenBucketLimiter

@@ -1,6 +1,6 @@
 """Acks wait while the worker is behind, never for a panic press, and none is lost.
 
-`fleet_server.acks.AckCoalescer` merges acks of non-panic events per node
+`fleet_server.ingest.acks.AckCoalescer` merges acks of non-panic events per node
 while more messages are queued; these stories pin its rules with a fake
 clock, then check the ingest worker keeps them with a real database.
 """
@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
-from fleet_server.acks import ACK_MAX_IDS, AckCoalescer
 from fleet_server.alerting import AlertNotice
 from fleet_server.ingest import IngestWorker
+from fleet_server.ingest.acks import ACK_MAX_IDS, AckCoalescer
 from proto.ids import new_event_id
 from proto.messages import PanicEvent
 from tests.ingest_support import T0, RecordedAcks, plate_read, sqlite_engine, wire

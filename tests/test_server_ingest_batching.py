@@ -17,9 +17,9 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, func, select
 
-from fleet_server.acks import publish_acks
 from fleet_server.alerting import AlertNotice
 from fleet_server.ingest import IngestWorker
+from fleet_server.ingest.acks import publish_acks
 from fleet_server.models import Alert, Event, PowerState
 from proto.codec import encode
 from proto.ids import new_event_id

@@ -24,10 +24,10 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, select
 
-from fleet_server import ingest
 from fleet_server.alerting import PolicyCache, ensure_default_policies
 from fleet_server.db import make_engine
-from fleet_server.ingest import IngestWorker, _BatchQueue, decode_all, sqlite_datetime, store_batch
+from fleet_server.ingest import BatchQueue, IngestWorker, decode_all, sqlite_datetime, store_batch
+from fleet_server.ingest import writer as ingest_writer
 from fleet_server.models import Alert, Event, IngestRejection, Node, PowerState, SequenceGap
 from fleet_server.schema import migrate
 from proto.codec import decode_uplink, encode, topic_for
@@ -124,7 +124,7 @@ def test_sqlite_multi_row_path_writes_the_same_rows_as_the_core_statements(
     batches = _mixed_batches()
     results = []
     for fast in (True, False):
-        monkeypatch.setattr(ingest, "MULTI_ROW_WRITES", fast)
+        monkeypatch.setattr(ingest_writer, "MULTI_ROW_WRITES", fast)
         db = tmp_path / f"fast-{fast}.db"
         eng = migrated_engine(db)
         for i, batch in enumerate(batches):
@@ -150,7 +150,7 @@ def test_the_postgresql_multi_row_path_writes_the_same_rows_as_the_core_statemen
     batches = _mixed_batches()
     results = []
     for fast in (True, False):
-        monkeypatch.setattr(ingest, "MULTI_ROW_WRITES", fast)
+        monkeypatch.setattr(ingest_writer, "MULTI_ROW_WRITES", fast)
         eng = make_engine(db_url)
         with eng.begin() as conn:  # a fresh schema for each path
             conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
@@ -250,7 +250,7 @@ def test_the_server_database_commits_with_full_sync(engine: Engine) -> None:
 
 
 def test_batch_queue_hands_over_everything_waiting_and_blocks_when_full() -> None:
-    q: _BatchQueue[int] = _BatchQueue(3)
+    q: BatchQueue[int] = BatchQueue(3)
     for i in range(3):
         q.put(i)
     done = threading.Event()

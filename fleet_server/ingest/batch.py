@@ -1,0 +1,61 @@
+"""What one batch's handlers share while it is stored: the session, the time, the outcome.
+
+A `Batch` lives for one transaction of the ingest worker. Handlers read and
+write through it: the policies loaded once for the batch, the open alerts and
+other state preloaded for all its nodes in one query each (`want`), the
+history rows collected for multi-row inserts, and the `BatchOutcome` that
+says what to acknowledge and announce after the commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlmodel import Session
+
+from fleet_server.alerting import AlertNotice, AlertRows, Policies
+from fleet_server.models import Alert
+
+__all__ = ["Batch", "BatchOutcome", "Preload"]
+
+
+@dataclass
+class BatchOutcome:
+    """What one committed batch means for the outside world."""
+
+    acks: dict[str, list[str]] = field(default_factory=dict)
+    urgent: set[str] = field(default_factory=set)  # nodes to ack at once (a panic press)
+    notices: list[AlertNotice] = field(default_factory=list)
+    inserted: int = 0
+    duplicates: int = 0
+
+
+Preload = Callable[["Batch", set[str]], None]
+
+
+@dataclass
+class Batch:
+    """One batch in progress (see the module docstring); made by `store_batch`."""
+
+    session: Session
+    now: datetime
+    policies: Policies
+    out: BatchOutcome = field(default_factory=BatchOutcome)
+    # Each node's highest seq so far, written back to `node.last_seq` at the end.
+    seqs: dict[str, int | None] = field(default_factory=dict)
+    # Nodes whose row was made in this batch (their first status is not a reconnect).
+    fresh: set[str] = field(default_factory=set)
+    # Open panic/tamper alerts of the batch's alerting nodes, by (node_id, type).
+    open_alerts: dict[tuple[str, str], Alert] = field(default_factory=dict)
+    alert_rows: AlertRows = field(default_factory=AlertRows)
+    preloads: dict[Preload, set[str]] = field(default_factory=dict)
+
+    def want(self, preload: Preload, node_id: str) -> None:
+        """Ask for `preload` to run once for this batch, over every node that asked."""
+        nodes = self.preloads.get(preload)
+        if nodes is None:
+            self.preloads[preload] = {node_id}
+        else:
+            nodes.add(node_id)

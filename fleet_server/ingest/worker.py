@@ -1,0 +1,207 @@
+"""The ingest worker: the thread between the MQTT client and the database.
+
+The paho network thread only hands `(topic, payload)` to a bounded queue (and
+blocks when it is full, which pushes back on the broker over TCP instead of
+dropping anything). One worker thread drains whatever has accumulated, up to
+`batch_max` messages, decodes it (`decode`), stores it in one transaction
+(`store`), commits, and only then acknowledges the events to their nodes
+(`acks`) and announces the alert changes (SSE, `AlertStateCommand`).
+
+Under light load a batch is a single message, so latency stays low; under a
+storm the queue fills while a commit runs and the next batch is larger, so
+throughput grows with load instead of one transaction per message. A batch
+that fails is retried message by message, so one bad message costs only
+itself: it is not acked (its node's outbox sends it again) and is counted as
+a `server_error` rejection.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from fleet_server.alerting import Notifier, PolicyCache
+from fleet_server.crud import add_rejections
+from fleet_server.ingest.acks import AckCoalescer, Publisher
+from fleet_server.ingest.batch import BatchOutcome
+from fleet_server.ingest.decode import Rejections, decode_all
+from fleet_server.ingest.queue import BatchQueue
+from fleet_server.ingest.store import store_batch
+from fleet_server.models import utcnow
+from proto.codec import Envelope
+
+__all__ = ["IngestStats", "IngestWorker"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestStats:
+    """Counters for logs, /healthz and benchmarks."""
+
+    received: int = 0
+    batches: int = 0
+    inserted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    failed: int = 0
+    refused_closing: int = 0  # arrived while stopping; the nodes re-send them
+    ack_messages: int = 0
+    acks_held: int = 0  # event ids committed, ack not yet sent (coalescing under backlog)
+
+
+class IngestWorker:
+    """The thread between the MQTT client and the database (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        publisher: Publisher,
+        notify: Notifier,
+        ack_timeout_s: float,
+        batch_max: int = 500,
+        queue_max: int = 50_000,
+        ack_hold_s: float = 0.5,
+    ) -> None:
+        self.engine = engine
+        self.publisher = publisher
+        self.notify = notify
+        self.ack_timeout_s = ack_timeout_s
+        self.batch_max = batch_max
+        self.policies = PolicyCache(ack_timeout_s=ack_timeout_s)
+        self.stats = IngestStats()
+        self.acks = AckCoalescer(publisher, hold_s=ack_hold_s)
+        self._queue: BatchQueue[tuple[str, bytes] | None] = BatchQueue(queue_max)
+        self._thread: threading.Thread | None = None
+        self._closing = False
+
+    def submit(self, topic: str, payload: bytes) -> None:
+        """Hand one message over; blocks (TCP backpressure) while the queue is full.
+
+        After `stop` began nothing is taken (or blocked on): the message is not
+        stored and not acked, so its node's outbox sends it again later.
+        """
+        if self._closing:
+            self.stats.refused_closing += 1
+            return
+        self._queue.put((topic, payload))
+
+    @property
+    def backlog(self) -> int:
+        """Messages waiting for the worker."""
+        return len(self._queue)
+
+    def start(self) -> None:
+        """Start the worker thread."""
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="nigehbaan-ingest", daemon=True)
+        self._thread.start()
+
+    def stop(self, *, timeout: float = 10.0) -> None:
+        """Finish what is queued, then stop."""
+        if self._thread is None:
+            return
+        self._closing = True
+        self._queue.put(None)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            logger.warning("ingest worker did not stop within %ss", timeout)
+        self._thread = None
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            batch: list[tuple[str, bytes]] = []
+            for item in self._queue.get_batch(self.batch_max):
+                if item is None:  # `stop`: what came before it is still processed
+                    stopping = True
+                    break
+                batch.append(item)
+            if not batch:
+                continue
+            try:
+                self.process(batch)
+            except Exception:
+                logger.exception("ingest batch of %s failed", len(batch))
+        self._flush_acks()
+
+    def _flush_acks(self) -> None:
+        try:
+            self.acks.flush(now=utcnow())
+        except Exception:
+            logger.exception("could not publish held acks; the nodes will re-send")
+        self.stats.ack_messages, self.stats.acks_held = self.acks.messages, self.acks.held
+
+    def process(self, raw: Sequence[tuple[str, bytes]]) -> None:
+        """Decode, store, commit, then ack and announce one batch."""
+        self.stats.received += len(raw)
+        self.stats.batches += 1
+        now = utcnow()
+        envelopes, rejections = decode_all(raw)
+        self.stats.rejected += sum(n for n, _, _ in rejections.values())
+        try:
+            outcome = self._commit(envelopes, rejections, now)
+        except Exception:
+            logger.exception("batch of %s failed; retrying message by message", len(raw))
+            outcome = BatchOutcome()
+            for envelope in envelopes:
+                try:
+                    one = self._commit([envelope], {}, now)
+                except Exception as exc:
+                    # Not acked: the node's outbox will send it again.
+                    self.stats.failed += 1
+                    logger.exception("could not store %s", envelope.topic)
+                    self._count_failure(envelope, exc, now)
+                    continue
+                for node_id, ids in one.acks.items():
+                    outcome.acks.setdefault(node_id, []).extend(ids)
+                outcome.notices += one.notices
+                outcome.urgent |= one.urgent
+                outcome.inserted += one.inserted
+                outcome.duplicates += one.duplicates
+            if rejections:
+                self._commit([], rejections, now)
+        self.stats.inserted += outcome.inserted
+        self.stats.duplicates += outcome.duplicates
+        # Acks go out after the commit; while more is queued, non-panic ones may wait
+        # for the next batches (`fleet_server.ingest.acks.AckCoalescer`).
+        self.acks.add(outcome.acks, urgent=outcome.urgent, backlog=self.backlog, now=now)
+        self.stats.ack_messages, self.stats.acks_held = self.acks.messages, self.acks.held
+        if outcome.notices:
+            self.notify(outcome.notices)
+
+    def _commit(
+        self, envelopes: Sequence[Envelope], rejections: Rejections, now: datetime
+    ) -> BatchOutcome:
+        with Session(self.engine, expire_on_commit=False) as session:
+            policies = self.policies.get(session)
+            outcome = store_batch(session=session, envelopes=envelopes, now=now, policies=policies)
+            if rejections:
+                add_rejections(session=session, counts=rejections, now=now)
+            session.commit()
+        return outcome
+
+    def _count_failure(self, envelope: Envelope, exc: Exception, now: datetime) -> None:
+        try:
+            with Session(self.engine) as session:
+                add_rejections(
+                    session=session,
+                    counts={
+                        ("server_error", envelope.topic.node_id): (
+                            1,
+                            repr(exc),
+                            str(envelope.topic),
+                        )
+                    },
+                    now=now,
+                )
+                session.commit()
+        except Exception:
+            logger.exception("could not count a server_error rejection")
