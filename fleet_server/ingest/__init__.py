@@ -20,7 +20,12 @@ from fleet_server.ingest.acks import ACK_MAX_IDS, AckCoalescer, Publisher, publi
 from fleet_server.ingest.batch import Batch, BatchOutcome
 from fleet_server.ingest.decode import Received, Rejections, decode_all
 from fleet_server.ingest.queue import BatchQueue
-from fleet_server.ingest.registry import MessageHandler, handler_for, register_handler
+from fleet_server.ingest.registry import (
+    MessageHandler,
+    handler_for,
+    register_handler,
+    unregister_handler,
+)
 from fleet_server.ingest.store import store_batch
 from fleet_server.ingest.worker import IngestStats, IngestWorker
 from fleet_server.ingest.writer import sqlite_datetime
@@ -43,4 +48,5 @@ __all__ = [
     "register_handler",
     "sqlite_datetime",
     "store_batch",
+    "unregister_handler",
 ]

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from fleet_server.ingest.batch import Batch
 from fleet_server.models import Node
 
-__all__ = ["MessageHandler", "handler_for", "register_handler"]
+__all__ = ["MessageHandler", "handler_for", "register_handler", "unregister_handler"]
 
 
 class MessageHandler(Protocol):
@@ -48,19 +48,27 @@ class MessageHandler(Protocol):
         ...
 
 
-_HANDLERS: dict[type, MessageHandler] = {}
+_HANDLERS: dict[type, MessageHandler] = {}  # registered, and resolved through a base
+_RESOLVED: set[type] = set()  # classes in `_HANDLERS` only through a base's handler
 
 
 def register_handler(message_type: type, handler: MessageHandler) -> None:
     """Store messages of `message_type` (and subclasses without their own) with `handler`."""
+    _forget_resolved()
     _HANDLERS[message_type] = handler
-    # Forget classes resolved through a base: they may now have a nearer handler.
-    for cls in [c for c in _HANDLERS if c is not message_type and _resolved.get(c)]:
-        del _HANDLERS[cls]
-    _resolved.pop(message_type, None)
 
 
-_resolved: dict[type, bool] = {}
+def unregister_handler(message_type: type) -> None:
+    """Drop `message_type`'s own handler (it falls back to its nearest base's)."""
+    _forget_resolved()
+    _HANDLERS.pop(message_type, None)
+
+
+def _forget_resolved() -> None:
+    # A class resolved through a base may have a nearer handler after a change.
+    for cls in _RESOLVED:
+        _HANDLERS.pop(cls, None)
+    _RESOLVED.clear()
 
 
 def handler_for(message_type: type) -> MessageHandler:
@@ -72,6 +80,6 @@ def handler_for(message_type: type) -> MessageHandler:
         handler = _HANDLERS.get(base)
         if handler is not None:
             _HANDLERS[message_type] = handler
-            _resolved[message_type] = True
+            _RESOLVED.add(message_type)
             return handler
     raise LookupError(f"no ingest handler for {message_type.__name__}")
