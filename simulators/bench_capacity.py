@@ -22,19 +22,11 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from fleet_server.broker import ManagedBroker
-from simulators.bench_panic import machine
-
-
-def _emit(line: str) -> None:
-    """A line for the parent process on stdout (this is a child's whole output)."""
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
+from simulators.bench_harness import bench_result, bench_work_dir, emit, loopback_broker, own_cpu_s
 
 
 def _rss_mb() -> float:
@@ -42,11 +34,6 @@ def _rss_mb() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS in /proc/self/status")
-
-
-def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _open_files() -> int:
@@ -66,9 +53,9 @@ async def _measure(*, nodes: int, broker_url: str, data_dir: Path, idle_s: float
         gc.collect()
         gc.freeze()
         await asyncio.sleep(2.0)  # let the connect burst (births, statuses) settle
-        cpu_before, wall_before = _cpu_s(), time.monotonic()
+        cpu_before, wall_before = own_cpu_s(), time.monotonic()
         await asyncio.sleep(idle_s)
-        cpu_idle = (_cpu_s() - cpu_before) / (time.monotonic() - wall_before)
+        cpu_idle = (own_cpu_s() - cpu_before) / (time.monotonic() - wall_before)
         connected = sum(1 for n in fleet.nodes if n.agent.connected)
         rss = _rss_mb() - rss_before
         fds = _open_files() - fds_before
@@ -106,7 +93,7 @@ def step_main(argv: list[str]) -> int:
     except Exception as exc:  # reported, not raised: the parent records the ceiling
         result = {"nodes": args.nodes, "error": f"{type(exc).__name__}: {exc}"[:500]}
     result["nofile_limit"] = hard
-    _emit(json.dumps(result))
+    emit(json.dumps(result))
     return 0
 
 
@@ -114,16 +101,16 @@ def run_capacity_bench(
     *, sizes: list[int], idle_s: float, work_dir: Path | None = None
 ) -> dict[str, Any]:
     """Measure each fleet size in turn; stop at the first that fails."""
+    started_at = time.time()
     steps: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="nb-capacity-") as tmp:
-        work = work_dir or Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        # Mosquitto inherits this limit and needs a socket per node.
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        broker = ManagedBroker.loopback(work / "broker")
-        broker.start()
-        try:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # Mosquitto inherits this limit and needs a socket per node.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    try:
+        with (
+            bench_work_dir(work_dir, prefix="nb-capacity-") as work,
+            loopback_broker(work) as broker,
+        ):
             for size in sizes:
                 # fmt: off
                 command = [
@@ -143,22 +130,19 @@ def run_capacity_bench(
                 steps.append(step)
                 if "error" in step or step.get("connected") != size:
                     break
-        finally:
-            broker.stop()
-            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     held = [s["nodes"] for s in steps if "error" not in s and s.get("connected") == s["nodes"]]
     per_node_fds = max((s["open_files_per_node"] for s in steps if "error" not in s), default=0)
-    return {
-        "bench": "sim-capacity",
+    figures = {
         "sizes": sizes,
         "idle_s": idle_s,
         "max_nodes_held": max(held, default=0),
         "nofile_hard_limit": hard,
         "fd_ceiling_nodes": int(hard // per_node_fds) if per_node_fds else None,
         "steps": steps,
-        "machine": machine(),
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    return bench_result("sim-capacity", figures, started_at=started_at)
 
 
 if __name__ == "__main__":  # one measured fleet size, in its own process

@@ -1,19 +1,19 @@
-"""`nigehbaan bench …`: benchmarks that print one JSON line and save it in bench-results/.
+"""`nigehbaan bench …`: benchmarks that print one JSON line and save it in var/bench-results/.
 
 Speed is measured here, never asserted in tests. Every run stays on loopback
-and is bounded in presses and time.
+and is bounded in presses and time. What the benchmarks share (the result
+envelope, saving and printing it, the loopback stack) is
+`simulators.bench_harness`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import resource
 import sys
-import time
 from pathlib import Path
-from typing import Any
+
+from simulators.bench_harness import add_output_options, publish, raise_fd_limit
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,10 +37,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     panic.add_argument(
         "--background-telemetry", type=float, default=30.0, help="their telemetry interval (s)"
     )
-    panic.add_argument("--json", action="store_true", help="print only the JSON line")
-    panic.add_argument(
-        "--results-dir", type=Path, default=Path("bench-results"), help="where to save results"
-    )
+    add_output_options(panic)
     panic.set_defaults(func=_panic)
     ingest = sub.add_parser("ingest", help="server ingest rate vs. the broker's own rate")
     ingest.add_argument("--events", type=int, default=20_000, help="events per phase (1-90000)")
@@ -59,39 +56,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="SECONDS",
         help="the server's ingest_ack_hold_s (0-5; 0 = ack every batch at once)",
     )
-    ingest.add_argument("--json", action="store_true", help="print only the JSON line")
-    ingest.add_argument(
-        "--results-dir", type=Path, default=Path("bench-results"), help="where to save results"
-    )
+    add_output_options(ingest)
     ingest.set_defaults(func=_ingest)
     capacity = sub.add_parser("sim-capacity", help="nodes per sim process, memory, idle CPU")
     capacity.add_argument(
         "--sizes", default="1000,2500,4500", help="fleet sizes to try, comma-separated"
     )
     capacity.add_argument("--idle", type=float, default=30.0, help="idle seconds measured")
-    capacity.add_argument("--json", action="store_true", help="print only the JSON line")
-    capacity.add_argument(
-        "--results-dir", type=Path, default=Path("bench-results"), help="where to save results"
-    )
+    add_output_options(capacity)
     capacity.set_defaults(func=_capacity)
-
-
-def raise_fd_limit(wanted: int) -> int:
-    """Raise the soft open-files limit towards `wanted` (each node holds a socket and a db)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = min(hard, max(soft, wanted))
-    if target > soft:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return target
-
-
-def save_result(result: dict[str, Any], results_dir: Path) -> Path:
-    """Write `result` as `<bench>-<timestamp>.json` and return the path."""
-    results_dir.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    path = results_dir / f"{result['bench']}-{stamp}.json"
-    path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return path
 
 
 def _panic(args: argparse.Namespace) -> int:
@@ -118,10 +91,7 @@ def _panic(args: argparse.Namespace) -> int:
         background_telemetry_s=args.background_telemetry,
     )
     result = asyncio.run(run_panic_bench(config))
-    path = save_result(result, args.results_dir)
-    print(json.dumps(result, sort_keys=True))
-    if not args.json:
-        print(f"saved {path}", file=sys.stderr)
+    publish(result, args)
     return 0 if result["lost"] == 0 and result["duplicate_alerts"] == 0 else 1
 
 
@@ -154,10 +124,7 @@ def _ingest(args: argparse.Namespace) -> int:
         ack_hold_s=args.ack_hold,
     )
     result = run_ingest_bench(config)
-    path = save_result(result, args.results_dir)
-    print(json.dumps(result, sort_keys=True))
-    if not args.json:
-        print(f"saved {path}", file=sys.stderr)
+    publish(result, args)
     return 0 if result["lost"] == 0 else 1
 
 
@@ -172,8 +139,5 @@ def _capacity(args: argparse.Namespace) -> int:
         print("bench sim-capacity: --sizes N,N,... each 1-20000; --idle 1-600", file=sys.stderr)
         return 2
     result = run_capacity_bench(sizes=sorted(sizes), idle_s=args.idle)
-    path = save_result(result, args.results_dir)
-    print(json.dumps(result, sort_keys=True))
-    if not args.json:
-        print(f"saved {path}", file=sys.stderr)
+    publish(result, args)
     return 0 if result["max_nodes_held"] > 0 else 1

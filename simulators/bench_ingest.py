@@ -32,12 +32,10 @@ import ipaddress
 import json
 import logging
 import os
-import resource
 import secrets
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -52,7 +50,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from fleet_server.broker import ManagedBroker
 from fleet_server.db import make_engine
 from fleet_server.mqtt import parse_broker_url
 from proto.codec import encode, topic_for
@@ -68,7 +65,14 @@ from proto.messages import (
     TamperEvent,
 )
 from proto.topics import Channel, channel_filter
-from simulators.bench_panic import machine
+from simulators.bench_harness import (
+    bench_result,
+    bench_server,
+    bench_work_dir,
+    emit,
+    loopback_broker,
+    own_cpu_s,
+)
 from simulators.server_process import ServerProcess
 
 logger = logging.getLogger(__name__)
@@ -267,16 +271,16 @@ def sink_main(argv: Sequence[str]) -> int:
     sink.client.loop_start()
     try:
         if not sink.ready.wait(15):
-            _emit(json.dumps({"error": "not subscribed"}))
+            emit(json.dumps({"error": "not subscribed"}))
             return 1
-        _emit("ready")
-        cpu_before = _own_cpu_s()
+        emit("ready")
+        cpu_before = own_cpu_s()
         sink.done.wait(args.timeout)  # bounded; the parent also terminates us
-        cpu_s = _own_cpu_s() - cpu_before
+        cpu_s = own_cpu_s() - cpu_before
     finally:
         sink.client.disconnect()
         sink.client.loop_stop()
-    _emit(
+    emit(
         json.dumps(
             {
                 "messages": sink.count,
@@ -287,17 +291,6 @@ def sink_main(argv: Sequence[str]) -> int:
         )
     )
     return 0
-
-
-def _emit(line: str) -> None:
-    """A line for the parent process on stdout (the sink's whole output)."""
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
-def _own_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def process_cpu_s(pid: int) -> float:
@@ -381,7 +374,7 @@ def _server_phase(
     hellos: list[tuple[str, bytes]],
     work: Path,
 ) -> dict[str, Any]:
-    env = {"NIGEHBAAN_MQTT_CLIENT_ID": f"fleet-server-bench-{secrets.token_hex(4)}"}
+    env: dict[str, str] = {}
     if config.ack_hold_s is not None:
         env["NIGEHBAAN_INGEST_ACK_HOLD_S"] = str(config.ack_hold_s)
     with bench_database(config.db_url, work) as db_url:
@@ -398,7 +391,7 @@ def _server_run(
     db_url: str,
     env: dict[str, str],
 ) -> dict[str, Any]:
-    server = ServerProcess(data_dir=work / "server", broker_url=url, db_url=db_url, env=env)
+    server = bench_server(work=work, broker_url=url, db_url=db_url, env=env)
     server.start()
     try:
         before = _warm_up(config, server, url, hellos)
@@ -513,23 +506,15 @@ def bench_database(db_url: str | None, work: Path) -> Iterator[str]:
 
 def run_ingest_bench(config: IngestBenchConfig) -> dict[str, Any]:
     """Run both phases once and return the result record."""
+    started_at = time.time()
     events = build_events(events=config.events, nodes=config.nodes)
     hellos = build_hellos(config.nodes)
-    with contextlib.ExitStack() as stack:
-        if config.work_dir is None:
-            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="nb-bench-")))
-        else:
-            work = config.work_dir
-            work.mkdir(parents=True, exist_ok=True)
-        broker = ManagedBroker.loopback(work / "broker")
-        broker.start()
-        stack.callback(broker.stop)
+    with bench_work_dir(config.work_dir) as work, loopback_broker(work) as broker:
         broker_phase = _broker_phase(config, broker.url, events)
         server_phase = _server_phase(config, broker.url, events, hellos, work)
     broker_rate, server_rate = broker_phase["rate"], server_phase["rate"]
     ratio = round(server_rate / broker_rate, 3) if broker_rate and server_rate else None
-    return {
-        "bench": "ingest",
+    figures = {
         "events": config.events,
         "nodes": config.nodes,
         "publishers": config.publishers,
@@ -543,9 +528,8 @@ def run_ingest_bench(config: IngestBenchConfig) -> dict[str, Any]:
         "lost": config.events - min(server_phase["acked"], server_phase["persisted"]),
         "broker": broker_phase,
         "server": server_phase,
-        "machine": machine(),
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    return bench_result("ingest", figures, started_at=started_at)
 
 
 if __name__ == "__main__":  # the sink child process

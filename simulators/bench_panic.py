@@ -21,10 +21,7 @@ import contextlib
 import gc
 import logging
 import math
-import os
-import platform
 import secrets
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +32,7 @@ import httpx
 
 from fleet_server.broker import ManagedBroker
 from simulators.bench_background import BackgroundFleet
+from simulators.bench_harness import bench_result, bench_server, bench_work_dir, loopback_broker
 from simulators.fleet import SimFleet
 from simulators.server_process import ServerProcess
 from simulators.sse import FeedItem, alert_feed
@@ -79,15 +77,6 @@ def latency_summary(samples_ms: list[float]) -> dict[str, float | None]:
     return out
 
 
-def machine() -> dict[str, Any]:
-    """What the figures were measured on."""
-    return {
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-    }
-
-
 class _Operator:
     """The benchmark's operator account on the server under test."""
 
@@ -121,20 +110,11 @@ class _Operator:
 
 async def run_panic_bench(config: PanicBenchConfig) -> dict[str, Any]:
     """Run the benchmark once and return its result record."""
+    started_at = time.time()
     with contextlib.ExitStack() as stack:
-        if config.work_dir is None:
-            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="nb-bench-")))
-        else:
-            work = config.work_dir
-            work.mkdir(parents=True, exist_ok=True)
-        broker = ManagedBroker.loopback(work / "broker")
-        broker.start()
-        stack.callback(broker.stop)
-        server = ServerProcess(
-            data_dir=work / "server",
-            broker_url=broker.url,
-            env={"NIGEHBAAN_MQTT_CLIENT_ID": f"fleet-server-bench-{secrets.token_hex(4)}"},
-        )
+        work = stack.enter_context(bench_work_dir(config.work_dir))
+        broker = stack.enter_context(loopback_broker(work))
+        server = bench_server(work=work, broker_url=broker.url)
         operator = _Operator(server)
         operator.create()
         server.start()
@@ -154,10 +134,10 @@ async def run_panic_bench(config: PanicBenchConfig) -> dict[str, Any]:
             await asyncio.to_thread(
                 background.start, timeout=max(120.0, config.background_nodes / 20)
             )
-        result = await _run(config, broker=broker, server=server, token=token, work=work)
+        figures = await _run(config, broker=broker, server=server, token=token, work=work)
         if background is not None:
-            result["background"] = background.summary()
-        return result
+            figures["background"] = background.summary()
+        return bench_result("panic", figures, started_at=started_at)
     raise AssertionError("unreachable")  # pragma: no cover - for mypy
 
 
@@ -222,7 +202,6 @@ async def _run(
     ]
     duplicate_alerts = sum(max(0, count - 1) for count in alerts_per_node.values())
     return {
-        "bench": "panic",
         "nodes": config.nodes,
         "presses": config.presses,
         "chaos": config.chaos,
@@ -237,8 +216,6 @@ async def _run(
         "latency_samples": len(latencies),
         "settled": settled,
         "fleet_connect_s": round(connect_s, 2),
-        "machine": machine(),
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
 

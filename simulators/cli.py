@@ -134,7 +134,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 async def _simulate(args: argparse.Namespace, script: list[tuple[int, float]]) -> dict[str, Any]:
-    from simulators.bench_cli import raise_fd_limit
+    from simulators.bench_harness import raise_fd_limit
     from simulators.fleet import SimFleet
 
     raise_fd_limit(args.nodes * 4 + 1024)

@@ -113,7 +113,7 @@ def prepare(args: argparse.Namespace) -> tuple[Scenario, int]:
 
 def _ensure_broker_fd_limit(scenario: Scenario, *, owns_broker: bool) -> None:
     """The broker this run starts inherits our limit and holds one socket per node."""
-    from simulators.bench_cli import raise_fd_limit
+    from simulators.bench_harness import raise_fd_limit
 
     needed = scenario.node_count + FDS_SPARE
     got = raise_fd_limit(needed)

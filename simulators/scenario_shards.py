@@ -181,7 +181,7 @@ def child_main(argv: list[str] | None = None) -> int:
     link = ParentLink(protocol_out, sys.stdin)
     try:
         scenario = load_scenario(args.scenario)
-        from simulators.bench_cli import raise_fd_limit
+        from simulators.bench_harness import raise_fd_limit
 
         raise_fd_limit(shard_fds_needed(scenario, shard))
         report = asyncio.run(_play_shard(args, scenario, shard, link))

@@ -163,7 +163,7 @@ def test_too_few_open_files_names_how_many_are_needed(monkeypatch: pytest.Monkey
     scenario = scale_fleet(load_scenario(LAHORE), 8333)
     needed = fds_needed(scenario)
     assert needed >= 8333 * FDS_PER_NODE
-    monkeypatch.setattr("simulators.bench_cli.raise_fd_limit", lambda wanted: 20_000)
+    monkeypatch.setattr("simulators.bench_harness.raise_fd_limit", lambda wanted: 20_000)
     with pytest.raises(ScenarioError) as caught:
         ensure_fd_limit(scenario)
     message = str(caught.value)

@@ -239,7 +239,7 @@ def _too_big(scenario: Scenario, hard: int) -> str:
 
 def ensure_fd_limit(scenario: Scenario) -> int:
     """Raise RLIMIT_NOFILE for the scenario; `ScenarioError` when the hard limit is too low."""
-    from simulators.bench_cli import raise_fd_limit
+    from simulators.bench_harness import raise_fd_limit
 
     needed = fds_needed(scenario)
     got = raise_fd_limit(needed)
