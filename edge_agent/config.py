@@ -3,8 +3,15 @@
 Loading is split into file → text → dict → model so tests and the simulator
 pass plain dicts (`AgentConfig.model_validate(d)` or `config_from_dict`).
 Unknown keys are refused everywhere: a typo in the field must fail loudly at
-start-up, not leave a pillar on a default. Every field carries a title,
-description and bounds.
+start-up, not leave a pillar on a default. Every field carries a
+description (tested) and bounds.
+
+Hardware is chosen by a discriminated union on ``type`` over the backends
+registered in `hardware` (entry points included): ``[hardware] type = "rpi"``
+for the board, ``[power.monitor] type = "ina219"`` for the power monitor,
+``[[cameras]] type = "opencv"`` per camera, each with its backend's own
+options. The old spellings (``[hardware] backend = ...``, ``[power] monitor =
+"<name>"`` with ``monitor_options = {...}``) still load, with one warning.
 
 Some settings may be changed at run time by a `SetConfigCommand`; they are
 listed in `RUNTIME_KEYS` and changed only through `apply_changes`, which
@@ -22,10 +29,21 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+)
 
 from edge_agent.errors import AgentError
 from edge_agent.power import PowerConfig
+from hardware.backends import BOARDS, BoardConfig
+from hardware.camera import CAMERAS, CameraConfig
+from hardware.errors import HardwareError
 from proto.codec import encode_canonical
 from proto.messages import GeoPoint
 from proto.topics import NAME_PATTERN, NODE_ID_PATTERN
@@ -38,6 +56,7 @@ else:  # pragma: no cover - exercised on Python 3.10 nodes (Jetson)
 __all__ = [
     "RUNTIME_KEYS",
     "AgentConfig",
+    "CameraSelection",
     "ConfigError",
     "HardwareConfig",
     "IdentityConfig",
@@ -149,7 +168,7 @@ class MqttConfig(_Section):
 class PanicConfig(_Section):
     """The panic button and how presses are interpreted."""
 
-    pin: PinName = 17
+    pin: PinName = Field(default=17, title="Button pin", description="where the button is wired")
     button: str = Field(
         default="main",
         pattern=NAME_PATTERN,
@@ -182,7 +201,7 @@ class PanicConfig(_Section):
 class IndicatorConfig(_Section):
     """The pillar's light and buzzer."""
 
-    led_pin: PinName = 27
+    led_pin: PinName = Field(default=27, title="LED pin", description="the pillar's light")
     buzzer_pin: int | str | None = Field(
         default=None, title="Buzzer pin", description="None when the pillar has no buzzer"
     )
@@ -220,14 +239,54 @@ class OutboxConfig(_Section):
     )
 
 
-class HardwareConfig(_Section):
-    """Which hardware backend to use; env NIGEHBAAN_HW overrides."""
+_legacy_warned: set[str] = set()
 
-    backend: Literal["sim", "rpi"] | None = Field(
-        default=None,
-        title="Backend",
-        description="sim | rpi; unset: try rpi, fall back to sim with a warning",
-    )
+
+def _warn_legacy(key: str, advice: str) -> None:
+    # Once per process: a simulated fleet loads thousands of configs.
+    if key not in _legacy_warned:
+        _legacy_warned.add(key)
+        logger.warning("agent.toml: %s is deprecated; %s", key, advice)
+
+
+def _board(value: Any) -> Any:
+    """``[hardware]`` → the registered board's config model (None: no board named)."""
+    if value is None or isinstance(value, BoardConfig):
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError("[hardware] must be a table with a 'type' key")
+    data = dict(value)
+    if "backend" in data:  # the old spelling: [hardware] backend = "sim"
+        if "type" in data:
+            raise ValueError("give [hardware] type only ('backend' is its old name)")
+        _warn_legacy("[hardware] backend", 'write [hardware] type = "<name>" instead')
+        name = data.pop("backend")
+        if name is not None:
+            data["type"] = name
+    if not data:
+        return None
+    try:
+        return BOARDS.validate(data)
+    except HardwareError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _camera(value: Any) -> Any:
+    if isinstance(value, CameraConfig):
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError("each [[cameras]] entry must be a table with a 'type' key")
+    try:
+        return CAMERAS.validate(value)
+    except HardwareError as exc:
+        raise ValueError(str(exc)) from None
+
+
+# The [hardware] section: a discriminated union on `type` over every board
+# registered in hardware.backends.BOARDS (entry points included), resolved at
+# validation time so a board installed by another package can be named.
+HardwareConfig = Annotated[SerializeAsAny[BoardConfig] | None, BeforeValidator(_board)]
+CameraSelection = Annotated[SerializeAsAny[CameraConfig], BeforeValidator(_camera)]
 
 
 class IdentityConfig(_Section):
@@ -277,7 +336,9 @@ class AgentConfig(_Section):
     serial: str = Field(
         min_length=1, max_length=64, title="Serial", description="hardware serial number"
     )
-    site_id: str | None = Field(default=None, pattern=NAME_PATTERN, description="site (pillar)")
+    site_id: str | None = Field(
+        default=None, pattern=NAME_PATTERN, title="Site", description="site (pillar)"
+    )
     district: str | None = Field(default=None, pattern=NAME_PATTERN, description="district")
     data_dir: Path = Field(
         title="Data directory", description="holds the outbox database; must be writable"
@@ -285,17 +346,49 @@ class AgentConfig(_Section):
     test_mode: bool = Field(
         default=False, description="start in commissioning test mode (presses marked test)"
     )
-    mqtt: MqttConfig = Field(default_factory=MqttConfig)
-    panic: PanicConfig = Field(default_factory=PanicConfig)
-    indicator: IndicatorConfig = Field(default_factory=IndicatorConfig)
-    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
-    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
-    hardware: HardwareConfig = Field(default_factory=HardwareConfig)
-    identity: IdentityConfig = Field(default_factory=IdentityConfig)
-    power: PowerConfig = Field(default_factory=PowerConfig)
+    dev_mode: bool = Field(
+        default=False,
+        title="Development mode",
+        description="with no [hardware] type, fall back to simulated hardware when the real "
+        "board cannot load (never on a pillar)",
+    )
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="how to reach the broker")
+    panic: PanicConfig = Field(default_factory=PanicConfig, description="the panic button")
+    indicator: IndicatorConfig = Field(
+        default_factory=IndicatorConfig, description="the pillar's light and buzzer"
+    )
+    telemetry: TelemetryConfig = Field(
+        default_factory=TelemetryConfig, description="periodic health reports"
+    )
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="the durable outbox")
+    hardware: HardwareConfig = Field(
+        default=None,
+        title="Board",
+        description="[hardware] type = one of the registered boards (sim, rpi, …) and its "
+        "options; env NIGEHBAAN_HW overrides; unset: the real board or a clear error",
+    )
+    cameras: list[CameraSelection] = Field(
+        default_factory=list,
+        max_length=16,
+        description="[[cameras]] entries: type = picamera2 | opencv | sim (or a registered one)",
+    )
+    identity: IdentityConfig = Field(
+        default_factory=IdentityConfig, description="enrollment server and certificate renewal"
+    )
+    power: PowerConfig = Field(
+        default_factory=PowerConfig, description="power monitor, battery and load shedding"
+    )
     location: GeoPoint | None = Field(
         default=None, description="surveyed WGS84 position (lat, lon), sent in Birth"
     )
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique_camera_ids(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
+        ids = [c.id for c in cameras]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"camera ids must be unique: {ids}")
+        return cameras
 
 
 def parse_config_text(

@@ -7,7 +7,8 @@ voltage), `autonomy_h` (hours the usable charge lasts at the present load),
 hysteresis so a node does not flap at a threshold) and `battery_faults`
 (voltage sag under load, over-temperature).
 
-`PowerManager` is the thin runner around them: every `PowerConfig.interval_s`
+`PowerManager` is the thin runner around them (and `PowerComponent` puts it in
+the node as a component): every `PowerConfig.interval_s`
 of its clock it reads the `hardware.power.PowerMonitor`, updates its state,
 tells the monitor the operating mode, and writes a `PowerEvent` through the
 agent's durable outbox for each change: ``mains_lost``/``mains_restored``,
@@ -29,12 +30,21 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    field_validator,
+    model_validator,
+)
 
+from edge_agent.component import CommandHandler, Health, NodeContext
 from hardware.battery import (
     CHEMISTRIES,
     Chemistry,
@@ -44,15 +54,16 @@ from hardware.battery import (
 )
 from hardware.clock import Clock
 from hardware.errors import HardwareError
-from hardware.power import PowerMonitor, PowerReading
+from hardware.power import MONITORS, PowerMonitor, PowerMonitorConfig, PowerReading
 from hardware.sim_clock import sleep_on
-from proto.messages import EventBase, PowerEvent, PowerTelemetry
+from proto.messages import Capability, EventBase, PowerEvent, PowerTelemetry
 from proto.topics import NAME_PATTERN
 
 __all__ = [
     "DEFAULT_STEPS",
     "ChargeEstimate",
     "PolicyStep",
+    "PowerComponent",
     "PowerConfig",
     "PowerManager",
     "PowerNotice",
@@ -74,6 +85,22 @@ PowerKind = Literal[
 ]
 AUTONOMY_CAP_H = 999.0
 _REST_CURRENT_C = 0.02  # below this share of capacity (A per Ah) the voltage is a resting one
+
+
+def _monitor(value: Any) -> Any:
+    if value is None or isinstance(value, PowerMonitorConfig):
+        return value
+    if isinstance(value, str):  # the old spelling: monitor = "ina219"
+        value = {"type": value}
+    if not isinstance(value, Mapping):
+        raise ValueError("[power.monitor] must be a table with a 'type' key")
+    try:
+        return MONITORS.validate(value)
+    except HardwareError as exc:
+        raise ValueError(str(exc)) from None
+
+
+MonitorSelection = Annotated[SerializeAsAny[PowerMonitorConfig] | None, BeforeValidator(_monitor)]
 
 
 class PolicyStep(BaseModel):
@@ -126,17 +153,17 @@ class PowerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(default=False, description="measure power and shed load")
-    monitor: Literal["sim", "ina219", "sysfs"] | None = Field(
-        default=None, description="power monitor backend; unset: the hardware backend's default"
-    )
-    monitor_options: dict[str, str | int | float | bool | list[float]] = Field(
-        default_factory=dict,
-        description="backend options (I2C addresses and shunts, sysfs names, sim site)",
+    monitor: MonitorSelection = Field(
+        default=None,
+        description="[power.monitor] type = ina219 | sysfs | sim (or a registered one) and its "
+        "options; unset: the board's default monitor",
     )
     interval_s: float = Field(
         default=60.0, ge=0.01, le=3600.0, description="seconds between readings"
     )
-    chemistry: Literal["lifepo4", "lead_acid"] = Field(default="lifepo4")
+    chemistry: Literal["lifepo4", "lead_acid"] = Field(
+        default="lifepo4", description="battery chemistry (voltage curve, floor, limits)"
+    )
     capacity_ah: float = Field(default=100.0, gt=0.0, le=10_000.0, description="rated capacity")
     autonomy_target_h: float = Field(
         default=8.0, gt=0.0, le=1000.0, description="autonomy_low below this (site's target)"
@@ -153,7 +180,36 @@ class PowerConfig(BaseModel):
     sag_factor: float = Field(
         default=3.0, gt=1.0, le=100.0, description="battery_fault when resistance ≥ healthy × this"
     )
-    steps: tuple[PolicyStep, ...] = Field(default=DEFAULT_STEPS, max_length=16)
+    steps: tuple[PolicyStep, ...] = Field(
+        default=DEFAULT_STEPS,
+        max_length=16,
+        description="load-shedding steps in the order they are entered ([[power.steps]])",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_monitor_spelling(cls, data: Any) -> Any:
+        """``monitor = "ina219"`` + ``monitor_options = {...}`` → ``[power.monitor]``."""
+        if not isinstance(data, Mapping) or "monitor_options" not in data:
+            return data
+        data = dict(data)
+        options = data.pop("monitor_options") or {}
+        monitor = data.get("monitor")
+        if not isinstance(options, Mapping):
+            raise ValueError("monitor_options must be a table")
+        if isinstance(monitor, str):
+            data["monitor"] = {**options, "type": monitor}
+        elif options:
+            raise ValueError(
+                "monitor_options needs a named monitor: write [power.monitor] "
+                'type = "<ina219|sysfs|sim>" with these options in that table'
+            )
+        logger.warning(
+            "agent.toml: [power] monitor_options is deprecated; write [power.monitor] "
+            'type = "%s" with the options in that table',
+            monitor,
+        )
+        return data
 
     @field_validator("steps")
     @classmethod
@@ -466,3 +522,70 @@ class PowerManager:
                 logger.critical("%s: battery exhausted, shedding the panic path", self.node_id)
                 await on_dark()
             await sleep_on(self.clock, self.config.interval_s)
+
+
+class PowerComponent:
+    """`PowerManager` as a node component: samples, writes power events, reports the step.
+
+    Telemetry gets the ``power`` block; the node state gets ``power_step``;
+    on entering the last step (the one that sheds the panic path) it gives the
+    final power event a moment to be acked and stops the node. Healthy while
+    the monitor gives readings: the latest sample read, and not too long ago
+    on the manager's clock.
+    """
+
+    name = "power"
+
+    def __init__(self, manager: PowerManager) -> None:
+        self.manager = manager
+        self.failed_reads = 0  # consecutive
+        self.last_read_at: float | None = None
+
+    @property
+    def capabilities(self) -> Sequence[Capability]:
+        return (Capability.POWER_MONITOR,)
+
+    def commands(self) -> Mapping[str, CommandHandler]:
+        return {}
+
+    def telemetry(self) -> Mapping[str, Any]:
+        return {"power": self.manager.telemetry()}
+
+    def health(self) -> Health:
+        manager = self.manager
+        if self.failed_reads:
+            return Health(False, f"power monitor: {self.failed_reads} failed readings in a row")
+        if self.last_read_at is None:
+            return Health(False, "power monitor: no reading yet")
+        age = manager.clock.monotonic() - self.last_read_at
+        if age > 3 * manager.config.interval_s:
+            return Health(False, f"power monitor: no reading for {age:.0f}s")
+        return Health(True, f"power monitor reading, step {manager.step_name()}")
+
+    async def run(self, ctx: NodeContext) -> None:
+        manager = self.manager
+        while True:
+            errors = manager.read_errors
+            notices = manager.sample()
+            if manager.read_errors > errors:
+                self.failed_reads += 1
+            else:
+                self.failed_reads = 0
+                self.last_read_at = manager.clock.monotonic()
+            ctx.set_state(power_step=manager.step)
+            for notice in notices:
+                logger.info("%s: power %s %s", ctx.node_id, notice.power, notice.detail or "")
+                ctx.write_event(manager.event_builder(notice))
+            if manager.dark and any(n.power == "policy_step" for n in notices):
+                logger.critical("%s: battery exhausted, shedding the panic path", ctx.node_id)
+                await self._go_dark(ctx)
+            await sleep_on(manager.clock, manager.config.interval_s)
+
+    async def _go_dark(self, ctx: NodeContext) -> None:
+        """The last power step: give the final power event a moment to be acked, then stop."""
+        ctx.counters["power_dark"] += 1
+        for _ in range(20):
+            if ctx.state.outbox_depth == 0 or not ctx.state.connected:
+                break
+            await ctx.clock.sleep(0.05)
+        ctx.request_stop()

@@ -1,7 +1,8 @@
 """Keeps a running agent's certificate fresh: check at start and periodically, renew when due.
 
-`CertificateRenewer` runs beside an `edge_agent.agent.Agent` in the same
-asyncio loop (the CLI and simulated fleets start it next to `agent.run()`).
+`CertificateRenewer` is a node component (`build_node` adds it; it does
+nothing unless the node uses mqtts with an enrollment server). It reads the
+config and reconnects the uplink through the `NodeContext` only.
 When less than ``identity.renew_when_left`` of the certificate's lifetime is
 left it asks the server for a new certificate on the same key (blocking HTTP,
 in a worker thread), which swaps ``node.pem`` atomically, then tells the
@@ -15,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Protocol
+from typing import Any, Protocol
 
+from edge_agent.component import CommandHandler, Health, NodeContext
 from edge_agent.enroll import (
     EnrollmentClient,
     EnrollmentError,
@@ -27,9 +29,7 @@ from edge_agent.enroll import (
     renew_certificate,
 )
 from edge_agent.identity import IdentityError, certificate_info, needs_renewal
-
-if TYPE_CHECKING:
-    from edge_agent.agent import Agent
+from proto.messages import Capability
 
 __all__ = ["CertificateRenewer", "ReloadableTransport"]
 
@@ -45,16 +45,20 @@ class ReloadableTransport(Protocol):
 
 
 class CertificateRenewer:
-    """Renews `agent`'s certificate when due; see the module docstring."""
+    """Renews the node's certificate when due; a node component (see the module docstring)."""
+
+    name = "renewal"
 
     def __init__(
         self,
-        agent: Agent,
+        node: Any = None,
         *,
         client_factory: Callable[[], EnrollmentClient] | None = None,
         now: Now | None = None,
     ) -> None:
-        self.agent = agent
+        # `node`: an `edge_agent.agent.Agent` (or anything with a `.node` context)
+        # to renew for when run outside a node's component list, as before.
+        self._bound: NodeContext | None = getattr(node, "node", node)
         self._client_factory = client_factory
         self._now = now or (lambda: datetime.now(timezone.utc))
         self.renewals = 0
@@ -62,9 +66,35 @@ class CertificateRenewer:
         self.last_error: str | None = None
         self._stopped = asyncio.Event()
 
+    def _ctx(self) -> NodeContext:
+        if self._bound is None:
+            raise RuntimeError("CertificateRenewer is not attached to a node")
+        return self._bound
+
+    # -------------------------------------------------------- component face
+
+    @property
+    def capabilities(self) -> Sequence[Capability]:
+        return ()
+
+    def commands(self) -> Mapping[str, CommandHandler]:
+        return {}
+
+    def telemetry(self) -> Mapping[str, Any]:
+        return {}
+
+    def health(self) -> Health:
+        if self._bound is None or not self.enabled:
+            return Health(True, "renewal not configured")
+        if self.last_error is not None:
+            return Health(False, f"last renewal failed: {self.last_error}"[:200])
+        return Health(True, f"{self.renewals} renewals")
+
+    # --------------------------------------------------------------- renewal
+
     @property
     def enabled(self) -> bool:
-        config = self.agent.config
+        config = self._ctx().config
         return (
             config.mqtt.tls
             and config.mqtt.cert_file is not None
@@ -73,23 +103,23 @@ class CertificateRenewer:
 
     def due(self) -> bool:
         """True when the certificate on disk should be renewed now."""
-        cert_file = self.agent.config.mqtt.cert_file
+        ctx = self._ctx()
+        cert_file = ctx.config.mqtt.cert_file
         if cert_file is None:
             return False
         try:
             info = certificate_info(cert_file.read_bytes())
         except (OSError, IdentityError) as exc:
-            logger.error("%s: cannot read certificate %s: %s", self.agent.node_id, cert_file, exc)
+            logger.error("%s: cannot read certificate %s: %s", ctx.node_id, cert_file, exc)
             return False
-        return needs_renewal(
-            info, now=self._now(), when_left=self.agent.config.identity.renew_when_left
-        )
+        return needs_renewal(info, now=self._now(), when_left=ctx.config.identity.renew_when_left)
 
     async def check(self) -> bool:
         """Renew if due; True if a new certificate is in use. Never raises for a refusal."""
         if not self.enabled or not self.due():
             return False
-        config = self.agent.config
+        ctx = self._ctx()
+        config = ctx.config
         client = self._client_factory() if self._client_factory else None
         try:
             result: EnrollmentResult = await asyncio.to_thread(
@@ -102,31 +132,30 @@ class CertificateRenewer:
         except EnrollmentRefused as exc:
             self.failures += 1
             self.last_error = exc.message
-            logger.critical("%s: certificate renewal refused: %s", self.agent.node_id, exc)
+            logger.critical("%s: certificate renewal refused: %s", ctx.node_id, exc)
             return False
         except (EnrollmentError, IdentityError, OSError) as exc:
             self.failures += 1
             self.last_error = str(exc)
-            logger.warning("%s: certificate renewal failed: %s", self.agent.node_id, exc)
+            logger.warning("%s: certificate renewal failed: %s", ctx.node_id, exc)
             return False
         self.renewals += 1
         self.last_error = None
-        self.agent.counters["cert_renewals"] += 1
-        # Transports without TLS files (tests' fakes) have nothing to reload.
-        reload = getattr(self.agent.transport, "reload_tls", None)
-        if callable(reload):
-            reload()
-        logger.info("%s: renewed certificate until %s", self.agent.node_id, result.not_after)
+        ctx.counters["cert_renewals"] += 1
+        ctx.reload_tls()
+        logger.info("%s: renewed certificate until %s", ctx.node_id, result.not_after)
         return True
 
-    async def run(self) -> None:
+    async def run(self, ctx: NodeContext | None = None) -> None:
         """Check at start, then every ``renew_check_interval_s`` (sooner after a failure)."""
+        if ctx is not None:
+            self._bound = ctx
         if not self.enabled:
             return
         while not self._stopped.is_set():
             before = self.failures
             await self.check()
-            identity = self.agent.config.identity
+            identity = self._ctx().config.identity
             failed = self.failures > before
             wait = identity.renew_retry_s if failed else identity.renew_check_interval_s
             try:

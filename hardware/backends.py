@@ -1,11 +1,21 @@
-"""Choosing a hardware backend by name: ``sim`` or ``rpi``.
+"""The node's board: which family of button/light backends it uses, chosen by name.
 
-Like gpiozero's ``GPIOZERO_PIN_FACTORY``, the name comes from configuration
-and the environment variable ``NIGEHBAAN_HW`` overrides it. A name that was
-asked for and cannot load raises `BackendUnavailable`: a pillar configured for
-real pins must never quietly turn into a simulator. Only when *no* name was
-given does the registry try the real backend first and fall back to ``sim``,
-and that fallback warns (``HardwareFallback`` warning and a log line).
+A board backend (`HardwareBackend`) makes the panic button and the indicator
+and names the board's default power monitor. Boards are registered in
+`BOARDS` (entry-point group ``nigehbaan.hardware``) by their config model
+(``SimBoardConfig``: ``type = "sim"``; ``RpiBoardConfig``: ``type = "rpi"``);
+agent.toml selects one with ``[hardware] type = "..."``.
+
+Like gpiozero's ``GPIOZERO_PIN_FACTORY``, the environment variable
+``NIGEHBAAN_HW`` overrides the configured name. A backend that was named and
+cannot load raises `BackendUnavailable`: a pillar configured for real pins
+never quietly turns into a simulator. When *no* backend is named, the
+registry tries the real one (``rpi``); if it cannot load, that is an error
+too — a pillar whose GPIO library broke after an OS update must stop with a
+clear message, not run a simulated panic button. Only in an explicit
+development mode (``dev_mode=True``: ``dev_mode = true`` in agent.toml) does
+it fall back to ``sim``, and then it warns (`HardwareFallback` warning and a
+log line). Naming ``sim`` (config or ``NIGEHBAAN_HW=sim``) is itself explicit.
 
 Real backends import their libraries lazily, so this package installs and
 imports on any machine.
@@ -13,27 +23,35 @@ imports on any machine.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import Field
 
 from hardware.button import GpioButton, PanicButton, SimButton
 from hardware.clock import Clock, SystemClock
 from hardware.errors import BackendUnavailable, HardwareError
 from hardware.indicator import GpioIndicator, Indicator, SimIndicator
+from hardware.registry import BackendConfig, BackendRegistry, factory_model
 
 if TYPE_CHECKING:
     from hardware.power import PowerMonitor
 
 __all__ = [
+    "BOARDS",
     "ENV_VAR",
+    "BoardConfig",
     "HardwareBackend",
     "HardwareFallback",
     "RpiBackend",
+    "RpiBoardConfig",
     "SimBackend",
+    "SimBoardConfig",
     "backend_names",
     "load_backend",
     "register_backend",
@@ -42,10 +60,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ENV_VAR = "NIGEHBAAN_HW"
+_DEFAULT_ORDER = ("rpi",)
 
 
 class HardwareFallback(UserWarning):
-    """The default backend could not load and the simulated one is used instead."""
+    """No backend was named, the real one could not load, and dev mode chose ``sim``."""
 
 
 class HardwareBackend(ABC):
@@ -77,6 +96,10 @@ class HardwareBackend(ABC):
         )
 
 
+class BoardConfig(BackendConfig[HardwareBackend]):
+    """Base of the ``[hardware]`` section's models (one per registered board)."""
+
+
 class SimBackend(HardwareBackend):
     """Mock pins and recorded outputs; one `MockFactory` per backend (per node)."""
 
@@ -95,23 +118,35 @@ class SimBackend(HardwareBackend):
         return SimIndicator(clock=self.clock)
 
 
+class SimBoardConfig(BoardConfig):
+    """``[hardware] type = "sim"``: gpiozero mock pins; tests and simulators drive them."""
+
+    type: Literal["sim"] = Field(description="simulated board (mock pins, recorded light)")
+
+    def create(self, *, clock: Clock) -> HardwareBackend:
+        return SimBackend(clock=clock)
+
+
+PinFactoryName = Literal["auto", "lgpio", "rpigpio", "native"]
+
+
 class RpiBackend(HardwareBackend):
     """Real GPIO on a Raspberry Pi through gpiozero's hardware pin factories."""
 
     name = "rpi"
     default_power_monitor = "ina219"
-    _FACTORIES = (
-        ("gpiozero.pins.lgpio", "LGPIOFactory"),
-        ("gpiozero.pins.rpigpio", "RPiGPIOFactory"),
-        ("gpiozero.pins.native", "NativeFactory"),
-    )
+    _FACTORIES: ClassVar[dict[str, tuple[str, str]]] = {
+        "lgpio": ("gpiozero.pins.lgpio", "LGPIOFactory"),
+        "rpigpio": ("gpiozero.pins.rpigpio", "RPiGPIOFactory"),
+        "native": ("gpiozero.pins.native", "NativeFactory"),
+    }
 
-    def __init__(self, *, clock: Clock | None = None) -> None:
+    def __init__(self, *, clock: Clock | None = None, pin_factory: PinFactoryName = "auto") -> None:
         super().__init__(clock=clock)
-        import importlib
-
+        names = list(self._FACTORIES) if pin_factory == "auto" else [pin_factory]
         reasons: list[str] = []
-        for module_name, class_name in self._FACTORIES:
+        for factory_name in names:
+            module_name, class_name = self._FACTORIES[factory_name]
             try:
                 module = importlib.import_module(module_name)
                 self.pin_factory: Any = getattr(module, class_name)()
@@ -131,19 +166,40 @@ class RpiBackend(HardwareBackend):
         return GpioIndicator(led_pin=led_pin, buzzer_pin=buzzer_pin, pin_factory=self.pin_factory)
 
 
+class RpiBoardConfig(BoardConfig):
+    """``[hardware] type = "rpi"``: a Raspberry Pi's GPIO through gpiozero."""
+
+    type: Literal["rpi"] = Field(description="Raspberry Pi GPIO (gpiozero pin factories)")
+    pin_factory: PinFactoryName = Field(
+        default="auto",
+        description="gpiozero pin factory; auto tries lgpio, then RPi.GPIO, then native",
+    )
+
+    def create(self, *, clock: Clock) -> HardwareBackend:
+        return RpiBackend(clock=clock, pin_factory=self.pin_factory)
+
+
+BOARDS: BackendRegistry[HardwareBackend] = BackendRegistry(
+    capability="hardware",
+    group="nigehbaan.hardware",
+    builtin={"sim": "hardware.backends:SimBoardConfig", "rpi": "hardware.backends:RpiBoardConfig"},
+)
+
 BackendFactory = Callable[..., HardwareBackend]
-_REGISTRY: dict[str, BackendFactory] = {"sim": SimBackend, "rpi": RpiBackend}
-_DEFAULT_ORDER = ("rpi",)
 
 
 def register_backend(name: str, factory: BackendFactory) -> None:
-    """Add a backend family (e.g. ``jetson``); `factory(clock=...)` builds it."""
-    _REGISTRY[name] = factory
+    """Add a board with no options (e.g. in a test); `factory(clock=...)` builds it.
+
+    A board with options registers its `BoardConfig` model through the
+    ``nigehbaan.hardware`` entry-point group (or `BOARDS.register`).
+    """
+    BOARDS.register(factory_model(BoardConfig, name, factory))
 
 
 def backend_names() -> list[str]:
     """Names `load_backend` accepts."""
-    return sorted(_REGISTRY)
+    return BOARDS.names()
 
 
 def load_backend(
@@ -151,30 +207,46 @@ def load_backend(
     *,
     clock: Clock | None = None,
     environ: Mapping[str, str] | None = None,
+    config: BackendConfig[HardwareBackend] | Mapping[str, Any] | None = None,
+    dev_mode: bool = False,
 ) -> HardwareBackend:
-    """The backend named by ``NIGEHBAAN_HW``, else `name`, else the first that loads.
+    """The backend named by ``NIGEHBAAN_HW``, else `config`/`name`, else the real one.
 
-    Raises `HardwareError` for an unknown name and `BackendUnavailable` when a
-    named backend cannot load.
+    Raises `HardwareError` for an unknown name and `BackendUnavailable` when
+    the backend cannot load — also when none was named and the real backend
+    cannot load, unless `dev_mode` allows the simulated one (with a warning).
     """
     env = os.environ if environ is None else environ
+    clock = clock or SystemClock()
     override = env.get(ENV_VAR, "").strip()
-    if override and name and override != name:
-        logger.info("%s=%s overrides configured hardware backend %r", ENV_VAR, override, name)
-    chosen = override or name
-    if chosen:
-        try:
-            factory = _REGISTRY[chosen]
-        except KeyError:
-            raise HardwareError(
-                f"unknown hardware backend {chosen!r}; choose one of {backend_names()}"
-            ) from None
-        return factory(clock=clock)
+    chosen: BackendConfig[HardwareBackend] | None = None
+    if config is not None:
+        chosen = BOARDS.validate(config)
+    elif name:
+        chosen = BOARDS.default(name)
+    if override:
+        if chosen is not None and chosen.type != override:
+            logger.info(
+                "%s=%s overrides configured hardware backend %r", ENV_VAR, override, chosen.type
+            )
+        if chosen is None or chosen.type != override:
+            chosen = BOARDS.default(override)
+    if chosen is not None:
+        return chosen.create(clock=clock)
+    reasons: list[str] = []
     for candidate in _DEFAULT_ORDER:
         try:
-            return _REGISTRY[candidate](clock=clock)
-        except BackendUnavailable as exc:
-            message = f"hardware backend {candidate!r} unavailable ({exc}); using 'sim'"
-            warnings.warn(message, HardwareFallback, stacklevel=2)
-            logger.warning("%s", message)
+            return BOARDS.default(candidate).create(clock=clock)
+        except HardwareError as exc:
+            reasons.append(f"{candidate!r}: {exc}")
+    if not dev_mode:
+        raise BackendUnavailable(
+            "no hardware backend is named and none can load ("
+            + "; ".join(reasons)
+            + f"); name one in agent.toml ([hardware] type = one of {backend_names()}), "
+            f"or set dev_mode = true or {ENV_VAR}=sim to run on simulated hardware"
+        )
+    message = f"hardware backend unavailable ({'; '.join(reasons)}); dev mode: using 'sim'"
+    warnings.warn(message, HardwareFallback, stacklevel=2)
+    logger.warning("%s", message)
     return SimBackend(clock=clock)

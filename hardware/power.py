@@ -3,8 +3,10 @@
 One interface, `PowerMonitor`: ``read()`` returns a `PowerReading` (any field
 a board cannot measure is None) and ``set_operating_mode(step)`` tells the
 site which load-shedding step the node is in (a real site's load follows by
-itself; the simulated one changes its draw). Backends, chosen by name through
-`load_power_monitor` (the hardware backend picks its default):
+itself; the simulated one changes its draw). Backends are registered in
+`MONITORS` (entry-point group ``nigehbaan.hardware.power_monitors``) by their
+config model, selected by ``[power.monitor] type = "..."`` in agent.toml or by
+name through `load_power_monitor` (the board backend picks its default):
 
 - ``ina219``: Texas Instruments INA219 current/power monitors on I2C
   (smbus2, imported only when used), one per channel: ``panel``, ``battery``
@@ -28,21 +30,29 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+
+from pydantic import Field
 
 from hardware.clock import Clock, SystemClock
 from hardware.errors import BackendUnavailable, HardwareError
+from hardware.registry import BackendConfig, BackendRegistry, factory_model
 from hardware.solar import CITIES
 from hardware.solar_site import DEFAULT_LOADS_W, SiteSpec, SolarSite, Weather
 
 __all__ = [
+    "MONITORS",
     "Ina219Channel",
     "Ina219Monitor",
+    "Ina219MonitorConfig",
     "PowerMonitor",
+    "PowerMonitorConfig",
     "PowerReadError",
     "PowerReading",
+    "SimMonitorConfig",
     "SimPowerMonitor",
     "SmBus",
+    "SysfsMonitorConfig",
     "SysfsPowerMonitor",
     "ina219_bus_volts",
     "ina219_shunt_amps",
@@ -381,36 +391,128 @@ class SimPowerMonitor(PowerMonitor):
 
 # --------------------------------------------------------------- registry
 
+
+class PowerMonitorConfig(BackendConfig[PowerMonitor]):
+    """Base of the ``[power.monitor]`` section's models (one per registered monitor)."""
+
+
+class Ina219MonitorConfig(PowerMonitorConfig):
+    """``[power.monitor] type = "ina219"``: INA219s on an I2C bus (smbus2)."""
+
+    type: Literal["ina219"] = Field(description="INA219 current/power monitors on I2C")
+    i2c_bus: int = Field(default=1, ge=0, le=255, description="the N of /dev/i2c-N")
+    panel_address: int | None = Field(
+        default=0x40, ge=0x03, le=0x77, description="I2C address of the panel INA219; None: none"
+    )
+    panel_shunt_ohm: float = Field(
+        default=0.1, gt=0.0, le=10.0, description="shunt resistor on the panel channel"
+    )
+    battery_address: int | None = Field(
+        default=0x41, ge=0x03, le=0x77, description="I2C address of the battery INA219; None: none"
+    )
+    battery_shunt_ohm: float = Field(
+        default=0.1, gt=0.0, le=10.0, description="shunt resistor on the battery channel"
+    )
+    load_address: int | None = Field(
+        default=None, ge=0x03, le=0x77, description="I2C address of a load INA219, if fitted"
+    )
+    load_shunt_ohm: float = Field(
+        default=0.1, gt=0.0, le=10.0, description="shunt resistor on the load channel"
+    )
+
+    def create(self, *, clock: Clock) -> PowerMonitor:
+        return Ina219Monitor.from_options(clock=clock, options=self.model_dump(exclude={"type"}))
+
+
+class SysfsMonitorConfig(PowerMonitorConfig):
+    """``[power.monitor] type = "sysfs"``: Linux ``/sys/class/power_supply``."""
+
+    type: Literal["sysfs"] = Field(description="kernel power_supply class devices")
+    root: Path = Field(
+        default=Path("/sys/class/power_supply"), description="where the supplies are listed"
+    )
+    battery: str | None = Field(
+        default=None, description="battery supply name; None: the first of type Battery"
+    )
+    mains: str | None = Field(
+        default=None, description="mains supply name; None: the first of type Mains"
+    )
+    panel: str | None = Field(default=None, description="a supply that measures the panel")
+
+    def create(self, *, clock: Clock) -> PowerMonitor:
+        return SysfsPowerMonitor(
+            root=self.root, battery=self.battery, mains=self.mains, panel=self.panel, clock=clock
+        )
+
+
+class SimMonitorConfig(PowerMonitorConfig):
+    """``[power.monitor] type = "sim"``: a simulated solar site (`hardware.solar_site`)."""
+
+    type: Literal["sim"] = Field(description="simulated solar site")
+    city: str = Field(default="lahore", description="known city for position and climate")
+    lat: float | None = Field(default=None, ge=-90.0, le=90.0, description="overrides the city")
+    lon: float | None = Field(default=None, ge=-180.0, le=180.0, description="overrides the city")
+    panel_w: float = Field(default=300.0, ge=0.0, le=10_000.0, description="panel rating (W)")
+    chemistry: Literal["lifepo4", "lead_acid"] = Field(
+        default="lifepo4", description="battery chemistry"
+    )
+    capacity_ah: float = Field(default=100.0, gt=0.0, le=10_000.0, description="battery (Ah)")
+    mains: bool = Field(default=False, description="the site also has mains power")
+    mean_temp_c: float | None = Field(default=None, description="overrides the city's mean")
+    daily_swing_c: float | None = Field(default=None, description="overrides the city's swing")
+    enclosure_gain_c: float = Field(default=8.0, description="enclosure heating in the sun")
+    resistance_factor: float = Field(
+        default=1.0, gt=0.0, description="battery internal resistance × this (ageing)"
+    )
+    loads_w: tuple[float, ...] = Field(
+        default=tuple(DEFAULT_LOADS_W), description="load (W) in each operating mode"
+    )
+    cloud_cover: float = Field(default=0.1, ge=0.0, le=1.0, description="base cloud cover")
+    soc: float = Field(default=1.0, ge=0.0, le=1.0, description="state of charge at start")
+
+    def create(self, *, clock: Clock) -> PowerMonitor:
+        options = self.model_dump(exclude={"type"}, exclude_none=True)
+        return SimPowerMonitor.from_options(clock=clock, options=options)
+
+
+MONITORS: BackendRegistry[PowerMonitor] = BackendRegistry(
+    capability="power monitor",
+    group="nigehbaan.hardware.power_monitors",
+    builtin={
+        "ina219": "hardware.power:Ina219MonitorConfig",
+        "sysfs": "hardware.power:SysfsMonitorConfig",
+        "sim": "hardware.power:SimMonitorConfig",
+    },
+)
+
 MonitorFactory = Callable[..., PowerMonitor]
-_MONITORS: dict[str, MonitorFactory] = {
-    "ina219": Ina219Monitor.from_options,
-    "sysfs": SysfsPowerMonitor.from_options,
-    "sim": SimPowerMonitor.from_options,
-}
 
 
 def register_power_monitor(name: str, factory: MonitorFactory) -> None:
-    """Add a power monitor backend; `factory(clock=..., options=...)` builds it."""
-    _MONITORS[name] = factory
+    """Add a power monitor with no options; `factory(clock=..., options={})` builds it.
+
+    A monitor with options registers its `PowerMonitorConfig` model through the
+    ``nigehbaan.hardware.power_monitors`` entry-point group (or `MONITORS.register`).
+    """
+
+    def build(*, clock: Clock) -> PowerMonitor:
+        return factory(clock=clock, options={})
+
+    MONITORS.register(factory_model(PowerMonitorConfig, name, build))
 
 
 def power_monitor_names() -> list[str]:
     """Names `load_power_monitor` accepts."""
-    return sorted(_MONITORS)
+    return MONITORS.names()
 
 
 def load_power_monitor(
     name: str, *, clock: Clock | None = None, options: Mapping[str, Any] | None = None
 ) -> PowerMonitor:
-    """The power monitor backend `name`, built from `options`.
+    """The power monitor backend `name`, built from `options` (validated by its model).
 
-    Raises `HardwareError` for an unknown name and `BackendUnavailable` when
-    the backend cannot load on this machine.
+    Raises `HardwareError` for an unknown name or a bad option and
+    `BackendUnavailable` when the backend cannot load on this machine.
     """
-    try:
-        factory = _MONITORS[name]
-    except KeyError:
-        raise HardwareError(
-            f"unknown power monitor {name!r}; choose one of {power_monitor_names()}"
-        ) from None
-    return factory(clock=clock or SystemClock(), options=dict(options or {}))
+    config = MONITORS.validate({**dict(options or {}), "type": name})
+    return config.create(clock=clock or SystemClock())

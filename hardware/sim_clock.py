@@ -5,19 +5,21 @@ starts at a chosen UTC date and runs `speed` times faster: at ``speed=10080``
 a week passes in a minute. One instance is shared by every simulated site and
 every agent's power loop in a fleet, so the whole fleet sees the same sun.
 
-`sleep_on(clock, seconds)` sleeps `seconds` of *that clock's* time: for a
-`ScaledClock` it is ``seconds / speed`` of real time, for any other clock it
-is `asyncio.sleep`. Only the power and telemetry loops sleep this way; the
-panic path (debounce, hold, MQTT) always runs on real time.
+`sleep_on(clock, seconds)` sleeps `seconds` of *that clock's* time (every
+`hardware.clock.Clock` knows how: for a `ScaledClock` it is ``seconds /
+speed`` of real time). In a simulated fleet only the power and telemetry
+loops run on the scaled clock; the panic path (debounce, hold, MQTT) keeps
+the node's own clock, real time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
-from hardware.clock import Clock
+from hardware.clock import Clock, Timer
 
 __all__ = ["ScaledClock", "sleep_on"]
 
@@ -67,10 +69,10 @@ class ScaledClock:
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds) / self.speed)
 
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        return asyncio.get_running_loop().call_later(max(0.0, delay) / self.speed, callback)
+
 
 async def sleep_on(clock: Clock, seconds: float) -> None:
-    """Sleep `seconds` of `clock`'s time."""
-    if isinstance(clock, ScaledClock):
-        await clock.sleep(seconds)
-    else:
-        await asyncio.sleep(seconds)
+    """Sleep `seconds` of `clock`'s time (`clock.sleep`; kept for callers that had no clock)."""
+    await clock.sleep(seconds)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel, Field
 
 from edge_agent.agent import Agent
 from edge_agent.config import (
@@ -98,11 +99,48 @@ def test_runtime_changes_are_all_or_nothing_and_strictly_typed(tmp_path: Path) -
             apply_changes(config, bad)
 
 
-def test_every_field_is_documented() -> None:
-    schema = AgentConfig.model_json_schema()
-    for name, model in schema["$defs"].items():
-        for field, spec in model["properties"].items():
-            assert "description" in spec or "title" in spec, f"{name}.{field}"
+def _undocumented(model: type[BaseModel]) -> list[str]:
+    """Fields of `model` and every model it uses whose schema has no description.
+
+    Pydantic gives every field a title, so a title proves nothing; the
+    description is what a technician reads. Wire models reused from `proto`
+    (``GeoPoint``) are the contract's to document, not the config's.
+    """
+    import proto.messages
+
+    schema = model.model_json_schema()
+    models = {model.__name__: schema, **schema.get("$defs", {})}
+    missing = []
+    for name, spec in models.items():
+        if getattr(getattr(proto.messages, name, None), "__module__", "") == "proto.messages":
+            continue
+        for field, prop in spec.get("properties", {}).items():
+            if not str(prop.get("description", "")).strip():
+                missing.append(f"{name}.{field}")
+    return missing
+
+
+def test_every_config_field_has_a_description() -> None:
+    assert _undocumented(AgentConfig) == []
+
+
+def test_every_registered_hardware_backend_documents_its_options() -> None:
+    from hardware import BOARDS, CAMERAS
+    from hardware.power import MONITORS
+
+    for registry in (BOARDS, MONITORS, CAMERAS):
+        for name in registry.names():
+            model = registry.model(name)
+            assert model.model_config.get("extra") == "forbid", model.__name__
+            assert _undocumented(model) == [], model.__name__
+
+
+def test_the_description_check_catches_a_field_without_one() -> None:
+    class Careless(BaseModel):
+        documented: int = Field(default=1, description="has one")
+        bare: int = 2
+
+    assert _undocumented(Careless) == ["Careless.bare"]
 
 
 def test_agent_builds_from_a_plain_dict_on_simulated_hardware(tmp_path: Path) -> None:
