@@ -127,9 +127,10 @@ class ParentLink:
 class ParentBroker:
     """The broker as a shard sees it: the parent kills and starts it, once for every shard.
 
-    `ScenarioRunner._broker_restart` runs these in a worker thread, so blocking
-    until the parent's news keeps a shard's timings (down for, back after)
-    about the broker the parent really restarted.
+    The `broker_restart` step (`simulators.scenario.steps`) runs these in a
+    worker thread, so blocking until the parent's news keeps a shard's
+    timings (down for, back after) about the broker the parent really
+    restarted.
     """
 
     def __init__(self, link: ParentLink) -> None:
