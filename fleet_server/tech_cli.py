@@ -13,6 +13,11 @@ verify an https server against the fleet CA.
 
 Exit codes: 0 pass/done, 1 checklist failed, 2 bad input, 3 server refused or
 unreachable.
+
+A technician's laptop does not install the `server` extra: these commands are
+an HTTP client of the fleet server and import only `proto`, the standard
+library and httpx (the `tech` extra; `tech flash` needs not even that).
+`tests/test_tech_without_server_extra.py` holds them to it.
 """
 
 from __future__ import annotations
@@ -120,7 +125,15 @@ def _location(args: argparse.Namespace) -> dict[str, float] | None:
 
 
 def _run_guarded(fn: Any, args: argparse.Namespace) -> int:
-    from fleet_server.tech.client import TechApiError
+    try:
+        from fleet_server.tech.client import TechApiError
+    except ImportError as exc:  # httpx: the `tech` extra, not installed
+        print(
+            f"nigehbaan tech: the server commands need an HTTP client ({exc}); "
+            "install it with: pip install 'nigehbaan[tech]'",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
 
     try:
         result: int = fn(args)
