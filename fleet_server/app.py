@@ -17,16 +17,14 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from fleet_server.alerting import ensure_default_policies
 from fleet_server.api.main import api_router
+from fleet_server.api.routes.health import router as health_router
 from fleet_server.auth import create_user
 from fleet_server.broker import FleetBrokerFiles, ManagedBroker, fleet_broker_config, free_port
 from fleet_server.broker.fleet import FLEET_SERVER_USER
@@ -273,29 +271,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.include_router(api_router)
     _include_console(app)
-
-    @app.get("/healthz", tags=["health"])
-    def healthz() -> JSONResponse:
-        """Liveness and readiness: database reachable, MQTT state, ingest counters."""
-        runtime: Runtime = app.state.runtime
-        body: dict[str, Any] = {"status": "ok"}
-        try:
-            with runtime.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-            body["db"] = "ok"
-        except Exception as exc:
-            body["status"], body["db"] = "degraded", f"error: {exc}"
-        if runtime.mqtt is None:
-            body["mqtt"] = "disabled"
-        else:
-            body["mqtt"] = "connected" if runtime.mqtt.subscribed.is_set() else "connecting"
-        if runtime.ingest is not None:
-            body["ingest"] = {
-                **vars(runtime.ingest.stats),
-                "backlog": runtime.ingest.backlog,
-                "ack_hold_s": runtime.ingest.acks.hold_s,
-            }
-        body["sse_clients"] = runtime.broadcaster.subscribers
-        return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
-
+    app.include_router(health_router)
     return app
