@@ -49,19 +49,31 @@ class Agent:
         transport_factory: TransportFactory | None = None,
         power: PowerManager | None = None,
     ) -> None:
-        self.node: Node = build_node(
-            config,
-            backend=backend,
-            button=button,
-            indicator=indicator,
-            clock=clock,
-            transport_factory=transport_factory,
-            power=power,
-            renewal=False,
+        self._attach(
+            build_node(
+                config,
+                backend=backend,
+                button=button,
+                indicator=indicator,
+                clock=clock,
+                transport_factory=transport_factory,
+                power=power,
+                renewal=False,
+            )
         )
-        panic = self.node.component("panic")
+
+    def _attach(self, node: Node) -> None:
+        panic = node.component("panic")
         assert isinstance(panic, PanicComponent)
+        self.node: Node = node
         self.panic: PanicComponent = panic
+
+    @classmethod
+    def wrap(cls, node: Node) -> Agent:
+        """This surface over a node `build_node` made (with its renewal and extra components)."""
+        agent = cls.__new__(cls)
+        agent._attach(node)
+        return agent
 
     @classmethod
     def from_dict(

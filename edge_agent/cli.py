@@ -13,6 +13,13 @@ run many agents in their own loop instead.
   /boot/firmware or /boot), enroll first (retrying while the server cannot
   be reached).
 
+The node is assembled by `edge_agent.node.build_node`. When its hardware
+does not load (a named backend, or with none named the real board, outside
+``dev_mode``), the agent never runs on a simulator instead: it writes a
+``node_fault`` event (component ``hardware``) to its outbox, tries for
+``--fault-report-s`` seconds to deliver it, and exits 3 with one line saying
+what failed and what to change.
+
 Exit codes: 0 done, 2 bad config/bundle/usage, 3 hardware, 4 enrollment
 refused (the message says what the technician should do), 5 server
 unreachable.
@@ -60,6 +67,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="S",
         help="how long to wait for a manual accept (202 pending_approval)",
     )
+    parser.add_argument(
+        "--fault-report-s",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="when the hardware cannot load: how long to try to deliver the node_fault event",
+    )
     parser.set_defaults(func=_run)
 
 
@@ -97,9 +111,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"nigehbaan agent: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        return asyncio.run(_serve(config))
+        return asyncio.run(_serve(config, fault_report_s=args.fault_report_s))
     except HardwareError as exc:
-        print(f"nigehbaan agent: hardware: {exc}", file=sys.stderr)
+        print(f"nigehbaan agent: hardware: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_HARDWARE
 
 
@@ -141,29 +155,33 @@ def _enroll(args: argparse.Namespace, bundle_path: Path, *, retry: bool) -> str:
             delay = min(300.0, delay * 2)
 
 
-async def _serve(config: Any) -> int:
-    from edge_agent.agent import Agent
+async def _serve(config: Any, *, fault_report_s: float = 10.0) -> int:
     from edge_agent.config import AgentConfig
-    from edge_agent.renewal import CertificateRenewer
+    from edge_agent.node import build_node, report_fault
+    from hardware.errors import HardwareError
 
     assert isinstance(config, AgentConfig)
-    agent = Agent(config)
-    renewer = CertificateRenewer(agent)
-
-    def stop() -> None:
-        renewer.stop()
-        agent.stop()
+    try:
+        node = build_node(config)
+    except HardwareError as exc:
+        # Never a silent simulator: stop, and tell the server why where we can.
+        reason = " ".join(str(exc).split())
+        delivered = await report_fault(
+            config,
+            component="hardware",
+            code="backend_unavailable",
+            detail=reason,
+            wait_s=fault_report_s,
+        )
+        logger.info("node_fault %s", "delivered" if delivered else "kept in the outbox")
+        print(f"nigehbaan agent: hardware: {reason}", file=sys.stderr)
+        return EXIT_HARDWARE
 
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         try:
-            loop.add_signal_handler(signum, stop)
+            loop.add_signal_handler(signum, node.stop)
         except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
             logger.debug("cannot install handler for %s", signum)
-    renewal = asyncio.ensure_future(renewer.run())
-    try:
-        await agent.run()
-    finally:
-        renewer.stop()
-        renewal.cancel()
+    await node.run()
     return 0

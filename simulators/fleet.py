@@ -1,10 +1,12 @@
 """Many simulated panic nodes in one process, each running the real agent code.
 
-Every node is an `edge_agent.agent.Agent` with its own MQTT connection,
-outbox and identity, on the `sim` hardware backend: its panic button is a
-gpiozero device on a MockFactory pin, so a simulated press goes through the
-same edge handling as on a pillar. All agents share one asyncio loop; the
-agent starts no thread per node.
+Every node is built by `edge_agent.node.build_node` — the same assembly the
+``nigehbaan agent`` CLI uses, certificate renewal included — with its own
+MQTT connection, outbox and identity, on the `sim` hardware backend: its
+panic button is a gpiozero device on a MockFactory pin, so a simulated press
+goes through the same edge handling as on a pillar. ``SimNode.agent`` is the
+`edge_agent.agent.Agent` surface over that node. All nodes share one asyncio
+loop; a node starts no thread.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.agent import Agent
+from edge_agent.config import config_from_dict
+from edge_agent.node import build_node
 from edge_agent.outbox import StoredEvent
-from edge_agent.renewal import CertificateRenewer
 from hardware.backends import SimBackend
 from hardware.button import SimButton
 from simulators.enrollment import EnrollmentPlan, enroll_fleet
@@ -127,10 +130,12 @@ class SimFleet:
             )
             for i in range(count)
         ]
-        self.nodes = [SimNode(Agent.from_dict(c, backend=SimBackend())) for c in configs]
-        # Idle unless a node has a certificate and an enrollment server (mqtts).
-        self.renewers = [CertificateRenewer(n.agent) for n in self.nodes]
-        self._renewal_tasks: list[asyncio.Task[None]] = []
+        # Renewal is one of each node's components: idle unless the node has a
+        # certificate and an enrollment server (mqtts).
+        self.nodes = [
+            SimNode(Agent.wrap(build_node(config_from_dict(c), backend=SimBackend())))
+            for c in configs
+        ]
         self._by_event: dict[str, PressRecord] = {}
         for node in self.nodes:
             node.agent.add_listener(self._listener_for(node))
@@ -198,7 +203,6 @@ class SimFleet:
             node.task = asyncio.ensure_future(node.agent.run())
             if stagger_s:
                 await asyncio.sleep(stagger_s)
-        self._renewal_tasks = [asyncio.ensure_future(r.run()) for r in self.renewers]
         await self.wait_connected(timeout=connect_timeout)
 
     async def wait_connected(self, *, timeout: float = 60.0) -> None:
@@ -235,10 +239,6 @@ class SimFleet:
 
     async def stop(self) -> None:
         """Stop every agent and wait for their tasks."""
-        for renewer in self.renewers:
-            renewer.stop()
-        for task in self._renewal_tasks:
-            task.cancel()
         for node in self.nodes:
             node.agent.stop()
         for node in self.nodes:
