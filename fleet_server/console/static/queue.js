@@ -26,7 +26,7 @@
   const CLOSED_STATES = new Set(["resolved", "closed", "false_alarm", "duplicate", "test"]);
 
   /* The server's lifecycle table (state → legal next states), rendered into
-   * the page from fleet_server.alerts.TRANSITIONS. */
+   * the page from fleet_server.alerting.TRANSITIONS. */
   const LEGAL = JSON.parse(document.body.dataset.transitions || "{}");
 
   /* What an operator can do from the queue, in button order; each is offered
