@@ -171,3 +171,73 @@ def test_the_agent_subcommand_reports_a_bad_config(tmp_path: Path) -> None:
     path = tmp_path / "agent.toml"
     path.write_text('node_id = "lhr-1"\nserial = "s"\n')  # no data_dir
     assert main(["agent", "--config", str(path)]) == 2
+
+
+def _base(tmp_path: Path, **extra: object) -> dict[str, object]:
+    return {"node_id": "lhr-1", "serial": "s", "data_dir": str(tmp_path), **extra}
+
+
+def test_hardware_is_chosen_by_type_with_each_backends_own_options(tmp_path: Path) -> None:
+    from hardware import RpiBoardConfig
+    from hardware.camera import OpenCvCameraConfig
+    from hardware.power import Ina219MonitorConfig
+
+    config = config_from_dict(
+        _base(
+            tmp_path,
+            hardware={"type": "rpi", "pin_factory": "lgpio"},
+            power={"enabled": True, "monitor": {"type": "ina219", "battery_shunt_ohm": 0.01}},
+            cameras=[{"type": "opencv", "id": "cam-1", "url": "rtsp://10.0.0.5/stream1"}],
+        )
+    )
+    assert config.hardware == RpiBoardConfig(type="rpi", pin_factory="lgpio")
+    assert isinstance(config.power.monitor, Ina219MonitorConfig)
+    assert config.power.monitor.battery_shunt_ohm == 0.01
+    assert isinstance(config.cameras[0], OpenCvCameraConfig)
+    dumped = config.model_dump(mode="json")
+    assert dumped["hardware"] == {"type": "rpi", "pin_factory": "lgpio"}
+    assert dumped["power"]["monitor"]["battery_address"] == 0x41
+    assert config_from_dict(dumped) == config  # the dump loads back (config_hash is stable)
+
+
+@pytest.mark.parametrize(
+    ("section", "match"),
+    [
+        ({"hardware": {"type": "rpi", "pin_factry": "lgpio"}}, "pin_factry"),
+        ({"hardware": {"type": "rpi", "backend": "sim"}}, "type only"),
+        ({"power": {"monitor": {"type": "ina219", "shunt": 1}}}, "shunt"),
+        ({"power": {"monitor": {"type": "ups-hat"}}}, "unknown power monitor backend"),
+        ({"cameras": [{"type": "opencv"}]}, "exactly one of device, url, file, folder"),
+        ({"cameras": [{"type": "sim"}, {"type": "sim"}]}, "unique"),
+    ],
+)
+def test_backend_options_are_checked_by_the_named_backends_model(
+    tmp_path: Path, section: dict[str, object], match: str
+) -> None:
+    with pytest.raises(ConfigError, match=match):
+        config_from_dict(_base(tmp_path, **section))
+
+
+def test_old_agent_toml_spellings_still_load(tmp_path: Path) -> None:
+    from hardware import SimBoardConfig
+    from hardware.power import SimMonitorConfig
+
+    path = tmp_path / "agent.toml"
+    path.write_text(
+        f'node_id = "lhr-1"\nserial = "s"\ndata_dir = "{tmp_path}"\n'
+        '[hardware]\nbackend = "sim"\n'
+        '[power]\nenabled = true\nmonitor = "sim"\n'
+        'monitor_options = { city = "karachi", panel_w = 400, soc = 0.5 }\n'
+    )
+    config = load_config_file(path)
+    assert config.hardware == SimBoardConfig(type="sim")
+    assert config.power.monitor == SimMonitorConfig(
+        type="sim", city="karachi", panel_w=400.0, soc=0.5
+    )
+    unnamed = config_from_dict(_base(tmp_path, hardware={"backend": None}))
+    assert unnamed.hardware is None
+
+
+def test_old_monitor_options_without_a_monitor_say_what_to_write(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[power.monitor\]"):
+        config_from_dict(_base(tmp_path, power={"monitor_options": {"i2c_bus": 2}}))
