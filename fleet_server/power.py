@@ -10,7 +10,7 @@ batch transaction and the caller commits:
 - `record_offline`: a node that drops off while its battery was nearly empty
   at night has *gone dark*.
 
-Alerts use the existing mechanism (`fleet_server.alerts`, type ``power``,
+Alerts use the existing mechanism (`fleet_server.alerting`, type ``power``,
 P3, escalation, catch-all) with one open alert per node per kind, the kind
 being the first word of the alert's ``detail``: ``mains_lost``,
 ``autonomy_low`` (below the site's target, 8 h unless set), ``battery_fault``
@@ -35,7 +35,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlmodel import Session, col, delete, select
 
-from fleet_server.alerts import (
+from fleet_server.alerting import (
     AlertNotice,
     Policies,
     apply_transition,

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from fleet_server.alerts import ensure_default_policies, load_policies
+from fleet_server.alerting import ensure_default_policies, load_policies
 from fleet_server.app import create_app
 from fleet_server.auth import create_user
 from fleet_server.db import make_engine
