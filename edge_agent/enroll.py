@@ -8,7 +8,9 @@ CSR to ``POST /api/v1/enroll`` over HTTPS (the server verified against the
 bundle's CA chain), stores ``identity/node.pem`` and ``identity/ca-chain.pem``,
 keeps a copy of the bundle without its token, and writes ``agent.toml`` for
 ``mqtts://``. `renew_certificate` asks ``/api/v1/enroll/renew`` for a new
-certificate on the same key and swaps the file atomically.
+certificate on the same key and swaps the file atomically. Paths, bodies and
+refusal codes are the wire contract's (`proto.enrollment`), the same models
+the server answers with; nothing here spells a field by hand.
 
 HTTP goes through the standard library (`urllib.request` with an
 `ssl.SSLContext` built from the CA chain) so a node needs no HTTP client
@@ -18,11 +20,14 @@ demo on one machine).
 Errors::
 
     AgentError
-    └── EnrollmentError              root of everything here
-        ├── EnrollmentRefused        the server said no: .reason (code), .message
-        │                            (what the technician should do), .status
+    └── EnrollmentError              root of the node's own enrollment failures
         ├── EnrollmentUnavailable    cannot reach the server, TLS failed, 5xx
         └── BadEnrollmentData        a bundle or server answer we cannot use
+    ProtoError
+    └── EnrollmentRefused            the server said no: .reason (code), .message
+                                     (what the technician should do), .status;
+                                     the contract's one class, which the server
+                                     raises too (`proto.enrollment`)
 """
 
 from __future__ import annotations
@@ -54,6 +59,19 @@ from edge_agent.identity import (
     write_atomically,
 )
 from proto.bundle import BUNDLE_NAME, Bundle, Location
+from proto.enrollment import (
+    REFUSAL_HINTS,
+    EnrollmentRefused,
+    EnrollPending,
+    EnrollRequest,
+    EnrollResponse,
+    RefusalReason,
+    RenewRequest,
+    enroll_path,
+    enroll_poll_path,
+    parse_refusal,
+    renew_path,
+)
 
 __all__ = [
     "BUNDLE_NAME",
@@ -80,49 +98,15 @@ logger = logging.getLogger(__name__)
 BOOT_DIRS = (Path("/boot/firmware"), Path("/boot"))
 _MAX_RESPONSE_BYTES = 256 * 1024
 
-# What a technician can do about each refusal (docs/provisioning.md reason codes).
-REASON_HINTS: Mapping[str, str] = {
-    "token_unknown": "the enrollment token is not known to this server; check the bundle's "
-    "server_url and make a new token",
-    "token_expired": "the enrollment token has expired; make a new one and flash the bundle again",
-    "token_used": "the enrollment token was already used by another node; tokens are "
-    "single-use, make a new one",
-    "wrong_scope": "the token is scoped to another district/site; use a token for this site "
-    "or correct --site/--district",
-    "serial_unknown": "this serial is not preauthorized; import it (serial + public key) or "
-    "flash a bundle with a token",
-    "key_mismatch": "the node's key does not match the key imported for this serial; "
-    "re-import the node's public key",
-    "bad_csr": "the server could not accept the node's certificate request (wrong key type or "
-    "node id); check the bundle's node_id",
-    "node_id_taken": "another node already uses this node id; choose another --node-id",
-    "node_id_reserved": "this node id is reserved; choose another --node-id",
-    "pending_approval": "enrollment waits for an administrator to accept it",
-    "rejected": "an administrator rejected this node's enrollment request",
-    "revoked": "this node's certificate was revoked; it must be enrolled again with a new token",
-    "decommissioned": "this node is decommissioned; an administrator must register it again",
-    "rate_limited": "too many enrollment attempts; wait a minute and try again",
-    "cert_invalid": "the node's current certificate cannot be renewed (not ours, or expired "
-    "too long ago); enroll again with a new token",
-}
+# What a technician can do about each refusal (the contract's, by reason code).
+REASON_HINTS: Mapping[str, str] = {reason.value: hint for reason, hint in REFUSAL_HINTS.items()}
+
+# What the server answers on success (enroll, poll and renew): the contract's model.
+EnrollmentResult = EnrollResponse
 
 
 class EnrollmentError(AgentError):
     """Root of the enrollment errors."""
-
-
-class EnrollmentRefused(EnrollmentError):
-    """The server refused; `reason` is its code, `message` what to do about it."""
-
-    def __init__(self, reason: str, message: str, *, status: int = 0) -> None:
-        hint = REASON_HINTS.get(reason)
-        text = f"{reason}: {message}" if message else reason
-        if hint and hint not in text:
-            text = f"{text} ({hint})"
-        super().__init__(text)
-        self.reason = reason
-        self.message = text
-        self.status = status
 
 
 class EnrollmentUnavailable(EnrollmentError):
@@ -133,37 +117,21 @@ class BadEnrollmentData(EnrollmentError):
     """A bundle or a server answer that cannot be used."""
 
 
-@dataclass(frozen=True)
-class EnrollmentResult:
-    """What the server answers on success (enroll and renew)."""
-
-    node_id: str
-    certificate_pem: str
-    ca_chain_pem: str
-    broker_url: str
-    api_url: str | None
-    not_after: str | None
-
-    @classmethod
-    def from_json(cls, data: Any) -> EnrollmentResult:
-        if not isinstance(data, dict):
-            raise BadEnrollmentData("enrollment answer is not a JSON object")
-        try:
-            result = cls(
-                node_id=str(data["node_id"]),
-                certificate_pem=str(data["certificate_pem"]),
-                ca_chain_pem=str(data["ca_chain_pem"]),
-                broker_url=str(data["broker_url"]),
-                api_url=str(data["api_url"]) if data.get("api_url") else None,
-                not_after=str(data["not_after"]) if data.get("not_after") else None,
-            )
-        except KeyError as exc:
-            raise BadEnrollmentData(f"enrollment answer lacks {exc}") from exc
-        try:
-            MqttConfig(url=result.broker_url)
-        except ValidationError as exc:
-            raise BadEnrollmentData(f"unusable broker_url {result.broker_url!r}") from exc
-        return result
+def _enrollment_result(payload: Any) -> EnrollmentResult:
+    """A 200 answer → the contract's `EnrollResponse`, with a broker URL the agent can use."""
+    try:
+        result = EnrollResponse.model_validate(payload)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(answer)'}: {e['msg']}"
+            for e in exc.errors(include_url=False)[:5]
+        )
+        raise BadEnrollmentData(f"unusable enrollment answer: {problems}") from exc
+    try:
+        MqttConfig(url=result.broker_url)
+    except ValidationError as exc:
+        raise BadEnrollmentData(f"unusable broker_url {result.broker_url!r}") from exc
+    return result
 
 
 @dataclass(frozen=True)
@@ -315,27 +283,32 @@ class EnrollmentClient:
         poll_max_s: float = 300.0,
     ) -> EnrollmentResult:
         """``POST /api/v1/enroll``; waits (polling) while pending, up to `wait_s`."""
-        body = {
-            "serial": serial,
-            "csr_pem": csr_pem,
-            "token": token,
-            "node_id": node_id,
-            "site_id": site_id,
-            "district": district,
-            "location": location.model_dump() if location else None,
-        }
+        try:
+            request = EnrollRequest(
+                serial=serial,
+                csr_pem=csr_pem,
+                token=token,
+                node_id=node_id,
+                site_id=site_id,
+                district=district,
+                location=location,
+            )
+        except ValidationError as exc:
+            raise BadEnrollmentData(f"cannot ask to enroll with these values: {exc}") from exc
+        body = request.model_dump(mode="json")
         deadline = time.monotonic() + wait_s
         status, payload, _ = self._retrying_rate_limit(
-            "POST", "/api/v1/enroll", body, deadline=deadline, poll_max_s=poll_max_s
+            "POST", enroll_path(), body, deadline=deadline, poll_max_s=poll_max_s
         )
         delay = poll_min_s
         while status == 202:
-            request_id = payload.get("request_id") if isinstance(payload, dict) else None
-            if not isinstance(request_id, str) or not request_id:
-                raise BadEnrollmentData("202 pending without a request_id")
+            try:
+                request_id = EnrollPending.model_validate(payload).request_id
+            except ValidationError:
+                raise BadEnrollmentData("202 pending without a request_id") from None
             if time.monotonic() + delay > deadline:
-                raise EnrollmentRefused(
-                    "pending_approval",
+                raise EnrollmentRefused.from_answer(
+                    RefusalReason.PENDING_APPROVAL,
                     f"request {request_id} still waits for an administrator after {wait_s:.0f}s; "
                     "accept it in the console and start the node again",
                     status=202,
@@ -347,7 +320,7 @@ class EnrollmentClient:
             delay = min(poll_max_s, delay * 2)
             status, payload, _ = self._retrying_rate_limit(
                 "GET",
-                f"/api/v1/enroll/{request_id}",
+                enroll_poll_path(request_id),
                 None,
                 deadline=deadline,
                 poll_max_s=poll_max_s,
@@ -356,11 +329,11 @@ class EnrollmentClient:
 
     def renew(self, *, certificate_pem: str, csr_pem: str) -> EnrollmentResult:
         """``POST /api/v1/enroll/renew``: a new certificate for the same key."""
-        status, payload, _ = self._request(
-            "POST",
-            "/api/v1/enroll/renew",
-            {"certificate_pem": certificate_pem, "csr_pem": csr_pem},
-        )
+        try:
+            request = RenewRequest(certificate_pem=certificate_pem, csr_pem=csr_pem)
+        except ValidationError as exc:
+            raise BadEnrollmentData(f"cannot ask to renew with these values: {exc}") from exc
+        status, payload, _ = self._request("POST", renew_path(), request.model_dump(mode="json"))
         return self._result(status, payload)
 
     def _retrying_rate_limit(
@@ -386,15 +359,22 @@ class EnrollmentClient:
 
     def _result(self, status: int, payload: Any) -> EnrollmentResult:
         if status == 200:
-            return EnrollmentResult.from_json(payload)
+            return _enrollment_result(payload)
         reason, message = _refusal(payload)
         if 400 <= status < 500:
-            raise EnrollmentRefused(reason or f"http_{status}", message, status=status)
+            raise EnrollmentRefused.from_answer(reason or f"http_{status}", message, status=status)
         raise EnrollmentUnavailable(f"server error {status}: {message or reason}")
 
 
 def _refusal(payload: Any) -> tuple[str, str]:
-    """(reason, message) from ``{"detail": {"reason", "message"}}`` or FastAPI's shapes."""
+    """(reason, message) from the contract's `RefusalBody`, or from what else a server may say.
+
+    Besides our refusals a node may meet FastAPI's 422 list, a proxy's text,
+    or a code newer than this node (kept as text, not refused).
+    """
+    refusal = parse_refusal(payload)
+    if refusal is not None:
+        return refusal.reason.value, refusal.message
     detail = payload.get("detail") if isinstance(payload, dict) else payload
     if isinstance(detail, dict):
         return str(detail.get("reason") or ""), str(detail.get("message") or "")

@@ -3,10 +3,11 @@ revocation and the node lifecycle (docs/provisioning.md, "Enrollment API").
 
 Data functions only: they take a `Session` and an `IssuingCa`, change rows
 (the caller commits) and raise `EnrollmentRefused(reason, message)` with one
-of the reason codes a technician can act on. Routes turn a refusal into
-``{"detail": {"reason", "message"}}`` with the status code `REASON_STATUS`
-gives; writing the CRL and telling the broker happen after the commit
-(`fleet_server.pki.runtime`).
+of the reason codes a technician can act on. Both the exception and the codes
+are the wire contract's (`proto.enrollment`), the ones the node reads back;
+routes turn a refusal into its `RefusalBody` with the HTTP status the
+contract gives the code. Writing the CRL and telling the broker happen after
+the commit (`fleet_server.pki.runtime`).
 """
 
 from __future__ import annotations
@@ -54,11 +55,12 @@ from fleet_server.pki.ca import (
     verify_issued_by,
 )
 from fleet_server.pki.store import IssuingCa
+from proto.enrollment import EnrollmentRefused
+from proto.enrollment import RefusalReason as Reason
 from proto.topics import NODE_ID_PATTERN
 
 __all__ = [
     "LIFECYCLE_MOVES",
-    "REASON_STATUS",
     "RENEW_GRACE",
     "TOKEN_PREFIX",
     "EnrollmentRefused",
@@ -88,31 +90,6 @@ TOKEN_PREFIX = "nbet_"  # noqa: S105 - a prefix that makes leaked tokens greppab
 RENEW_GRACE = timedelta(days=7)
 _NODE_ID_RE = re.compile(NODE_ID_PATTERN)
 
-# HTTP status per refusal reason (routes use it; pending_approval is a 202 answer, not a refusal).
-REASON_STATUS: dict[str, int] = {
-    "token_unknown": 403,
-    "token_expired": 403,
-    "token_used": 403,
-    "wrong_scope": 403,
-    "serial_unknown": 403,
-    "key_mismatch": 403,
-    "bad_csr": 400,
-    "node_id_taken": 409,
-    "node_id_reserved": 400,
-    "bad_node_id": 400,
-    "rejected": 403,
-    "revoked": 403,
-    "decommissioned": 403,
-    "rate_limited": 429,
-    "cert_invalid": 403,
-    "request_unknown": 404,
-    "request_decided": 409,
-    "node_unknown": 404,
-    "illegal_transition": 409,
-    "bad_csv": 400,
-    "pki_unavailable": 503,
-}
-
 # Legal lifecycle moves; any state may also go to decommissioned.
 LIFECYCLE_MOVES: dict[str, frozenset[str]] = {
     NodeLifecycle.REGISTERED: frozenset({NodeLifecycle.PROVISIONED}),
@@ -121,15 +98,6 @@ LIFECYCLE_MOVES: dict[str, frozenset[str]] = {
     NodeLifecycle.ACTIVE: frozenset(),
     NodeLifecycle.DECOMMISSIONED: frozenset(),
 }
-
-
-class EnrollmentRefused(Exception):
-    """A refusal: `reason` is a code from docs/provisioning.md, `message` says what to do."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -153,10 +121,10 @@ def node_id_from_serial(serial: str) -> str:
 
 def _check_node_id(node_id: str) -> None:
     if node_id in RESERVED_NAMES:
-        raise EnrollmentRefused("node_id_reserved", f"{node_id!r} is a reserved name")
+        raise EnrollmentRefused(Reason.NODE_ID_RESERVED, f"{node_id!r} is a reserved name")
     if not _NODE_ID_RE.match(node_id):
         raise EnrollmentRefused(
-            "bad_node_id",
+            Reason.BAD_NODE_ID,
             f"node id {node_id!r} must be 3-64 characters of a-z, 0-9, '_' and '-'",
         )
 
@@ -196,9 +164,11 @@ def revoke_token(*, session: Session, token_id: str, now: datetime) -> Enrollmen
     """Withdraw an unused token."""
     row = session.get(EnrollmentToken, token_id)
     if row is None:
-        raise EnrollmentRefused("token_unknown", f"no enrollment token {token_id!r}")
+        raise EnrollmentRefused(Reason.TOKEN_UNKNOWN, f"no enrollment token {token_id!r}")
     if row.used_at is not None:
-        raise EnrollmentRefused("token_used", f"token was already used by {row.used_by_node_id}")
+        raise EnrollmentRefused(
+            Reason.TOKEN_USED, f"token was already used by {row.used_by_node_id}"
+        )
     if row.revoked_at is None:
         row.revoked_at = now
         session.add(row)
@@ -239,7 +209,7 @@ def import_preauthorized(*, session: Session, csv_text: str, now: datetime) -> P
         unknown = set(header) - set(columns)
         if unknown or "public_key_pem" not in header:
             raise EnrollmentRefused(
-                "bad_csv", f"header must be {','.join(columns)} (unknown: {sorted(unknown)})"
+                Reason.BAD_CSV, f"header must be {','.join(columns)} (unknown: {sorted(unknown)})"
             )
         columns = header
         rows = rows[1:]
@@ -310,12 +280,14 @@ def _parse_csr_or_refuse(pem: str) -> x509.CertificateSigningRequest:
     try:
         return parse_csr(pem)
     except CsrInvalid as exc:
-        raise EnrollmentRefused("bad_csr", str(exc)) from None
+        raise EnrollmentRefused(Reason.BAD_CSR, str(exc)) from None
 
 
 def _within(scope: str | None, wanted: str | None, what: str) -> None:
     if scope is not None and wanted is not None and wanted != scope:
-        raise EnrollmentRefused("wrong_scope", f"the token is for {what} {scope!r}, not {wanted!r}")
+        raise EnrollmentRefused(
+            Reason.WRONG_SCOPE, f"the token is for {what} {scope!r}, not {wanted!r}"
+        )
 
 
 def _live_certificates(session: Session, node_id: str, now: datetime) -> list[NodeCertificate]:
@@ -337,15 +309,15 @@ def _check_node_free(
     if node is None:
         return None
     if node.lifecycle == NodeLifecycle.DECOMMISSIONED:
-        raise EnrollmentRefused("decommissioned", f"node {node_id!r} is decommissioned")
+        raise EnrollmentRefused(Reason.DECOMMISSIONED, f"node {node_id!r} is decommissioned")
     if node.serial is not None and node.serial != serial:
         raise EnrollmentRefused(
-            "node_id_taken", f"node {node_id!r} belongs to hardware serial {node.serial!r}"
+            Reason.NODE_ID_TAKEN, f"node {node_id!r} belongs to hardware serial {node.serial!r}"
         )
     for cert in _live_certificates(session, node_id, now):
         if cert.key_sha256 != key_sha256:
             raise EnrollmentRefused(
-                "node_id_taken",
+                Reason.NODE_ID_TAKEN,
                 f"node {node_id!r} already has a live certificate (serial {cert.serial}) for "
                 "another key; revoke it first",
             )
@@ -434,12 +406,12 @@ def enroll(
     _check_node_id(node_id)
     if preauth is not None and node_id != preauth.node_id:
         raise EnrollmentRefused(
-            "wrong_scope", f"serial {serial!r} is preauthorized as node {preauth.node_id!r}"
+            Reason.WRONG_SCOPE, f"serial {serial!r} is preauthorized as node {preauth.node_id!r}"
         )
     try:
         check_csr(csr, expected_cn=node_id)
     except CsrInvalid as exc:
-        raise EnrollmentRefused("bad_csr", str(exc)) from None
+        raise EnrollmentRefused(Reason.BAD_CSR, str(exc)) from None
     location = enroll_in.location
     lat, lon = (location.lat, location.lon) if location else (None, None)
 
@@ -451,13 +423,15 @@ def enroll(
         ).first()
         if token is None or token.revoked_at is not None:
             raise EnrollmentRefused(
-                "token_unknown", "no such enrollment token (or it was withdrawn)"
+                Reason.TOKEN_UNKNOWN, "no such enrollment token (or it was withdrawn)"
             )
         if token.used_at is not None:
-            raise EnrollmentRefused("token_used", "this token was already used; ask for a new one")
+            raise EnrollmentRefused(
+                Reason.TOKEN_USED, "this token was already used; ask for a new one"
+            )
         if token.expires_at <= now:
             raise EnrollmentRefused(
-                "token_expired", f"this token expired at {token.expires_at.isoformat()}"
+                Reason.TOKEN_EXPIRED, f"this token expired at {token.expires_at.isoformat()}"
             )
         node = _check_node_free(session, node_id=node_id, serial=serial, key_sha256=digest, now=now)
         site_id = enroll_in.site_id or (node.site_id if node else None) or token.site_id
@@ -472,7 +446,7 @@ def enroll(
             .values(used_at=now, used_by_node_id=node_id)
         )
         if getattr(won, "rowcount", 1) != 1:
-            raise EnrollmentRefused("token_used", "this token was just used by another node")
+            raise EnrollmentRefused(Reason.TOKEN_USED, "this token was just used by another node")
         session.expire(token)
         _provision_node(session, node, node_id=node_id, serial=serial, site_id=site_id,
                         district=district, lat=lat, lon=lon, now=now)  # fmt: skip
@@ -482,7 +456,7 @@ def enroll(
     if preauth is not None:
         if preauth.key_sha256 != digest:
             raise EnrollmentRefused(
-                "key_mismatch",
+                Reason.KEY_MISMATCH,
                 f"the CSR's key (sha256:{digest}) is not the key imported for serial {serial!r}",
             )
         node = _check_node_free(session, node_id=node_id, serial=serial, key_sha256=digest, now=now)
@@ -498,7 +472,7 @@ def enroll(
 
     if not manual_accept:
         raise EnrollmentRefused(
-            "serial_unknown",
+            Reason.SERIAL_UNKNOWN,
             f"serial {serial!r} is not preauthorized; enroll with a token from the fleet admin",
         )
     _check_node_free(session, node_id=node_id, serial=serial, key_sha256=digest, now=now)
@@ -524,15 +498,19 @@ def enrollment_result(*, session: Session, request_id: str) -> Issued | Enrollme
     """What a polling node gets: its certificate, or the still-pending request."""
     request = session.get(EnrollmentRequest, request_id)
     if request is None:
-        raise EnrollmentRefused("request_unknown", f"no enrollment request {request_id!r}")
+        raise EnrollmentRefused(Reason.REQUEST_UNKNOWN, f"no enrollment request {request_id!r}")
     if request.state == EnrollmentRequestState.REJECTED:
-        raise EnrollmentRefused("rejected", request.note or "the fleet admin rejected this node")
+        raise EnrollmentRefused(
+            Reason.REJECTED, request.note or "the fleet admin rejected this node"
+        )
     if request.state == EnrollmentRequestState.ACCEPTED and request.certificate_serial:
         cert = session.get(NodeCertificate, request.certificate_serial)
         if cert is None:
-            raise EnrollmentRefused("request_unknown", "the issued certificate is gone")
+            raise EnrollmentRefused(Reason.REQUEST_UNKNOWN, "the issued certificate is gone")
         if cert.revoked_at is not None:
-            raise EnrollmentRefused("revoked", "the certificate issued for this request is revoked")
+            raise EnrollmentRefused(
+                Reason.REVOKED, "the certificate issued for this request is revoked"
+            )
         return Issued(node_id=cert.node_id, certificate_pem=cert.pem, not_after=cert.not_after)
     return request
 
@@ -553,9 +531,9 @@ def list_requests(
 def _pending(session: Session, request_id: str) -> EnrollmentRequest:
     request = session.get(EnrollmentRequest, request_id)
     if request is None:
-        raise EnrollmentRefused("request_unknown", f"no enrollment request {request_id!r}")
+        raise EnrollmentRefused(Reason.REQUEST_UNKNOWN, f"no enrollment request {request_id!r}")
     if request.state != EnrollmentRequestState.PENDING:
-        raise EnrollmentRefused("request_decided", f"request is already {request.state}")
+        raise EnrollmentRefused(Reason.REQUEST_DECIDED, f"request is already {request.state}")
     return request
 
 
@@ -620,33 +598,35 @@ def renew(
         current = x509.load_pem_x509_certificate(certificate_pem.encode())
     except ValueError:
         raise EnrollmentRefused(
-            "cert_invalid", "certificate_pem is not a PEM certificate"
+            Reason.CERT_INVALID, "certificate_pem is not a PEM certificate"
         ) from None
     if not verify_issued_by(current, ca.cert):
-        raise EnrollmentRefused("cert_invalid", "the certificate was not issued by this fleet's CA")
+        raise EnrollmentRefused(
+            Reason.CERT_INVALID, "the certificate was not issued by this fleet's CA"
+        )
     row = session.get(NodeCertificate, cert_serial_hex(current))
     if row is None:
-        raise EnrollmentRefused("cert_invalid", "this fleet has no record of the certificate")
+        raise EnrollmentRefused(Reason.CERT_INVALID, "this fleet has no record of the certificate")
     if row.revoked_at is not None:
-        raise EnrollmentRefused("revoked", f"the certificate was revoked at {row.revoked_at}")
+        raise EnrollmentRefused(Reason.REVOKED, f"the certificate was revoked at {row.revoked_at}")
     if current.not_valid_after_utc + RENEW_GRACE < now:
         raise EnrollmentRefused(
-            "cert_invalid",
+            Reason.CERT_INVALID,
             f"the certificate expired more than {RENEW_GRACE.days} days ago; enroll again",
         )
     node = session.get(Node, row.node_id)
     if node is not None and node.lifecycle == NodeLifecycle.DECOMMISSIONED:
-        raise EnrollmentRefused("decommissioned", f"node {row.node_id!r} is decommissioned")
+        raise EnrollmentRefused(Reason.DECOMMISSIONED, f"node {row.node_id!r} is decommissioned")
     csr = _parse_csr_or_refuse(csr_pem)
     cn = csr_common_name(csr)
     if cn != row.node_id:
         raise EnrollmentRefused(
-            "bad_csr", f"the CSR's CN {cn!r} is not the node id {row.node_id!r}"
+            Reason.BAD_CSR, f"the CSR's CN {cn!r} is not the node id {row.node_id!r}"
         )
     key = csr.public_key()
     assert isinstance(key, ec.EllipticCurvePublicKey)
     if key_fingerprint(key) != row.key_sha256:
-        raise EnrollmentRefused("key_mismatch", "the CSR's key is not the certificate's key")
+        raise EnrollmentRefused(Reason.KEY_MISMATCH, "the CSR's key is not the certificate's key")
     return _issue(session, ca, node_id=row.node_id, serial=row.hardware_serial, key=key,
                   now=now, days=cert_days, via="renewal")  # fmt: skip
 
@@ -675,7 +655,7 @@ def revoke_node(
         session.get(Node, node_id) is None
         and not list_certificates(session=session, node_id=node_id)[0]
     ):
-        raise EnrollmentRefused("node_unknown", f"no node {node_id!r}")
+        raise EnrollmentRefused(Reason.NODE_UNKNOWN, f"no node {node_id!r}")
     rows = session.exec(
         select(NodeCertificate)
         .where(NodeCertificate.node_id == node_id)
@@ -709,10 +689,12 @@ def register_node(*, session: Session, node_in: NodeRegister, now: datetime) -> 
     node = session.get(Node, node_in.node_id)
     if node is not None and node.serial not in (None, node_in.serial):
         raise EnrollmentRefused(
-            "node_id_taken", f"node {node_in.node_id!r} belongs to serial {node.serial!r}"
+            Reason.NODE_ID_TAKEN, f"node {node_in.node_id!r} belongs to serial {node.serial!r}"
         )
     if node is not None and node.lifecycle == NodeLifecycle.DECOMMISSIONED:
-        raise EnrollmentRefused("decommissioned", f"node {node_in.node_id!r} is decommissioned")
+        raise EnrollmentRefused(
+            Reason.DECOMMISSIONED, f"node {node_in.node_id!r} is decommissioned"
+        )
     if node is None:
         node = Node(
             node_id=node_in.node_id, created_at=now, lifecycle=NodeLifecycle.REGISTERED,
@@ -733,14 +715,14 @@ def set_lifecycle(
     """Move a node along its lifecycle; decommissioning revokes its certificates."""
     node = session.get(Node, node_id)
     if node is None:
-        raise EnrollmentRefused("node_unknown", f"no node {node_id!r}")
+        raise EnrollmentRefused(Reason.NODE_UNKNOWN, f"no node {node_id!r}")
     current = NodeLifecycle(node.lifecycle)
     allowed: Sequence[str] = sorted(LIFECYCLE_MOVES[current]) + (
         [NodeLifecycle.DECOMMISSIONED] if current != NodeLifecycle.DECOMMISSIONED else []
     )
     if to not in allowed:
         raise EnrollmentRefused(
-            "illegal_transition",
+            Reason.ILLEGAL_TRANSITION,
             f"node {node_id!r} cannot go from {current} to {to}; "
             f"allowed: {[str(a) for a in allowed] or 'none'}",
         )

@@ -55,7 +55,6 @@ NEEDED_PATHS = (
 )
 FAST: dict[str, dict[str, Any]] = {
     "mqtt": {"reconnect_min_s": 0.2, "reconnect_max_s": 1.0, "keepalive_s": 5},
-    "hardware": {"backend": "sim"},
 }
 
 
@@ -181,6 +180,7 @@ def node_agent(data_dir: Path, **identity: Any) -> Agent:
     data = config.model_dump(mode="json")
     for section, values in {**FAST, "identity": identity}.items():
         data[section] = {**data[section], **values}
+    data["hardware"] = {"type": "sim"}  # named: a node never falls back to simulation by itself
     return Agent.from_dict(data, backend=SimBackend())
 
 

@@ -2,6 +2,7 @@
 
 A change that removes a field, changes its type, or makes a new field required
 breaks a golden payload or the schema compatibility check, and fails the build.
+The same checks cover the MQTT payloads and the HTTPS enrollment bodies.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from typing import Any
 import jsonschema
 import pytest
 
-from proto.catalog import GOLDEN_DIR, SCHEMA_DIR, json_schema, message_kinds
-from proto.codec import decode, encode
+from proto.catalog import GOLDEN_DIR, SCHEMA_DIR, BodyKind, MessageKind, all_kinds, json_schema
+from proto.codec import decode, encode, encode_canonical
 from proto.topics import Topic
 
-KINDS = {k.name: k for k in message_kinds()}
+KINDS: dict[str, MessageKind | BodyKind] = {k.name: k for k in all_kinds()}
 GOLDEN_NODE = "lhr-gulberg-0042"
 
 
@@ -26,10 +27,9 @@ def test_every_kind_has_a_golden_file_and_no_strays() -> None:
     assert files == set(KINDS)
 
 
-def _topic_for(name: str, payload: dict[str, Any]) -> Topic:
-    kind = KINDS[name]
+def _topic_for(kind: MessageKind, payload: dict[str, Any]) -> Topic:
     topic_name = kind.topic_name
-    if name == "reply":
+    if kind.name == "reply":
         topic_name = payload["request_id"]
     return Topic(GOLDEN_NODE, kind.channel, topic_name)
 
@@ -37,8 +37,13 @@ def _topic_for(name: str, payload: dict[str, Any]) -> Topic:
 @pytest.mark.parametrize("name", sorted(KINDS))
 def test_golden_payload_still_decodes_and_re_encodes_identically(name: str) -> None:
     raw = (GOLDEN_DIR / f"{name}.json").read_bytes().rstrip(b"\n")
-    message = decode(_topic_for(name, json.loads(raw)), raw)
-    assert encode(message) == raw
+    kind = KINDS[name]
+    if isinstance(kind, MessageKind):
+        message = decode(_topic_for(kind, json.loads(raw)), raw)
+        assert encode(message) == raw
+    else:  # an HTTPS body: the same canonical JSON, through its model
+        body = kind.model.model_validate_json(raw)
+        assert encode_canonical(body.model_dump(mode="json", exclude_none=True)) == raw
 
 
 @pytest.mark.parametrize("name", sorted(KINDS))

@@ -1,5 +1,9 @@
 """Provisioning: enrollment tokens, preauthorized serials, the accept queue, node certificates,
 and the node commands/replies the commissioning checklist uses (docs/provisioning.md).
+
+The bodies a node sends and reads (enroll, renew, pending, the refusal) are
+the wire contract's (`proto.enrollment`); the names the API has always used
+for them (`EnrollIn`, `EnrollOut`, …) are those models, not copies.
 """
 
 from __future__ import annotations
@@ -8,11 +12,47 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
 from sqlalchemy import JSON, Column, Text
 from sqlmodel import Field, SQLModel
 
 from fleet_server.models.common import UtcDateTime, utcnow
+from proto.bundle import Location
+from proto.enrollment import EnrollPending, EnrollRequest, EnrollResponse, RenewRequest
+
+__all__ = [
+    "DAY_S",
+    "DecisionIn",
+    "EnrollIn",
+    "EnrollOut",
+    "EnrollPending",
+    "EnrollmentRequest",
+    "EnrollmentRequestPublic",
+    "EnrollmentRequestState",
+    "EnrollmentRequestsPublic",
+    "EnrollmentToken",
+    "EnrollmentTokenCreate",
+    "EnrollmentTokenCreated",
+    "EnrollmentTokenPublic",
+    "EnrollmentTokensPublic",
+    "ImportSkip",
+    "LifecycleIn",
+    "Location",
+    "NodeCertificate",
+    "NodeCertificatePublic",
+    "NodeCertificatesPublic",
+    "NodeCommand",
+    "NodeCommandIn",
+    "NodeCommandOut",
+    "NodeLifecycle",
+    "NodeRegister",
+    "NodeReply",
+    "NodeReplyPublic",
+    "Preauthorization",
+    "PreauthorizedImport",
+    "RenewIn",
+    "RevokeIn",
+    "RevokeOut",
+]
 
 DAY_S = 86_400
 
@@ -25,15 +65,6 @@ class NodeLifecycle(StrEnum):
     COMMISSIONED = "commissioned"
     ACTIVE = "active"
     DECOMMISSIONED = "decommissioned"
-
-
-class Location(BaseModel):
-    """Where a node stands."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    lat: float = Field(ge=-90.0, le=90.0)
-    lon: float = Field(ge=-180.0, le=180.0)
 
 
 # ------------------------------------------------------------ enrollment tokens
@@ -124,41 +155,10 @@ class PreauthorizedImport(SQLModel):
 # ------------------------------------------------------------------- enrolling
 
 
-class EnrollIn(SQLModel):
-    """`POST /api/v1/enroll` body."""
-
-    serial: str = Field(min_length=1, max_length=64)
-    csr_pem: str = Field(min_length=1, max_length=8192)
-    token: str | None = Field(default=None, max_length=200)
-    node_id: str | None = Field(default=None, max_length=64)
-    site_id: str | None = Field(default=None, max_length=64)
-    district: str | None = Field(default=None, max_length=64)
-    location: Location | None = None
-
-
-class EnrollOut(SQLModel):
-    """A certificate for the node, and where to use it."""
-
-    node_id: str
-    certificate_pem: str
-    ca_chain_pem: str
-    broker_url: str
-    api_url: str
-    not_after: datetime
-
-
-class EnrollPending(SQLModel):
-    """202: the request waits in the manual accept queue."""
-
-    request_id: str
-    reason: str = "pending_approval"
-
-
-class RenewIn(SQLModel):
-    """`POST /api/v1/enroll/renew` body."""
-
-    certificate_pem: str = Field(min_length=1, max_length=16384)
-    csr_pem: str = Field(min_length=1, max_length=8192)
+# The enrollment bodies are the contract's (proto.enrollment), under the API's names.
+EnrollIn = EnrollRequest
+EnrollOut = EnrollResponse
+RenewIn = RenewRequest
 
 
 class EnrollmentRequestState(StrEnum):

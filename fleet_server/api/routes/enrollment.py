@@ -1,8 +1,10 @@
 """Enrollment API: tokens, preauthorized serials, `/enroll`, renewal, accept queue, certificates.
 
-Every refusal is ``{"detail": {"reason": CODE, "message": TEXT}}`` with the
-status `fleet_server.enrollment.REASON_STATUS` gives, so a technician's tool
-can act on the code and show the message (docs/provisioning.md).
+Every refusal is ``{"detail": {"reason": CODE, "message": TEXT}}`` (the
+contract's `RefusalBody`) with the status `proto.enrollment.REFUSAL_STATUS`
+gives, so a node or a technician's tool can act on the code and show the
+message (docs/provisioning.md). The node-facing paths and bodies are the
+contract's too (`proto.enrollment`); this module only maps them onto FastAPI.
 `/enroll`, `/enroll/{request_id}` and `/enroll/renew` need no user: a node
 has none. They are rate-limited per client address and per token (or
 certificate) by an in-memory token bucket.
@@ -19,7 +21,6 @@ from fastapi.responses import JSONResponse
 
 from fleet_server.api.deps import AdminUser, CurrentUser, RuntimeDep, SessionDep, require_roles
 from fleet_server.enrollment import (
-    REASON_STATUS,
     EnrollmentRefused,
     Issued,
     accept_request,
@@ -37,7 +38,6 @@ from fleet_server.enrollment import (
 )
 from fleet_server.models import (
     DecisionIn,
-    EnrollIn,
     EnrollmentRequest,
     EnrollmentRequestPublic,
     EnrollmentRequestsPublic,
@@ -46,18 +46,28 @@ from fleet_server.models import (
     EnrollmentTokenCreated,
     EnrollmentTokenPublic,
     EnrollmentTokensPublic,
-    EnrollOut,
-    EnrollPending,
     NodeCertificatePublic,
     NodeCertificatesPublic,
     PreauthorizedImport,
-    RenewIn,
     Role,
     User,
     utcnow,
 )
 from fleet_server.pki.store import IssuingCa
 from fleet_server.runtime import Runtime
+from proto.enrollment import (
+    ENROLL_POLL_ROUTE,
+    ENROLL_RENEW_ROUTE,
+    ENROLL_ROUTE,
+    EnrollPending,
+    EnrollRequest,
+    EnrollResponse,
+    RefusalBody,
+    RefusalReason,
+    RenewRequest,
+    refusal_detail,
+    refusal_status,
+)
 
 __all__ = ["refusal", "router"]
 
@@ -69,11 +79,17 @@ EnrollerUser = Annotated[User, Depends(require_roles(Role.ADMIN, Role.TECHNICIAN
 MAX_CSV_BYTES = 5 * 1024 * 1024
 
 
-def refusal(reason: str, message: str, *, status_code: int | None = None) -> HTTPException:
-    """The HTTPException for a refusal, in the documented shape."""
+def refusal(
+    reason: RefusalReason | str, message: str, *, status_code: int | None = None
+) -> HTTPException:
+    """The HTTPException for a refusal, in the contract's shape (`RefusalBody`).
+
+    The status is the contract's for its code (`REFUSAL_STATUS`); codes of the
+    admin API outside the enrollment contract give theirs or get 400.
+    """
     return HTTPException(
-        status_code=status_code or REASON_STATUS.get(reason, 400),
-        detail={"reason": reason, "message": message},
+        status_code=status_code or refusal_status(reason),
+        detail=refusal_detail(reason, message),
     )
 
 
@@ -84,7 +100,7 @@ def _refused(exc: EnrollmentRefused) -> HTTPException:
 def _ca(runtime: Runtime) -> IssuingCa:
     if runtime.pki is None:
         raise refusal(
-            "pki_unavailable",
+            RefusalReason.PKI_UNAVAILABLE,
             "this server has no issuing CA; run `nigehbaan server ca issue-intermediate`",
         )
     return runtime.pki.ca
@@ -96,14 +112,16 @@ def _rate_limit(runtime: Runtime, *keys: str) -> None:
         return
     for key in keys:
         if not limiter.allow(key):
-            raise refusal("rate_limited", "too many enrollment requests; wait a minute and retry")
+            raise refusal(
+                RefusalReason.RATE_LIMITED, "too many enrollment requests; wait a minute and retry"
+            )
 
 
 def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def _enroll_answer(issued: Issued, *, runtime: Runtime, request: Request) -> EnrollOut:
+def _enroll_answer(issued: Issued, *, runtime: Runtime, request: Request) -> EnrollResponse:
     settings = runtime.settings
     host = settings.public_hostname or request.url.hostname or "127.0.0.1"
     mqtts_port = settings.mqtts_port
@@ -111,7 +129,7 @@ def _enroll_answer(issued: Issued, *, runtime: Runtime, request: Request) -> Enr
         mqtts_port = int(runtime.broker.tls_url.rsplit(":", 1)[1])
     api_port = request.url.port
     api_url = f"{request.url.scheme}://{host}" + (f":{api_port}" if api_port else "")
-    return EnrollOut(
+    return EnrollResponse(
         node_id=issued.node_id,
         certificate_pem=issued.certificate_pem,
         ca_chain_pem=_ca(runtime).chain_pem,
@@ -193,16 +211,16 @@ async def import_preauthorized_serials(
         form = await request.form()
         upload: Any = form.get("file")
         if upload is None or isinstance(upload, str):
-            raise refusal("bad_csv", "send the CSV as the form field 'file'")
+            raise refusal(RefusalReason.BAD_CSV, "send the CSV as the form field 'file'")
         raw = await upload.read(MAX_CSV_BYTES + 1)
     else:
         raw = await request.body()
     if len(raw) > MAX_CSV_BYTES:
-        raise refusal("bad_csv", f"the CSV is larger than {MAX_CSV_BYTES} bytes")
+        raise refusal(RefusalReason.BAD_CSV, f"the CSV is larger than {MAX_CSV_BYTES} bytes")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise refusal("bad_csv", "the CSV must be UTF-8") from None
+        raise refusal(RefusalReason.BAD_CSV, "the CSV must be UTF-8") from None
 
     def work() -> PreauthorizedImport:
         result = import_preauthorized(session=session, csv_text=text, now=utcnow())
@@ -219,14 +237,14 @@ async def import_preauthorized_serials(
 
 
 @router.post(
-    "/enroll",
+    ENROLL_ROUTE,
     responses={
         202: {"model": EnrollPending, "description": "queued for manual accept"},
-        403: {"description": "refused: {'detail': {'reason', 'message'}}"},
+        403: {"model": RefusalBody, "description": "refused (any 4xx/5xx has this shape)"},
     },
 )
 def enroll_node(
-    request: Request, session: SessionDep, runtime: RuntimeDep, enroll_in: EnrollIn
+    request: Request, session: SessionDep, runtime: RuntimeDep, enroll_in: EnrollRequest
 ) -> Any:
     """A node asks for its certificate (token, preauthorized serial, or the accept queue)."""
     keys = [f"addr:{_client(request)}"]
@@ -251,11 +269,12 @@ def enroll_node(
     if isinstance(outcome, Issued):
         return _enroll_answer(outcome, runtime=runtime, request=request)
     return JSONResponse(
-        EnrollPending(request_id=outcome.id).model_dump(), status_code=status.HTTP_202_ACCEPTED
+        EnrollPending(request_id=outcome.id).model_dump(mode="json"),
+        status_code=status.HTTP_202_ACCEPTED,
     )
 
 
-@router.get("/enroll/{request_id}", responses={202: {"model": EnrollPending}})
+@router.get(ENROLL_POLL_ROUTE, responses={202: {"model": EnrollPending}})
 def poll_enrollment(
     request: Request, session: SessionDep, runtime: RuntimeDep, request_id: str
 ) -> Any:
@@ -268,14 +287,15 @@ def poll_enrollment(
     if isinstance(outcome, Issued):
         return _enroll_answer(outcome, runtime=runtime, request=request)
     return JSONResponse(
-        EnrollPending(request_id=outcome.id).model_dump(), status_code=status.HTTP_202_ACCEPTED
+        EnrollPending(request_id=outcome.id).model_dump(mode="json"),
+        status_code=status.HTTP_202_ACCEPTED,
     )
 
 
-@router.post("/enroll/renew")
+@router.post(ENROLL_RENEW_ROUTE)
 def renew_certificate(
-    request: Request, session: SessionDep, runtime: RuntimeDep, renew_in: RenewIn
-) -> EnrollOut:
+    request: Request, session: SessionDep, runtime: RuntimeDep, renew_in: RenewRequest
+) -> EnrollResponse:
     """A new certificate for the same key, before (or up to 7 days after) the current expires."""
     _rate_limit(runtime, f"addr:{_client(request)}", f"cert:{hash_token(renew_in.certificate_pem)}")
     ca = _ca(runtime)
