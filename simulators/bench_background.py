@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from simulators.bench_harness import stop_children
+
 logger = logging.getLogger(__name__)
 
 NODES_PER_PROCESS = 2_500
@@ -139,12 +141,4 @@ class BackgroundFleet:
 
     def stop(self) -> None:
         """End every child (SIGTERM, then SIGKILL after 10 s)."""
-        for child in self._children:
-            if child.process.poll() is None:
-                child.process.terminate()
-        for child in self._children:
-            try:
-                child.process.wait(10)
-            except subprocess.TimeoutExpired:
-                child.process.kill()
-                child.process.wait(10)
+        stop_children([child.process for child in self._children])

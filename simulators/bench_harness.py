@@ -25,6 +25,7 @@ import platform
 import resource
 import secrets
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -112,6 +113,19 @@ def raise_fd_limit(wanted: int) -> int:
     if target > soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return target
+
+
+def stop_children(processes: list[subprocess.Popen[str]], *, grace_s: float = 10.0) -> None:
+    """End child processes: SIGTERM to all, then SIGKILL any still running after `grace_s`."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(grace_s)
 
 
 def emit(line: str) -> None:

@@ -337,16 +337,30 @@ def _sink_result(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
 # ------------------------------------------------------------------- phases
 
 
+def _publish_all(
+    config: IngestBenchConfig, url: str, messages: Sequence[tuple[str, bytes]]
+) -> float:
+    """Publish from fresh publishers until the broker acked all; returns the monotonic start."""
+    publishers = Publishers(url, count=config.publishers, inflight=config.inflight)
+    try:
+        return publishers.publish(messages, timeout=config.timeout_s)
+    finally:
+        publishers.stop()
+
+
+def _counted_publish(
+    config: IngestBenchConfig, url: str, events: list[tuple[str, bytes]], *, mode: str
+) -> tuple[float, dict[str, Any]]:
+    """Publish the events while a sink child counts them (``events``) or their acks (``acks``)."""
+    with _sink(url, mode=mode, expect=len(events), timeout=config.timeout_s) as proc:
+        started = _publish_all(config, url, events)
+        return started, _sink_result(proc, config.timeout_s + 10)
+
+
 def _broker_phase(
     config: IngestBenchConfig, url: str, events: list[tuple[str, bytes]]
 ) -> dict[str, Any]:
-    with _sink(url, mode="events", expect=len(events), timeout=config.timeout_s) as proc:
-        publishers = Publishers(url, count=config.publishers, inflight=config.inflight)
-        try:
-            started = publishers.publish(events, timeout=config.timeout_s)
-        finally:
-            publishers.stop()
-        got = _sink_result(proc, config.timeout_s + 10)
+    started, got = _counted_publish(config, url, events, mode="events")
     elapsed = got["last_at"] - started
     return {
         "delivered": got["events"],
@@ -397,13 +411,7 @@ def _server_run(
         before = _warm_up(config, server, url, hellos)
         assert server.pid is not None
         cpu_before = process_cpu_s(server.pid)
-        with _sink(url, mode="acks", expect=len(events), timeout=config.timeout_s) as proc:
-            publishers = Publishers(url, count=config.publishers, inflight=config.inflight)
-            try:
-                started = publishers.publish(events, timeout=config.timeout_s)
-            finally:
-                publishers.stop()
-            got = _sink_result(proc, config.timeout_s + 10)
+        started, got = _counted_publish(config, url, events, mode="acks")
         stats = _wait_ingested(server, received=before + len(events), timeout=30)
         cpu_s = process_cpu_s(server.pid) - cpu_before
     finally:
@@ -430,11 +438,7 @@ def _server_run(
 def _warm_up(
     config: IngestBenchConfig, server: ServerProcess, url: str, hellos: list[tuple[str, bytes]]
 ) -> int:
-    publishers = Publishers(url, count=config.publishers, inflight=config.inflight)
-    try:
-        publishers.publish(hellos, timeout=config.timeout_s)
-    finally:
-        publishers.stop()
+    _publish_all(config, url, hellos)
     # Retained statuses of earlier runs may come too; wait for at least ours.
     return int(_wait_ingested(server, received=len(hellos), timeout=60)["received"])
 

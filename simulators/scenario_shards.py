@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import IO, Any, TextIO
 
 from hardware.sim_clock import ScaledClock, sleep_on
+from simulators.bench_harness import stop_children
 from simulators.scenario import (
     BrokerControl,
     BrokerRestartStep,
@@ -549,14 +550,7 @@ class ShardedRun:
             if child.process.stdin is not None:
                 with contextlib.suppress(OSError, ValueError):
                     child.process.stdin.close()
-            if child.process.poll() is None:
-                child.process.terminate()
-        for child in self.children:
-            try:
-                child.process.wait(10)
-            except subprocess.TimeoutExpired:
-                child.process.kill()
-                child.process.wait(10)
+        stop_children([child.process for child in self.children])
 
 
 def _to_stderr(line: str) -> None:
