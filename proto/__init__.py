@@ -3,7 +3,10 @@
 This package is the only place a topic string or a payload field is spelled.
 Both the edge agent and the fleet server import it; it depends only on
 pydantic, python-ulid and the standard library so it stays importable on the
-oldest node image (Python 3.10).
+oldest node image (Python 3.10). Besides the MQTT contract it holds the HTTPS
+enrollment contract (`proto.enrollment`), the first-boot bundle
+(`proto.bundle`) and the one definition of the sun both ends compute night by
+(`proto.solar`); `make lint` checks that it imports nothing else.
 """
 
 from proto.codec import decode, decode_uplink, encode, encode_canonical
