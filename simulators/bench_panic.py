@@ -99,13 +99,7 @@ class _Operator:
             raise RuntimeError(f"could not create the bench operator: {result.stderr}")
 
     def token(self) -> str:
-        response = httpx.post(
-            f"{self.server.base_url}{API}/login/access-token",
-            data={"username": self.username, "password": self.password},
-            timeout=10,
-        )
-        response.raise_for_status()
-        return str(response.json()["access_token"])
+        return self.server.login(self.username, self.password, timeout=10)
 
 
 async def run_panic_bench(config: PanicBenchConfig) -> dict[str, Any]:

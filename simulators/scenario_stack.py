@@ -70,13 +70,7 @@ class ScenarioStack:
         if made.returncode != 0:
             raise RuntimeError(f"could not create the scenario's admin: {made.stderr[-2000:]}")
         self.server.start(timeout=60)
-        response = httpx.post(
-            f"{self.server.base_url}{API}/login/access-token",
-            data={"username": "scenario", "password": password},
-            timeout=30,
-        )
-        response.raise_for_status()
-        self.token = str(response.json()["access_token"])
+        self.token = self.server.login("scenario", password)
 
     def api(self) -> httpx.Client:
         """An authenticated client for the server's REST API."""

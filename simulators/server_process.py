@@ -97,6 +97,16 @@ class ServerProcess:
             check=False,
         )
 
+    def login(self, username: str, password: str, *, timeout: float = 30.0) -> str:
+        """An API access token for a user of this server (`httpx.HTTPStatusError` if refused)."""
+        response = httpx.post(
+            f"{self.base_url}/api/v1/login/access-token",
+            data={"username": username, "password": password},
+            timeout=timeout,
+        )
+        response.raise_for_status()
+        return str(response.json()["access_token"])
+
     def start(self, *, timeout: float = 30.0) -> None:
         """Start the server and wait until /healthz answers."""
         if self.running:
