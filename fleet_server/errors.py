@@ -25,6 +25,11 @@ Errors::
      ├── tech.client.TechApiError
      └── tech.flash.FlashError
 
+Outside this tree: `proto.enrollment.EnrollmentRefused`, the enrollment
+contract's refusal, which nodes and server share and so derives from
+`proto`'s root; and the managed broker's `BrokerError`/`BrokerConfigError`
+(`fleet_server.broker`, still on `RuntimeError`/`ValueError`).
+
 This module imports nothing: the technician's CLI (no server extra) derives
 its errors from it too.
 """
