@@ -17,8 +17,8 @@ from datetime import datetime
 
 from sqlmodel import Session, col, select
 
+import fleet_server.ingest.handlers  # noqa: F401 - registers the built-in handlers
 from fleet_server.alerting import Policies
-from fleet_server.ingest import handlers as _builtin_handlers  # noqa: F401 - registers them
 from fleet_server.ingest.batch import Batch, BatchOutcome
 from fleet_server.ingest.decode import received_payload
 from fleet_server.ingest.registry import handler_for
