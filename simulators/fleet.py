@@ -91,7 +91,7 @@ def node_config(
         "district": district,
         "data_dir": str(data_dir / node_id),
         "mqtt": {"url": broker_url, "reconnect_min_s": 0.5, "reconnect_max_s": 5.0},
-        "hardware": {"backend": "sim"},
+        "hardware": {"type": "sim"},
     }
     for key, value in (overrides or {}).items():
         if isinstance(value, dict) and isinstance(config.get(key), dict):

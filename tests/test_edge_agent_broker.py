@@ -140,7 +140,7 @@ def node_config(broker: ManagedBroker, tmp_path: Path, **outbox: Any) -> dict[st
             "reconnect_max_s": 0.3,
         },
         "outbox": {"resend_after_s": 60.0, **outbox},
-        "hardware": {"backend": "sim"},
+        "hardware": {"type": "sim"},
     }
 
 

@@ -25,6 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge_agent.agent import Agent
 from edge_agent.config import load_config_file
 from edge_agent.enroll import EnrollmentClient, provision
+from edge_agent.node import build_node
 from edge_agent.renewal import CertificateRenewer
 from fleet_server.broker import ManagedBroker, free_port
 from fleet_server.broker.config import BrokerConfig, Listener, TlsSettings
@@ -134,7 +135,7 @@ def test_an_enrolled_node_renews_its_short_lived_certificate_and_loses_no_press(
         data_dir=data_dir,
         serial="SIM-0001",
         config_overrides={
-            "hardware": {"backend": "sim"},
+            "hardware": {"type": "sim"},
             "mqtt": {"reconnect_min_s": 0.2, "reconnect_max_s": 1.0},
             "identity": {"renew_check_interval_s": 0.5, "renew_retry_s": 1.0},
         },
@@ -142,15 +143,15 @@ def test_an_enrolled_node_renews_its_short_lived_certificate_and_loses_no_press(
     config = load_config_file(data_dir / "agent.toml")
     assert config.mqtt.url.startswith("mqtts://")
     server = AckingServer(ca, tls_broker, tmp_path)
-    agent = Agent(config, backend=SimBackend())
+    # Renewal is one of the node's components: it runs and stops with the node.
     renewer = CertificateRenewer(
-        agent, client_factory=lambda: EnrollmentClient(fake_server.url, ca_chain_pem=ca.pem)
+        client_factory=lambda: EnrollmentClient(fake_server.url, ca_chain_pem=ca.pem)
     )
+    agent = Agent.wrap(build_node(config, backend=SimBackend(), renewal=renewer))
     pressed_during_renewal: list[asyncio.Task[None]] = []
 
     async def story() -> None:
         task = asyncio.ensure_future(agent.run())
-        renewal = asyncio.ensure_future(renewer.run())
         try:
             await until(lambda: agent.connected, what="mqtts connection")
             await press(agent)
@@ -170,10 +171,8 @@ def test_an_enrolled_node_renews_its_short_lived_certificate_and_loses_no_press(
             await press(agent)
             await until(lambda: agent.outbox_depth == 0, what="last press acked")
         finally:
-            renewer.stop()
             agent.stop()
             await task
-            renewal.cancel()
 
     try:
         asyncio.run(story())

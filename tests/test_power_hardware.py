@@ -210,3 +210,13 @@ def test_every_power_monitor_keeps_the_contract(make: Callable[[], PowerMonitor]
         monitor.set_operating_mode(2)  # accepted by every backend
     finally:
         monitor.close()
+
+
+def test_power_monitor_options_are_checked_by_the_backends_own_model() -> None:
+    # Refused before any library or bus is touched: a typo never reaches the I2C bus.
+    with pytest.raises(HardwareError, match="batery_address"):
+        load_power_monitor("ina219", options={"batery_address": 0x41})
+    with pytest.raises(HardwareError, match="i2c_bus"):
+        load_power_monitor("ina219", options={"i2c_bus": -1})
+    with pytest.raises(HardwareError, match="soc"):
+        load_power_monitor("sim", options={"soc": 1.5})
