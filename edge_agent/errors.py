@@ -5,7 +5,12 @@ The tree::
     AgentError            root: anything the agent itself refuses
     ├── ConfigError       configuration file or runtime change not acceptable
     │                     (also a ValueError; defined in edge_agent.config)
+    ├── CommandRefused    a command was understood but cannot be carried out
+    │                     (defined in edge_agent.component; the reply says why)
     └── OutboxError       the durable outbox cannot be opened or written
+
+Hardware that does not load is `hardware.errors.HardwareError` (its own
+package's root); `build_node` lets it through so the CLI can stop the node.
 """
 
 from __future__ import annotations

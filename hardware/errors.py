@@ -3,7 +3,10 @@
 The tree::
 
     HardwareError                 root: anything the hardware layer refuses
-    └── BackendUnavailable        a named backend cannot load on this machine
+    │                             (also: an unknown backend name, a bad backend option)
+    ├── BackendUnavailable        a backend cannot load on this machine
+    ├── PowerReadError            a power reading failed (hardware.power)
+    └── CameraReadError           a frame could not be read (hardware.camera)
 
 A missing library or GPIO chip is a `BackendUnavailable`, so callers (and the
 contract tests) can tell "this machine has no such hardware" from a bug.
