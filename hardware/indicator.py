@@ -1,6 +1,6 @@
 """The pillar's light and buzzer: what the citizen sees after a press.
 
-The agent decides *which* pattern to show (see `edge_agent.agent`); a backend
+The node decides *which* pattern to show (see `edge_agent.panic`); a backend
 only renders it. Patterns, in the order a press normally walks through them:
 
 - ``idle``        nothing happening (LED off)
