@@ -590,3 +590,37 @@ def test_an_undelivered_startup_fault_stays_in_the_outbox_for_the_next_start(
         assert [e.event_type for e in outbox.pending()] == ["node_fault"]
     finally:
         outbox.close()
+
+
+COMPONENT_MODULES = (
+    "edge_agent.uplink",
+    "edge_agent.router",
+    "edge_agent.system",
+    "edge_agent.panic",
+    "edge_agent.power",
+    "edge_agent.renewal",
+    "edge_agent.telemetry",
+)
+
+
+@pytest.mark.parametrize("module_name", COMPONENT_MODULES)
+def test_components_never_import_each_other_or_the_node(module_name: str) -> None:
+    """They share the `NodeContext` only; the node (and the facade) assemble them."""
+    import ast
+    import importlib
+
+    module = importlib.import_module(module_name)
+    assert module.__file__ is not None
+    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+    imported = {
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module is not None
+    } | {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    forbidden = (set(COMPONENT_MODULES) - {module_name}) | {"edge_agent.node", "edge_agent.agent"}
+    assert imported & forbidden == set()
