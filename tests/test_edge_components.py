@@ -624,3 +624,30 @@ def test_components_never_import_each_other_or_the_node(module_name: str) -> Non
     }
     forbidden = (set(COMPONENT_MODULES) - {module_name}) | {"edge_agent.node", "edge_agent.agent"}
     assert imported & forbidden == set()
+
+
+def test_build_node_with_no_board_named_needs_gpio_or_an_explicit_dev_mode(
+    tmp_path: Path,
+) -> None:
+    import warnings
+
+    from hardware import BackendUnavailable, HardwareFallback, RpiBackend
+
+    try:
+        RpiBackend().pin_factory.close()
+    except BackendUnavailable:
+        pass
+    else:
+        pytest.skip("this machine has real GPIO; the rpi backend loads")
+    base: dict[str, Any] = {"node_id": NODE, "serial": "s", "data_dir": str(tmp_path / "n")}
+    with pytest.raises(BackendUnavailable, match="no hardware backend is named"):
+        build_node(config_from_dict(base), environ={}, renewal=False)
+    assert not (tmp_path / "n" / "outbox.sqlite3").exists()  # nothing half-built
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        node = build_node(config_from_dict({**base, "dev_mode": True}), environ={}, renewal=False)
+    try:
+        assert node.hardware_name == "sim"
+        assert any(issubclass(w.category, HardwareFallback) for w in caught)
+    finally:
+        node.close()
