@@ -171,7 +171,7 @@ def make_site(
         "data_dir": str(data_dir / node_id),
         "location": {"lat": round(lat, 6), "lon": round(lon, 6)},
         "mqtt": {"url": url, "reconnect_min_s": 0.2, "reconnect_max_s": 2.0},
-        "hardware": {"backend": "sim"},
+        "hardware": {"type": "sim"},
         "outbox": {"synchronous": "normal", "resend_after_s": 2.0},
         "telemetry": {"interval_s": scenario.telemetry_interval_s},
         "power": {
