@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 
 from fleet_server.broker import ManagedBroker
-from tests.db_support import db_url, pg_url  # noqa: F401 - fixtures for every test module
+
+# Fixtures every test module may ask for by name; test modules never import
+# fixtures from one another.
+pytest_plugins = [
+    "tests.support.api",
+    "tests.support.browser",
+    "tests.support.db",
+    "tests.support.enrollment",
+]
 
 _BROKERS: list[ManagedBroker] = []
 

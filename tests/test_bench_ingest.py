@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from simulators.bench_ingest import MIX, build_events
-from tests.db_support import PG_URL, pg_unreachable
+from tests.support.db import PG_URL, pg_unreachable
 
 NIGEHBAAN = [sys.executable, "-m", "edge_agent.console", "--log-level", "WARNING"]
 

@@ -25,7 +25,7 @@ from fleet_server.pki import IssuingCa, PkiPaths, init_dev_pki, key_fingerprint
 from fleet_server.pki.ca import cert_pem, cert_serial_hex, private_key_pem
 from fleet_server.pki.runtime import PkiRuntime
 from fleet_server.schema import migrate
-from tests.pki_helpers import (
+from tests.support.pki import (
     Identity,
     TlsClient,
     connects,

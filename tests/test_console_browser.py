@@ -34,7 +34,7 @@ from proto.ids import new_event_id
 from proto.messages import Ack, AlertStateCommand, Birth, Firmware, PanicEvent, Status
 from proto.topics import birth_topic, downlink_filters, event_topic, status_topic
 from simulators.server_process import ServerProcess
-from tests.browser_support import BROWSER_MARKS, UI_TIMEOUT_MS, browser, page
+from tests.support.browser import BROWSER_MARKS, UI_TIMEOUT_MS
 
 MQTT_TIMEOUT_S = 15.0
 RESEND_AFTER_S = 1.0
@@ -44,7 +44,6 @@ AUDITOR = "aud-console"
 AUDITOR_PASSWORD = "ledger-" + secrets.token_hex(8)
 
 pytestmark = BROWSER_MARKS
-__all__ = ["browser", "page"]  # fixtures shared from tests.browser_support
 
 _node_numbers = itertools.count(1)
 

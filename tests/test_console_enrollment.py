@@ -19,14 +19,13 @@ from playwright.sync_api import Page, expect
 
 from fleet_server.broker import ManagedBroker
 from simulators.server_process import ServerProcess
-from tests.browser_support import BROWSER_MARKS, browser, page
-from tests.pki_helpers import csr_pem, new_key
+from tests.support.browser import BROWSER_MARKS
+from tests.support.pki import csr_pem, new_key
 
 ADMIN = "admin-enroll"
 ADMIN_PASSWORD = "enroll-" + secrets.token_hex(8)
 
 pytestmark = BROWSER_MARKS
-__all__ = ["browser", "page"]  # fixtures shared from tests.browser_support
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from proto.codec import encode
 from proto.messages import Birth, Firmware, GeoPoint, PowerTelemetry, Status, Telemetry
 from proto.topics import birth_topic, status_topic, telemetry_topic
 from simulators.server_process import ServerProcess
-from tests.browser_support import BROWSER_MARKS, browser, page
+from tests.support.browser import BROWSER_MARKS
 
 OPERATOR = "op-power"
 PASSWORD = "sunrise-" + secrets.token_hex(8)
@@ -35,7 +35,6 @@ PASSWORD = "sunrise-" + secrets.token_hex(8)
 EVENING = datetime(2025, 12, 1, 16, 0, tzinfo=timezone.utc)
 
 pytestmark = BROWSER_MARKS
-__all__ = ["browser", "page"]  # fixtures shared from tests.browser_support
 _numbers = itertools.count(1)
 
 

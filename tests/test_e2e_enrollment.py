@@ -40,7 +40,7 @@ from hardware.button import SimButton
 from simulators.enrollment import EnrollmentPlan
 from simulators.fleet import SimFleet
 from simulators.server_process import ServerProcess
-from tests.e2e_support import until
+from tests.support.e2e import until
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

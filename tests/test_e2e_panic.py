@@ -21,7 +21,7 @@ from hardware.indicator import Pattern
 from simulators.fleet import SimFleet
 from simulators.netcut import NetCut
 from simulators.sse import FeedItem, alert_feed
-from tests.e2e_support import API, Stack, running_stack, until
+from tests.support.e2e import API, Stack, running_stack, until
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

@@ -33,7 +33,7 @@ from fleet_server.broker import ManagedBroker
 from simulators.scenario import SCENARIO_DIR, ScenarioRunner, load_scenario
 from simulators.scenario_cli import push_site_targets
 from simulators.server_process import ServerProcess
-from tests.e2e_support import API, running_stack
+from tests.support.e2e import API, running_stack
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -9,12 +9,7 @@ exercised in tests/test_e2e_enrollment.py.
 from __future__ import annotations
 
 import json
-import ssl
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +22,6 @@ from cryptography.x509.oid import NameOID
 from edge_agent.config import load_config_file
 from edge_agent.enroll import (
     BadEnrollmentData,
-    Bundle,
     EnrollmentClient,
     EnrollmentRefused,
     EnrollmentUnavailable,
@@ -43,93 +37,8 @@ from edge_agent.identity import (
     node_id_from_serial,
     public_key_fingerprint,
 )
-from tests.fake_pki import FakeCA
-
-Answer = Callable[[str, str, dict[str, Any]], tuple[int, Any, dict[str, str]]]
-
-
-@dataclass
-class FakeEnrollmentServer:
-    """An HTTPS server whose answers the test scripts, recording every request."""
-
-    ca: FakeCA
-    url: str
-    answer: Answer
-    requests: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
-
-
-@pytest.fixture
-def ca() -> FakeCA:
-    return FakeCA()
-
-
-@pytest.fixture
-def fake_server(ca: FakeCA, tmp_path: Path) -> Iterator[FakeEnrollmentServer]:
-    files = ca.server_files(tmp_path / "server-tls")
-    state = FakeEnrollmentServer(ca=ca, url="", answer=lambda m, p, b: (500, None, {}))
-
-    class Handler(BaseHTTPRequestHandler):
-        def _serve(self, method: str) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length)) if length else {}
-            state.requests.append((method, self.path, body))
-            status, payload, headers = state.answer(method, self.path, body)
-            data = json.dumps(payload).encode() if payload is not None else b""
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_POST(self) -> None:
-            self._serve("POST")
-
-        def do_GET(self) -> None:
-            self._serve("GET")
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(files.cert, files.key)
-    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
-    state.url = f"https://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
-def issued(
-    ca: FakeCA, body: dict[str, Any], *, node_id: str, lifetime_s: float = 30 * 86400
-) -> dict[str, Any]:
-    cert = ca.sign_csr(body["csr_pem"], lifetime=timedelta(seconds=lifetime_s))
-    return {
-        "node_id": node_id,
-        "certificate_pem": cert,
-        "ca_chain_pem": ca.pem,
-        "broker_url": "mqtts://127.0.0.1:8883",
-        "api_url": "https://127.0.0.1:8443",
-        "not_after": certificate_info(cert).not_after.isoformat(),
-    }
-
-
-def bundle_for(server: FakeEnrollmentServer, **extra: Any) -> Bundle:
-    fields: dict[str, Any] = {
-        "server_url": server.url,
-        "ca_chain_pem": server.ca.pem,
-        "token": "nbet_secret",
-        "site_id": "lahore-gulberg-site-0001",
-        "district": "lahore-gulberg",
-    }
-    return Bundle.model_validate({**fields, **extra})
-
+from tests.support.enrollment import FakeEnrollmentServer, bundle_for, issued
+from tests.support.pki import FleetCA
 
 # ------------------------------------------------------------------ identity
 
@@ -160,15 +69,19 @@ def test_a_csr_names_the_node_and_its_serial_and_is_signed_by_the_node_key(tmp_p
 
 
 def test_renewal_is_due_once_less_than_a_third_of_the_lifetime_is_left(
-    ca: FakeCA, tmp_path: Path
+    ca: FleetCA, tmp_path: Path
 ) -> None:
     store = FileKeyStore(tmp_path / "node.key")
     info = certificate_info(
         ca.sign_csr(store.sign_csr("lhr-0001", "S1"), lifetime=timedelta(days=30))
     )
     start = info.not_before
+    # The product CA back-dates not_before for clock skew: a third left is read
+    # off the certificate's own validity, not the 30 days asked for.
+    two_thirds = start + (info.not_after - start) * 2 / 3
     assert not needs_renewal(info, now=start + timedelta(days=19))
-    assert needs_renewal(info, now=start + timedelta(days=20, seconds=2))
+    assert not needs_renewal(info, now=two_thirds - timedelta(seconds=2))
+    assert needs_renewal(info, now=two_thirds + timedelta(seconds=2))
     assert needs_renewal(info, now=info.not_after + timedelta(days=1))
 
 
@@ -180,7 +93,7 @@ def test_node_ids_are_derived_from_serials_the_way_the_server_derives_them() -> 
 # -------------------------------------------------------------------- bundle
 
 
-def test_a_bundle_with_an_unknown_key_or_a_newer_version_is_refused(ca: FakeCA) -> None:
+def test_a_bundle_with_an_unknown_key_or_a_newer_version_is_refused(ca: FleetCA) -> None:
     good = {"server_url": "https://fleet.example:8443", "ca_chain_pem": ca.pem, "bundle_version": 1}
     assert bundle_from_text(json.dumps(good)).token is None
     with pytest.raises(BadEnrollmentData, match="wifi_password"):
@@ -189,7 +102,7 @@ def test_a_bundle_with_an_unknown_key_or_a_newer_version_is_refused(ca: FakeCA) 
         bundle_from_text(json.dumps({**good, "bundle_version": 2}))
 
 
-def test_plain_http_enrollment_is_refused_unless_the_server_is_on_this_machine(ca: FakeCA) -> None:
+def test_plain_http_enrollment_is_refused_unless_the_server_is_on_this_machine(ca: FleetCA) -> None:
     with pytest.raises(BadEnrollmentData, match="https"):
         EnrollmentClient("http://fleet.example:8080", ca_chain_pem=ca.pem)
     EnrollmentClient("http://127.0.0.1:8080", ca_chain_pem=None)
@@ -296,7 +209,7 @@ def test_rate_limiting_is_waited_out_as_the_server_asks(
 def test_a_server_whose_certificate_is_not_from_the_bundle_ca_is_not_trusted(
     fake_server: FakeEnrollmentServer, tmp_path: Path
 ) -> None:
-    other = FakeCA("Someone else")
+    other = FleetCA()
     bundle = bundle_for(fake_server).model_copy(update={"ca_chain_pem": other.pem})
     with pytest.raises(EnrollmentUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
         provision(bundle, data_dir=tmp_path, serial="SIM-0001")

@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -29,25 +28,21 @@ from edge_agent.node import build_node
 from edge_agent.renewal import CertificateRenewer
 from fleet_server.broker import ManagedBroker, free_port
 from fleet_server.broker.config import BrokerConfig, Listener, TlsSettings
+from fleet_server.pki.ca import CLOCK_SKEW
 from hardware.backends import SimBackend
 from hardware.button import SimButton
 from proto.codec import encode
 from proto.messages import Ack
 from proto.topics import parse_topic
-from tests.fake_pki import FakeCA
-from tests.test_edge_enroll import FakeEnrollmentServer, bundle_for, fake_server, issued
+from tests.support.enrollment import FakeEnrollmentServer, bundle_for, issued
+from tests.support.pki import FleetCA
+from tests.support.polling import until
 
 pytestmark = [pytest.mark.broker]
-__all__ = ["fake_server"]  # the fixture, re-used
 
 
 @pytest.fixture
-def ca() -> FakeCA:
-    return FakeCA()
-
-
-@pytest.fixture
-def tls_broker(ca: FakeCA, tmp_path: Path) -> Iterator[ManagedBroker]:
+def tls_broker(ca: FleetCA, tmp_path: Path) -> Iterator[ManagedBroker]:
     pki = tmp_path / "broker-pki"
     files = ca.server_files(pki, "broker")
     tls = TlsSettings(cafile=ca.write_ca(pki / "ca.pem"), certfile=files.cert, keyfile=files.key)
@@ -65,7 +60,7 @@ def tls_broker(ca: FakeCA, tmp_path: Path) -> Iterator[ManagedBroker]:
 class AckingServer:
     """Stands in for the fleet server: acks every event it receives, records ids."""
 
-    def __init__(self, ca: FakeCA, broker: ManagedBroker, work: Path) -> None:
+    def __init__(self, ca: FleetCA, broker: ManagedBroker, work: Path) -> None:
         files = ca.client_files(work / "fleet-server", "fleet-server")
         self.event_ids: list[str] = []
         self.lock = threading.Lock()
@@ -99,15 +94,6 @@ def _now() -> Any:
     return datetime.now(timezone.utc)
 
 
-async def until(check: Callable[[], Any], *, what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-    return value
-
-
 async def press(agent: Agent) -> None:
     button = agent.button
     assert isinstance(button, SimButton)
@@ -117,10 +103,13 @@ async def press(agent: Agent) -> None:
 
 
 def test_an_enrolled_node_renews_its_short_lived_certificate_and_loses_no_press(
-    ca: FakeCA, fake_server: FakeEnrollmentServer, tls_broker: ManagedBroker, tmp_path: Path
+    ca: FleetCA, fake_server: FakeEnrollmentServer, tls_broker: ManagedBroker, tmp_path: Path
 ) -> None:
     fake_server.ca = ca
-    lifetimes = iter([9.0])  # the first certificate is due for renewal after 6 s
+    # The product CA back-dates not_before by CLOCK_SKEW (5 min), so a third of
+    # the validity is left 2/3·(300 + L) − 300 s after issue: L = 159 s makes
+    # the first certificate due for renewal about 6 s after it is issued.
+    lifetimes = iter([3 * (CLOCK_SKEW.total_seconds() + 6.0) / 2 - CLOCK_SKEW.total_seconds()])
 
     def answer(method: str, path: str, body: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
         answer = issued(ca, body, node_id="sim-0001", lifetime_s=next(lifetimes, 3600.0))

@@ -26,7 +26,7 @@ from fleet_server.models import EnrollmentToken, Role, UserCreate, utcnow
 from fleet_server.pki import key_fingerprint
 from fleet_server.runtime import Runtime
 from fleet_server.settings import Settings
-from tests.pki_helpers import csr_pem, new_key, public_pem
+from tests.support.pki import csr_pem, new_key, public_pem
 
 ADMIN_PW = "admin-pw-for-tests"
 TECH_PW = "tech-pw-for-tests"

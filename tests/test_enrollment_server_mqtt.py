@@ -9,7 +9,6 @@ connection (CN fleet-server) survives the broker restart.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,20 +22,12 @@ from fleet_server.settings import Settings
 from proto.codec import decode, encode
 from proto.messages import Birth, Firmware, PingCommand, Reply, Status
 from proto.topics import birth_topic, downlink_filters, reply_topic, status_topic
-from tests.pki_helpers import Identity, TlsClient, connects, csr_pem, key_pem, new_key
+from tests.support.pki import Identity, TlsClient, connects, csr_pem, key_pem, new_key
+from tests.support.polling import wait_for
 
 pytestmark = [pytest.mark.broker]
 
 ADMIN_PW = "admin-pw-for-e2e"
-
-
-def wait_for(check: object, *, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if callable(check) and check():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from fleet_server.feed_replay import replay_frames
 from fleet_server.models import Alert
 from fleet_server.stream import alert_frame, cursor_of, parse_cursor
 from fleet_server.timers import run_timers_once
-from tests.ingest_support import T0, sqlite_engine
+from tests.support.ingest import T0, sqlite_engine
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from fleet_server.models import utcnow
 from fleet_server.pki import CsrInvalid, IssuingCa, PkiError, PkiPaths, init_dev_pki
 from fleet_server.pki.ca import cert_pem, check_csr, load_key, parse_csr
 from fleet_server.pki.store import load_root
-from tests.pki_helpers import csr_pem, new_key
+from tests.support.pki import csr_pem, new_key
 
 OPENSSL = shutil.which("openssl")
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from proto.catalog import message_kinds
 from proto.codec import decode, encode, topic_for
 from proto.messages import WireModel
-from tests.strategies import MESSAGES
+from tests.support.strategies import MESSAGES
 
 
 def test_every_message_kind_has_a_strategy() -> None:

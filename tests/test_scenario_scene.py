@@ -19,7 +19,7 @@ from hardware import SimBackend
 from proto.codec import decode_uplink
 from proto.messages import Birth, Capability, PlateEvent
 from simulators.synthetic_scene import SyntheticScene, plate_event_builder
-from tests.test_edge_agent_broker import FleetStandIn, eventually, node_config, run, running
+from tests.support.fleet_standin import FleetStandIn, eventually, node_config, run, running
 
 
 def test_a_scene_makes_valid_plate_reads_the_same_way_for_the_same_seed() -> None:

@@ -19,7 +19,7 @@ from fleet_server.ingest import IngestWorker
 from fleet_server.ingest.acks import ACK_MAX_IDS, AckCoalescer
 from proto.ids import new_event_id
 from proto.messages import PanicEvent
-from tests.ingest_support import T0, RecordedAcks, plate_read, sqlite_engine, wire
+from tests.support.ingest import T0, RecordedAcks, plate_read, sqlite_engine, wire
 
 
 class _Clock:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from tests.test_server_api import API, client, login, make_alert
-
-__all__ = ["client"]  # the fixture, re-used from the API tests
+from tests.support.api import API, login, make_alert
 
 
 def test_an_admin_replaces_the_panic_ladder(client: TestClient) -> None:

@@ -24,7 +24,7 @@ from fleet_server.models import Alert, Event, PowerState
 from proto.codec import encode
 from proto.ids import new_event_id
 from proto.messages import Ack, EventBase, PanicEvent, PowerEvent, TamperEvent
-from tests.ingest_support import T0, RecordedAcks, plate_read, sqlite_engine, wire
+from tests.support.ingest import T0, RecordedAcks, plate_read, sqlite_engine, wire
 
 
 @pytest.fixture

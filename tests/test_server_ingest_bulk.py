@@ -43,7 +43,7 @@ from proto.messages import (
     Status,
     TamperEvent,
 )
-from tests.ingest_support import T0, migrated_engine
+from tests.support.ingest import T0, migrated_engine
 
 NOW = datetime(2025, 3, 1, 9, 0, 5, 250_000, tzinfo=timezone.utc)
 

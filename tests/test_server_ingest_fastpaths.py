@@ -38,7 +38,7 @@ from fleet_server.mqtt import MqttLink
 from proto.codec import encode, topic_for
 from proto.ids import new_event_id
 from proto.messages import PanicEvent
-from tests.ingest_support import T0, RecordedAcks, sqlite_engine
+from tests.support.ingest import T0, RecordedAcks, sqlite_engine
 
 
 @pytest.fixture

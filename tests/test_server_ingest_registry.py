@@ -31,7 +31,7 @@ from fleet_server.models import Event, Node
 from proto.codec import encode, topic_for
 from proto.ids import new_event_id
 from proto.messages import FaceEvent, PanicEvent, PlateEvent
-from tests.ingest_support import T0, migrated_engine
+from tests.support.ingest import T0, migrated_engine
 
 NOW = datetime(2025, 3, 1, 9, 0, 5, tzinfo=timezone.utc)
 

@@ -14,9 +14,8 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,23 +32,12 @@ from proto.codec import decode, encode, topic_for
 from proto.ids import new_event_id
 from proto.messages import Ack, AlertStateCommand, PanicEvent, utc_now
 from proto.topics import ack_topic, downlink_filters
+from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.broker
 API = "/api/v1"
 ADMIN_PASSWORD = "integration-admin-pw"
 T = TypeVar("T")
-
-
-def wait_for(probe: Callable[[], T | None], *, timeout: float = 10.0, what: str = "") -> T:
-    """Poll `probe` until it returns something truthy (bounded; no timing assertions)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or probe}")
-        time.sleep(0.02)
 
 
 class FakeNode:

@@ -28,7 +28,7 @@ from fleet_server.timers import (
     default_jobs,
     run_jobs_once,
 )
-from tests.ingest_support import T0, sqlite_engine
+from tests.support.ingest import T0, sqlite_engine
 
 
 @pytest.fixture

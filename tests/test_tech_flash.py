@@ -19,7 +19,7 @@ import pytest
 
 from fleet_server.tech.flash import FlashError, fat_partition, read_partitions
 from proto.bundle import Bundle
-from tests.fake_pki import FakeCA
+from tests.support.pki import FleetCA
 
 TOOLS = ("sfdisk", "mkfs.vfat", "mcopy", "mtype")
 needs_tools = pytest.mark.skipif(
@@ -58,7 +58,7 @@ def flash(target: Path, ca_file: Path, *extra: str) -> subprocess.CompletedProce
 
 @pytest.fixture
 def ca_file(tmp_path: Path) -> Path:
-    return FakeCA().write_ca(tmp_path / "ca-chain.pem")
+    return FleetCA().write_ca(tmp_path / "ca-chain.pem")
 
 
 def test_a_bundle_is_written_onto_a_mounted_boot_directory(tmp_path: Path, ca_file: Path) -> None:

@@ -17,7 +17,7 @@ import textwrap
 from pathlib import Path
 
 from proto.bundle import Bundle
-from tests.fake_pki import FakeCA
+from tests.support.pki import FleetCA
 
 # Every distribution the `server` extra brings besides the HTTP client (httpx,
 # which the `tech` extra brings on its own).
@@ -107,7 +107,7 @@ def test_tech_help_works_without_the_server_extra(tmp_path: Path) -> None:
 
 
 def test_tech_flash_writes_a_bundle_without_the_server_extra(tmp_path: Path) -> None:
-    ca_file = FakeCA().write_ca(tmp_path / "ca-chain.pem")
+    ca_file = FleetCA().write_ca(tmp_path / "ca-chain.pem")
     boot = tmp_path / "boot"
     boot.mkdir()
     done = run_without_server_extra(

@@ -6,10 +6,8 @@ SIGKILL either), with an admin account whose token it uses for the API.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import secrets
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ import httpx
 
 from fleet_server.broker import ManagedBroker
 from simulators.server_process import ServerProcess
+from tests.support import polling
 
 API = "/api/v1"
 T = TypeVar("T")
@@ -74,12 +73,5 @@ def running_stack(work: Path, *, env: dict[str, str] | None = None) -> Iterator[
 
 
 async def until(check: Callable[[], T], *, what: str, timeout: float = 30.0) -> T:
-    """Poll `check` (in a thread: it may do HTTP) until truthy; fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await asyncio.to_thread(check)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.1)
+    """`polling.until` for checks that do HTTP: each poll runs in a worker thread."""
+    return await polling.until(check, what, timeout=timeout, interval=0.1, blocking=True)

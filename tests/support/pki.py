@@ -1,15 +1,19 @@
-"""Test helpers for the provisioning tests: node keys and CSRs, mTLS MQTT clients, CLI clients.
+"""The tests' one PKI helper: the product CA for certificates, node keys and CSRs, mTLS clients.
 
-Keys and CSRs are made here with `cryptography`, the way a node makes its own
-(the edge agent's key store is another engineer's code and is tested there).
+Certificates come from the product's own CA (`FleetCA` over `fleet_server.pki`);
+keys and CSRs are made here with `cryptography`, the way a node makes its own
+(the edge agent's key store is tested on its own); `TlsClient`, `connects`
+and the `mosquitto_pub`/`mosquitto_sub` wrappers speak mutual TLS to a broker.
 """
 
 from __future__ import annotations
 
 import queue
 import subprocess
+import tempfile
 import threading
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion
+
+from fleet_server.models import utcnow
+from fleet_server.pki import IssuingCa, PkiPaths, init_dev_pki
+from fleet_server.pki.ca import cert_pem, issue_service_certificate
 
 MQTT_TIMEOUT_S = 5.0
 
@@ -184,3 +192,86 @@ def mosquitto_sub(
     for topic in topics:
         args += ["-t", topic]
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@dataclass
+class ServerFiles:
+    """A certificate (leaf first, then the issuing CA) and its private key, as files."""
+
+    cert: Path
+    key: Path
+
+
+class FleetCA:
+    """The product's own CA (`fleet_server.pki`), made fresh in a temporary directory.
+
+    Node-side tests (enrollment client, mqtts reconnection, flashing) need
+    certificates without a running fleet server; they get them from the same
+    code that issues them in the field (development root + issuing CA,
+    `IssuingCa.issue_node` for CSRs, service certificates for servers), so a
+    change to what the product issues is seen by those tests too. Each
+    instance is a separate CA ("another CA" tests make a second one).
+    """
+
+    def __init__(self) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix="nb-test-ca-"))
+        self.paths = PkiPaths(self._dir / "pki")
+        init_dev_pki(self.paths, passphrase=b"test-root-passphrase", now=utcnow())
+        self.ca = IssuingCa(self.paths)
+
+    @property
+    def pem(self) -> str:
+        """The chain a node trusts: issuing CA, then root."""
+        return self.ca.chain_pem
+
+    def sign_csr(self, csr_pem_text: str, *, lifetime: timedelta = timedelta(days=30)) -> str:
+        """A node certificate for the CSR's CN (and serialNumber), as the server would issue."""
+        csr = x509.load_pem_x509_csr(csr_pem_text.encode("ascii"))
+        assert csr.is_signature_valid
+        public = csr.public_key()
+        assert isinstance(public, ec.EllipticCurvePublicKey)
+        cn = str(csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+        serials = csr.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)
+        serial = str(serials[0].value) if serials else f"SN-{cn}"
+        cert = self.ca.issue_node(
+            key=public, node_id=cn, serial=serial, now=utcnow(),
+            days=lifetime.total_seconds() / 86_400,
+        )  # fmt: skip
+        return cert_pem(cert).decode("ascii")
+
+    def client_files(self, directory: Path, name: str) -> ServerFiles:
+        """Key and client certificate with CN `name`, written as files."""
+        return self._service(directory, name, hostnames=(), server=False, client=True)
+
+    def server_files(self, directory: Path, name: str = "server") -> ServerFiles:
+        """Key and server certificate for 127.0.0.1 and localhost, written as files."""
+        return self._service(
+            directory, name, hostnames=("127.0.0.1", "localhost"), server=True, client=False
+        )
+
+    def write_ca(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.pem, encoding="ascii")
+        return path
+
+    def _service(
+        self,
+        directory: Path,
+        name: str,
+        *,
+        hostnames: tuple[str, ...],
+        server: bool,
+        client: bool,
+    ) -> ServerFiles:
+        key = new_key()
+        cert = issue_service_certificate(
+            key=key.public_key(), issuer_cert=self.ca.cert, issuer_key=self.ca.key,
+            common_name=name, now=utcnow(), hostnames=hostnames, server=server, client=client,
+            days=30,
+        )  # fmt: skip
+        directory.mkdir(parents=True, exist_ok=True)
+        files = ServerFiles(directory / f"{name}.pem", directory / f"{name}.key")
+        files.cert.write_bytes(cert_pem(cert) + cert_pem(self.ca.cert))
+        files.key.write_bytes(key_pem(key))
+        files.key.chmod(0o600)
+        return files

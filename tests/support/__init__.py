@@ -1,0 +1,1 @@
+"""What the tests share: polling, the PKI, the e2e stacks, the browser, databases, stand-ins."""
