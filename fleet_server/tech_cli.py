@@ -17,7 +17,7 @@ unreachable.
 A technician's laptop does not install the `server` extra: these commands are
 an HTTP client of the fleet server and import only `proto`, the standard
 library and httpx (the `tech` extra; `tech flash` needs not even that).
-`tests/test_tech_without_server_extra.py` holds them to it.
+`tests/integration/test_tech_without_server_extra.py` holds them to it.
 """
 
 from __future__ import annotations

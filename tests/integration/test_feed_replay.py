@@ -2,7 +2,7 @@
 
 Pure rules (cursor format) and the replay query against a real migrated
 database; the end-to-end story (a console away across a server crash) is in
-tests/test_e2e_panic.py.
+tests/e2e/test_e2e_panic.py.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from simulators.bench_harness import (
     publish,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_a_result_carries_the_machine_its_times_and_its_figures() -> None:

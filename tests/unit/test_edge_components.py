@@ -4,7 +4,7 @@ Every node here runs on a `ManualClock` (buttons, press timers, resends,
 telemetry and power sampling all wait on it) and a `MemoryTransport` that
 plays broker and server, so the tests assert exact virtual times and never
 sleep. What the broker does is tested against the real Mosquitto in
-tests/test_edge_agent_broker.py; here the node's own behaviour is the story.
+tests/integration/test_edge_agent_broker.py; here the node's own behaviour is the story.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The enrollment client talks to a small local HTTPS fake that answers the way
 docs/provisioning.md says the server does (200, 202 pending, 4xx reason
 codes, 429 with Retry-After), signed by a throw-away CA; the real server is
-exercised in tests/test_e2e_enrollment.py.
+exercised in tests/e2e/test_e2e_enrollment.py.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The HTTPS enrollment contract is one definition that the node and the server both speak.
 
 Its golden files and schemas are checked with the MQTT ones
-(tests/test_proto_golden.py); these tests pin what is particular to it: the
+(tests/contract/test_proto_golden.py); these tests pin what is particular to it: the
 bytes a node sends are today's, a refusal carries a status per code, requests
 are closed while answers are read leniently, and both ends raise and catch
 the same `EnrollmentRefused`.

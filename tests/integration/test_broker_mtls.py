@@ -149,7 +149,7 @@ def drain(client: TlsClient, *, until_topic: str, timeout: float = 5.0) -> list[
 
 
 def test_the_generated_acl_is_exactly_the_documented_one(fleet: Fleet) -> None:
-    doc = (Path(__file__).parents[1] / "docs" / "provisioning.md").read_text()
+    doc = (Path(__file__).parents[2] / "docs" / "provisioning.md").read_text()
     acl = (fleet.tmp / "broker" / "acl").read_text().splitlines()
     doc_lines = [line.strip() for line in doc.splitlines()]
     start = doc_lines.index(acl[0])

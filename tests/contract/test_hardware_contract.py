@@ -333,7 +333,7 @@ def _top_level_names(module: ModuleType) -> set[str]:
 
 HARDWARE_MODULES = sorted(
     f"hardware.{p.stem}"
-    for p in Path(__file__).resolve().parent.parent.joinpath("hardware").glob("*.py")
+    for p in Path(__file__).resolve().parents[2].joinpath("hardware").glob("*.py")
     if p.stem != "__init__"
 )
 

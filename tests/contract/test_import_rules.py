@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("proto", "hardware", "edge_agent", "ota", "fleet_server", "simulators")
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 

@@ -1,0 +1,1 @@
+"""End-to-end stories: the fleet server as its own process, its broker and simulated nodes."""

@@ -1,0 +1,1 @@
+"""Integration tests: real Mosquitto, real databases (SQLite, PostgreSQL where reachable), real Chromium."""
