@@ -1,15 +1,19 @@
-"""Alerts: list, read, and move through the lifecycle."""
+"""Alerts: list, read, and move through the lifecycle.
+
+The list filters by any number of states (the console's history view asks for
+every closed state at once), type, severity, district, queue and node, and pages
+with `offset`/`limit`, newest first.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 
 from fleet_server.alerting import AlertNotFound, IllegalTransition, transition_alert
 from fleet_server.api.deps import CurrentUser, OperatorUser, RuntimeDep, SessionDep
-from fleet_server.crud import list_alerts
 from fleet_server.models import (
     Alert,
     AlertEscalation,
@@ -20,25 +24,51 @@ from fleet_server.models import (
     AlertTransition,
     AlertTransitionPublic,
     AlertTransitionsPublic,
+    Severity,
     TransitionRequest,
 )
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
 
 
+# An offset past any real history; bounded so the database never sees an
+# integer it cannot hold.
+MAX_OFFSET = 10_000_000
+
+
 @router.get("")
 def read_alerts(
     session: SessionDep,
     _user: CurrentUser,
-    state: AlertState | None = None,
+    state: Annotated[list[AlertState] | None, Query(max_length=len(AlertState))] = None,
     queue: Annotated[str | None, Query(max_length=64)] = None,
     node_id: Annotated[str | None, Query(max_length=64)] = None,
+    alert_type: Annotated[str | None, Query(alias="type", max_length=32)] = None,
+    severity: Severity | None = None,
+    district: Annotated[str | None, Query(max_length=64)] = None,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AlertsPublic:
-    """Newest alerts first; filter by state, queue (e.g. `catch_all`) or node."""
-    alerts, count = list_alerts(
-        session=session, state=state, queue=queue, node_id=node_id, limit=limit
-    )
+    """Newest alerts first; filter by state (repeatable), queue (e.g. `catch_all`), node,
+    type, severity or district; `count` is how many match in all."""
+    query = select(Alert)
+    count_query = select(func.count()).select_from(Alert)
+    if state:
+        query = query.where(col(Alert.state).in_([str(s) for s in state]))
+        count_query = count_query.where(col(Alert.state).in_([str(s) for s in state]))
+    for column, value in (
+        (Alert.queue, queue),
+        (Alert.node_id, node_id),
+        (Alert.type, alert_type),
+        (Alert.severity, severity),
+        (Alert.district, district),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+            count_query = count_query.where(column == value)
+    query = query.order_by(col(Alert.received_at).desc(), col(Alert.id).desc())
+    alerts = session.exec(query.offset(offset).limit(limit)).all()
+    count = int(session.exec(count_query).one())
     return AlertsPublic(data=[AlertPublic.model_validate(a) for a in alerts], count=count)
 
 
