@@ -14,132 +14,25 @@ client publishing proto messages.
 from __future__ import annotations
 
 import itertools
-import queue
 import secrets
-import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 from playwright.sync_api import Browser, Page, expect
 
 from fleet_server.broker import ManagedBroker
-from proto.codec import decode, encode
-from proto.errors import ProtoError
-from proto.ids import new_event_id
-from proto.messages import Ack, AlertStateCommand, Birth, Firmware, PanicEvent, Status
-from proto.topics import birth_topic, downlink_filters, event_topic, status_topic
 from simulators.server_process import ServerProcess
 from tests.support.browser import BROWSER_MARKS, UI_TIMEOUT_MS
+from tests.support.console import Account, FakePillar, alert_row, console_server
+from tests.support.console import sign_in as console_sign_in
 
-MQTT_TIMEOUT_S = 15.0
-RESEND_AFTER_S = 1.0
-OPERATOR = "op-console"
-OPERATOR_PASSWORD = "pillar-" + secrets.token_hex(8)
-AUDITOR = "aud-console"
-AUDITOR_PASSWORD = "ledger-" + secrets.token_hex(8)
+OPERATOR = Account("op-console", "operator", "pillar-" + secrets.token_hex(8))
+AUDITOR = Account("aud-console", "auditor", "ledger-" + secrets.token_hex(8))
 
 pytestmark = BROWSER_MARKS
 
 _node_numbers = itertools.count(1)
-
-
-# ---------------------------------------------------------------- the pillar
-
-
-class FakePillar:
-    """A panic-button node reduced to its wire behaviour: birth, press, commands."""
-
-    def __init__(self, broker: ManagedBroker, node_id: str) -> None:
-        self.broker = broker
-        self.node_id = node_id
-        self.alert_states: queue.Queue[AlertStateCommand] = queue.Queue()
-        self.acked: queue.Queue[str] = queue.Queue()
-        self._subscribed: queue.Queue[bool] = queue.Queue()
-        self._seq = 0
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=node_id, protocol=mqtt.MQTTv5
-        )
-        self._client.on_connect = self._on_connect
-        self._client.on_subscribe = self._on_subscribe
-        self._client.on_message = self._on_message
-
-    def _on_connect(self, client: mqtt.Client, *_: Any) -> None:
-        # Subscribing here renews the subscription after a reconnect.
-        client.subscribe([(topic, 1) for topic in downlink_filters(self.node_id)])
-
-    def _on_subscribe(self, *_: Any) -> None:
-        self._subscribed.put(True)
-
-    def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        try:
-            message = decode(msg.topic, bytes(msg.payload))
-        except ProtoError:
-            return
-        if isinstance(message, AlertStateCommand):
-            self.alert_states.put(message)
-        elif isinstance(message, Ack):
-            for event_id in message.event_ids:
-                self.acked.put(event_id)
-
-    def start(self) -> None:
-        self._client.connect(self.broker.host, self.broker.port)
-        self._client.loop_start()
-        self._subscribed.get(timeout=MQTT_TIMEOUT_S)
-        now = datetime.now(timezone.utc)
-        status = Status(node_id=self.node_id, ts=now, state="online", bd_seq=1)
-        birth = Birth(
-            node_id=self.node_id,
-            ts=now,
-            bd_seq=1,
-            serial=f"NB-TEST-{self.node_id}",
-            hardware="test-pillar",
-            firmware=Firmware(version="0.1.0"),
-            capabilities=["panic_button", "indicator"],
-            config_hash="0" * 64,
-            site_id="gulberg-main-blvd",
-            district="lahore-gulberg",
-        )
-        self._publish(status_topic(self.node_id), encode(status), retain=True)
-        self._publish(birth_topic(self.node_id), encode(birth))
-
-    def press(self) -> str:
-        """One panic press, re-sent until the server acks it, as a node's outbox does.
-
-        The re-send matters at start-up: a press published before the server's
-        subscription is in place is not lost on a real node, and must not be here.
-        """
-        self._seq += 1
-        event = PanicEvent(
-            node_id=self.node_id,
-            ts=datetime.now(timezone.utc),
-            event_id=new_event_id(),
-            seq=self._seq,
-        )
-        deadline = time.monotonic() + MQTT_TIMEOUT_S
-        while time.monotonic() < deadline:
-            self._publish(event_topic(self.node_id, "panic"), encode(event))
-            try:
-                while self.acked.get(timeout=RESEND_AFTER_S) != event.event_id:
-                    pass
-            except queue.Empty:
-                continue
-            return event.event_id
-        raise AssertionError(f"server never acked panic event {event.event_id}")
-
-    def next_alert_state(self, *, timeout: float = MQTT_TIMEOUT_S) -> AlertStateCommand:
-        return self.alert_states.get(timeout=timeout)
-
-    def _publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
-        self._client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(MQTT_TIMEOUT_S)
-
-    def stop(self) -> None:
-        self._client.loop_stop()
-        self._client.disconnect()
 
 
 # ---------------------------------------------------------------- fixtures
@@ -150,22 +43,8 @@ def server(
     broker: ManagedBroker, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     """A real `nigehbaan server` with an operator and an auditor, made through its CLI."""
-    proc = ServerProcess(
-        data_dir=tmp_path_factory.mktemp("fleet"),
-        broker_url=broker.url,
-        env={"CONSOLE_OPERATOR_PW": OPERATOR_PASSWORD, "CONSOLE_AUDITOR_PW": AUDITOR_PASSWORD},
-    )
-    for name, role, password_env in [
-        (OPERATOR, "operator", "CONSOLE_OPERATOR_PW"),
-        (AUDITOR, "auditor", "CONSOLE_AUDITOR_PW"),
-    ]:
-        made = proc.run_cli("--create-user", name, "--role", role, "--password-env", password_env)
-        assert made.returncode == 0, made.stderr
-    proc.start()
-    try:
+    with console_server(broker, tmp_path_factory.mktemp("fleet"), [OPERATOR, AUDITOR]) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture
@@ -179,23 +58,8 @@ def pillar(broker: ManagedBroker, server: ServerProcess) -> Iterator[FakePillar]
         node.stop()
 
 
-# ---------------------------------------------------------------- helpers
-
-
-def sign_in(
-    page: Page, server: ServerProcess, *, user: str = OPERATOR, password: str = OPERATOR_PASSWORD
-) -> None:
-    page.goto(f"{server.base_url}/console/login")
-    page.get_by_label("User name").fill(user)
-    page.get_by_label("Password").fill(password)
-    page.get_by_test_id("login-submit").click()
-    expect(page.get_by_test_id("alert-table")).to_be_visible()
-    # The feed is open before anything is pressed, so the alert must come live.
-    expect(page.get_by_test_id("stream-status")).to_have_attribute("data-state", "live")
-
-
-def alert_row(page: Page, node_id: str) -> Any:
-    return page.locator(f'[data-testid="alert-row"][data-node-id="{node_id}"]')
+def sign_in(page: Page, server: ServerProcess, account: Account = OPERATOR) -> None:
+    console_sign_in(page, server, account)
 
 
 # ---------------------------------------------------------------- stories
@@ -262,8 +126,8 @@ def test_an_action_the_server_refuses_is_shown_and_the_row_corrected(
         stale = stale_context.new_page()
         stale.route("**/api/v1/stream/alerts**", lambda route: route.abort())
         stale.goto(f"{server.base_url}/console/login")
-        stale.get_by_label("User name").fill(OPERATOR)
-        stale.get_by_label("Password").fill(OPERATOR_PASSWORD)
+        stale.get_by_label("User name").fill(OPERATOR.username)
+        stale.get_by_label("Password").fill(OPERATOR.password)
         stale.get_by_test_id("login-submit").click()
         expect(stale.get_by_test_id("stream-status")).to_have_attribute("data-state", "down")
         stale_row = alert_row(stale, pillar.node_id)
@@ -288,7 +152,7 @@ def test_an_action_the_server_refuses_is_shown_and_the_row_corrected(
 def test_an_auditor_may_look_but_the_server_refuses_their_acknowledge(
     page: Page, server: ServerProcess, pillar: FakePillar
 ) -> None:
-    sign_in(page, server, user=AUDITOR, password=AUDITOR_PASSWORD)
+    sign_in(page, server, AUDITOR)
     pillar.press()
     row = alert_row(page, pillar.node_id)
 
@@ -305,7 +169,7 @@ def test_a_wrong_password_is_reported_on_the_sign_in_page(
     page: Page, server: ServerProcess
 ) -> None:
     page.goto(f"{server.base_url}/console/login")
-    page.get_by_label("User name").fill(OPERATOR)
+    page.get_by_label("User name").fill(OPERATOR.username)
     page.get_by_label("Password").fill("not-the-password")
     page.get_by_test_id("login-submit").click()
 
