@@ -133,6 +133,15 @@ class Settings(BaseModel):
         "reload restarts only when a revoked node is online",
     )
     crl_refresh_s: float = Field(default=86_400.0, gt=0.0, description="CRL re-sign interval")
+    acl_denial_alert_threshold: int = Field(
+        default=10,
+        ge=1,
+        description="broker ACL denials of one node within acl_denial_window_s that open an "
+        "acl_denied alert (a node probing other nodes' topics)",
+    )
+    acl_denial_window_s: float = Field(
+        default=600.0, gt=0.0, description="window acl_denial_alert_threshold is counted over"
+    )
     api_https: bool = Field(default=False, description="serve the API over HTTPS")
     api_certfile: Path | None = Field(default=None, description="default <pki_dir>/api.pem")
     api_keyfile: Path | None = Field(default=None, description="default <pki_dir>/api.key")

@@ -7,7 +7,10 @@ own ``nb/v1/<node_id>/…`` and reads only its own ``cmd/+`` and ``ack``; the
 fleet server (CN ``fleet-server``) reads and writes everything under
 ``nb/v1/#``. The patterns come from `proto.topics` (`node_acl_patterns`,
 `fleet_filter`), never spelled here. An optional plain listener on loopback
-exists for development.
+exists for development: the "watch" listener, anonymous and read-only under
+`WATCH_ACL` (``mosquitto_sub`` sees every topic; a publish is refused with
+PUBACK 135 for MQTT 5 and dropped for 3.1.1), so a local process cannot press
+a panic, invent a node or mark a pillar offline through it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,14 @@ from pathlib import Path
 from fleet_server.broker.config import BrokerConfig, Listener, TlsSettings
 from proto.topics import fleet_filter, node_acl_patterns
 
-__all__ = ["FLEET_SERVER_USER", "NODE_ACL", "FleetBrokerFiles", "fleet_broker_config", "write_acl"]
+__all__ = [
+    "FLEET_SERVER_USER",
+    "NODE_ACL",
+    "WATCH_ACL",
+    "FleetBrokerFiles",
+    "fleet_broker_config",
+    "write_acl",
+]
 
 FLEET_SERVER_USER = "fleet-server"
 
@@ -32,11 +42,14 @@ def _render_acl() -> str:
 
 NODE_ACL = _render_acl()
 
+# Lines before any `user` line apply to anonymous clients: read everything, write nothing.
+WATCH_ACL = f"topic read {fleet_filter()}\n"
 
-def write_acl(path: Path) -> Path:
+
+def write_acl(path: Path, *, text: str = NODE_ACL) -> Path:
     """Write the fleet ACL file (the same text for managed and external brokers)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(NODE_ACL, encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -61,12 +74,14 @@ def fleet_broker_config(
     """A managed broker with the mTLS node listener, and a plain loopback one when `plain_port`.
 
     The plain listener (when present) comes first, so `ManagedBroker.url`
-    stays the development URL; the TLS one is `listeners[-1]`.
+    stays the development URL; it is the read-only watch listener (`WATCH_ACL`).
+    The TLS one is `listeners[-1]`.
     """
     acl = write_acl(data_dir / "acl")
     listeners: list[Listener] = []
     if plain_port is not None:
-        listeners.append(Listener(port=plain_port, allow_anonymous=True))
+        watch_acl = write_acl(data_dir / "watch.acl", text=WATCH_ACL)
+        listeners.append(Listener(port=plain_port, allow_anonymous=True, acl_file=watch_acl))
     listeners.append(
         Listener(
             port=mqtts_port,
