@@ -152,7 +152,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     pki: PkiRuntime | None = None
     if pki_paths is not None:
         pki = PkiRuntime(
-            paths=pki_paths, engine=engine, revocation_action=settings.revocation_action
+            paths=pki_paths,
+            engine=engine,
+            revocation_action=settings.revocation_action,
+            restart_min_interval_s=settings.revocation_restart_min_s,
         )
         # The broker refuses to start without its crlfile.
         await asyncio.to_thread(pki.write_crl)

@@ -132,6 +132,13 @@ class Settings(BaseModel):
         "connections refused); restart drops live ones (Mosquitto keeps them on SIGHUP); "
         "reload restarts only when a revoked node is online",
     )
+    revocation_restart_min_s: float = Field(
+        default=30.0,
+        ge=0.0,
+        description="at most one broker restart for revocations per this many seconds; "
+        "revocations inside the window share one restart at its end (the CRL and SIGHUP "
+        "still happen at once)",
+    )
     crl_refresh_s: float = Field(default=86_400.0, gt=0.0, description="CRL re-sign interval")
     acl_denial_alert_threshold: int = Field(
         default=10,

@@ -20,12 +20,21 @@ whatever the broker does on SIGHUP:
   that is online is never left connected. If a future Mosquitto drops only
   the revoked client on SIGHUP (or every client), the check sees it offline
   and no restart follows.
+
+A restart disconnects the whole fleet, so restarts are rate-limited: at most
+one per ``restart_min_interval_s``. A revocation inside that window still gets
+its new CRL and SIGHUP at once (the revoked certificate is refused on every
+new connection), and one restart, shared by every revocation of the window,
+is scheduled for when the window ends (``restart-scheduled``). A revocation
+that revoked nothing never reaches this module (the route answers
+``unchanged``): no CRL change, nothing to make the broker do.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Literal
@@ -38,11 +47,21 @@ from fleet_server.enrollment import revoked_serials
 from fleet_server.models import Node, utcnow
 from fleet_server.pki.store import IssuingCa, PkiPaths
 
-__all__ = ["PkiRuntime", "RevocationAction"]
+__all__ = ["CallLater", "PkiRuntime", "RevocationAction"]
 
 logger = logging.getLogger(__name__)
 
 RevocationAction = Literal["restart", "reload"]
+# Runs a callable after a delay in seconds (a daemon `threading.Timer` by default;
+# tests pass one that records the call and fire it themselves).
+CallLater = Callable[[float, Callable[[], None]], None]
+
+
+def _daemon_timer(delay: float, action: Callable[[], None]) -> None:
+    timer = threading.Timer(delay, action)
+    timer.daemon = True
+    timer.name = "broker-restart"
+    timer.start()
 
 
 class PkiRuntime:
@@ -56,6 +75,9 @@ class PkiRuntime:
         broker: ManagedBroker | None = None,
         revocation_action: RevocationAction = "restart",
         still_connected: Callable[[Iterable[str]], list[str]] | None = None,
+        restart_min_interval_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        call_later: CallLater = _daemon_timer,
     ) -> None:
         self.paths = paths
         self.ca = IssuingCa(paths)
@@ -63,6 +85,12 @@ class PkiRuntime:
         self.broker = broker
         self.revocation_action: RevocationAction = revocation_action
         self.still_connected = still_connected or self._online_in_database
+        self.restart_min_interval_s = restart_min_interval_s
+        self.restarts = 0
+        self._clock = clock
+        self._call_later = call_later
+        self._last_restart: float | None = None
+        self._restart_pending = False
         self._lock = threading.Lock()
 
     def _online_in_database(self, node_ids: Iterable[str]) -> list[str]:
@@ -93,18 +121,23 @@ class PkiRuntime:
     def publish_revocation(self, node_ids: Iterable[str] = ()) -> str:
         """After a revocation is committed: new CRL, and the managed broker made to enforce it.
 
-        `node_ids` are the nodes just revoked. Returns what was done to the
-        broker: ``restarted``, ``reloaded`` or ``external`` (no managed
-        broker: the CRL file is written for an operator or a sync job to
-        install).
+        `node_ids` are the nodes just revoked. Call it only when the
+        revocation revoked something. Returns what was done to the broker:
+        ``restarted``, ``restart-scheduled`` (a restart happened less than
+        `restart_min_interval_s` ago; the CRL is re-read already and one
+        restart follows when the window ends), ``reloaded``, or ``external``
+        (no managed broker: the CRL file is written for an operator or a sync
+        job to install).
         """
         self.write_crl()
         broker = self.broker
         if broker is None or not broker.running:
             return "external"
         with self._lock:
+            # SIGHUP first, always: new connections with a revoked certificate are
+            # refused from now on, whatever happens to the live ones.
+            broker.reload()
             if self.revocation_action == "reload":
-                broker.reload()
                 connected = self.still_connected(node_ids)
                 if not connected:
                     return "reloaded"
@@ -112,6 +145,39 @@ class PkiRuntime:
                     "revoked node(s) %s still connected after SIGHUP; restarting the broker",
                     ", ".join(connected),
                 )
-            broker.restart()
-        logger.warning("managed broker restarted to drop revoked connections")
+            return self._restart_or_schedule(broker)
+
+    def _restart_or_schedule(self, broker: ManagedBroker) -> str:
+        """Restart now, or once when the rate-limit window ends (called with the lock held)."""
+        if self._restart_pending:
+            logger.info("broker restart already scheduled; this revocation joins it")
+            return "restart-scheduled"
+        now = self._clock()
+        if self._last_restart is not None:
+            wait = self._last_restart + self.restart_min_interval_s - now
+            if wait > 0:
+                self._restart_pending = True
+                self._call_later(wait, self._scheduled_restart)
+                logger.warning(
+                    "broker restarted %.0f s ago; restart to drop revoked connections in %.1f s",
+                    now - self._last_restart, wait,
+                )  # fmt: skip
+                return "restart-scheduled"
+        self._restart(broker)
         return "restarted"
+
+    def _restart(self, broker: ManagedBroker) -> None:
+        broker.restart()
+        self._last_restart = self._clock()
+        self.restarts += 1
+        logger.warning("managed broker restarted to drop revoked connections")
+
+    def _scheduled_restart(self) -> None:
+        """The one restart for every revocation inside the last window."""
+        with self._lock:
+            self._restart_pending = False
+            broker = self.broker
+            if broker is None or not broker.running:
+                logger.info("scheduled broker restart skipped: the broker is not running")
+                return
+            self._restart(broker)

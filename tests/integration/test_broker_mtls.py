@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -367,3 +367,48 @@ def test_presence_in_the_database_is_the_default_still_connected_check(fleet: Fl
         "lhr-presence-on"
     ]
     assert pki.still_connected([]) == []
+
+
+def test_revocations_inside_the_restart_window_share_one_later_restart(fleet: Fleet) -> None:
+    """Rate limit: the CRL bites at once, the reconnect wave comes once per window (issue 11/5).
+
+    The first revocation restarts the broker. The next two, inside the
+    window, are refused on any new connection immediately (CRL + SIGHUP)
+    but share one restart scheduled for the window's end; firing it drops
+    the revoked nodes' live connections.
+    """
+    first, second, third = (fleet.node(f"lhr-window-{i}") for i in (1, 2, 3))
+    scheduled: list[tuple[float, Callable[[], None]]] = []
+    pki = PkiRuntime(
+        paths=fleet.paths, engine=fleet.engine, broker=fleet.broker,
+        restart_min_interval_s=60.0,
+        call_later=lambda delay, action: scheduled.append((delay, action)),
+    )  # fmt: skip
+    fleet.revoke("lhr-window-1")
+    pid = fleet.broker.pid
+    assert pki.publish_revocation(["lhr-window-1"]) == "restarted"
+    assert fleet.broker.pid != pid
+    assert not connects(first, host="127.0.0.1", port=fleet.port)
+
+    live = fleet.client(second)
+    try:
+        pid = fleet.broker.pid
+        reloads = fleet.broker.log_text().count("Reloading config.")
+        fleet.revoke("lhr-window-2")
+        assert pki.publish_revocation(["lhr-window-2"]) == "restart-scheduled"
+        fleet.revoke("lhr-window-3")
+        assert pki.publish_revocation(["lhr-window-3"]) == "restart-scheduled"
+        wait_for_reload(fleet, reloads)
+        assert fleet.broker.pid == pid, "a revocation inside the window restarted the broker"
+        assert not connects(third, host="127.0.0.1", port=fleet.port), "CRL not enforced at once"
+        assert len(scheduled) == 1, "the window's revocations were not coalesced"
+        delay, restart = scheduled[0]
+        assert 0 < delay <= 60.0
+
+        restart()
+
+        assert fleet.broker.pid != pid
+        assert live.disconnected.wait(5), "the scheduled restart did not drop the revoked node"
+        assert not live.connected.wait(2)
+    finally:
+        live.stop()

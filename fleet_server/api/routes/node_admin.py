@@ -97,13 +97,23 @@ def revoke(
     node_id: str,
     revoke_in: RevokeIn | None = None,
 ) -> RevokeOut:
-    """Revoke every live certificate of the node: CRL rewritten, the managed broker enforces it."""
+    """Revoke every live certificate of the node: CRL rewritten, the managed broker enforces it.
+
+    `broker` says what was done: ``restarted``, ``restart-scheduled`` (rate
+    limit: the CRL is re-read now, one restart follows), ``reloaded``,
+    ``external``, ``no-pki``, or ``unchanged`` when nothing was revoked.
+    """
     reason = revoke_in.reason if revoke_in else "revoked by admin"
     try:
         rows = revoke_node(session=session, node_id=node_id, now=utcnow(), reason=reason)
     except EnrollmentRefused as exc:
         raise refusal(exc.reason, exc.message) from None
     session.commit()
+    if not rows:
+        # Nothing revoked, so the CRL would not change: leave the broker (and the
+        # fleet's connections) alone. A repeated revoke must not be a restart button.
+        logger.info("revoke of %s by %s revoked nothing: broker unchanged", node_id, user.username)
+        return RevokeOut(node_id=node_id, revoked=[], broker="unchanged")
     logger.warning("node %s revoked by %s: %s", node_id, user.username, reason)
     broker = _publish_revocation(runtime, node_id)
     return RevokeOut(node_id=node_id, revoked=[r.serial for r in rows], broker=broker)
