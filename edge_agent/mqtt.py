@@ -127,6 +127,7 @@ class MqttTransport:
         self._on_message = on_message
         self._subscriptions: dict[str, int] = {}
         self._connected = False
+        self._closing = False  # we asked the broker to end this session
         self._stop_requested = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -161,11 +162,19 @@ class MqttTransport:
 
     @property
     def connected(self) -> bool:
-        """True between a successful CONNACK and the next disconnect."""
-        return self._connected
+        """True between a successful CONNACK and the next disconnect.
+
+        False as soon as the node itself ends the session (`reload_tls`,
+        `stop`), though the DISCONNECT is written on a later turn of the loop:
+        a message published then would go out behind it and be dropped, and
+        a caller waiting for the next session must not mistake the old one
+        for it. Events written meanwhile wait in the outbox, which sends them
+        on the next connect (as `MemoryTransport` does).
+        """
+        return self._connected and not self._closing
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> bool:
-        if not self._connected:
+        if not self.connected:
             return False
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -191,6 +200,7 @@ class MqttTransport:
         reload_client_certificate(self._ssl_context, cert_file=tls.cert_file, key_file=tls.key_file)
         logger.info("%s: reconnecting with the renewed certificate", self.client_id)
         if self._connected:
+            self._closing = True
             self._client.disconnect()
 
     @property
@@ -200,6 +210,7 @@ class MqttTransport:
 
     def stop(self) -> None:
         self._stop_requested = True
+        self._closing = True
         if self._wake is not None:
             self._wake.set()
         if self._connected:
@@ -241,6 +252,7 @@ class MqttTransport:
         assert self._loop is not None
         assert self._session_over is not None
         self._established = False
+        self._closing = False
         if self._will is not None:
             will = self._will()
             self._client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
