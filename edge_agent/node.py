@@ -18,7 +18,7 @@ Many nodes share one asyncio loop (the simulator runs thousands), so a node
 never blocks for long, never starts a thread per node and never calls
 `asyncio.run`: ``await node.run()`` runs it until ``node.stop()``. Every wait
 goes through the node's `hardware.clock.Clock`, so on a `ManualClock` a test
-drives a whole node in virtual time (see tests/test_edge_components.py).
+drives a whole node in virtual time (see tests/unit/test_edge_components.py).
 """
 
 from __future__ import annotations

@@ -1,1 +1,2 @@
-"""Contract tests: the wire contract (golden files, schemas), the dependency rules, one test over every hardware backend."""
+"""Contract tests: the wire contract (golden files, schemas), the dependency rules, and one
+test over every hardware backend."""

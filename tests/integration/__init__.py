@@ -1,1 +1,2 @@
-"""Integration tests: real Mosquitto, real databases (SQLite, PostgreSQL where reachable), real Chromium."""
+"""Integration tests: real Mosquitto, real databases (SQLite, PostgreSQL where reachable),
+real Chromium."""

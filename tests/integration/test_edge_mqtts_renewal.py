@@ -4,7 +4,7 @@ Real Mosquitto with a TLS listener (client certificates required, the CN is
 the MQTT user name), the real agent on a mock pin, an enrollment fake that
 issues short-lived certificates, and a small acking subscriber in the
 server's place (the fleet server's own enrollment API is tested end to end in
-tests/test_e2e_enrollment.py).
+tests/e2e/test_e2e_enrollment.py).
 """
 
 from __future__ import annotations
@@ -156,7 +156,11 @@ def test_an_enrolled_node_renews_its_short_lived_certificate_and_loses_no_press(
 
             transport.reload_tls = reload_and_press
             await until(lambda: renewer.renewals == 1, what="renewal", timeout=15)
-            await until(lambda: agent.connected and agent.outbox_depth == 0, what="reconnect")
+            await until(
+                lambda: transport.connects == 2 and agent.connected and agent.outbox_depth == 0,
+                what="reconnect on the renewed certificate",
+            )
+            await pressed_during_renewal[0]  # two presses on one button must not overlap
             await press(agent)
             await until(lambda: agent.outbox_depth == 0, what="last press acked")
         finally:
