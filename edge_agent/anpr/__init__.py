@@ -1,0 +1,1 @@
+"""Automatic number-plate recognition on the node: detectors, readers, country format rules."""
