@@ -3,10 +3,18 @@
 A separate process is the point: chaos runs `kill -9` it and start it again on
 the same database, exactly as a crash in the field would, and nothing in the
 test shares memory with it.
+
+Start-up waits for *this* child's ``nigehbaan server ready`` line (in its log,
+after the point where this start began) as well as for ``/healthz``, so an
+old server still holding the port is never mistaken for the new one. With
+``die_with_parent`` the child gets SIGTERM from the kernel when the process
+that started it dies (Linux ``PR_SET_PDEATHSIG``), even by ``kill -9``, and
+then stops its managed broker itself.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -22,9 +30,18 @@ from fleet_server.broker import free_port
 
 logger = logging.getLogger(__name__)
 
+READY_LINE = b"nigehbaan server ready "
+_PR_SET_PDEATHSIG = 1
+
 
 class ServerProcessError(RuntimeError):
     """The server process could not be started or did not become healthy."""
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Ask the kernel to SIGTERM this (child) process when its parent thread dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 class ServerProcess:
@@ -39,6 +56,7 @@ class ServerProcess:
         db_url: str | None = None,
         extra_args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        die_with_parent: bool = False,
     ) -> None:
         self.data_dir = data_dir
         self.broker_url = broker_url
@@ -46,7 +64,11 @@ class ServerProcess:
         self.db_url = db_url or f"sqlite:///{data_dir / 'fleet.db'}"
         self.extra_args = extra_args
         self.env = env or {}
+        # PR_SET_PDEATHSIG fires when the *thread* that forked exits: only for
+        # callers that start the server from a thread that lives as long as they do.
+        self.die_with_parent = die_with_parent
         self.log_path = data_dir / "server.log"
+        self._log_offset = 0
         self._process: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
 
@@ -114,6 +136,7 @@ class ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self._log_file = log
+        self._log_offset = log.tell()
         self._process = subprocess.Popen(
             self.command(
                 # None: the server brings its own broker (--managed-broker in extra_args).
@@ -129,15 +152,33 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
             env=self._environment(),
             start_new_session=True,
+            preexec_fn=_die_with_parent if self.die_with_parent else None,
         )
         self.wait_healthy(timeout=timeout)
 
+    def _said_ready(self) -> bool:
+        """Whether this start's child printed its ready line (not an earlier run's)."""
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(self._log_offset)
+                return READY_LINE in log.read()
+        except FileNotFoundError:
+            return False
+
     def wait_healthy(self, *, timeout: float = 30.0) -> None:
-        """Poll /healthz until it answers 200, or raise with the server log."""
+        """Wait for our child's ready line and a 200 from /healthz, or raise with the log.
+
+        A server that answers /healthz but is not our child (an orphan of an
+        earlier run on the same port) is not adopted: our child cannot bind
+        the port, exits, and this raises.
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process is None or self._process.poll() is not None:
                 raise ServerProcessError(f"server exited during start-up\n{self.log_text()}")
+            if not self._said_ready():
+                time.sleep(0.1)
+                continue
             try:
                 if httpx.get(f"{self.base_url}/healthz", timeout=1.0).status_code == 200:
                     return

@@ -7,7 +7,7 @@ from fleet_server.broker.fleet import (
     fleet_broker_config,
     write_acl,
 )
-from fleet_server.broker.process import BrokerError, ManagedBroker, free_port
+from fleet_server.broker.process import BrokerError, ManagedBroker, free_port, stop_leftover
 
 __all__ = [
     "NODE_ACL",
@@ -19,5 +19,6 @@ __all__ = [
     "TlsSettings",
     "fleet_broker_config",
     "free_port",
+    "stop_leftover",
     "write_acl",
 ]

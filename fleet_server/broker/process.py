@@ -44,6 +44,43 @@ def find_mosquitto() -> str:
     return found
 
 
+def stop_leftover(data_dir: Path, *, timeout: float = 10.0) -> int | None:
+    """SIGTERM (then SIGKILL) a Mosquitto left running under `data_dir`; its pid, or None.
+
+    A managed broker outlives its server only when the server was killed
+    hard. Its pid file names it; the process is touched only if its command
+    line is mosquitto with a config under `data_dir`, so a reused pid is safe.
+    """
+    pid_path = data_dir / "mosquitto.pid"
+    try:
+        pid = int(pid_path.read_text(encoding="ascii").strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except (OSError, ValueError):
+        return None
+    if "mosquitto" not in cmdline or str(data_dir) not in cmdline:
+        return None
+    logger.warning("stopping mosquitto pid %s left running under %s", pid, data_dir)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return pid
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
+                return pid
+            time.sleep(0.05)
+    return pid
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
+
+
 class ManagedBroker:
     """A Mosquitto process we own, configured from a BrokerConfig."""
 
