@@ -5,6 +5,12 @@ The lifespan owns everything with a life of its own: the managed Mosquitto
 worker thread, the SSE broadcaster and the escalation timer loop (in a
 TaskGroup that is cancelled on shutdown). They are kept on
 `app.state.runtime` and reach routes through `api.deps`.
+
+The OpenAPI document is at `/api/v1/openapi.json` and, for tools that look
+for it at the root, `/openapi.json`; `/docs` (Swagger UI) is served with
+its script and styles from this server (`fastapi-offline` ships them), so it
+works in a control room with no internet. There is no ReDoc page: it loads
+its logo from its vendor's CDN.
 """
 
 from __future__ import annotations
@@ -17,15 +23,19 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from fleet_server.alerting import ensure_default_policies
-from fleet_server.api.main import api_router
+from fleet_server.api.errors import declare_error_bodies
+from fleet_server.api.main import API_PREFIX, api_router
 from fleet_server.api.routes.health import router as health_router
-from fleet_server.auth import create_user
+from fleet_server.auth import SignInLimits, create_user
 from fleet_server.broker import FleetBrokerFiles, ManagedBroker, fleet_broker_config, free_port
 from fleet_server.broker.fleet import FLEET_SERVER_USER
 from fleet_server.console.routes import router as console_router
@@ -33,6 +43,7 @@ from fleet_server.db import make_engine
 from fleet_server.ingest import IngestWorker
 from fleet_server.models import Role, User, UserCreate, utcnow
 from fleet_server.mqtt import MqttLink
+from fleet_server.node_commands import RecordingPublisher, SentCommands
 from fleet_server.pki import IssuingCa, PkiPaths, init_dev_pki
 from fleet_server.pki.runtime import PkiRuntime
 from fleet_server.pki.store import LOOPBACK_NAMES
@@ -44,6 +55,8 @@ from fleet_server.stream import Broadcaster
 from fleet_server.timers import TimerLoop, default_jobs
 
 logger = logging.getLogger(__name__)
+
+OPENAPI_URL = "/api/v1/openapi.json"
 
 
 def prepare_database(settings: Settings) -> Engine:
@@ -190,7 +203,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             tls_files=tls_files,
         )
         runtime.mqtt = link
-        runtime.notify.publisher = link
+        # The server's own commands (alert_state) are remembered so their replies are known.
+        sent_commands = SentCommands()
+        runtime.notify.publisher = RecordingPublisher(link, sent_commands)
         runtime.ingest = IngestWorker(
             engine=engine,
             publisher=link,
@@ -199,6 +214,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             batch_max=settings.ingest_batch_max,
             queue_max=settings.ingest_queue_max,
             ack_hold_s=settings.ingest_ack_hold_s,
+            sent_commands=sent_commands,
+            rejection_log_interval_s=settings.rejection_log_interval_s,
         )
         ingest_ref.append(runtime.ingest)
         runtime.ingest.start()
@@ -264,15 +281,43 @@ def _include_console(app: FastAPI) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The fleet server application for `settings` (from the environment by default)."""
     settings = settings or Settings.from_env()
-    app = FastAPI(
+    app = FastAPIOffline(
         title="Nigehbaan fleet server",
         version="0.1.0",
         lifespan=lifespan,
-        openapi_url="/api/v1/openapi.json",
+        openapi_url=OPENAPI_URL,
         docs_url="/docs",
+        # ReDoc fetches its logo from its vendor's CDN; Swagger UI is enough.
+        redoc_url=None,
+        static_url="/docs/static",
+        # No badge from the public validator service: nothing leaves this server.
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.settings = settings
+    app.state.sign_in_limits = SignInLimits(
+        account=TokenBucketLimiter(
+            per_minute=settings.login_account_per_min, burst=settings.login_account_burst
+        ),
+        address=TokenBucketLimiter(
+            per_minute=settings.login_address_per_min, burst=settings.login_address_burst
+        ),
+    )
     app.include_router(api_router)
     _include_console(app)
     app.include_router(health_router)
+
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = declare_error_bodies(generate(), prefix=API_PREFIX)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi_at_root() -> JSONResponse:
+        """The same document as `/api/v1/openapi.json`, where generic tools look first."""
+        return JSONResponse(app.openapi())
+
     return app

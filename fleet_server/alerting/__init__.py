@@ -2,7 +2,9 @@
 
 - `lifecycle`: opening an alert, joining presses, the legal moves (`TRANSITIONS`);
 - `policies`: the ladders and who is on duty, cached by an explicit version;
-- `escalation`: the pure `decide(alert, plan, now)` and `escalate_due` around it;
+- `changes`: an admin's policy change, checked, recorded and applied to open alerts;
+- `escalation`: the pure `decide(alert, plan, now)` and `escalate_due` around it,
+  and the pure `replan` that puts open alerts on a changed ladder;
 - `history`: the transition and escalation rows;
 - `notices`: `AlertNotice`, announced after the commit by a `Notifier`.
 
@@ -15,12 +17,34 @@ Errors::
     FleetServerError
      └── AlertError
           ├── AlertNotFound
-          └── IllegalTransition
+          ├── IllegalTransition
+          └── PolicyRefused
+               ├── PolicyInvalid
+               └── PolicyConflict
 """
 
 from __future__ import annotations
 
-from fleet_server.alerting.escalation import EscalationStep, decide, escalate_due, next_due
+from fleet_server.alerting.changes import (
+    KNOWN_ALERT_TYPES,
+    P1_ALERT_TYPES,
+    PolicyChanged,
+    PolicyDraft,
+    change_policy,
+    check_policy,
+    delete_policy,
+    policy_history,
+)
+from fleet_server.alerting.errors import PolicyConflict, PolicyInvalid, PolicyRefused
+from fleet_server.alerting.escalation import (
+    EscalationStep,
+    Replan,
+    decide,
+    escalate_due,
+    next_due,
+    replan,
+    replan_open_alerts,
+)
 from fleet_server.alerting.history import AlertRows
 from fleet_server.alerting.lifecycle import (
     SEVERITY_BY_TYPE,
@@ -49,6 +73,8 @@ from fleet_server.alerting.policies import (
 
 __all__ = [
     "DEFAULT_POLICIES",
+    "KNOWN_ALERT_TYPES",
+    "P1_ALERT_TYPES",
     "SEVERITY_BY_TYPE",
     "TRANSITIONS",
     "AlertError",
@@ -60,10 +86,19 @@ __all__ = [
     "Notifier",
     "Policies",
     "PolicyCache",
+    "PolicyChanged",
+    "PolicyConflict",
+    "PolicyDraft",
+    "PolicyInvalid",
     "PolicyPlan",
+    "PolicyRefused",
+    "Replan",
     "apply_transition",
     "bump_policy_version",
+    "change_policy",
+    "check_policy",
     "decide",
+    "delete_policy",
     "ensure_default_policies",
     "escalate_due",
     "find_open_alert",
@@ -72,7 +107,10 @@ __all__ = [
     "next_due",
     "notice",
     "open_alert",
+    "policy_history",
     "policy_version",
+    "replan",
+    "replan_open_alerts",
     "set_policy",
     "transition_alert",
 ]

@@ -13,11 +13,19 @@ after it; after the last level, a policy with `repeat_every_s` notifies it
 again that often. Acknowledging stops the ladder, but an acknowledgement not
 followed up within the ack timeout re-escalates. An alert without a policy,
 or at a level nobody can take, lands in the catch-all queue.
+
+When a policy changes, `replan(alert, plan, now)` (pure, like `decide`) puts
+every open alert of its type on the new ladder: it keeps its level if the new
+ladder has it and is clamped to the new top otherwise, and gets its next due
+time from the new ladder, so a change never strands an alert with no next
+escalation (issue 11: a shorter ladder had left level-3 panics with none,
+even after the policy was put back). `replan_open_alerts` applies it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
@@ -29,11 +37,22 @@ from fleet_server.alerting.notices import AlertNotice, notice
 from fleet_server.alerting.policies import Policies, PolicyPlan
 from fleet_server.models import CATCH_ALL_QUEUE, Alert, AlertState
 
-__all__ = ["EscalatingAlert", "EscalationStep", "decide", "escalate_due", "next_due"]
+__all__ = [
+    "EscalatingAlert",
+    "EscalationStep",
+    "PlannedAlert",
+    "Replan",
+    "decide",
+    "escalate_due",
+    "next_due",
+    "replan",
+    "replan_open_alerts",
+]
 
 logger = logging.getLogger(__name__)
 
 Reason = Literal["no_policy", "timeout", "repeat", "ack_not_followed_up"]
+POLICY_CHANGED = "policy_changed"  # the escalation reason recorded when a re-plan moves an alert
 
 
 class EscalatingAlert(Protocol):
@@ -45,6 +64,13 @@ class EscalatingAlert(Protocol):
     def escalation_level(self) -> int | None: ...
     @property
     def received_at(self) -> datetime: ...
+
+
+class PlannedAlert(EscalatingAlert, Protocol):
+    """What `replan` reads: `EscalatingAlert` plus when its ladder moves next."""
+
+    @property
+    def next_escalation_at(self) -> datetime | None: ...
 
 
 @dataclass(frozen=True)
@@ -105,6 +131,88 @@ def decide(
         reason="timeout" if level > current else "repeat",
         next_due=next_due(level=level, received_at=alert.received_at, plan=plan, now=now),
     )
+
+
+@dataclass(frozen=True)
+class Replan:
+    """Where an open alert stands on a changed ladder.
+
+    `level` None means no policy (the catch-all queue). `clamped`: the alert
+    was above the new ladder's top and now stands at it; it is due at once so
+    the new top recipient hears about it on the next tick.
+    """
+
+    level: int | None
+    recipient: str | None
+    clamped: bool
+    next_due: datetime | None
+
+
+def replan(
+    alert: PlannedAlert, plan: PolicyPlan | None, now: datetime, *, default_ack_timeout_s: float
+) -> Replan:
+    """An open (new or acknowledged) alert put on `plan`, its policy after a change (pure).
+
+    A new alert keeps its level if the ladder has it, else is clamped to the
+    top, and is next due when the new ladder says (at once when clamped).
+    That is None only when the alert has passed the last level of a ladder
+    that does not repeat, which `fleet_server.alerting.changes` refuses for P1
+    alert types. An acknowledged alert keeps its follow-up deadline, shortened
+    to the new ack timeout if that is sooner.
+    """
+    if plan is None or not plan.levels:
+        return Replan(level=None, recipient=None, clamped=False, next_due=None)
+    top = len(plan.levels) - 1
+    current = alert.escalation_level
+    clamped = current is not None and current > top
+    level = top if clamped else current
+    recipient = plan.levels[level].recipient if level is not None else None
+    if alert.state == AlertState.ACKNOWLEDGED:
+        deadline = now + timedelta(seconds=plan.ack_timeout_s or default_ack_timeout_s)
+        if alert.next_escalation_at is not None and alert.next_escalation_at < deadline:
+            deadline = alert.next_escalation_at
+        return Replan(level=level, recipient=recipient, clamped=clamped, next_due=deadline)
+    due = now if clamped else next_due(level=level, received_at=alert.received_at, plan=plan,
+                                       now=now)  # fmt: skip
+    return Replan(level=level, recipient=recipient, clamped=clamped, next_due=due)
+
+
+def replan_open_alerts(
+    *, session: Session, alert_types: Collection[str] | None, policies: Policies, now: datetime
+) -> int:
+    """Put every open new/acknowledged alert of `alert_types` on its (changed) ladder.
+
+    `alert_types` None means the default policy changed: every type without a
+    policy of its own. `policies` must be loaded after the change. An alert
+    whose recipient changes (clamped, or its level now names someone else)
+    gets a `policy_changed` escalation step. Returns how many alerts were
+    re-planned (not committed).
+    """
+    query = select(Alert).where(col(Alert.state).in_([AlertState.NEW, AlertState.ACKNOWLEDGED]))
+    if alert_types is None:
+        covered = [t for t in policies.by_type if t is not None]
+        query = query.where(col(Alert.type).not_in(covered))
+    else:
+        query = query.where(col(Alert.type).in_(list(alert_types)))
+    count = 0
+    for alert in session.exec(query.order_by(col(Alert.received_at)).with_for_update()).all():
+        plan = policies.for_type(alert.type)
+        step = replan(alert, plan, now, default_ack_timeout_s=policies.ack_timeout_s)
+        queue = CATCH_ALL_QUEUE if plan is None else policies.queue_for(step.recipient)
+        moved = step.clamped or alert.queue != queue
+        if moved and (step.level is not None or plan is None):
+            record_escalation(
+                session, alert, level=step.level, queue=queue, reason=POLICY_CHANGED, now=now
+            )
+        alert.escalation_policy_id = plan.id if plan is not None else None
+        alert.next_escalation_at = step.next_due
+        alert.updated_at = now
+        count += 1
+        logger.info(
+            "alert %s re-planned after a policy change: level %s (%s), next due %s",
+            alert.id, step.level, queue, step.next_due,
+        )  # fmt: skip
+    return count
 
 
 def escalate_due(

@@ -19,11 +19,11 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, select
 
+from fleet_server.alerting.errors import AlertError, AlertNotFound, IllegalTransition
 from fleet_server.alerting.escalation import next_due
 from fleet_server.alerting.history import AlertRows, record_created, record_escalation
 from fleet_server.alerting.notices import AlertNotice, notice
 from fleet_server.alerting.policies import Policies, load_policies
-from fleet_server.errors import FleetServerError
 from fleet_server.models import (
     CATCH_ALL_QUEUE,
     OPEN_STATES,
@@ -77,18 +77,6 @@ SEVERITY_BY_TYPE: dict[str, Severity] = {
     AlertType.POWER: Severity.P3,
     AlertType.NODE_OFFLINE: Severity.P3,
 }
-
-
-class AlertError(FleetServerError):
-    """Root of alert-rule refusals."""
-
-
-class AlertNotFound(AlertError):
-    """No alert with that id."""
-
-
-class IllegalTransition(AlertError):
-    """The lifecycle does not allow this move."""
 
 
 def open_alert(

@@ -28,6 +28,7 @@ from fleet_server.models import (
     AlertType,
     EscalationLevel,
     EscalationPolicy,
+    EscalationPolicyChange,
     PolicyVersion,
     Role,
     User,
@@ -182,6 +183,15 @@ def ensure_default_policies(*, session: Session) -> None:
             session.add(
                 EscalationLevel(policy_id=policy.id, level=i, after_s=after_s, recipient=recipient)
             )
+        # The seed is the first entry of each policy's history (fleet_server.alerting.changes).
+        after = {
+            "name": name, "alert_type": alert_type, "repeat_every_s": repeat,
+            "ack_timeout_s": None,
+            "levels": [{"after_s": float(a), "recipient": r} for a, r in levels],
+        }  # fmt: skip
+        session.add(
+            EscalationPolicyChange(policy_name=name, action="created", actor="system", after=after)
+        )
     bump_policy_version(session)
     session.commit()
     logger.info("seeded default escalation policies")
@@ -196,7 +206,11 @@ def set_policy(
     repeat_every_s: float | None = None,
     ack_timeout_s: float | None = None,
 ) -> EscalationPolicy:
-    """Create or replace a policy and its levels, and bump the version (not committed)."""
+    """Create or replace a policy and its levels, and bump the version (not committed).
+
+    No checks, no history, no re-planning of open alerts: an admin's change
+    goes through `fleet_server.alerting.changes.change_policy`, which does all three.
+    """
     policy = session.exec(select(EscalationPolicy).where(EscalationPolicy.name == name)).first()
     if policy is None:
         policy = EscalationPolicy(name=name)

@@ -13,6 +13,14 @@ throughput grows with load instead of one transaction per message. A batch
 that fails is retried message by message, so one bad message costs only
 itself: it is not acked (its node's outbox sends it again) and is counted as
 a `server_error` rejection.
+
+Refused messages are counted in full (`IngestRejection`, `stats.rejected`)
+but logged through a `LogGate`: one WARNING per node and reason per
+`rejection_log_interval_s`, saying how many more there were, so a node
+sending garbage in a loop cannot fill the disk. The same holds for replies
+to commands the server never sent (`unknown_request`, see
+`fleet_server.node_commands`) and for payloads without ``v`` (accepted as
+version 1, counted in `stats.missing_version`).
 """
 
 from __future__ import annotations
@@ -30,11 +38,14 @@ from fleet_server.alerting import Notifier, PolicyCache
 from fleet_server.crud import add_rejections
 from fleet_server.ingest.acks import AckCoalescer, Publisher
 from fleet_server.ingest.batch import BatchOutcome
-from fleet_server.ingest.decode import Rejections, decode_all
+from fleet_server.ingest.decode import Rejections, decode_all, missing_version
 from fleet_server.ingest.queue import BatchQueue
 from fleet_server.ingest.store import store_batch
 from fleet_server.models import utcnow
+from fleet_server.node_commands import SentCommands, unknown_replies
+from fleet_server.ratelimit import LogGate
 from proto.codec import Envelope
+from proto.messages import Reply
 
 __all__ = ["IngestStats", "IngestWorker"]
 
@@ -50,6 +61,7 @@ class IngestStats:
     inserted: int = 0
     duplicates: int = 0
     rejected: int = 0
+    missing_version: int = 0  # accepted as schema version 1 (docs/protocol.md)
     failed: int = 0
     refused_closing: int = 0  # arrived while stopping; the nodes re-send them
     ack_messages: int = 0
@@ -69,6 +81,8 @@ class IngestWorker:
         batch_max: int = 500,
         queue_max: int = 50_000,
         ack_hold_s: float = 0.5,
+        sent_commands: SentCommands | None = None,
+        rejection_log_interval_s: float = 60.0,
     ) -> None:
         self.engine = engine
         self.publisher = publisher
@@ -78,6 +92,9 @@ class IngestWorker:
         self.policies = PolicyCache(ack_timeout_s=ack_timeout_s)
         self.stats = IngestStats()
         self.acks = AckCoalescer(publisher, hold_s=ack_hold_s)
+        # None: replies are not screened (a worker built without the server's publisher).
+        self.sent_commands = sent_commands
+        self.log_gate = LogGate(interval_s=rejection_log_interval_s)
         self._queue: BatchQueue[tuple[str, bytes] | None] = BatchQueue(queue_max)
         self._thread: threading.Thread | None = None
         self._closing = False
@@ -145,15 +162,17 @@ class IngestWorker:
         self.stats.batches += 1
         now = utcnow()
         envelopes, rejections = decode_all(raw)
-        self.stats.rejected += sum(n for n, _, _ in rejections.values())
+        self._note_versionless(envelopes)
+        # What was refused, as committed: the decoder's tally plus replies screened out.
+        counted: Rejections = dict(rejections)
         try:
-            outcome = self._commit(envelopes, rejections, now)
+            outcome = self._commit(envelopes, rejections, now, counted=counted)
         except Exception:
             logger.exception("batch of %s failed; retrying message by message", len(raw))
             outcome = BatchOutcome()
             for envelope in envelopes:
                 try:
-                    one = self._commit([envelope], {}, now)
+                    one = self._commit([envelope], {}, now, counted=counted)
                 except Exception as exc:
                     # Not acked: the node's outbox will send it again.
                     self.stats.failed += 1
@@ -167,7 +186,9 @@ class IngestWorker:
                 outcome.inserted += one.inserted
                 outcome.duplicates += one.duplicates
             if rejections:
-                self._commit([], rejections, now)
+                self._commit([], rejections, now, counted={})
+        self.stats.rejected += sum(n for n, _, _ in counted.values())
+        self._log_rejections(counted)
         self.stats.inserted += outcome.inserted
         self.stats.duplicates += outcome.duplicates
         # Acks go out after the commit; while more is queued, non-panic ones may wait
@@ -177,15 +198,83 @@ class IngestWorker:
         if outcome.notices:
             self.notify(outcome.notices)
 
+    def _note_versionless(self, envelopes: Sequence[Envelope]) -> None:
+        for envelope in envelopes:
+            if missing_version(envelope):
+                self.stats.missing_version += 1
+                node_id = envelope.topic.node_id
+                others = self.log_gate.admit((node_id, "missing_version"))
+                if others is not None:
+                    logger.warning(
+                        "node %r sent a payload without 'v' on %s; accepted as schema version 1%s",
+                        node_id,
+                        envelope.topic,
+                        _more(others),
+                    )
+
+    def _log_rejections(self, rejections: Rejections) -> None:
+        for (reason, node_id), (n, detail, topic) in rejections.items():
+            others = self.log_gate.admit((node_id, reason), n)
+            if others is not None:
+                logger.warning(
+                    "rejected %s from node %r on %s: %s%s",
+                    reason,
+                    node_id,
+                    topic,
+                    detail,
+                    _more(others),
+                )
+
+    def _screen_replies(
+        self, session: Session, envelopes: Sequence[Envelope], rejections: Rejections
+    ) -> Sequence[Envelope]:
+        """Drop replies to commands never sent to their node, tallied as `unknown_request`."""
+        if self.sent_commands is None:
+            return envelopes
+        replies = [
+            (e.topic.node_id, e.message.request_id)
+            for e in envelopes
+            if isinstance(e.message, Reply)
+        ]
+        if not replies:
+            return envelopes
+        unknown = unknown_replies(session=session, replies=replies, sent=self.sent_commands)
+        if not unknown:
+            return envelopes
+        kept: list[Envelope] = []
+        for envelope in envelopes:
+            message = envelope.message
+            key = (envelope.topic.node_id, getattr(message, "request_id", ""))
+            if isinstance(message, Reply) and key in unknown:
+                n, _, _ = rejections.get(("unknown_request", key[0]), (0, "", ""))
+                rejections[("unknown_request", key[0])] = (
+                    n + 1,
+                    f"reply to request {key[1]!r}, which this server never sent to {key[0]!r}",
+                    str(envelope.topic),
+                )
+            else:
+                kept.append(envelope)
+        return kept
+
     def _commit(
-        self, envelopes: Sequence[Envelope], rejections: Rejections, now: datetime
+        self,
+        envelopes: Sequence[Envelope],
+        rejections: Rejections,
+        now: datetime,
+        *,
+        counted: Rejections,
     ) -> BatchOutcome:
+        """Store one batch; replies screened out are added to `counted` once committed."""
+        screened: Rejections = {}
         with Session(self.engine, expire_on_commit=False) as session:
+            envelopes = self._screen_replies(session, envelopes, screened)
             policies = self.policies.get(session)
             outcome = store_batch(session=session, envelopes=envelopes, now=now, policies=policies)
-            if rejections:
-                add_rejections(session=session, counts=rejections, now=now)
+            if rejections or screened:
+                add_rejections(session=session, counts=_merged(rejections, screened), now=now)
             session.commit()
+        for key, value in _merged(counted, screened).items():
+            counted[key] = value
         return outcome
 
     def _count_failure(self, envelope: Envelope, exc: Exception, now: datetime) -> None:
@@ -205,3 +294,15 @@ class IngestWorker:
                 session.commit()
         except Exception:
             logger.exception("could not count a server_error rejection")
+
+
+def _merged(a: Rejections, b: Rejections) -> Rejections:
+    out = dict(a)
+    for key, (n, detail, topic) in b.items():
+        m = out.get(key, (0, "", ""))[0]
+        out[key] = (m + n, detail, topic)
+    return out
+
+
+def _more(others: int) -> str:
+    return f" (+{others} more like it since the last such line)" if others else ""

@@ -1,10 +1,25 @@
-"""Escalation policies: who hears about an alert of a given type, and when."""
+"""Escalation policies: who hears about an alert of a given type, and when.
+
+The input models are strict on purpose: a policy decides who hears about a
+panic, so `alert_type` must be a known `AlertType` (a typo is refused, not
+stored as a policy nobody's alerts match), and times must be real numbers of
+seconds (JSON `false` is not 0 s, `"30"` is not 30 s, and a repeat every
+5e-324 s is refused by its minimum). The rules that need the database or the
+whole ladder live in `fleet_server.alerting.changes`.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, StrictFloat
 from pydantic import Field as PydanticField
+from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
+
+from fleet_server.models.alert import AlertType
+from fleet_server.models.common import UtcDateTime, utcnow
 
 CATCH_ALL_QUEUE = "catch_all"
 
@@ -48,12 +63,34 @@ class PolicyVersion(SQLModel, table=True):
     version: int = Field(default=0, ge=0)
 
 
+class EscalationPolicyChange(SQLModel, table=True):
+    """One change to a policy: who made it, when, and the policy before and after.
+
+    Written in the same transaction as the change (`fleet_server.alerting.changes`),
+    so a policy never changes without a record. `before` is None for a new
+    policy, `after` None for a deleted one; both are `PolicySnapshot` dicts.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    policy_name: str = Field(index=True, max_length=64)
+    action: str = Field(max_length=16, description="created | replaced | deleted")
+    actor: str = Field(max_length=80, description="user:<name>, or system")
+    at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    before: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    after: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    replanned: int = Field(default=0, ge=0, description="open alerts re-planned by the change")
+
+
+# Seconds as an admin writes them: a JSON number, finite, never a boolean or a string.
+Seconds = StrictFloat
+
+
 class EscalationLevelIn(BaseModel):
     """One rung as an admin writes it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    after_s: float = PydanticField(
+    after_s: Seconds = PydanticField(
         ge=0.0, le=7 * 86_400, description="seconds after the alert arrived"
     )
     recipient: str | None = PydanticField(
@@ -65,16 +102,30 @@ class EscalationLevelIn(BaseModel):
 
 
 class EscalationPolicyIn(BaseModel):
-    """A whole policy as an admin writes it (replaces the stored one)."""
+    """A whole policy as an admin writes it (replaces the stored one).
 
-    model_config = ConfigDict(extra="forbid")
+    Level 0 is notified when the alert arrives (`after_s` 0); later levels in
+    non-decreasing `after_s`. A P1 alert type's ladder must repeat.
+    """
 
-    alert_type: str | None = PydanticField(
-        default=None, max_length=32, description="panic, tamper, …; null = default policy"
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    alert_type: AlertType | None = PydanticField(
+        default=None, description="a known alert type; null = the default policy"
     )
     levels: list[EscalationLevelIn] = PydanticField(min_length=1, max_length=16)
-    repeat_every_s: float | None = PydanticField(default=None, gt=0.0, le=86_400)
-    ack_timeout_s: float | None = PydanticField(default=None, gt=0.0, le=86_400)
+    repeat_every_s: Seconds | None = PydanticField(
+        default=None,
+        ge=1.0,
+        le=86_400,
+        description="after the last level, notify it again this often (required for P1 types)",
+    )
+    ack_timeout_s: Seconds | None = PydanticField(
+        default=None,
+        ge=1.0,
+        le=86_400,
+        description="acknowledged but not followed up within this → re-escalate",
+    )
 
 
 class EscalationPolicyPublic(BaseModel):
@@ -86,3 +137,25 @@ class EscalationPolicyPublic(BaseModel):
     repeat_every_s: float | None
     ack_timeout_s: float | None
     levels: list[EscalationLevelIn]
+
+
+class EscalationPolicyChangePublic(BaseModel):
+    """One recorded policy change as the API shows it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    policy_name: str
+    action: str
+    actor: str
+    at: datetime
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    replanned: int
+
+
+class EscalationPolicyChangesPublic(BaseModel):
+    """A policy's changes, newest first."""
+
+    data: list[EscalationPolicyChangePublic]
+    count: int

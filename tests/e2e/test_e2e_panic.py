@@ -223,6 +223,7 @@ def _online(stack: Stack, node_id: str) -> bool | None:
 def test_escalation_fires_on_time_after_a_server_restart(stack: Stack) -> None:
     ladder = {
         "alert_type": "panic",
+        "repeat_every_s": 300,  # a P1 ladder must repeat (issue 11)
         "levels": [
             {"after_s": 0, "recipient": "zone_operator"},
             {"after_s": 3, "recipient": "supervisor_queue"},

@@ -12,6 +12,7 @@ def test_an_admin_replaces_the_panic_ladder(client: TestClient) -> None:
         "alert_type": "panic",
         "levels": [{"after_s": 0, "recipient": "zone_operator"}, {"after_s": 45}],
         "ack_timeout_s": 60,
+        "repeat_every_s": 120,  # a P1 ladder must repeat (issue 11)
     }
     response = client.put(
         f"{API}/escalation-policies/panic", json=ladder, headers=login(client, "admin")

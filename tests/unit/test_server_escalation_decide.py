@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from fleet_server.alerting import PolicyPlan, decide, next_due
+from fleet_server.alerting import PolicyPlan, decide, next_due, replan
 from fleet_server.models import EscalationLevel
 
 T0 = datetime(2025, 3, 1, 9, 0, 0, tzinfo=timezone.utc)
@@ -89,3 +89,66 @@ def test_an_alert_without_a_policy_goes_to_the_catch_all_and_stops() -> None:
         "no_policy",
         None,
     )
+
+
+@dataclass
+class Planned(Standing):
+    """Where an alert stands plus when it is next due, as `replan` reads it."""
+
+    next_escalation_at: datetime | None = None
+
+
+def short_plan(*, repeat_every_s: float | None = 60.0) -> PolicyPlan:
+    return PolicyPlan(
+        id=2,
+        name="panic",
+        levels=(EscalationLevel(policy_id=2, level=0, after_s=0, recipient="zone_operator"),),
+        repeat_every_s=repeat_every_s,
+        ack_timeout_s=None,
+    )
+
+
+def test_a_shorter_ladder_clamps_an_alert_to_its_top_and_makes_it_due_at_once() -> None:
+    now = T0 + timedelta(seconds=400)
+    step = replan(Planned("new", 3), short_plan(), now, default_ack_timeout_s=120)
+    assert (step.level, step.recipient, step.clamped, step.next_due) == (
+        0,
+        "zone_operator",
+        True,
+        now,
+    )
+
+
+def test_a_ladder_put_back_keeps_the_level_and_schedules_the_next_one() -> None:
+    now = T0 + timedelta(seconds=400)
+    step = replan(Planned("new", 0, next_escalation_at=None), panic_plan(), now,
+                  default_ack_timeout_s=120)  # fmt: skip
+    assert (step.level, step.clamped) == (0, False)
+    assert step.next_due == now  # level 1 was due at +30 s: at the next tick
+    early = replan(Planned("new", 1), panic_plan(), T0 + timedelta(seconds=40),
+                   default_ack_timeout_s=120)  # fmt: skip
+    assert early.next_due == T0 + timedelta(seconds=90)
+
+
+def test_an_open_alert_with_no_level_yet_is_due_for_level_zero() -> None:
+    step = replan(Planned("new", None), panic_plan(), T0 + timedelta(seconds=5),
+                  default_ack_timeout_s=120)  # fmt: skip
+    assert (step.level, step.next_due) == (None, T0 + timedelta(seconds=5))
+
+
+def test_an_acknowledged_alert_keeps_its_follow_up_deadline_or_the_sooner_new_one() -> None:
+    now = T0 + timedelta(seconds=100)
+    soon = now + timedelta(seconds=20)
+    kept = replan(Planned("acknowledged", 2, next_escalation_at=soon), short_plan(), now,
+                  default_ack_timeout_s=120)  # fmt: skip
+    assert (kept.level, kept.clamped, kept.next_due) == (0, True, soon)
+    stranded = replan(Planned("acknowledged", 0), short_plan(), now, default_ack_timeout_s=120)
+    assert stranded.next_due == now + timedelta(seconds=120)
+
+
+def test_a_repeating_ladder_never_leaves_an_open_alert_without_a_next_step() -> None:
+    now = T0 + timedelta(seconds=900)
+    for level in (None, 0, 1, 2, 3, 7):
+        for state in ("new", "acknowledged"):
+            step = replan(Planned(state, level), panic_plan(), now, default_ack_timeout_s=120)
+            assert step.next_due is not None, (state, level)
