@@ -5,7 +5,9 @@ stored: `base64url(claims).base64url(HMAC-SHA256(claims))` with the user id,
 role and an expiry, so any server process holding the same key can check
 them without a database round trip, and a restart does not log anyone out.
 The user row is still loaded per request so deactivating a user takes effect
-at once.
+at once. `SignInLimits` slows password guessing: failed sign-ins are counted
+per account and per client address (token buckets), and once either runs
+dry the route answers 429 with the wait, before any password is checked.
 
 Errors::
 
@@ -23,6 +25,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -33,6 +36,7 @@ from sqlmodel import Session, select
 from fleet_server.alerting.policies import bump_policy_version
 from fleet_server.errors import FleetServerError
 from fleet_server.models import Role, User, UserCreate, utcnow
+from fleet_server.ratelimit import TokenBucketLimiter
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +44,7 @@ __all__ = [
     "AuthError",
     "InvalidCredentials",
     "InvalidToken",
+    "SignInLimits",
     "TokenClaims",
     "UserExists",
     "authenticate",
@@ -170,3 +175,38 @@ def verify_token(token: str, *, key: bytes, now: datetime | None = None) -> Toke
     if expires_at <= (now or utcnow()):
         raise InvalidToken("token expired")
     return TokenClaims(user_id=user_id, username=username, role=role, expires_at=expires_at)
+
+
+@dataclass(frozen=True)
+class SignInLimits:
+    """Failed sign-ins allowed per account and per client address (see the module docstring).
+
+    Only failures spend a token, so people who type their password right are
+    never slowed; a guesser meets the limit after the burst, whichever
+    account or address it moves to. The account limit can slow the real
+    user of an account under attack too: that is the price of stopping a
+    distributed guesser, and the wait is short (the refill rate).
+    """
+
+    account: TokenBucketLimiter
+    address: TokenBucketLimiter
+
+    @staticmethod
+    def _account_key(username: str) -> str:
+        return username.casefold()[:128]
+
+    def wait_s(self, *, username: str, address: str) -> tuple[str, int] | None:
+        """None when a sign-in may be tried; else which limit ran dry and whole seconds to wait."""
+        for what, limiter, key in (
+            ("account", self.account, self._account_key(username)),
+            ("address", self.address, address),
+        ):
+            wait = limiter.wait_s(key)
+            if wait > 0:
+                return what, max(1, math.ceil(wait)) if math.isfinite(wait) else 3600
+        return None
+
+    def failed(self, *, username: str, address: str) -> None:
+        """Spend one token of each bucket for a failed sign-in."""
+        self.account.allow(self._account_key(username))
+        self.address.allow(address)

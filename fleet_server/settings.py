@@ -141,6 +141,25 @@ class Settings(BaseModel):
         description="one WARNING per node and reason per interval for refused MQTT payloads "
         "(the counters keep every one); 0 logs each",
     )
+    # Password guessing (docs/fleet-server.md, "HTTP"): failed sign-ins only are counted.
+    login_account_burst: int = Field(
+        default=10, ge=1, description="failed sign-ins in a row one account may have"
+    )
+    login_account_per_min: float = Field(
+        default=5.0, gt=0.0, description="failed sign-ins per account per minute after the burst"
+    )
+    login_address_burst: int = Field(
+        default=30, ge=1, description="failed sign-ins in a row from one client address"
+    )
+    login_address_per_min: float = Field(
+        default=20.0, gt=0.0, description="failed sign-ins per address per minute after the burst"
+    )
+    rejection_log_interval_s: float = Field(
+        default=60.0,
+        ge=0.0,
+        description="one WARNING per node and reason per interval for refused MQTT payloads "
+        "(the counters keep every one); 0 logs each",
+    )
     dev_plain_listener: bool | None = Field(
         default=None,
         description="managed broker also opens a plain loopback listener; None = dev only",

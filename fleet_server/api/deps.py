@@ -1,7 +1,9 @@
 """Typed FastAPI dependencies: the database session, the runtime, the current user.
 
 Routes ask for `SessionDep`, `RuntimeDep`, `CurrentUser` or `OperatorUser`
-instead of reaching into `request.app.state` themselves.
+instead of reaching into `request.app.state` themselves. `Offset` is the one
+bound for every paging offset: the databases store 64-bit integers, and an
+offset past that (`?offset=9223372036854775808`) must be a 422, not a 500.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import OAuth2PasswordBearer
 from sqlmodel import Session
 
-from fleet_server.auth import InvalidToken, verify_token
+from fleet_server.auth import InvalidToken, SignInLimits, verify_token
 from fleet_server.models import Role, User
 from fleet_server.runtime import Runtime
 
@@ -30,6 +32,18 @@ def get_runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+# Far more rows than any table holds, and far below SQLite's and PostgreSQL's 2**63.
+MAX_OFFSET = 2**31 - 1
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="rows to skip")]
+
+
+def get_sign_in_limits(request: Request) -> SignInLimits:
+    limits: SignInLimits = request.app.state.sign_in_limits
+    return limits
+
+
+SignInLimitsDep = Annotated[SignInLimits, Depends(get_sign_in_limits)]
 
 
 def get_session(runtime: RuntimeDep) -> Iterator[Session]:

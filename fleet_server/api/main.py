@@ -1,9 +1,10 @@
-"""Collects every resource router under `/api/v1`."""
+"""Collects every resource router under `/api/v1`, with the error answers every route may give."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
+from fleet_server.api.errors import API_ERROR_RESPONSES
 from fleet_server.api.routes import (
     alerts,
     enrollment,
@@ -21,7 +22,7 @@ from fleet_server.api.routes import (
 
 API_PREFIX = "/api/v1"
 
-api_router = APIRouter(prefix=API_PREFIX)
+api_router = APIRouter(prefix=API_PREFIX, responses=API_ERROR_RESPONSES)
 for module in (login, users, nodes, alerts, events, escalation, metrics, ingest, stream):
     api_router.include_router(module.router)
 # Provisioning (docs/provisioning.md).

@@ -3,13 +3,20 @@
 The same checks as `proto.codec.decode_uplink` (topic, channel direction,
 strict payload model), with the topic parse cached because a node sends on
 a handful of topics. A refusal never raises out of a batch: it is tallied by
-(reason, node id) for the `IngestRejection` counters and logged.
+(reason, node id) for the `IngestRejection` counters; the worker logs the
+tally, one line per node and reason per interval (`ratelimit.LogGate`), so a
+node sending garbage in a loop cannot fill the disk.
+
+A payload without ``v`` is accepted as schema version 1 (`missing_version`
+tells): the committed schemas have ``v`` optional with default 1, so making
+it required would break the contract's compatibility rule, and a panic must
+not be lost over a constant. The worker counts and logs such payloads per
+node (docs/protocol.md).
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -17,9 +24,7 @@ from proto.codec import Envelope, decode
 from proto.errors import BadTopic, ProtoError
 from proto.topics import Topic, parse_topic
 
-__all__ = ["Received", "Rejections", "decode_all", "received_payload"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["Received", "Rejections", "decode_all", "missing_version", "received_payload"]
 
 # (reason, node_id) → (count, last detail, last topic)
 Rejections = dict[tuple[str, str], tuple[int, str, str]]
@@ -54,10 +59,14 @@ def decode_all(raw: Iterable[tuple[str, bytes]]) -> tuple[list[Envelope], Reject
             envelopes.append(Received(parsed, decode(parsed, payload), payload))
         except ProtoError as exc:
             node_id = exc.node_id or ""
-            logger.warning("rejected %s from node %r on %s: %s", exc.reason, node_id, topic, exc)
             n, _, _ = rejections.get((exc.reason, node_id), (0, "", ""))
             rejections[(exc.reason, node_id)] = (n + 1, str(exc), topic)
     return envelopes, rejections
+
+
+def missing_version(envelope: Envelope) -> bool:
+    """True when the payload carried no ``v`` (the model's default 1 filled it in)."""
+    return "v" not in envelope.message.model_fields_set
 
 
 def received_payload(envelope: Envelope) -> str | None:

@@ -174,11 +174,14 @@ def read_enrollment_tokens(session: SessionDep, _user: EnrollerUser) -> Enrollme
 def withdraw_enrollment_token(
     session: SessionDep, _user: EnrollerUser, token_id: str
 ) -> EnrollmentTokenPublic:
-    """Withdraw an unused token."""
+    """Withdraw an unused token; 404 when there is no such token."""
     try:
         row = revoke_token(session=session, token_id=token_id, now=utcnow())
     except EnrollmentRefused as exc:
-        raise _refused(exc) from None
+        # For a node an unknown token is a 403 like any refused one; here an
+        # admin names a resource that does not exist.
+        not_found = exc.reason == RefusalReason.TOKEN_UNKNOWN
+        raise refusal(exc.reason, exc.message, status_code=404 if not_found else None) from None
     session.commit()
     return EnrollmentTokenPublic.model_validate(row)
 

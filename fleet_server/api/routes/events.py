@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from fleet_server.api.deps import CurrentUser, SessionDep
+from fleet_server.api.deps import CurrentUser, Offset, SessionDep
 from fleet_server.crud import list_events
 from fleet_server.models import EventPublic, EventsPublic
 from proto.messages import EVENT_MODELS
@@ -29,7 +29,7 @@ def read_events(
     type: EventType = None,
     node_id: Annotated[str | None, Query(max_length=64)] = None,
     alert_id: Annotated[str | None, Query(max_length=26)] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> EventsPublic:
     """Events oldest first, filtered by type, node or alert."""

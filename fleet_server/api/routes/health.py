@@ -17,7 +17,7 @@ from fleet_server.api.deps import RuntimeDep
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", responses={503: {"description": "degraded: the database is unreachable"}})
 def healthz(runtime: RuntimeDep) -> JSONResponse:
     """Liveness and readiness: database reachable, MQTT state, ingest counters."""
     body: dict[str, Any] = {"status": "ok"}

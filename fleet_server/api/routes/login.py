@@ -1,29 +1,62 @@
-"""`POST /login/access-token`: OAuth2 password form → signed bearer token."""
+"""`POST /login/access-token`: OAuth2 password form → signed bearer token.
+
+Failed sign-ins are limited per account and per client address
+(`fleet_server.auth.SignInLimits`): past the limit the answer is 429 with
+`Retry-After` and a refusal saying which limit and how long to wait, and no
+password is checked at all until then.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 
-from fleet_server.api.deps import RuntimeDep, SessionDep
+from fleet_server.api.deps import RuntimeDep, SessionDep, SignInLimitsDep
+from fleet_server.api.errors import RETRY_AFTER_HEADER, ErrorBody
 from fleet_server.auth import InvalidCredentials, authenticate, issue_token
 from fleet_server.models import Token
+from proto.enrollment import RefusalReason, refusal_detail
 
 router = APIRouter(prefix="/login", tags=["login"])
 
 
-@router.post("/access-token")
+@router.post(
+    "/access-token",
+    responses={
+        429: {
+            "model": ErrorBody,
+            "description": "too many failed sign-ins for this account or from this address",
+            "headers": RETRY_AFTER_HEADER,
+        }
+    },
+)
 def login_access_token(
+    request: Request,
     session: SessionDep,
     runtime: RuntimeDep,
+    limits: SignInLimitsDep,
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
 ) -> Token:
     """Exchange a user name and password for a bearer token."""
+    address = request.client.host if request.client else "unknown"
+    blocked = limits.wait_s(username=form.username, address=address)
+    if blocked is not None:
+        what, wait = blocked
+        whose = "this account" if what == "account" else "your address"
+        raise HTTPException(
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=refusal_detail(
+                RefusalReason.RATE_LIMITED,
+                f"too many failed sign-ins for {whose}; try again in {wait} s",
+            ),
+            headers={"Retry-After": str(wait)},
+        )
     try:
         user = authenticate(session=session, username=form.username, password=form.password)
     except InvalidCredentials as exc:
+        limits.failed(username=form.username, address=address)
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,
             detail=str(exc),

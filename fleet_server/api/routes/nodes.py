@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from fleet_server.api.deps import CurrentUser, SessionDep
+from fleet_server.api.deps import CurrentUser, Offset, SessionDep
 from fleet_server.crud import get_node, list_nodes, list_sequence_gaps
 from fleet_server.models import NodePublic, NodesPublic, SequenceGap
 
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/nodes", tags=["nodes"])
 def read_nodes(
     session: SessionDep,
     _user: CurrentUser,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> NodesPublic:
     """Nodes by id."""
