@@ -1,0 +1,114 @@
+"""Plate format rules: the rules files load, rank and correct reads, and never drop a read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge_agent.anpr.errors import RulesError
+from edge_agent.anpr.rules import BUILTIN_RULES, load_rules, parse_rules, rank
+
+
+@pytest.mark.parametrize("name", BUILTIN_RULES)
+def test_every_builtin_rules_file_loads(name: str) -> None:
+    rules = load_rules(name)
+    assert rules.layouts
+
+
+def test_a_two_row_punjab_plate_keys_on_letters_and_number_and_keeps_the_year() -> None:
+    best = rank(load_rules("pk"), ["LEB-09", "6881"])[0]
+    assert (best.canonical, best.province, best.layout) == ("LEB6881", "Punjab", "punjab-district")
+    assert best.attributes == {"year": "09"}
+
+
+def test_a_two_row_plate_read_as_one_line_is_split_by_the_rules() -> None:
+    best = rank(load_rules("pk"), "LEB096881")[0]
+    assert best.canonical == "LEB6881"
+    assert best.layout == "punjab-district"
+
+
+def test_look_alikes_are_corrected_by_position() -> None:
+    # 8 in a letter position is B; O and I in digit positions are 0 and 1.
+    best = rank(load_rules("pk"), ["LE8-O9", "688I"])[0]
+    assert best.canonical == "LEB6881"
+    assert best.corrections == 3
+
+
+def test_a_confident_character_costs_more_to_correct_than_a_doubtful_one() -> None:
+    rules = load_rules("pk")
+    sure = rank(rules, ["AKH-34S"], confidences=[[1.0] * 7])[0]
+    unsure = rank(rules, ["AKH-34S"], confidences=[[1.0] * 6 + [0.1]])[0]
+    assert sure.canonical == unsure.canonical == "AKH345"
+    assert unsure.cost < sure.cost
+
+
+def test_sindh_plates_and_the_government_series() -> None:
+    rules = load_rules("pk")
+    assert rank(rules, "AZU-290")[0].province == "Sindh"
+    assert rank(rules, "R-8501")[0].layout == "sindh-old"
+    assert rank(rules, "GS-1234")[0].layout == "sindh-government"
+
+
+def test_a_province_hint_decides_between_layouts_of_the_same_shape() -> None:
+    rules = load_rules("pk")
+    assert rank(rules, "AKH343", province_hint="Punjab")[0].province == "Punjab"
+    assert rank(rules, "AKH343", province_hint="Sindh")[0].province == "Sindh"
+
+
+def test_a_read_no_layout_fits_is_kept_as_unknown() -> None:
+    ranked = rank(load_rules("pk"), "12345678901")
+    assert [(r.canonical, r.layout, r.province) for r in ranked] == [
+        ("12345678901", "unknown", None)
+    ]
+
+
+def test_brazilian_old_and_mercosur_layouts() -> None:
+    rules = load_rules("br")
+    assert rank(rules, "AYO-9034")[0].canonical == "AYO9034"
+    assert rank(rules, "ABC1B34")[0].layout == "mercosur"
+    assert rank(rules, "A8C1234")[0].canonical == "ABC1234"
+
+
+def test_generic_rules_take_letters_and_digits_without_correcting() -> None:
+    ranked = rank(load_rules("generic"), "AB-12 3")
+    assert (ranked[0].canonical, ranked[0].layout) == ("AB123", "generic")
+    assert rank(load_rules("generic"), "AB1")[0].layout == "unknown"
+
+
+BAD_PATTERN = """\
+country: PK
+classes:
+  D: {chars: "0123456789"}
+layouts:
+  - name: ok
+    rows: ["D{3}"]
+  - name: broken
+    rows: ["D{3}", "D{9,2}"]
+"""
+
+
+def test_a_rules_file_with_a_bad_pattern_is_refused_naming_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD_PATTERN, encoding="utf-8")
+    with pytest.raises(RulesError, match=r"bad\.yaml line 8"):
+        load_rules(path)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "why"),
+    [("D{3}Q", "undefined class 'Q'"), ("D{3}*", "column 5"), ("(G|)D", "alternatives")],
+)
+def test_bad_patterns_say_what_is_wrong(pattern: str, why: str) -> None:
+    text = (
+        f'classes:\n  D: {{chars: "0123456789"}}\nlayouts:\n  - name: x\n    rows: ["{pattern}"]\n'
+    )
+    with pytest.raises(RulesError, match=r"line 5") as caught:
+        parse_rules(text, source="t.yaml")
+    assert why in str(caught.value)
+
+
+def test_a_confusion_into_a_character_outside_the_class_is_refused() -> None:
+    text = 'classes:\n  D: {chars: "01", confusions: {O: X}}\nlayouts:\n  - {name: x, rows: [D]}\n'
+    with pytest.raises(RulesError, match="line 2"):
+        parse_rules(text, source="t.yaml")
