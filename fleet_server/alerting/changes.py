@@ -9,7 +9,8 @@ change here:
 
 - is refused when it would leave an alert type reaching nobody or makes no
   sense (`check_policy`): the alert type is a known one and a policy never
-  changes type; one policy per type; level 0 at 0 s and the rest in
+  changes type (except to repair a stored type no alert can have, such as
+  the typo issue 11 found); one policy per type; level 0 at 0 s and the rest in
   non-decreasing order; a P1 type's ladder repeats; a P1 type's policy and
   the default policy are never deleted;
 - re-plans every open alert the change affects (`replan_open_alerts`), so no
@@ -52,6 +53,7 @@ __all__ = [
     "change_policy",
     "check_policy",
     "delete_policy",
+    "is_known_or_default",
     "policy_history",
     "record_change",
     "snapshot",
@@ -105,6 +107,11 @@ def _is_seconds(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def is_known_or_default(alert_type: str | None) -> bool:
+    """Whether a stored policy's type is one alerts can have (None: the default policy)."""
+    return alert_type is None or alert_type in KNOWN_ALERT_TYPES
+
+
 def check_policy(
     *,
     name: str,
@@ -124,7 +131,10 @@ def check_policy(
         )
     if name in KNOWN_ALERT_TYPES and kind != name:
         raise PolicyInvalid(f"a policy named {name!r} must cover alert type {name!r}, not {kind!r}")
-    if existing is not None and existing.alert_type != kind:
+    # A stored type no alert can have (a typo accepted before issue 11) may be
+    # repaired in place; a policy for a real type (or the default) never moves.
+    retyped = existing is not None and existing.alert_type != kind
+    if retyped and existing is not None and is_known_or_default(existing.alert_type):
         raise PolicyConflict(
             f"policy {name!r} covers alert type {existing.alert_type or 'default'!r}; a policy "
             f"never changes type (create a policy for {kind or 'default'!r} under its own name)"

@@ -18,7 +18,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlmodel import Session, col, select
 
-from fleet_server.alerting import escalate_due, load_policies
+from fleet_server.alerting import escalate_due, load_policies, set_policy
 from fleet_server.ingest import decode_all, store_batch
 from fleet_server.models import Alert, AlertEscalation, utcnow
 from proto.codec import encode, topic_for
@@ -241,3 +241,31 @@ def test_every_policy_change_is_recorded_with_who_when_before_and_after(
     assert forbidden.status_code == 403
     unknown = client.get(f"{API}/escalation-policies/nope/history", headers=login(client, "admin"))
     assert unknown.status_code == 404
+
+
+def test_a_panic_stranded_by_a_stored_typo_escalates_again_once_the_policy_is_repaired(
+    client: TestClient,
+) -> None:
+    """The issue's database: 'panic' stored as 'pnaic' by an older server, panics stuck."""
+    default = {"levels": [{"after_s": 0, "recipient": "zone_operator"},
+                          {"after_s": 300, "recipient": "supervisor"}]}  # fmt: skip
+    assert put(client, "default", default).status_code == 200  # as seeded
+    with Session(runtime_of(client).engine) as session:
+        set_policy(session=session, name="panic", alert_type="pnaic", levels=[(0, "zone_operator")],
+                   repeat_every_s=300)  # fmt: skip
+        session.commit()
+    alert_id = make_alert(client, node="lhr-typo-02")
+    climb(client, alert_id, to_level=1)  # fell to the default ladder, which ends there
+    stuck = alert(client, alert_id)
+    assert (stuck.queue, stuck.next_escalation_at) == ("supervisor", None)
+
+    repaired = put(client, "panic", PANIC_LADDER)
+    assert repaired.status_code == 200, repaired.text
+    assert repaired.json()["alert_type"] == "panic"
+    assert alert(client, alert_id).next_escalation_at is not None
+    climb(client, alert_id, to_level=3)
+    assert alert(client, alert_id).queue == "command_head"
+    history = client.get(f"{API}/escalation-policies/panic/history", headers=login(client, "audit"))
+    latest = history.json()["data"][0]
+    assert (latest["before"]["alert_type"], latest["after"]["alert_type"]) == ("pnaic", "panic")
+    assert latest["replanned"] >= 1
