@@ -37,9 +37,11 @@ from fleet_server.api.main import API_PREFIX, api_router
 from fleet_server.api.routes.health import router as health_router
 from fleet_server.auth import SignInLimits, create_user
 from fleet_server.broker import FleetBrokerFiles, ManagedBroker, fleet_broker_config, free_port
+from fleet_server.broker.denial_alerts import alert_on_denials
 from fleet_server.broker.fleet import FLEET_SERVER_USER
 from fleet_server.console.routes import router as console_router
 from fleet_server.db import make_engine
+from fleet_server.device_clock import DeviceTimeRules
 from fleet_server.ingest import IngestWorker
 from fleet_server.models import Role, User, UserCreate, utcnow
 from fleet_server.mqtt import MqttLink
@@ -47,6 +49,7 @@ from fleet_server.node_commands import RecordingPublisher, SentCommands
 from fleet_server.pki import IssuingCa, PkiPaths, init_dev_pki
 from fleet_server.pki.runtime import PkiRuntime
 from fleet_server.pki.store import LOOPBACK_NAMES
+from fleet_server.presence import Silence
 from fleet_server.ratelimit import TokenBucketLimiter
 from fleet_server.runtime import LiveNotifier, Runtime
 from fleet_server.schema import migrate
@@ -192,6 +195,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pki=pki,
         enroll_limiter=TokenBucketLimiter(per_minute=settings.enroll_rate_per_min),
     )
+    if broker is not None:  # a node probing other nodes' topics becomes an alert
+        alert_on_denials(broker.denials, engine=engine, notify=runtime.notify, settings=settings)
     if broker_url:
         ingest_ref: list[IngestWorker] = []
         link = MqttLink(
@@ -214,6 +219,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             batch_max=settings.ingest_batch_max,
             queue_max=settings.ingest_queue_max,
             ack_hold_s=settings.ingest_ack_hold_s,
+            device_time=DeviceTimeRules(
+                future_s=settings.device_time_future_s, past_s=settings.device_time_past_s
+            ),
             sent_commands=sent_commands,
             rejection_log_interval_s=settings.rejection_log_interval_s,
         )
@@ -228,7 +236,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         notify=runtime.notify,
         tick_s=settings.escalation_tick_s,
         jobs=default_jobs(
-            ack_timeout_s=settings.ack_followup_s, offline_grace_s=settings.offline_grace_s
+            ack_timeout_s=settings.ack_followup_s,
+            offline_grace_s=settings.offline_grace_s,
+            silence=Silence(
+                intervals=settings.silence_intervals,
+                default_s=settings.silence_default_s,
+                min_s=settings.silence_min_s,
+            ),
+            # Silence counts only while the broker link is up (no link: never).
+            link_up=lambda: runtime.mqtt is not None and runtime.mqtt.connected.is_set(),
         ),
     )
     try:

@@ -80,6 +80,32 @@ class Settings(BaseModel):
         "keep it well under the nodes' outbox.resend_after_s",
     )
     offline_grace_s: float = Field(default=15.0, ge=0.0)
+    silence_intervals: float = Field(
+        default=3.0,
+        ge=0.0,
+        description="a node that sent nothing for this many of its telemetry intervals (its "
+        "own stamps) is offline whatever its last status said; 0 turns this off",
+    )
+    silence_default_s: float = Field(
+        default=300.0,
+        gt=0.0,
+        description="silence timeout of a node whose telemetry interval is not known yet",
+    )
+    silence_min_s: float = Field(
+        default=60.0, ge=0.0, description="shortest silence timeout, whatever the interval"
+    )
+    device_time_future_s: float = Field(
+        default=300.0,
+        ge=0.0,
+        description="an event stamped further ahead of its receive time (or this long before "
+        "its node was enrolled) has an implausible device time",
+    )
+    device_time_past_s: float = Field(
+        default=86_400.0,
+        gt=0.0,
+        description="an event stamped this long before its receive time has an implausible "
+        "device time (an outbox held longer is flagged too)",
+    )
     ack_followup_s: float = Field(
         default=120.0, ge=1.0, description="acknowledged but not dispatched → re-escalate"
     )
@@ -121,25 +147,6 @@ class Settings(BaseModel):
     )
     enroll_rate_per_min: float = Field(
         default=10.0, gt=0.0, description="enrollment requests per client address and per token"
-    )
-    # Password guessing (docs/fleet-server.md, "HTTP"): failed sign-ins only are counted.
-    login_account_burst: int = Field(
-        default=10, ge=1, description="failed sign-ins in a row one account may have"
-    )
-    login_account_per_min: float = Field(
-        default=5.0, gt=0.0, description="failed sign-ins per account per minute after the burst"
-    )
-    login_address_burst: int = Field(
-        default=30, ge=1, description="failed sign-ins in a row from one client address"
-    )
-    login_address_per_min: float = Field(
-        default=20.0, gt=0.0, description="failed sign-ins per address per minute after the burst"
-    )
-    rejection_log_interval_s: float = Field(
-        default=60.0,
-        ge=0.0,
-        description="one WARNING per node and reason per interval for refused MQTT payloads "
-        "(the counters keep every one); 0 logs each",
     )
     # Password guessing (docs/fleet-server.md, "HTTP"): failed sign-ins only are counted.
     login_account_burst: int = Field(

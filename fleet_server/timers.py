@@ -10,8 +10,9 @@ logged and rolled back without holding up the others, and runs again next
 tick. Because every due time lives in the database, a restarted server picks
 up where the old one stopped.
 
-Today's jobs are presence settling and escalation; OTA waves and retention
-join by adding a job to the list (`default_jobs`), not by editing the loop.
+Today's jobs are the silence check, presence settling and escalation; OTA
+waves and retention join by adding a job to the list (`default_jobs`), not
+by editing the loop.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy.engine import Engine
@@ -28,11 +29,18 @@ from sqlmodel import Session
 
 from fleet_server.alerting import AlertNotice, Notifier, PolicyCache, escalate_due
 from fleet_server.models import utcnow
-from fleet_server.presence import settle_offline_nodes
+from fleet_server.presence import (
+    OFFLINE_SWEEP_MAX,
+    Silence,
+    find_silent_nodes,
+    mark_silent_nodes,
+    settle_offline_nodes,
+)
 
 __all__ = [
     "EscalationJob",
     "PresenceJob",
+    "SilenceJob",
     "TimerJob",
     "TimerLoop",
     "default_jobs",
@@ -52,6 +60,47 @@ class TimerJob(Protocol):
     def run(self, session: Session, now: datetime) -> Sequence[AlertNotice]:
         """Do what is due at `now` (the loop commits); return what to announce."""
         ...
+
+
+@dataclass
+class SilenceJob:
+    """Online nodes that sent nothing for several telemetry intervals start an outage.
+
+    Whatever their last status said: a node whose will never came (or came
+    for a session the server did not know) does not stay online for ever.
+    The outage is dated when the node was last heard and settled by the
+    presence job, which runs next. Silence is counted only while the server
+    was listening (`link_up`, and from this job's first run in this process),
+    so a server restart or a lost broker link does not take the fleet
+    offline. The database is read every `every_s` (a scan of the online
+    nodes' last-seen times), or at once again while a chunk of `limit` was
+    full.
+    """
+
+    silence: Silence = field(default_factory=Silence)
+    link_up: Callable[[], bool] | None = None
+    every_s: float = 5.0
+    limit: int = OFFLINE_SWEEP_MAX
+    name: str = "silence"
+    listening_since: datetime | None = field(default=None, init=False)
+    _next_at: datetime | None = field(default=None, init=False, repr=False)
+
+    def run(self, session: Session, now: datetime) -> Sequence[AlertNotice]:
+        if self.link_up is not None and not self.link_up():
+            self.listening_since = None  # nothing is heard now: nobody is silent
+            return []
+        if self.listening_since is None:
+            self.listening_since = now
+        if self._next_at is not None and now < self._next_at:
+            return []
+        silent = find_silent_nodes(
+            session=session, now=now, silence=self.silence,
+            listening_since=self.listening_since, limit=self.limit,
+        )  # fmt: skip
+        mark_silent_nodes(session=session, silent=silent)
+        full = len(silent) >= self.limit
+        self._next_at = None if full else now + timedelta(seconds=self.every_s)
+        return []
 
 
 @dataclass
@@ -79,10 +128,25 @@ class EscalationJob:
         return escalate_due(session=session, now=now, policies=self.policies.get(session))
 
 
-def default_jobs(*, ack_timeout_s: float, offline_grace_s: float) -> list[TimerJob]:
-    """The server's jobs in the order they run: presence first (it may open alerts)."""
+def default_jobs(
+    *,
+    ack_timeout_s: float,
+    offline_grace_s: float,
+    silence: Silence | None = None,
+    link_up: Callable[[], bool] | None = None,
+) -> list[TimerJob]:
+    """The server's jobs in the order they run.
+
+    Silence first (it starts outages), then presence (it settles them and
+    opens alerts), then escalation. `link_up` says whether the server is
+    receiving from the broker (None: always).
+    """
     policies = PolicyCache(ack_timeout_s=ack_timeout_s)
-    return [PresenceJob(policies=policies, grace_s=offline_grace_s), EscalationJob(policies)]
+    return [
+        SilenceJob(silence=silence or Silence(), link_up=link_up),
+        PresenceJob(policies=policies, grace_s=offline_grace_s),
+        EscalationJob(policies),
+    ]
 
 
 def run_jobs_once(
@@ -107,7 +171,11 @@ def run_jobs_once(
 def run_timers_once(
     *, engine: Engine, now: datetime, ack_timeout_s: float, offline_grace_s: float
 ) -> list[AlertNotice]:
-    """One tick of the default jobs (tests and tools; the server keeps a `TimerLoop`)."""
+    """One tick of the default jobs (tests and tools; the server keeps a `TimerLoop`).
+
+    The jobs are made afresh, so the silence job has heard nothing before
+    this tick and takes no node offline; keep a job list for that.
+    """
     jobs = default_jobs(ack_timeout_s=ack_timeout_s, offline_grace_s=offline_grace_s)
     return run_jobs_once(engine=engine, jobs=jobs, now=now)
 

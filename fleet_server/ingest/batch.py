@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlmodel import Session
 
 from fleet_server.alerting import AlertNotice, AlertRows, Policies
+from fleet_server.device_clock import DeviceTimeRules
 from fleet_server.models import Alert
 
 __all__ = ["Batch", "BatchOutcome", "Preload"]
@@ -30,6 +31,7 @@ class BatchOutcome:
     notices: list[AlertNotice] = field(default_factory=list)
     inserted: int = 0
     duplicates: int = 0
+    implausible: int = 0  # events whose device time could not be true (still stored)
 
 
 Preload = Callable[["Batch", set[str]], None]
@@ -42,11 +44,19 @@ class Batch:
     session: Session
     now: datetime
     policies: Policies
+    device_time: DeviceTimeRules = field(default_factory=DeviceTimeRules)
     out: BatchOutcome = field(default_factory=BatchOutcome)
     # Each node's highest seq so far, written back to `node.last_seq` at the end.
     seqs: dict[str, int | None] = field(default_factory=dict)
     # Nodes whose row was made in this batch (their first status is not a reconnect).
     fresh: set[str] = field(default_factory=set)
+    # Nodes not known to be online (offline, or an outage pending): the next
+    # message that only a live connection sends brings them back.
+    absent: set[str] = field(default_factory=set)
+    # When each node already known came to exist (enrollment or first message).
+    node_since: dict[str, datetime] = field(default_factory=dict)
+    # Events per node whose device time is implausible, added to its count.
+    implausible: dict[str, int] = field(default_factory=dict)
     # Open panic/tamper alerts of the batch's alerting nodes, by (node_id, type).
     open_alerts: dict[tuple[str, str], Alert] = field(default_factory=dict)
     alert_rows: AlertRows = field(default_factory=AlertRows)

@@ -4,9 +4,14 @@
   a panic press or a raised tamper opens an alert or joins the open one
   (`AlertEventHandler`), a power event follows `fleet_server.power`'s rules,
   and any other event (a plate read, a face, an OTA report) is just stored;
-- birth and status drive node presence (`fleet_server.presence`); an
-  offline status on an empty battery at night is a power alert;
-- telemetry updates the node's test mode and its power state;
+- birth and status drive node presence (`fleet_server.presence`: a birth or
+  online status wins whatever its `bd_seq`, a will counts only for the
+  current session); an offline status on an empty battery at night is a
+  power alert;
+- telemetry updates the node's test mode and its power state, and tells how
+  often the node reports (the silence timeout);
+- birth, online status and telemetry are stamped when sent, so they are the
+  samples of the node's clock offset (`fleet_server.device_clock`);
 - a reply to a command is kept for the commissioning checklist.
 """
 
@@ -18,6 +23,7 @@ from typing import Any
 from sqlmodel import col, select
 
 from fleet_server.alerting import join_alert, notice, open_alert
+from fleet_server.device_clock import record_clock_sample
 from fleet_server.ingest.batch import Batch
 from fleet_server.ingest.registry import register_handler
 from fleet_server.models import OPEN_STATES, Alert, AlertType, Node
@@ -28,7 +34,7 @@ from fleet_server.power import (
     record_power_event,
     record_telemetry,
 )
-from fleet_server.presence import apply_presence
+from fleet_server.presence import apply_presence, learn_telemetry_interval
 from proto.messages import (
     Birth,
     EventBase,
@@ -205,6 +211,7 @@ class BirthHandler(_NodeMessageHandler):
         node.district = birth.district
         if birth.location is not None:
             node.lat, node.lon = birth.location.lat, birth.location.lon
+        record_clock_sample(node=node, device_ts=birth.ts, received_at=batch.now)
         batch.out.notices += apply_presence(
             session=batch.session, node=node, bd_seq=birth.bd_seq, online=True, now=batch.now,
             policies=batch.policies, fresh=node.node_id in batch.fresh,
@@ -219,6 +226,9 @@ class StatusHandler(_NodeMessageHandler):
     ) -> None:
         assert node is not None
         status: Status = message
+        if status.state == "online":
+            # Published at connect; the will (offline) was stamped then too, not when sent.
+            record_clock_sample(node=node, device_ts=status.ts, received_at=batch.now)
         batch.out.notices += apply_presence(
             session=batch.session, node=node, bd_seq=status.bd_seq,
             online=status.state == "online", now=batch.now, policies=batch.policies,
@@ -245,6 +255,8 @@ class TelemetryHandler(_NodeMessageHandler):
         assert node is not None
         telemetry: Telemetry = message
         node.test_mode = telemetry.test_mode
+        learn_telemetry_interval(node=node, device_ts=telemetry.ts)
+        record_clock_sample(node=node, device_ts=telemetry.ts, received_at=batch.now)
         batch.out.notices += record_telemetry(
             session=batch.session, node=node, telemetry=telemetry, now=batch.now,
             policies=batch.policies,

@@ -15,28 +15,55 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 
+from sqlalchemy import Table, bindparam, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 import fleet_server.ingest.handlers  # noqa: F401 - registers the built-in handlers
 from fleet_server.alerting import Policies
+from fleet_server.device_clock import DeviceTimeRules
 from fleet_server.ingest.batch import Batch, BatchOutcome
 from fleet_server.ingest.decode import received_payload
 from fleet_server.ingest.registry import handler_for
 from fleet_server.ingest.writer import write_events_and_nodes
 from fleet_server.models import Event, Node, SequenceGap
+from fleet_server.presence import prove_connected
 from proto.codec import Envelope, encode
-from proto.messages import EventBase
+from proto.messages import Birth, EventBase, Status
 
 __all__ = ["store_batch"]
 
 logger = logging.getLogger(__name__)
 
+_NODE_TABLE: Table = Node.__table__  # type: ignore[attr-defined]
+# Events with an implausible device time, added to each node's count (rare: no bulk form).
+_COUNT_IMPLAUSIBLE = (
+    update(_NODE_TABLE)
+    .where(_NODE_TABLE.c.node_id == bindparam("b_node_id"))
+    .values(implausible_device_times=_NODE_TABLE.c.implausible_device_times + bindparam("b_n"))
+)
+# Birth and status settle presence by their own rules (fleet_server.presence);
+# any other message from a node proves its connection is alive.
+_PRESENCE_MESSAGES = (Birth, Status)
+
 
 def store_batch(
-    *, session: Session, envelopes: Sequence[Envelope], now: datetime, policies: Policies
+    *,
+    session: Session,
+    envelopes: Sequence[Envelope],
+    now: datetime,
+    policies: Policies,
+    device_time: DeviceTimeRules | None = None,
 ) -> BatchOutcome:
-    """Apply decoded messages to the database (not committed) and say what to announce."""
+    """Apply decoded messages to the database (not committed) and say what to announce.
+
+    `now` is the receive time: every event's `received_at`, from which
+    response times are measured; `device_time` says which device times are
+    implausible (default `DeviceTimeRules()`).
+    """
     batch = Batch(session=session, now=now, policies=policies)
+    if device_time is not None:
+        batch.device_time = device_time
     out = batch.out
     if not envelopes:
         return out
@@ -59,13 +86,22 @@ def store_batch(
             event_ids.append(message.event_id)  # type: ignore[attr-defined]
         if handler.scan(batch, node_id, message):
             needs_row.add(node_id)
+    # The same query says which nodes are not known to be online: their next
+    # message that proves a live connection brings them back (presence), so
+    # their row is needed. Online nodes with only plain events still need none.
     seqs = batch.seqs
-    seqs.update(
-        session.exec(
-            select(col(Node.node_id), col(Node.last_seq)).where(col(Node.node_id).in_(node_ids))
-        ).all()
-    )
+    for node_id, last_seq, online, pending, created_at in session.execute(
+        sa_select(
+            col(Node.node_id), col(Node.last_seq), col(Node.online),
+            col(Node.offline_pending_since), col(Node.created_at),
+        ).where(col(Node.node_id).in_(node_ids))
+    ):  # fmt: skip
+        seqs[node_id] = last_seq
+        batch.node_since[node_id] = created_at
+        if not online or pending is not None:
+            batch.absent.add(node_id)
     needs_row |= node_ids - seqs.keys()  # new nodes are made as ORM objects
+    needs_row |= batch.absent
     nodes: dict[str, Node] = {}
     if existing := needs_row & seqs.keys():
         nodes = {
@@ -88,10 +124,15 @@ def store_batch(
             nodes[node_id] = node
             seqs[node_id] = None
             batch.fresh.add(node_id)
+            batch.absent.add(node_id)
             logger.info("new node %s", node_id)
+        if node is not None and node_id in batch.absent:
+            _presence(batch, node, message)
         handler = handler_for(type(message))
         if not handler.is_event:
             handler.handle(batch, node, message, None)
+            if node is not None and isinstance(message, _PRESENCE_MESSAGES):
+                _note_presence(batch, node)
             continue
         assert isinstance(message, EventBase)
         acked = out.acks.setdefault(node_id, [])
@@ -110,8 +151,32 @@ def store_batch(
         event_rows.append(event)
     session.flush()  # new nodes first: events and the UPDATE below refer to them
     write_events_and_nodes(session, event_rows, {n: seqs.get(n) for n in node_ids}, now)
+    if batch.implausible:
+        session.execute(
+            _COUNT_IMPLAUSIBLE,
+            [{"b_node_id": n, "b_n": count} for n, count in batch.implausible.items()],
+        )
     batch.alert_rows.insert(session)
     return out
+
+
+def _presence(batch: Batch, node: Node, message: object) -> None:
+    """A message from a node not known to be online: anything but a will proves it is there."""
+    if isinstance(message, _PRESENCE_MESSAGES):
+        return  # their handlers apply the birth/death rules
+    batch.out.notices += prove_connected(
+        session=batch.session, node=node, now=batch.now, policies=batch.policies,
+        fresh=node.node_id in batch.fresh,
+    )  # fmt: skip
+    batch.absent.discard(node.node_id)
+
+
+def _note_presence(batch: Batch, node: Node) -> None:
+    """After a birth or status: is the node now known to be online?"""
+    if node.online and node.offline_pending_since is None:
+        batch.absent.discard(node.node_id)
+    else:
+        batch.absent.add(node.node_id)
 
 
 def _event_row(
@@ -135,6 +200,16 @@ def _event_row(
         )
     if last_seq is None or message.seq > last_seq:
         seqs[node_id] = message.seq
+    # The device time is kept as sent; one that cannot be true is flagged and
+    # counted (response times are measured from `received_at` regardless).
+    implausible = batch.device_time.implausible(
+        message.ts, received_at=batch.now, node_since=batch.node_since.get(node_id)
+    )
+    if implausible:
+        batch.implausible[node_id] = batch.implausible.get(node_id, 0) + 1
+        batch.out.implausible += 1
+        logger.debug("node %s event %s: implausible device time %s",
+                     node_id, message.event_id, message.ts)  # fmt: skip
     return {
         "event_id": message.event_id,
         "node_id": node_id,
@@ -144,4 +219,5 @@ def _event_row(
         "received_at": batch.now,
         "payload": payload if payload is not None else encode(message).decode(),
         "alert_id": None,
+        "ts_implausible": implausible,
     }

@@ -36,6 +36,7 @@ from sqlmodel import Session
 
 from fleet_server.alerting import Notifier, PolicyCache
 from fleet_server.crud import add_rejections
+from fleet_server.device_clock import DeviceTimeRules
 from fleet_server.ingest.acks import AckCoalescer, Publisher
 from fleet_server.ingest.batch import BatchOutcome
 from fleet_server.ingest.decode import Rejections, decode_all, missing_version
@@ -81,6 +82,7 @@ class IngestWorker:
         batch_max: int = 500,
         queue_max: int = 50_000,
         ack_hold_s: float = 0.5,
+        device_time: DeviceTimeRules | None = None,
         sent_commands: SentCommands | None = None,
         rejection_log_interval_s: float = 60.0,
     ) -> None:
@@ -92,6 +94,7 @@ class IngestWorker:
         self.policies = PolicyCache(ack_timeout_s=ack_timeout_s)
         self.stats = IngestStats()
         self.acks = AckCoalescer(publisher, hold_s=ack_hold_s)
+        self.device_time = device_time  # which device times are implausible (None: defaults)
         # None: replies are not screened (a worker built without the server's publisher).
         self.sent_commands = sent_commands
         self.log_gate = LogGate(interval_s=rejection_log_interval_s)
@@ -269,7 +272,10 @@ class IngestWorker:
         with Session(self.engine, expire_on_commit=False) as session:
             envelopes = self._screen_replies(session, envelopes, screened)
             policies = self.policies.get(session)
-            outcome = store_batch(session=session, envelopes=envelopes, now=now, policies=policies)
+            outcome = store_batch(
+                session=session, envelopes=envelopes, now=now, policies=policies,
+                device_time=self.device_time,
+            )  # fmt: skip
             if rejections or screened:
                 add_rejections(session=session, counts=_merged(rejections, screened), now=now)
             session.commit()

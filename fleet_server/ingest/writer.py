@@ -24,7 +24,10 @@ __all__ = ["EVENT_COLUMNS", "MULTI_ROW_WRITES", "sqlite_datetime", "write_events
 
 _EVENT_TABLE: Table = Event.__table__  # type: ignore[attr-defined]
 _NODE_TABLE: Table = Node.__table__  # type: ignore[attr-defined]
-EVENT_COLUMNS = ("event_id", "node_id", "type", "seq", "ts", "received_at", "payload", "alert_id")
+EVENT_COLUMNS = (
+    "event_id", "node_id", "type", "seq", "ts", "received_at", "payload", "alert_id",
+    "ts_implausible",
+)  # fmt: skip
 _INSERT_EVENTS = insert(_EVENT_TABLE)
 # `last_seen_at` and `last_seq` of every node in a batch, in one executemany.
 _TOUCH_NODES = (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import false
 from sqlmodel import Field, SQLModel
 
 from fleet_server.models.common import UtcDateTime, utcnow
@@ -20,6 +21,9 @@ class Event(SQLModel, table=True):
     received_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
     payload: str = Field(description="canonical JSON as received")
     alert_id: str | None = Field(default=None, index=True, max_length=26)
+    # `ts` could not be true (before the node existed, or too far from the receive
+    # time); it is kept as evidence, and response times leave it out.
+    ts_implausible: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
 
 
 class EventPublic(SQLModel):
@@ -33,6 +37,9 @@ class EventPublic(SQLModel):
     received_at: datetime
     alert_id: str | None
     payload: str
+    ts_implausible: bool = Field(
+        default=False, description="`ts` (node clock) could not be true; `received_at` counts"
+    )
 
 
 class EventsPublic(SQLModel):

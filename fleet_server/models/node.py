@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import JSON
 from sqlmodel import Field, SQLModel
 
 from fleet_server.models.common import UtcDateTime, utcnow
@@ -38,6 +39,16 @@ class Node(NodeBase, table=True):
     # docs/provisioning.md: registered → provisioned → commissioned → active → decommissioned
     lifecycle: str = Field(default="registered", max_length=16, index=True)
     lifecycle_changed_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    # Presence (fleet_server.presence): how often the node reports, from its own
+    # clock, for the silence timeout.
+    telemetry_interval_s: float | None = None
+    last_telemetry_ts: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    # The node's clock (fleet_server.device_clock): device time - receive time,
+    # the median of the recent samples in `clock_samples`; events whose device
+    # time is implausible are counted in `implausible_device_times`.
+    clock_offset_s: float | None = None
+    clock_samples: list[float] | None = Field(default=None, sa_type=JSON)
+    implausible_device_times: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class NodePublic(NodeBase):
@@ -53,6 +64,17 @@ class NodePublic(NodeBase):
     created_at: datetime
     lifecycle: str
     lifecycle_changed_at: datetime | None
+    telemetry_interval_s: float | None = Field(
+        default=None, description="seconds between the node's telemetry reports (its clock)"
+    )
+    clock_offset_s: float | None = Field(
+        default=None,
+        description="node clock minus server receive time, median of recent fresh messages; "
+        "negative: the node's clock is behind",
+    )
+    implausible_device_times: int = Field(
+        default=0, description="events whose device time could not be true (docs/panic-flow.md)"
+    )
 
 
 class NodesPublic(SQLModel):

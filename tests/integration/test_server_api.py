@@ -137,7 +137,8 @@ def test_nodes_metrics_and_rejections_answer(client: TestClient) -> None:
     make_alert(client, node="lhr-api-02")
     nodes = client.get(f"{API}/nodes", headers=headers).json()
     assert "lhr-api-02" in [n["node_id"] for n in nodes["data"]]
-    assert client.get(f"{API}/nodes/lhr-api-02", headers=headers).json()["online"] is False
+    # A press proves the node's connection is alive (docs/fleet-server.md, Presence).
+    assert client.get(f"{API}/nodes/lhr-api-02", headers=headers).json()["online"] is True
     metrics = client.get(f"{API}/metrics/response-times", headers=headers).json()
     assert metrics["data"][0]["stages"]["press_to_received"]["count"] >= 1
     rejections = client.get(f"{API}/ingest/rejections", headers=headers).json()

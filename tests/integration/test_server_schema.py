@@ -11,11 +11,12 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import column, insert, inspect, table
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, select
 
@@ -246,9 +247,18 @@ def test_a_database_at_an_older_revision_is_upgraded_in_place_with_its_data(
     try:
         with engine.begin() as connection:
             command.upgrade(_config(connection), "0001")  # the first release's schema
-        with Session(engine) as session:
-            session.add(Node(node_id="lhr-0002", district="lahore-ravi"))
-            session.commit()
+        # A row as the first release wrote it: only the columns its schema had (the
+        # model has more now).
+        first_release_node = table(
+            "node", column("node_id"), column("district"), column("online"),
+            column("test_mode"), column("created_at"), column("lifecycle"),
+        )  # fmt: skip
+        with engine.begin() as connection:
+            row = dict(
+                node_id="lhr-0002", district="lahore-ravi", online=False, test_mode=False,
+                created_at=datetime(2025, 3, 1, 9, 0), lifecycle="registered",
+            )  # fmt: skip
+            connection.execute(insert(first_release_node).values(**row))
 
         assert migrate(engine) == ("0001", head_revision())
 

@@ -23,6 +23,7 @@ from fleet_server.models import Alert, Node
 from fleet_server.timers import (
     EscalationJob,
     PresenceJob,
+    SilenceJob,
     TimerJob,
     TimerLoop,
     default_jobs,
@@ -75,10 +76,10 @@ class Announcer:
         return [notice("created", alert, now=now, command=False)]
 
 
-def test_the_server_runs_presence_then_escalation() -> None:
+def test_the_server_runs_silence_then_presence_then_escalation() -> None:
     jobs = default_jobs(ack_timeout_s=120.0, offline_grace_s=15.0)
-    assert [type(j) for j in jobs] == [PresenceJob, EscalationJob]
-    assert [j.name for j in jobs] == ["presence", "escalation"]
+    assert [type(j) for j in jobs] == [SilenceJob, PresenceJob, EscalationJob]
+    assert [j.name for j in jobs] == ["silence", "presence", "escalation"]
 
 
 def test_a_failing_job_is_rolled_back_and_the_others_still_run(engine: Engine) -> None:
