@@ -37,6 +37,7 @@ from fleet_server.api.main import API_PREFIX, api_router
 from fleet_server.api.routes.health import router as health_router
 from fleet_server.auth import SignInLimits, create_user
 from fleet_server.broker import FleetBrokerFiles, ManagedBroker, fleet_broker_config, free_port
+from fleet_server.broker.denial_alerts import alert_on_denials
 from fleet_server.broker.fleet import FLEET_SERVER_USER
 from fleet_server.console.routes import router as console_router
 from fleet_server.db import make_engine
@@ -194,6 +195,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pki=pki,
         enroll_limiter=TokenBucketLimiter(per_minute=settings.enroll_rate_per_min),
     )
+    if broker is not None:  # a node probing other nodes' topics becomes an alert
+        alert_on_denials(broker.denials, engine=engine, notify=runtime.notify, settings=settings)
     if broker_url:
         ingest_ref: list[IngestWorker] = []
         link = MqttLink(

@@ -90,6 +90,10 @@ class BrokerConfig:
     # step in `bench panic`). Mosquitto's default is false.
     tcp_nodelay: bool = True
     log_types: tuple[str, ...] = ("error", "warning", "notice", "information")
+    # Mosquitto logs an ACL denial only at `debug`. With this on, the broker
+    # logs every level to stdout and `ManagedBroker` reads it: it counts the
+    # denials and writes all but the per-packet traces to `log_path`.
+    read_denials: bool = False
     extra_lines: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -120,8 +124,11 @@ class BrokerConfig:
             f"max_inflight_messages {self.max_inflight_messages}",
             f"max_packet_size {self.max_packet_size}",
             f"set_tcp_nodelay {'true' if self.tcp_nodelay else 'false'}",
-            f"log_dest file {self.log_path}",
-            *(f"log_type {t}" for t in self.log_types),
+            *(
+                ["log_dest stdout", *(f"log_type {t}" for t in (*self.log_types, "debug"))]
+                if self.read_denials
+                else [f"log_dest file {self.log_path}", *(f"log_type {t}" for t in self.log_types)]
+            ),
             "log_timestamp_format %Y-%m-%dT%H:%M:%S",
             "connection_messages true",
         ]

@@ -96,4 +96,6 @@ def fleet_broker_config(
             ),
         )
     )
-    return BrokerConfig(data_dir=data_dir, listeners=tuple(listeners))
+    # Count the ACL's refusals (`fleet_server.broker.denials`): a node probing
+    # other nodes' topics is otherwise invisible.
+    return BrokerConfig(data_dir=data_dir, listeners=tuple(listeners), read_denials=True)

@@ -4,20 +4,31 @@ Used by the fleet server in the embedded deployment, by `nigehbaan demo`, and
 by tests, which start one per session on a free port. `kill()` is a real
 SIGKILL so chaos tests exercise what a crash does, and `start()` again reuses
 the same port and persistence directory, as a restarted broker would.
+
+With `BrokerConfig.read_denials` the broker logs to its stdout (line-buffered
+through coreutils' ``stdbuf``; Mosquitto block-buffers a pipe) and a reader
+thread passes each line on: ACL denials to `ManagedBroker.denials`
+(`fleet_server.broker.denials`), per-packet traces nowhere, everything else
+to ``mosquitto.log`` as before. Mosquitto ignores SIGPIPE, so a server killed
+hard leaves a broker that still serves (the next start stops it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
+from typing import IO
 
 from fleet_server.broker.config import BrokerConfig, Listener
+from fleet_server.broker.denials import DenialCounter, parse_denial
 
 logger = logging.getLogger(__name__)
 
@@ -81,13 +92,30 @@ def _is_zombie(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] == "Z"
 
 
+# What Mosquitto's `debug` level says about every packet: not worth a disk.
+_PACKET_TRACES = ("Received ", "Sending ", "No will message", "Will message specified", "\t")
+
+
+def is_packet_trace(line: str) -> bool:
+    """Whether a broker log line (after its timestamp) is a per-packet debug trace."""
+    _, sep, rest = line.partition(": ")
+    return rest.startswith(_PACKET_TRACES) if sep else line.startswith(_PACKET_TRACES)
+
+
 class ManagedBroker:
     """A Mosquitto process we own, configured from a BrokerConfig."""
 
     def __init__(self, config: BrokerConfig, *, binary: str | None = None) -> None:
-        self.config = config
         self.binary = binary or find_mosquitto()
+        self._stdbuf = shutil.which("stdbuf")
+        if config.read_denials and self._stdbuf is None:
+            logger.warning("stdbuf (coreutils) not found: broker ACL denials are not counted")
+            config = dataclasses.replace(config, read_denials=False)
+        self.config = config
+        # Survives restarts: the totals are the server's, not one broker process's.
+        self.denials = DenialCounter()
         self._process: subprocess.Popen[bytes] | None = None
+        self._log_reader: threading.Thread | None = None
 
     @classmethod
     def loopback(cls, data_dir: Path, *, port: int | None = None) -> ManagedBroker:
@@ -131,13 +159,25 @@ class ManagedBroker:
         if self.running:
             return
         config_path = self.config.write()
+        command = [self.binary, "-c", str(config_path)]
+        reading = self.config.read_denials and self._stdbuf is not None
+        if reading:
+            command = [str(self._stdbuf), "-oL", *command]
         self._process = subprocess.Popen(
-            [self.binary, "-c", str(config_path)],
+            command,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if reading else subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,
         )
+        if reading and self._process.stdout is not None:
+            self._log_reader = threading.Thread(
+                target=self._read_log,
+                args=(self._process.stdout,),
+                name="mosquitto-log",
+                daemon=True,
+            )
+            self._log_reader.start()
         self.wait_ready(timeout=timeout)
         logger.info("mosquitto pid %s ready at %s", self._process.pid, self.url)
 
@@ -208,9 +248,24 @@ class ManagedBroker:
         if self._process is not None and self._process.poll() is None:
             os.kill(self._process.pid, signal.SIGHUP)
 
+    def _read_log(self, stream: IO[bytes]) -> None:
+        """Until the broker exits: denials counted, packet traces dropped, the rest to the log."""
+        with stream, self.config.log_path.open("ab", buffering=0) as log:
+            for raw in stream:
+                line = raw.decode("utf-8", errors="replace")
+                denial = parse_denial(line)
+                if denial is not None:
+                    self.denials.record(denial)
+                elif is_packet_trace(line):
+                    continue
+                log.write(raw)
+
     def _close(self, proc: subprocess.Popen[bytes]) -> None:
         if proc.stderr is not None:
             proc.stderr.close()
+        reader, self._log_reader = self._log_reader, None
+        if reader is not None:
+            reader.join(timeout=5)
         self._process = None
 
     def log_text(self, *, tail: int = 200) -> str:

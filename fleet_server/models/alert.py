@@ -37,6 +37,7 @@ class AlertType(StrEnum):
     TAMPER = "tamper"
     POWER = "power"
     NODE_OFFLINE = "node_offline"
+    ACL_DENIED = "acl_denied"  # the broker refused a node's publishes (fleet_server.broker)
 
 
 class Severity(StrEnum):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import queue
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -146,3 +147,40 @@ def test_the_watch_listener_shows_the_fleet_but_a_panic_published_through_it_rea
     finally:
         watcher.stop()
         node.stop()
+
+
+def test_a_node_probing_other_nodes_topics_is_counted_and_raises_an_acl_denied_alert(
+    server: TestClient, tmp_path: Path
+) -> None:
+    runtime = _runtime(server)
+    assert runtime.broker is not None
+    prober = "lhr-acl-0002"
+    node = _node(runtime, tmp_path / "ids", prober)
+    try:
+        _announce(node, prober)
+        admin = _admin(server)
+        wait_for(lambda: server.get(f"/api/v1/nodes/{prober}", headers=admin).json().get("online"))
+        victim = "lhr-acl-0009"
+        for seq in (1, 2, 3):  # the fixture's threshold
+            panic = PanicEvent(node_id=victim, ts=utcnow(), event_id=new_event_id(), seq=seq)
+            assert node.publish(event_topic(victim, "panic"), encode(panic)) == 135
+    finally:
+        node.stop()
+
+    def denied() -> dict[str, int]:
+        counts: dict[str, int] = server.get("/healthz").json().get("broker_acl_denials", {})
+        return counts if counts.get(prober) == 3 else {}
+
+    assert wait_for(denied, "the denials in /healthz") == {prober: 3}
+
+    def acl_alerts() -> list[dict[str, Any]]:
+        alerts = server.get("/api/v1/alerts", headers=admin).json()["data"]
+        return [a for a in alerts if a["type"] == "acl_denied"]
+
+    (alert,) = wait_for(acl_alerts, "an acl_denied alert")
+    assert alert["node_id"] == prober
+    assert f"nb/v1/{victim}/event/panic" in alert["detail"]
+    assert server.get(f"/api/v1/nodes/{victim}", headers=admin).status_code == 404
+    log = runtime.broker.log_text()
+    assert f"Denied PUBLISH from {prober}" in log
+    assert "Sending PUBACK" not in log, "per-packet debug traces stay out of mosquitto.log"

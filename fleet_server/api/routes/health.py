@@ -38,4 +38,6 @@ def healthz(runtime: RuntimeDep) -> JSONResponse:
             "ack_hold_s": runtime.ingest.acks.hold_s,
         }
     body["sse_clients"] = runtime.broadcaster.subscribers
+    if runtime.broker is not None:  # publishes the broker's ACL refused, per client (node) id
+        body["broker_acl_denials"] = runtime.broker.denials.totals()
     return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
