@@ -37,6 +37,7 @@ from pydantic import (
     SerializeAsAny,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from edge_agent.errors import AgentError
@@ -56,11 +57,15 @@ else:  # pragma: no cover - exercised on Python 3.10 nodes (Jetson)
 __all__ = [
     "RUNTIME_KEYS",
     "AgentConfig",
+    "CameraAnalyticsConfig",
     "CameraSelection",
     "ConfigError",
+    "EvidenceConfig",
     "HardwareConfig",
     "IdentityConfig",
+    "IgnoreMask",
     "IndicatorConfig",
+    "MotionSettings",
     "MqttConfig",
     "OutboxConfig",
     "PanicConfig",
@@ -327,6 +332,137 @@ class IdentityConfig(_Section):
     )
 
 
+# ------------------------------------------------------------ camera analytics
+# Per-camera settings of the camera pipeline (edge_agent.camera), kept here so
+# loading a config never imports numpy or OpenCV.
+
+
+class IgnoreMask(_Section):
+    """A region the motion gate ignores, in fractions of the frame (0..1, x right, y down)."""
+
+    rect: tuple[float, float, float, float] | None = Field(
+        default=None, description="[x, y, w, h] of a rectangle, fractions of the frame"
+    )
+    polygon: list[tuple[float, float]] | None = Field(
+        default=None,
+        min_length=3,
+        max_length=64,
+        description="[[x, y], ...] corners of a polygon, fractions of the frame",
+    )
+
+    @field_validator("rect", "polygon")
+    @classmethod
+    def _inside_frame(cls, value: Any) -> Any:
+        if isinstance(value, tuple):  # a rect: its two opposite corners
+            x, y, w, h = value
+            points = [(x, y), (x + w, y + h)] if w >= 0 and h >= 0 else [(-1.0, -1.0)]
+        else:
+            points = value or []
+        for x, y in points:
+            if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+                raise ValueError("coordinates are fractions of the frame, 0..1")
+        return value
+
+    def corners(self) -> list[tuple[float, float]]:
+        """The mask as a polygon (a rectangle's four corners)."""
+        if self.rect is not None:
+            x, y, w, h = self.rect
+            return [(x, y), (x + w, y), (x + w, y + h), (x, y + h)]
+        return list(self.polygon or [])
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> IgnoreMask:
+        if (self.rect is None) == (self.polygon is None):
+            raise ValueError("give exactly one of rect, polygon")
+        return self
+
+
+class MotionSettings(_Section):
+    """The motion gate (`edge_agent.camera.motion.MotionGate`) of one camera."""
+
+    width: int = Field(
+        default=320, ge=16, le=1920, description="frames are downscaled to this width first"
+    )
+    threshold: int = Field(
+        default=25, ge=1, le=255, description="grey-level difference from the background"
+    )
+    alpha: float = Field(
+        default=0.05, gt=0.0, le=1.0, description="how fast the background learns (per frame)"
+    )
+    blur: int = Field(default=5, ge=0, le=31, description="Gaussian blur kernel (odd, 0 = none)")
+    dilate: int = Field(
+        default=3, ge=0, le=32, description="dilation radius joining a vehicle's fragments (px)"
+    )
+    min_area: float = Field(
+        default=0.002, ge=0.0, le=1.0, description="smallest motion region, share of the frame"
+    )
+    ignore: list[IgnoreMask] = Field(
+        default_factory=list, max_length=32, description="regions to ignore (trees, sky, clocks)"
+    )
+
+    @field_validator("blur")
+    @classmethod
+    def _odd_blur(cls, value: int) -> int:
+        if value and value % 2 == 0:
+            raise ValueError("blur must be 0 or odd")
+        return value
+
+
+class CameraAnalyticsConfig(_Section):
+    """What the camera pipeline does with one camera's frames (``[analytics.<camera id>]``)."""
+
+    enabled: bool = Field(default=True, description="analyse frames (false: capture only)")
+    max_fps: float = Field(
+        default=10.0, ge=0.0, le=120.0, description="frames analysed per second at most (0: all)"
+    )
+    queue_size: int = Field(
+        default=8,
+        ge=1,
+        le=1000,
+        description="frames waiting for analysis; when full the frame is dropped and counted",
+    )
+    detector: str | None = Field(
+        default=None,
+        max_length=200,
+        description="plate detector plugin (entry point name or module:factory); None: motion only",
+    )
+    reader: str | None = Field(
+        default=None,
+        max_length=200,
+        description="plate reader plugin (entry point name or module:factory)",
+    )
+    detect_in_regions: bool = Field(
+        default=True, description="run the detector only inside motion regions"
+    )
+    motion: MotionSettings = Field(default_factory=MotionSettings, description="the motion gate")
+    confirm_hits: int = Field(
+        default=3, ge=1, le=100, description="detections before a plate track counts"
+    )
+    max_misses: int = Field(
+        default=5, ge=0, le=1000, description="analysed frames without the plate that end a track"
+    )
+    iou_min: float = Field(
+        default=0.2, gt=0.0, le=1.0, description="box overlap that continues a track"
+    )
+    max_reads: int = Field(default=12, ge=1, le=1000, description="reader calls per track at most")
+    stall_after_s: float = Field(
+        default=10.0, ge=0.1, le=3600.0, description="no frame this long: the camera stalled"
+    )
+    retry_min_s: float = Field(
+        default=1.0, gt=0.0, le=600.0, description="first retry delay of a lost camera"
+    )
+    retry_max_s: float = Field(
+        default=60.0, gt=0.0, le=3600.0, description="longest retry delay (doubling backoff)"
+    )
+
+
+class EvidenceConfig(_Section):
+    """The local evidence store (`edge_agent.evidence`): crops kept by SHA-256, bounded."""
+
+    max_mb: float = Field(default=256.0, gt=0.0, le=1_000_000.0, description="size bound (MB)")
+    max_files: int = Field(default=20_000, ge=1, le=10_000_000, description="file count bound")
+
+
 class AgentConfig(_Section):
     """Everything one node's agent needs to run."""
 
@@ -381,6 +517,25 @@ class AgentConfig(_Section):
     location: GeoPoint | None = Field(
         default=None, description="surveyed WGS84 position (lat, lon), sent in Birth"
     )
+    analytics: dict[str, CameraAnalyticsConfig] = Field(
+        default_factory=dict,
+        description="[analytics.<camera id>]: the camera pipeline's settings per camera "
+        "(a camera without one gets the defaults)",
+    )
+    evidence: EvidenceConfig = Field(
+        default_factory=EvidenceConfig, description="local evidence store (plate crops)"
+    )
+
+    def camera_analytics(self, camera_id: str) -> CameraAnalyticsConfig:
+        """The pipeline settings of camera `camera_id` (defaults when none are given)."""
+        return self.analytics.get(camera_id) or CameraAnalyticsConfig()
+
+    @model_validator(mode="after")
+    def _analytics_for_known_cameras(self) -> AgentConfig:
+        unknown = sorted(set(self.analytics) - {c.id for c in self.cameras})
+        if unknown:
+            raise ValueError(f"[analytics] names cameras that are not configured: {unknown}")
+        return self
 
     @field_validator("cameras")
     @classmethod
