@@ -23,8 +23,9 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
 from fleet_server.alerting import TRANSITIONS
+from fleet_server.models import AlertType, Role
 
-__all__ = ["API_PREFIX", "CONSOLE_PREFIX", "router"]
+__all__ = ["API_PREFIX", "CONSOLE_PREFIX", "ENROLLMENT_ROLES", "router"]
 
 CONSOLE_PREFIX: Final = "/console"
 API_PREFIX: Final = "/api/v1"
@@ -53,6 +54,11 @@ _SECURITY_HEADERS: Final = {
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
 }
+
+# Who may use the enrollment page: the roles of the enrollment API's own check
+# (fleet_server.api.routes.enrollment.EnrollerUser). The queue hides its link
+# from everyone else; the API refuses them either way.
+ENROLLMENT_ROLES: Final = (Role.ADMIN, Role.TECHNICIAN)
 
 router = APIRouter(prefix=CONSOLE_PREFIX, tags=["console"], include_in_schema=False)
 
@@ -89,6 +95,8 @@ def _page(
         "queue_url": f"{root}{CONSOLE_PREFIX}/",
         "enrollment_url": f"{root}{CONSOLE_PREFIX}/enrollment",
         "transitions": _transitions_json(),
+        "alert_types": json.dumps([str(t) for t in AlertType]),
+        "enrollment_roles": json.dumps([str(r) for r in ENROLLMENT_ROLES]),
     }
     escaped = {k: html.escape(v) for k, v in values.items()}
     links = "".join(

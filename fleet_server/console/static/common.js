@@ -59,10 +59,12 @@ const NB = (() => {
   }
 
   /* Every signed-in page starts here: no session → the sign-in page; a session
-   * → signed out again when its token expires. False when the page must stop. */
+   * → signed out again when its token expires. False when the page must stop.
+   * No session is not "signed out": on a first visit there was nothing to end,
+   * so the sign-in page opens without a message. */
   function requireSession() {
     if (!token()) {
-      signOut("signed-out");
+      signOut();
       return false;
     }
     watchExpiry();
