@@ -87,8 +87,8 @@ def apply_presence(
     """
     if online:
         if node.bd_seq is not None and bd_seq != node.bd_seq:
-            logger.info("node %s: new session bd_seq %s (was %s)", node.node_id, bd_seq,
-                        node.bd_seq)  # fmt: skip
+            logger.debug("node %s: new session bd_seq %s (was %s)", node.node_id, bd_seq,
+                         node.bd_seq)  # fmt: skip
         node.bd_seq = bd_seq
         return prove_connected(session=session, node=node, now=now, policies=policies, fresh=fresh)
     if node.bd_seq is not None and bd_seq != node.bd_seq:

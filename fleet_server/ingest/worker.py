@@ -63,6 +63,7 @@ class IngestStats:
     duplicates: int = 0
     rejected: int = 0
     missing_version: int = 0  # accepted as schema version 1 (docs/protocol.md)
+    implausible_device_times: int = 0  # events stored with a device time that cannot be true
     failed: int = 0
     refused_closing: int = 0  # arrived while stopping; the nodes re-send them
     ack_messages: int = 0
@@ -188,12 +189,14 @@ class IngestWorker:
                 outcome.urgent |= one.urgent
                 outcome.inserted += one.inserted
                 outcome.duplicates += one.duplicates
+                outcome.implausible += one.implausible
             if rejections:
                 self._commit([], rejections, now, counted={})
         self.stats.rejected += sum(n for n, _, _ in counted.values())
         self._log_rejections(counted)
         self.stats.inserted += outcome.inserted
         self.stats.duplicates += outcome.duplicates
+        self.stats.implausible_device_times += outcome.implausible
         # Acks go out after the commit; while more is queued, non-panic ones may wait
         # for the next batches (`fleet_server.ingest.acks.AckCoalescer`).
         self.acks.add(outcome.acks, urgent=outcome.urgent, backlog=self.backlog, now=now)

@@ -11,17 +11,20 @@ clock offset and how many of its events had an implausible device time.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from fastapi.testclient import TestClient
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from fleet_server.alerting import load_policies, transition_alert
-from fleet_server.ingest import decode_all, store_batch
-from fleet_server.models import utcnow
+from fleet_server.device_clock import DeviceTimeRules
+from fleet_server.ingest import IngestWorker, decode_all, store_batch
+from fleet_server.models import Event, Node, utcnow
 from proto.codec import encode, topic_for
 from proto.ids import new_event_id
 from proto.messages import Birth, Firmware, PanicEvent, Status, Telemetry, WireModel
 from tests.support.api import API, login, runtime_of
+from tests.support.ingest import RecordedAcks, migrated_engine
 
 DISTRICT = "lahore-shadman"
 BEFORE_NTP = datetime(1970, 1, 1, 0, 0, 7, tzinfo=timezone.utc)
@@ -101,3 +104,28 @@ def test_a_press_stamped_1970_does_not_make_the_p90_57_years(client: TestClient)
     fine = client.get(f"{API}/nodes/{good[0]}", headers=headers).json()
     assert abs(fine["clock_offset_s"]) < 5
     assert fine["implausible_device_times"] == 0
+
+
+def test_the_ingest_worker_counts_implausible_device_times_by_its_rules(tmp_path: Path) -> None:
+    # The server's own path (IngestWorker, as app.py builds it from the settings).
+    engine = migrated_engine(tmp_path / "fleet.db")
+    try:
+        worker = IngestWorker(
+            engine=engine, publisher=RecordedAcks(), notify=lambda notices: None,
+            ack_timeout_s=120.0, device_time=DeviceTimeRules(future_s=300.0, past_s=3600.0),
+        )  # fmt: skip
+        now = utcnow()
+        fresh = PanicEvent(node_id="lhr-shd-50", ts=now, event_id=new_event_id(), seq=1)
+        held = PanicEvent(  # two hours in the outbox: beyond this server's 1 h tolerance
+            node_id="lhr-shd-51", ts=now - timedelta(hours=2), event_id=new_event_id(), seq=1
+        )
+        before_ntp = PanicEvent(node_id="lhr-shd-52", ts=BEFORE_NTP, event_id=new_event_id(), seq=1)
+        worker.process([(topic_for(m), encode(m)) for m in (fresh, held, before_ntp)])
+        assert worker.stats.implausible_device_times == 2
+        with Session(engine) as session:
+            flagged = dict(session.exec(select(Event.node_id, Event.ts_implausible)).all())
+            counts = dict(session.exec(select(Node.node_id, Node.implausible_device_times)).all())
+        assert flagged == {"lhr-shd-50": False, "lhr-shd-51": True, "lhr-shd-52": True}
+        assert counts == {"lhr-shd-50": 0, "lhr-shd-51": 1, "lhr-shd-52": 1}
+    finally:
+        engine.dispose()
