@@ -40,7 +40,8 @@ class PlateRead:
     `canonical` is the key the format rules chose (look-alike characters
     corrected for the country's layout); `province`/`layout` say which rule
     matched (None/"unknown" when none did — a read is never dropped for not
-    matching a rule).
+    matching a rule). `year` is the registration year a layout carries
+    outside the key (Punjab's older district plates), when read.
     """
 
     text: str
@@ -50,6 +51,7 @@ class PlateRead:
     country: str = "PK"
     province: str | None = None
     layout: str = "unknown"
+    year: str | None = None
 
 
 class PlateDetector(Protocol):

@@ -253,8 +253,8 @@ def parse_rules(text: str, *, source: str = "<rules>") -> PlateRules:
         )
         province = spec.get("province")
         prior = spec.get("prior", 0.0)
-        if not isinstance(prior, (int, float)) or not 0 <= prior < 1:
-            raise RulesError(f"{where}: layout {layout_name} prior must be a number in [0, 1)")
+        if not isinstance(prior, (int, float)) or not -1 < prior < 1:
+            raise RulesError(f"{where}: layout {layout_name} prior must be a number in (-1, 1)")
         layouts.append(
             Layout(
                 name=layout_name,

@@ -1,0 +1,296 @@
+"""Reading a plate: crop, find its text rows, recognise them, and let the format rules decide.
+
+`RapidOcrReader` is the `PlateReader` built on rapidocr's PP-OCR models
+(Apache-2.0, inside the rapidocr wheel, pinned by the manifests in
+`edge_agent.inference.models`). For each box it crops with a margin, runs
+the small text detector on the crop to find the text lines, drops the
+captions (``PUNJAB``, ``SINDH``, the Mercosur ``BRASIL`` band: lines much
+lower than the plate's characters), groups the rest into rows top to bottom
+— the layout step that splits a two-row Punjab plate before reading —
+recognises every row, and hands the rows to `choose`, which asks the
+format rules (`edge_agent.anpr.rules.rank`) for the best reading of every
+subset of rows. The rules rank and correct; a read no layout fits is still
+returned, with layout ``"unknown"``.
+
+The pure parts (`group_rows`, `choose`, `province_hint`) take plain
+values and are tested without a model.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from edge_agent.anpr.errors import ReaderError
+from edge_agent.anpr.rules import PlateRules, Ranked, load_rules, normalise, rank
+from edge_agent.anpr.types import Box, PlateRead
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Frame = npt.NDArray[np.uint8]
+
+__all__ = [
+    "RapidOcrReader",
+    "TextLine",
+    "choose",
+    "crop_box",
+    "group_rows",
+    "province_hint",
+]
+
+logger = logging.getLogger(__name__)
+
+# A row left out of the reading (a caption the height filter kept) costs this much,
+# and more for every digit in it: captions are words, plate numbers are not.
+_DROPPED_ROW_COST = 0.3
+_DROPPED_DIGIT_COST = 0.3
+# Dropping one stray character at a row's end (a bolt, the emblem) costs this much.
+_TRIM_COST = 0.6
+
+
+@dataclass(frozen=True)
+class TextLine:
+    """One text line the detector found in a crop, with what the recogniser read in it."""
+
+    text: str
+    score: float
+    x: float
+    y: float
+    w: float
+    h: float
+
+
+def group_rows(lines: Sequence[TextLine], *, caption_ratio: float = 0.55) -> list[list[TextLine]]:
+    """Lines grouped into rows, top to bottom, each left to right; captions dropped.
+
+    A caption is a line lower than `caption_ratio` of the tallest line: the
+    province name under a Sindh plate, ``PUNJAB`` in the green strip.
+    """
+    kept = [line for line in lines if normalise(line.text)]
+    if not kept:
+        return []
+    tallest = max(line.h for line in kept)
+    kept = [line for line in kept if line.h >= caption_ratio * tallest]
+    kept.sort(key=lambda line: line.y + line.h / 2)
+    rows: list[list[TextLine]] = []
+    for line in kept:
+        centre = line.y + line.h / 2
+        if rows:
+            last = rows[-1][-1]
+            if abs(centre - (last.y + last.h / 2)) < 0.5 * max(line.h, last.h):
+                rows[-1].append(line)
+                continue
+        rows.append([line])
+    return [sorted(row, key=lambda line: line.x) for row in rows]
+
+
+def _row_variants(text: str) -> list[tuple[str, float]]:
+    variants = [(text, 0.0)]
+    if len(text) > 2:
+        # The end of a row is likelier noise than its start (a year half read, a bolt).
+        variants += [(text[:-1], _TRIM_COST), (text[1:], _TRIM_COST + 0.05)]
+    return variants
+
+
+def choose(
+    rules: PlateRules,
+    rows: Sequence[tuple[str, float]],
+    *,
+    province_hint: str | None = None,
+) -> tuple[Ranked, float]:
+    """The best reading of `rows` ((text, score) per row, top first), and its confidence.
+
+    Every contiguous run of rows is tried (a caption or a dealer's line may
+    have survived the height filter), at a cost per row left out; a row's
+    first or last character may be dropped at a cost (bolts and emblems
+    read as characters). With no layout fitting,
+    all rows joined come back as ``"unknown"``.
+    """
+    texts = [normalise(text) for text, _ in rows]
+    scores = [score for _, score in rows]
+    best: tuple[float, Ranked, list[float]] | None = None
+    spans = [
+        (start, stop)
+        for start in range(len(texts))
+        for stop in range(start + 1, len(texts) + 1)
+        if any(texts[start:stop])
+    ]
+    for allow_trim in (False, True):
+        for start, stop in spans:
+            dropped = sum(
+                _DROPPED_ROW_COST + _DROPPED_DIGIT_COST * sum(c.isdigit() for c in text)
+                for i, text in enumerate(texts)
+                if not start <= i < stop
+            )
+            options = [_row_variants(t) if allow_trim else [(t, 0.0)] for t in texts[start:stop]]
+            for combo in itertools.product(*options):
+                parts = [t for t, _ in combo if t]
+                part_scores = [s for (t, _), s in zip(combo, scores[start:stop], strict=True) if t]
+                confs = [[s] * len(t) for t, s in zip(parts, part_scores, strict=True)]
+                ranked = rank(rules, parts, confidences=confs, province_hint=province_hint)[0]
+                if ranked.layout == "unknown":
+                    continue
+                cost = ranked.cost + dropped + sum(c for _, c in combo)
+                if best is None or cost < best[0]:
+                    best = (cost, ranked, part_scores)
+    if best is None:
+        joined = "".join(texts)
+        unknown = rank(rules, joined)[-1]
+        confidence = min(scores) if scores else 0.0
+        return unknown, round(confidence * 0.5, 4)
+    _, ranked, used = best
+    confidence = (sum(used) / len(used) if used else 0.0) * (0.9**ranked.corrections)
+    return ranked, round(confidence, 4)
+
+
+def crop_box(frame: Frame, box: Box, *, margin: float = 0.1) -> Frame:
+    """The box's pixels with `margin` (of its height) on every side, clipped to the frame."""
+    pad = round(margin * box.h)
+    height, width = frame.shape[:2]
+    x0, y0 = max(0, box.x - pad), max(0, box.y - pad)
+    x1, y1 = min(width, box.x + box.w + pad), min(height, box.y + box.h + pad)
+    return frame[y0:y1, x0:x1]
+
+
+def province_hint(crop: Frame) -> str | None:
+    """Sindh when the plate is mostly yellow, Punjab when its left strip is green, else None.
+
+    Colour separates layouts the text cannot (Punjab's and Sindh's
+    ``AAA 999`` share a shape); the rules file decides how much it weighs.
+    """
+    import cv2
+    import numpy as np
+
+    if crop.size == 0:
+        return None
+    hsv = cv2.cvtColor(crop, cv2.COLOR_BGR2HSV)
+    hue, sat, val = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    colourful = (sat > 80) & (val > 60)
+    yellow = float(np.mean(colourful & (hue >= 15) & (hue <= 35)))
+    if yellow > 0.35:
+        return "Sindh"
+    strip = hsv[:, : max(1, crop.shape[1] // 5)]
+    green = float(
+        np.mean(
+            (strip[..., 1] > 60)
+            & (strip[..., 2] > 40)
+            & (strip[..., 0] >= 40)
+            & (strip[..., 0] <= 90)
+        )
+    )
+    return "Punjab" if green > 0.3 else None
+
+
+class RapidOcrReader:
+    """Plate reader on rapidocr's PP-OCR detector and recogniser (ONNX Runtime, CPU).
+
+    `rules` is a rules name (``pk``, ``br``, ``generic``) or loaded rules;
+    `threads` is ONNX Runtime's per-call thread count (1: one core per
+    camera worker); `det_side` bounds the crop's longer side for the line
+    detector.
+    """
+
+    name = "rapidocr"
+
+    def __init__(
+        self,
+        *,
+        rules: PlateRules | str = "pk",
+        threads: int = 1,
+        margin: float = 0.1,
+        det_side: int = 320,
+        use_colour: bool = True,
+    ) -> None:
+        self.rules = load_rules(rules) if isinstance(rules, str) else rules
+        self.margin = margin
+        self.use_colour = use_colour and self.rules.country == "PK"
+        self._engine = _build_engine(threads=threads, det_side=det_side)
+
+    def read(self, frame: Frame, box: Box) -> PlateRead | None:
+        """Read the plate in `box`; None when no text is legible there."""
+        crop = crop_box(frame, box, margin=self.margin)
+        if crop.size == 0 or min(crop.shape[:2]) < 8:
+            return None
+        rows = self.read_rows(crop)
+        if not rows:
+            return None
+        hint = province_hint(crop) if self.use_colour else None
+        ranked, confidence = choose(self.rules, rows, province_hint=hint)
+        if not ranked.canonical:
+            return None
+        return PlateRead(
+            text="".join(normalise(text) for text, _ in rows),
+            canonical=ranked.canonical,
+            confidence=confidence,
+            box=box,
+            country=self.rules.country,
+            province=ranked.province,
+            layout=ranked.layout,
+            year=ranked.attributes.get("year"),
+        )
+
+    def read_rows(self, crop: Frame) -> list[tuple[str, float]]:
+        """The crop's text rows, top first, as (text, score); one line if no rows are found."""
+        result = self._engine(crop, use_cls=False)
+        lines: list[TextLine] = []
+        if result.boxes is not None:
+            for quad, text, score in zip(
+                result.boxes.tolist(), result.txts, result.scores, strict=True
+            ):
+                xs = [p[0] for p in quad]
+                ys = [p[1] for p in quad]
+                lines.append(
+                    TextLine(
+                        text=str(text),
+                        score=float(score),
+                        x=min(xs),
+                        y=min(ys),
+                        w=max(xs) - min(xs),
+                        h=max(ys) - min(ys),
+                    )
+                )
+        rows = group_rows(lines)
+        if rows:
+            return [
+                ("".join(line.text for line in row), min(line.score for line in row))
+                for row in rows
+            ]
+        # No lines found (a small or blurred crop): recognise the whole crop as one line.
+        whole = self._engine(crop, use_det=False, use_cls=False)
+        if whole.txts and normalise(str(whole.txts[0])):
+            return [(str(whole.txts[0]), float(whole.scores[0]))]
+        return []
+
+
+def _build_engine(*, threads: int, det_side: int) -> Any:
+    """rapidocr pointed at its own bundled models, verified against our manifests first."""
+    from edge_agent.inference import InferenceError, builtin_manifest, verify_model
+
+    try:
+        from rapidocr import RapidOCR
+    except ImportError as exc:
+        raise ReaderError("rapidocr is not installed (pip install nigehbaan[anpr])") from exc
+    try:
+        det = verify_model(builtin_manifest("ppocr-det"))
+        rec = verify_model(builtin_manifest("ppocr-rec"))
+        cls = verify_model(builtin_manifest("ppocr-cls"))
+    except InferenceError as exc:
+        raise ReaderError(str(exc)) from exc
+    # Every model path is given, so rapidocr never looks for (or downloads) a default model.
+    params: dict[str, Any] = {
+        "Global.log_level": "warning",
+        "Global.use_cls": False,
+        "Det.model_path": str(det),
+        "Det.limit_side_len": det_side,
+        "Det.limit_type": "max",
+        "Rec.model_path": str(rec),
+        "Cls.model_path": str(cls),
+        "EngineConfig.onnxruntime.intra_op_num_threads": threads,
+        "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+    }
+    return RapidOCR(params=params)
