@@ -112,3 +112,9 @@ def test_a_confusion_into_a_character_outside_the_class_is_refused() -> None:
     text = 'classes:\n  D: {chars: "01", confusions: {O: X}}\nlayouts:\n  - {name: x, rows: [D]}\n'
     with pytest.raises(RulesError, match="line 2"):
         parse_rules(text, source="t.yaml")
+
+
+def test_a_layout_that_must_not_guess_its_split_needs_the_rows_seen() -> None:
+    rules = load_rules("pk")
+    assert rank(rules, ["LEB-17", "4201A"])[0].layout == "punjab-district-suffix"
+    assert all(r.layout != "punjab-district-suffix" for r in rank(rules, "LEB174201A"))

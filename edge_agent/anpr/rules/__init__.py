@@ -85,6 +85,7 @@ class Layout:
     rows: tuple[tuple[Token, ...], ...]
     province: str | None = None
     prior: float = 0.0
+    guess_split: bool = True
 
 
 @dataclass(frozen=True)
@@ -252,6 +253,9 @@ def parse_rules(text: str, *, source: str = "<rules>") -> PlateRules:
             parse_pattern(str(row), classes, f"{source} line {_line_of(row, 0)}") for row in rows
         )
         province = spec.get("province")
+        guess_split = spec.get("guess_split", True)
+        if not isinstance(guess_split, bool):
+            raise RulesError(f"{where}: layout {layout_name} guess_split must be true or false")
         prior = spec.get("prior", 0.0)
         if not isinstance(prior, (int, float)) or not -1 < prior < 1:
             raise RulesError(f"{where}: layout {layout_name} prior must be a number in (-1, 1)")
@@ -261,6 +265,7 @@ def parse_rules(text: str, *, source: str = "<rules>") -> PlateRules:
                 rows=parsed,
                 province=str(province) if province is not None else None,
                 prior=float(prior),
+                guess_split=guess_split,
             )
         )
     return PlateRules(
@@ -450,7 +455,7 @@ def rank(
         candidates: list[tuple[list[str], list[list[float | None]], float]] = []
         if len(clean_rows) == len(layout.rows):
             candidates.append((clean_rows, clean_confs, 0.0))
-        else:
+        elif layout.guess_split:
             for parts in _splits(joined, len(layout.rows)):
                 confs: list[list[float | None]] = []
                 start = 0
