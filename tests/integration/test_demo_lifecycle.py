@@ -101,9 +101,15 @@ def _read_until_ready(
     return "".join(seen)
 
 
-def test_sigterm_stops_the_pillars_the_server_and_its_broker_and_frees_the_ports(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    ("sig", "exit_code"),
+    [(signal.SIGTERM, 0), (signal.SIGKILL, -signal.SIGKILL)],
+    ids=["sigterm", "kill-9"],
+)
+def test_a_stopped_demo_takes_its_server_and_broker_with_it_and_frees_the_ports(
+    tmp_path: Path, sig: signal.Signals, exit_code: int
 ) -> None:
+    """SIGTERM: an orderly stop (exit 0). kill -9: the kernel's PDEATHSIG stops the server."""
     port = free_port()
     stderr = (tmp_path / "demo.err").open("w")
     demo = _demo(tmp_path / "demo", port, stderr)
@@ -121,10 +127,10 @@ def test_sigterm_stops_the_pillars_the_server_and_its_broker_and_frees_the_ports
         ports = [port, mqtts, watch]
         assert not any(_port_free(p) for p in ports)
 
-        demo.send_signal(signal.SIGTERM)
+        demo.send_signal(sig)
 
-        assert demo.wait(timeout=60) == 0, (tmp_path / "demo.err").read_text()
-        wait_for(lambda: not any(_alive(p) for p in survivors), "children to stop", timeout=15)
+        assert demo.wait(timeout=60) == exit_code, (tmp_path / "demo.err").read_text()
+        wait_for(lambda: not any(_alive(p) for p in survivors), "children to stop", timeout=20)
         wait_for(lambda: all(_port_free(p) for p in ports), "the ports to be free", timeout=10)
     finally:
         for pid in [demo.pid, *survivors]:
