@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -38,10 +39,22 @@ class ServerProcessError(RuntimeError):
     """The server process could not be started or did not become healthy."""
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Ask the kernel to SIGTERM this (child) process when its parent thread dies."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+def _die_with_parent() -> Callable[[], None]:
+    """A preexec_fn: the kernel SIGTERMs the child when the thread that forked it dies.
+
+    libc is loaded here, in the parent, so the child does no dynamic loading
+    between fork and exec; a parent that died before the prctl took effect
+    is caught by comparing the parent pid.
+    """
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def in_child() -> None:  # pragma: no cover - runs in the child between fork and exec
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return in_child
 
 
 class ServerProcess:
@@ -152,7 +165,7 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
             env=self._environment(),
             start_new_session=True,
-            preexec_fn=_die_with_parent if self.die_with_parent else None,
+            preexec_fn=_die_with_parent() if self.die_with_parent else None,
         )
         self.wait_healthy(timeout=timeout)
 
