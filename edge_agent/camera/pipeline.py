@@ -1,0 +1,528 @@
+"""The camera pipeline as a node component: capture and analysis threads per camera.
+
+`CameraPipeline` (component name ``camera``) runs one `CameraWorker` per
+`CameraFeed`. A worker has two threads, so neither capture nor a slow model
+ever runs on the node's asyncio loop (a panic press is never behind a frame):
+
+- capture: ``source.read()`` into a bounded queue of `queue_size` frames;
+  when the queue is full the new frame is dropped and counted (capture never
+  waits for analysis). A source that fails (`CameraReadError`, or it cannot
+  be opened) or stalls (no frame for `stall_after_s`) is retried with a
+  doubling backoff from `retry_min_s` to `retry_max_s` (a camera built from
+  the config is closed and opened again) and reported once as a
+  ``node_fault`` event (code ``camera_lost`` / ``camera_stalled``, detail
+  naming the camera), and once more with ``active=false`` when frames flow
+  again.
+- analysis: takes frames off the queue at most `max_fps` × the power
+  policy's analytics rate per second (the rest are skipped and counted) and
+  runs `CameraAnalysis` on each. A finished vehicle pass is handed to the
+  loop with `NodeContext.call_soon_threadsafe` and written there as one
+  `PlateEvent` through the durable outbox; that hand-over is unbounded, so
+  no event is ever dropped. On stop every open track is ended and its pass
+  written before the component returns.
+
+The power policy (`edge_agent.power`) is obeyed from the node state's
+``power_step``: a step's `analytics_rate` slows analysis, ``cameras =
+false`` stops capture (config-built cameras are closed), and what is shed is
+in the component's health and `stats()`. Telemetry gets ``frames_dropped``
+(all cameras); the per-camera figures (frames in and dropped, motion ratio,
+detector and reader ms p50/p95, plates per hour) have no field in
+`proto.messages.Telemetry`, so they are in `stats()` and, shortened, in the
+health detail that ``ping`` carries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from edge_agent.component import CommandHandler, Health, NodeContext
+from hardware.camera import CameraConfig, CameraReadError, CameraSource, Frame
+from hardware.clock import Clock
+from hardware.errors import HardwareError
+from proto.messages import Capability, EventBase, NodeFaultEvent, PlateEvent
+
+if TYPE_CHECKING:
+    from edge_agent.anpr.types import PlateDetector, PlateReader
+    from edge_agent.camera.analysis import CameraAnalysis, CameraStats, PlatePass
+    from edge_agent.config import AgentConfig, CameraAnalyticsConfig
+    from edge_agent.evidence import EvidenceStore
+
+__all__ = ["CameraFeed", "CameraPipeline", "CameraWorker"]
+
+logger = logging.getLogger(__name__)
+
+FaultReport = Callable[[str, bool, str], None]
+
+
+@dataclass
+class CameraFeed:
+    """One camera for the pipeline: how to open it, its settings, and (optionally) its models.
+
+    `open` returns the source; `reopen` says whether a failed source may be
+    closed and opened again (true for cameras built from the config; false
+    for a source a test hands in). `detector`/`reader` None: the plugins
+    the settings name are loaded when the pipeline starts.
+    """
+
+    camera_id: str
+    open: Callable[[], CameraSource]
+    settings: CameraAnalyticsConfig
+    detector: PlateDetector | None = None
+    reader: PlateReader | None = None
+    reopen: bool = True
+
+    @classmethod
+    def of(
+        cls,
+        source: CameraSource,
+        settings: CameraAnalyticsConfig,
+        *,
+        detector: PlateDetector | None = None,
+        reader: PlateReader | None = None,
+    ) -> CameraFeed:
+        """A feed around an already open source (tests, simulators)."""
+        return cls(
+            camera_id=source.camera_id,
+            open=lambda: source,
+            settings=settings,
+            detector=detector,
+            reader=reader,
+            reopen=False,
+        )
+
+
+class CameraWorker:
+    """One camera's capture and analysis threads; see the module docstring."""
+
+    def __init__(
+        self,
+        feed: CameraFeed,
+        *,
+        analysis: CameraAnalysis,
+        on_pass: Callable[[PlatePass], None],
+        on_fault: FaultReport,
+    ) -> None:
+        self.feed = feed
+        self.camera_id = feed.camera_id
+        self.settings = feed.settings
+        self.analysis = analysis
+        self.stats: CameraStats = analysis.stats
+        self._on_pass = on_pass
+        self._on_fault = on_fault
+        self._queue: collections.deque[Frame] = collections.deque()
+        self._ready = threading.Condition()
+        self._stop = threading.Event()
+        self._power_changed = threading.Event()
+        self.analytics_rate = 1.0
+        self.cameras_on = True
+        self.source: CameraSource | None = None
+        self.capturing = False  # reading frames (false before the first read and while shed)
+        self.fault: str | None = None  # the active fault code, if any
+        self.fault_detail = ""
+        self.last_frame_at: float | None = None  # time.monotonic() of the last frame
+        self.final_passes: list[PlatePass] = []
+        self._threads: list[threading.Thread] = []
+
+    # ---------------------------------------------------------------- control
+
+    def start(self) -> None:
+        for name, target in (("capture", self._capture), ("analysis", self._analyse)):
+            thread = threading.Thread(
+                target=target, name=f"camera-{self.camera_id}-{name}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._power_changed.set()
+        with self._ready:
+            self._ready.notify_all()
+
+    def join(self, timeout_s: float) -> bool:
+        """Wait for both threads (at most `timeout_s` in all); True when both ended."""
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
+
+    def set_power(self, *, analytics_rate: float, cameras_on: bool) -> None:
+        """Obey a power step: share of frames analysed, and whether the camera runs at all."""
+        self.analytics_rate = analytics_rate
+        if cameras_on != self.cameras_on:
+            self.cameras_on = cameras_on
+            self._power_changed.set()
+
+    def shed(self) -> bool:
+        """True while the power policy has the camera off (set from the loop thread)."""
+        return not self.cameras_on
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    # ---------------------------------------------------------------- capture
+
+    def _report(self, code: str, detail: str) -> None:
+        if self.fault == code:
+            return
+        self.fault = code
+        self.fault_detail = detail
+        logger.warning("camera %s: %s (%s)", self.camera_id, code, detail)
+        self._on_fault(code, True, detail)
+
+    def _recovered(self) -> None:
+        if self.fault is None:
+            return
+        code, self.fault = self.fault, None
+        logger.info("camera %s: frames flow again after %s", self.camera_id, code)
+        self._on_fault(code, False, f"{self.camera_id}: frames flow again")
+
+    def _close_source(self) -> None:
+        if self.source is not None and self.feed.reopen:
+            try:
+                self.source.close()
+            except Exception:
+                logger.exception("camera %s: close failed", self.camera_id)
+            self.source = None
+
+    def _capture(self) -> None:
+        settings = self.settings
+        backoff = settings.retry_min_s
+        waiting_since = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                if not self.cameras_on:
+                    self._close_source()
+                    self.capturing = False
+                    self._power_changed.wait(1.0)
+                    self._power_changed.clear()
+                    waiting_since = time.monotonic()
+                    continue
+                if self.source is None:
+                    try:
+                        self.source = self.feed.open()
+                        self.analysis.gate.reset()
+                    except HardwareError as exc:
+                        self._report("camera_lost", f"{self.camera_id}: cannot open: {exc}")
+                        self._stop.wait(backoff)
+                        backoff = min(settings.retry_max_s, backoff * 2)
+                        continue
+                try:
+                    frame = self.source.read(timeout_s=min(0.5, settings.stall_after_s))
+                except (CameraReadError, HardwareError) as exc:
+                    self._report("camera_lost", f"{self.camera_id}: {exc}")
+                    self._close_source()
+                    self._stop.wait(backoff)
+                    backoff = min(settings.retry_max_s, backoff * 2)
+                    continue
+                now = time.monotonic()
+                self.capturing = True
+                if frame is not None and self.shed():
+                    continue  # read while the power step came in: shed, not analysed
+                if frame is None:
+                    stalled = now - (self.last_frame_at or waiting_since)
+                    if stalled > settings.stall_after_s:
+                        self._report(
+                            "camera_stalled", f"{self.camera_id}: no frame for {stalled:.0f}s"
+                        )
+                        if self.feed.reopen:
+                            self._close_source()
+                            self._stop.wait(backoff)
+                            backoff = min(settings.retry_max_s, backoff * 2)
+                            waiting_since = time.monotonic()
+                    continue
+                self.last_frame_at = now
+                backoff = settings.retry_min_s
+                self._recovered()
+                self.stats.frames_in += 1
+                with self._ready:
+                    if len(self._queue) >= settings.queue_size:
+                        self.stats.frames_dropped += 1
+                        continue
+                    self._queue.append(frame)
+                    self._ready.notify()
+        finally:
+            self._close_source()
+
+    # --------------------------------------------------------------- analysis
+
+    def _next_frame(self) -> Frame | None:
+        with self._ready:
+            self._ready.wait_for(lambda: bool(self._queue) or self._stop.is_set(), 0.5)
+            if self._stop.is_set() or not self._queue:
+                return None
+            return self._queue.popleft()
+
+    def _analyse(self) -> None:
+        settings = self.settings
+        last_t: float | None = None
+        credit = 0.0
+        try:
+            while not self._stop.is_set():
+                frame = self._next_frame()
+                if frame is None:
+                    continue
+                rate = self.analytics_rate if settings.enabled else 0.0
+                if rate <= 0.0:
+                    self.stats.frames_skipped += 1
+                    continue
+                if settings.max_fps > 0:
+                    interval = 1.0 / (settings.max_fps * rate)
+                    if last_t is not None and frame.t - last_t < interval * 0.999:
+                        self.stats.frames_skipped += 1
+                        continue
+                else:  # every frame, thinned by the power step's rate
+                    credit += rate
+                    if credit < 1.0:
+                        self.stats.frames_skipped += 1
+                        continue
+                    credit -= 1.0
+                last_t = frame.t
+                try:
+                    passes = self.analysis.process(frame.image)
+                except Exception:  # the analysis guards its plugins; this is a bug
+                    self.stats.errors += 1
+                    logger.exception("camera %s: analysis failed; frame skipped", self.camera_id)
+                    continue
+                for plate_pass in passes:
+                    self._on_pass(plate_pass)
+        finally:
+            self.final_passes.extend(self.analysis.flush())
+
+    # ----------------------------------------------------------------- health
+
+    def health(self) -> Health:
+        stats = self.stats
+        if not self.cameras_on:
+            return Health(True, f"{self.camera_id}: off (power)")
+        if self.fault is not None:
+            return Health(False, self.fault_detail)
+        if self.last_frame_at is None:
+            return Health(False, f"{self.camera_id}: no frame yet")
+        age = time.monotonic() - self.last_frame_at
+        if age > self.settings.stall_after_s:
+            return Health(False, f"{self.camera_id}: no frame for {age:.0f}s")
+        return Health(
+            True,
+            f"{self.camera_id}: {stats.frames_in} in, {stats.frames_dropped} dropped, "
+            f"motion {stats.motion_ratio:.3f}, {stats.plates} plates",
+        )
+
+
+class CameraPipeline:
+    """The camera pipeline component; see the module docstring."""
+
+    name = "camera"
+
+    def __init__(
+        self,
+        feeds: Sequence[CameraFeed],
+        *,
+        evidence: EvidenceStore | None = None,
+        poll_s: float = 1.0,
+    ) -> None:
+        if not feeds:
+            raise ValueError("a camera pipeline needs at least one camera")
+        ids = [f.camera_id for f in feeds]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"camera ids must be unique: {ids}")
+        self.feeds = list(feeds)
+        self.evidence = evidence
+        self.poll_s = poll_s
+        self.workers: dict[str, CameraWorker] = {}
+        self.shed = ""  # what the power policy has shed, for health and stats
+        self.sheds = 0
+
+    @classmethod
+    def from_config(cls, config: AgentConfig, *, clock: Clock) -> CameraPipeline:
+        """One feed per ``[[cameras]]`` entry, opened (and reopened) from its config.
+
+        Imports neither numpy nor the plugins: a camera that cannot load fails
+        in `run` as this component's fault, never the node's start.
+        """
+        from hardware.camera import load_camera
+
+        def opener(camera: CameraConfig) -> Callable[[], CameraSource]:
+            return lambda: load_camera(camera, clock=clock)
+
+        feeds = [
+            CameraFeed(
+                camera_id=camera.id,
+                open=opener(camera),
+                settings=config.camera_analytics(camera.id),
+            )
+            for camera in config.cameras
+        ]
+        return cls(feeds)
+
+    # ------------------------------------------------------------- component
+
+    @property
+    def capabilities(self) -> Sequence[Capability]:
+        plates = any(f.detector is not None or f.settings.detector for f in self.feeds)
+        return (Capability.CAMERA, Capability.ANPR) if plates else (Capability.CAMERA,)
+
+    def commands(self) -> Mapping[str, CommandHandler]:
+        return {}
+
+    def telemetry(self) -> Mapping[str, Any]:
+        if not self.workers:
+            return {}
+        return {"frames_dropped": sum(w.stats.frames_dropped for w in self.workers.values())}
+
+    def health(self) -> Health:
+        if not self.workers:
+            return Health(False, "not started")
+        parts = [w.health() for w in self.workers.values()]
+        detail = "; ".join(p.detail for p in parts)
+        if self.shed:
+            detail = f"shed: {self.shed}; {detail}"
+        return Health(all(p.ok for p in parts), detail[:200])
+
+    def stats(self) -> dict[str, Any]:
+        """Per-camera figures (see the module docstring), plus what power has shed."""
+        now = time.monotonic()
+        cameras = {}
+        for camera_id, worker in self.workers.items():
+            figures = worker.stats.as_dict(now)
+            figures["queued"] = worker.queued
+            figures["fault"] = worker.fault
+            figures["analytics_rate"] = worker.analytics_rate
+            figures["camera_on"] = worker.cameras_on
+            cameras[camera_id] = figures
+        return {"cameras": cameras, "shed": self.shed or None}
+
+    async def run(self, ctx: NodeContext) -> None:
+        from edge_agent.camera.analysis import CameraAnalysis
+        from edge_agent.camera.plugins import load_detector, load_reader
+
+        if self.evidence is None:
+            from edge_agent.evidence import EvidenceStore
+
+            limits = ctx.config.evidence
+            self.evidence = EvidenceStore(
+                ctx.config.data_dir / "evidence",
+                max_bytes=int(limits.max_mb * 1024 * 1024),
+                max_files=limits.max_files,
+            )
+        for feed in self.feeds:
+            settings = feed.settings
+            detector = feed.detector
+            if detector is None and settings.detector:
+                detector = load_detector(settings.detector)
+            reader = feed.reader
+            if reader is None and settings.reader:
+                reader = load_reader(settings.reader)
+            analysis = CameraAnalysis(
+                camera_id=feed.camera_id,
+                settings=settings,
+                detector=detector,
+                reader=reader,
+                evidence=self.evidence,
+            )
+            self.workers[feed.camera_id] = CameraWorker(
+                feed, analysis=analysis, on_pass=self._hand_over(ctx), on_fault=self._fault(ctx)
+            )
+        self._obey_power(ctx)
+        for worker in self.workers.values():
+            worker.start()
+        try:
+            while True:
+                await ctx.clock.sleep(self.poll_s)
+                self._obey_power(ctx)
+        finally:
+            for worker in self.workers.values():
+                worker.stop()
+            workers = list(self.workers.values())
+            await asyncio.to_thread(lambda: [w.join(5.0) for w in workers])
+            for worker in workers:
+                for plate_pass in worker.final_passes:
+                    self._write_pass(ctx, plate_pass)
+                worker.final_passes.clear()
+
+    def _hand_over(self, ctx: NodeContext) -> Callable[[PlatePass], None]:
+        """From a worker thread: write the pass in the loop (unbounded: never dropped)."""
+
+        def hand_over(plate_pass: PlatePass) -> None:
+            ctx.call_soon_threadsafe(lambda: self._write_pass(ctx, plate_pass))
+
+        return hand_over
+
+    def _fault(self, ctx: NodeContext) -> FaultReport:
+        def report(code: str, active: bool, detail: str) -> None:
+            ctx.call_soon_threadsafe(lambda: self._write_fault(ctx, code, active, detail))
+
+        return report
+
+    # ------------------------------------------------------------------ power
+
+    def _obey_power(self, ctx: NodeContext) -> None:
+        step = ctx.state.power_step
+        steps = ctx.config.power.steps
+        policy = steps[step - 1] if 0 < step <= len(steps) else None
+        rate = policy.analytics_rate if policy is not None else 1.0
+        cameras_on = policy.cameras if policy is not None else True
+        if policy is None:
+            shed = ""
+        elif not cameras_on:
+            shed = f"cameras off ({policy.name})"
+        elif rate < 1.0:
+            shed = f"analytics at {rate:.0%} ({policy.name})"
+        else:
+            shed = ""
+        if shed != self.shed:
+            self.sheds += 1
+            ctx.counters["camera_power_changes"] += 1
+            logger.info("%s: camera pipeline %s", ctx.node_id, shed or "back to full rate")
+            self.shed = shed
+        for worker in self.workers.values():
+            worker.set_power(analytics_rate=rate, cameras_on=cameras_on)
+
+    # ----------------------------------------------------------------- events
+
+    def _write_pass(self, ctx: NodeContext, plate_pass: PlatePass) -> None:
+        node_id, clock = ctx.node_id, ctx.clock
+
+        def build(event_id: str, seq: int) -> EventBase:
+            return PlateEvent(
+                node_id=node_id,
+                ts=clock.now(),
+                event_id=event_id,
+                seq=seq,
+                camera_id=plate_pass.camera_id,
+                track_id=plate_pass.track_id,
+                plate=plate_pass.plate,
+                country=plate_pass.country,
+                confidence=plate_pass.confidence,
+                frames=min(10_000, plate_pass.frames),
+                snapshot_sha256=plate_pass.snapshot_sha256,
+            )
+
+        ctx.counters["plate_events"] += 1
+        ctx.write_event(build)
+
+    def _write_fault(self, ctx: NodeContext, code: str, active: bool, detail: str) -> None:
+        node_id, clock = ctx.node_id, ctx.clock
+
+        def build(event_id: str, seq: int) -> EventBase:
+            return NodeFaultEvent(
+                node_id=node_id,
+                ts=clock.now(),
+                event_id=event_id,
+                seq=seq,
+                component=self.name,
+                code=code,
+                active=active,
+                detail=detail[:1000],
+            )
+
+        ctx.counters["camera_faults" if active else "camera_recoveries"] += 1
+        ctx.write_event(build)

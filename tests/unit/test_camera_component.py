@@ -1,0 +1,289 @@
+"""The camera pipeline as a node component, on a node with virtual time and an in-memory uplink.
+
+The node runs on a `ManualClock` with a `MemoryTransport`; the pipeline's
+capture and analysis threads are real threads (that is the point: inference
+is off the loop), so the tests poll for what the node published instead of
+sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("cv2")
+
+from edge_agent.camera.pipeline import CameraFeed, CameraPipeline
+from edge_agent.config import CameraAnalyticsConfig, config_from_dict
+from edge_agent.memory import MemoryTransport, memory_transport
+from edge_agent.node import Node, build_node
+from hardware import ManualClock, SimBackend
+from hardware.camera import SimCamera
+from proto.messages import Birth, Capability, NodeFaultEvent, PlateEvent, Telemetry
+from tests.support.camera import HeldDetector, ScriptedReader, WhiteRectDetector, moving_plate
+from tests.support.polling import until
+
+NODE = "lhr-cam-0001"
+
+
+def settings(**extra: Any) -> CameraAnalyticsConfig:
+    return CameraAnalyticsConfig.model_validate({"max_fps": 0, "queue_size": 64, **extra})
+
+
+def make_node(tmp_path: Path, clock: ManualClock, pipeline: CameraPipeline, **extra: Any) -> Node:
+    config = config_from_dict(
+        {
+            "node_id": NODE,
+            "serial": "SN-CAM-1",
+            "data_dir": str(tmp_path / NODE),
+            "hardware": {"type": "sim"},
+            "outbox": {"synchronous": "normal"},
+            **extra,
+        }
+    )
+    return build_node(
+        config,
+        backend=SimBackend(clock=clock),
+        transport_factory=memory_transport(),
+        components=[pipeline],
+        renewal=False,
+    )
+
+
+def run(body: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(asyncio.wait_for(body(), 60))
+
+
+@asynccontextmanager
+async def running(node: Node, clock: ManualClock) -> AsyncIterator[MemoryTransport]:
+    task = asyncio.ensure_future(node.run())
+    await clock.elapse(0)
+    transport = node.uplink.transport
+    assert isinstance(transport, MemoryTransport)
+    try:
+        yield transport
+    finally:
+        node.stop()
+        await asyncio.wait_for(task, 10)
+
+
+def pipeline_of(node: Node) -> CameraPipeline:
+    pipeline = node.component("camera")
+    assert isinstance(pipeline, CameraPipeline)
+    return pipeline
+
+
+def test_a_vehicle_pass_is_one_plate_event_through_the_outbox(tmp_path: Path) -> None:
+    clock = ManualClock(start=0.0)
+    camera = SimCamera(camera_id="gate", clock=clock, max_queued=256)
+    reader = ScriptedReader(["LEB6881", "LEB6B81", "LEB6881"])
+    feed = CameraFeed.of(camera, settings(), detector=WhiteRectDetector(), reader=reader)
+    node = make_node(tmp_path, clock, CameraPipeline([feed]))
+
+    async def body() -> None:
+        async with running(node, clock) as transport:
+            assert Capability.ANPR in transport.messages(Birth)[0].capabilities
+            for frame in moving_plate():
+                camera.push_frame(frame)
+            events = await until(lambda: transport.messages(PlateEvent), "a plate event")
+            await until(lambda: pipeline_of(node).stats()["cameras"]["gate"]["queued"] == 0)
+            event = events[0]
+            assert event.plate == "LEB6881"
+            assert event.camera_id == "gate"
+            assert event.frames >= 3
+            assert event.snapshot_sha256 is not None
+            evidence = tmp_path / NODE / "evidence" / f"{event.snapshot_sha256}.jpg"
+            assert evidence.is_file()
+            assert node.health()["camera"].ok
+            transport.connect()  # a fresh session: nothing more is waiting
+        assert len(transport.messages(PlateEvent)) == 1 or (
+            {e.event_id for e in transport.messages(PlateEvent)} == {event.event_id}
+        )
+
+    run(body)
+
+
+def test_several_cameras_on_one_node_each_send_their_own_pass(tmp_path: Path) -> None:
+    clock = ManualClock(start=0.0)
+    cameras = [SimCamera(camera_id=c, clock=clock, max_queued=256) for c in ("north", "south")]
+    feeds = [
+        CameraFeed.of(cam, settings(), detector=WhiteRectDetector(), reader=ScriptedReader([t]))
+        for cam, t in zip(cameras, ("AAA111", "BBB222"), strict=True)
+    ]
+    node = make_node(tmp_path, clock, CameraPipeline(feeds))
+
+    async def body() -> None:
+        async with running(node, clock) as transport:
+            for cam, text in zip(cameras, ("AAA111", "BBB222"), strict=True):
+                for frame in moving_plate(text):
+                    cam.push_frame(frame)
+            await until(lambda: len(transport.messages(PlateEvent)) == 2, "two plate events")
+            got = {(e.camera_id, e.plate) for e in transport.messages(PlateEvent)}
+            assert got == {("north", "AAA111"), ("south", "BBB222")}
+
+    run(body)
+
+
+def test_a_camera_that_fails_is_retried_and_reported_as_a_node_fault_then_recovered(
+    tmp_path: Path,
+) -> None:
+    clock = ManualClock(start=0.0)
+    camera = SimCamera(camera_id="gate", clock=clock)
+    camera.fail_next = 2
+    feed = CameraFeed.of(camera, settings(retry_min_s=0.05, retry_max_s=0.1))
+    node = make_node(tmp_path, clock, CameraPipeline([feed]))
+
+    async def body() -> None:
+        async with running(node, clock) as transport:
+            faults = await until(lambda: transport.messages(NodeFaultEvent), "a node fault")
+            assert (faults[0].component, faults[0].code, faults[0].active) == (
+                "camera",
+                "camera_lost",
+                True,
+            )
+            assert "gate" in (faults[0].detail or "")
+            assert not node.health()["camera"].ok
+            camera.push_frame(np.zeros((120, 160, 3), np.uint8))
+            await until(lambda: len(transport.messages(NodeFaultEvent)) == 2, "the recovery")
+            recovered = transport.messages(NodeFaultEvent)[1]
+            assert (recovered.code, recovered.active) == ("camera_lost", False)
+            assert node.health()["camera"].ok
+            assert node.health()["panic"].ok  # the node carried on
+
+    run(body)
+
+
+def test_a_stalled_stream_is_one_fault(tmp_path: Path) -> None:
+    clock = ManualClock(start=0.0)
+    camera = SimCamera(camera_id="gate", clock=clock)
+    feed = CameraFeed.of(camera, settings(stall_after_s=0.2))
+    node = make_node(tmp_path, clock, CameraPipeline([feed]))
+
+    async def body() -> None:
+        async with running(node, clock) as transport:
+            camera.push_frame(np.zeros((120, 160, 3), np.uint8))
+            faults = await until(lambda: transport.messages(NodeFaultEvent), "a stall fault")
+            assert (faults[0].code, faults[0].active) == ("camera_stalled", True)
+            await asyncio.sleep(0.5)  # still stalled: still one fault
+            assert len(transport.messages(NodeFaultEvent)) == 1
+
+    run(body)
+
+
+def test_a_corrupt_frame_is_counted_and_skipped(tmp_path: Path) -> None:
+    clock = ManualClock(start=0.0)
+    camera = SimCamera(camera_id="gate", clock=clock, max_queued=256)
+    feed = CameraFeed.of(
+        camera, settings(), detector=WhiteRectDetector(), reader=ScriptedReader(["ABC123"])
+    )
+    node = make_node(tmp_path, clock, CameraPipeline([feed]))
+
+    async def body() -> None:
+        async with running(node, clock) as transport:
+            camera.push_frame(np.zeros((360, 640, 3), np.float32))
+            camera.push_frame(np.zeros((360, 640, 4), np.uint8))
+            for frame in moving_plate("ABC123"):
+                camera.push_frame(frame)
+            await until(lambda: transport.messages(PlateEvent), "the plate after the bad frames")
+            assert pipeline_of(node).stats()["cameras"]["gate"]["frames_corrupt"] == 2
+
+    run(body)
+
+
+def test_a_full_queue_drops_frames_counts_them_and_reports_them_in_telemetry(
+    tmp_path: Path,
+) -> None:
+    clock = ManualClock(start=0.0)
+    camera = SimCamera(camera_id="gate", clock=clock, max_queued=256)
+    held = HeldDetector()
+    feed = CameraFeed.of(
+        camera, settings(queue_size=2), detector=held, reader=ScriptedReader(["A1"])
+    )
+    node = make_node(tmp_path, clock, CameraPipeline([feed]), telemetry={"interval_s": 1.0})
+
+    async def body() -> None:
+        async with running(node, clock) as transport:
+            worker = pipeline_of(node).workers["gate"]
+            frames = list(moving_plate())
+            for taken, frame in enumerate(frames[:4], start=1):
+                camera.push_frame(frame)
+
+                def analysed(n: int = taken) -> bool:
+                    return worker.stats.frames_analysed == n
+
+                await until(analysed, "analysis to take the frame")
+            await until(held.entered.is_set, "the detector to be busy")
+            for frame in frames[4:14]:
+                camera.push_frame(frame)
+            await until(lambda: camera.frames_read == 14, "capture to read every frame")
+            stats = pipeline_of(node).stats()["cameras"]["gate"]
+            assert stats["frames_dropped"] >= 8  # two queued, the rest dropped; capture went on
+            held.release.set()
+            await clock.elapse(2.0)
+            telemetry = transport.messages(Telemetry)
+            assert telemetry
+            assert telemetry[-1].frames_dropped == stats["frames_dropped"]
+
+    run(body)
+
+
+def test_the_power_steps_lower_the_analytics_rate_then_stop_the_cameras(tmp_path: Path) -> None:
+    clock = ManualClock(start=0.0)
+    camera = SimCamera(camera_id="gate", clock=clock, max_queued=256)
+    pipeline = CameraPipeline([CameraFeed.of(camera, settings())])
+    node = make_node(tmp_path, clock, pipeline)
+
+    async def body() -> None:
+        async with running(node, clock):
+            worker = pipeline.workers["gate"]
+            node.set_state(power_step=1)  # analytics_reduced
+            await clock.elapse(1.0)
+            assert worker.analytics_rate == 0.5
+            assert pipeline.shed == "analytics at 50% (analytics_reduced)"
+            for _ in range(20):
+                camera.push_frame(np.zeros((120, 160, 3), np.uint8))
+            await until(lambda: worker.stats.frames_analysed + worker.stats.frames_skipped == 20)
+            assert worker.stats.frames_analysed == 10
+            node.set_state(power_step=3)  # cameras_off
+            await clock.elapse(1.0)
+            assert not worker.cameras_on
+            assert pipeline.shed == "cameras off (cameras_off)"
+            health = node.health()["camera"]
+            assert health.ok
+            assert "shed: cameras off" in health.detail
+            await until(lambda: not worker.capturing, "capture to stop")
+            read_before = camera.frames_read
+            camera.push_frame(np.zeros((120, 160, 3), np.uint8))
+            await asyncio.sleep(0.3)
+            assert camera.frames_read == read_before  # capture stopped
+            node.set_state(power_step=0)
+            await clock.elapse(1.0)
+            await until(lambda: camera.frames_read == read_before + 1, "capture to resume")
+            assert pipeline.shed == ""
+
+    run(body)
+
+
+def test_an_unknown_detector_plugin_is_the_component_s_fault_not_the_node_s(
+    tmp_path: Path,
+) -> None:
+    clock = ManualClock(start=0.0)
+    camera = SimCamera(camera_id="gate", clock=clock)
+    feed = CameraFeed.of(camera, settings(detector="no-such-detector"))
+    node = make_node(tmp_path, clock, CameraPipeline([feed]))
+
+    async def body() -> None:
+        async with running(node, clock) as transport:
+            faults = transport.messages(NodeFaultEvent)
+            assert [(f.component, f.code) for f in faults] == [("camera", "crashed")]
+            assert "no detector plugin called 'no-such-detector'" in (faults[0].detail or "")
+            assert not node.health()["camera"].ok
+            assert node.health()["panic"].ok
+
+    run(body)
