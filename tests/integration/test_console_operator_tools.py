@@ -273,7 +273,7 @@ def test_the_enrollment_link_is_offered_only_to_roles_that_may_enroll(
 
 
 def test_thirty_open_alerts_narrow_by_state_type_severity_district_and_search(
-    page: Page, server: ServerProcess
+    page: Page, server: ServerProcess, pillar: FakePillar
 ) -> None:
     district, other = _district(), _district()
     kinds = [("panic", "P1"), ("tamper", "P2"), ("power", "P3")]
@@ -312,6 +312,11 @@ def test_thirty_open_alerts_narrow_by_state_type_severity_district_and_search(
     filters.get_by_label("Search").fill(alerts[5].id)
     expect(rows).to_have_count(1)
     expect(rows.first).to_have_attribute("data-alert-id", alerts[5].id)
+
+    # A press that arrives live is shown whatever the filters say.
+    pillar.press()
+    expect(alert_row(page, pillar.node_id)).to_be_visible()
+    expect(rows).to_have_count(2)
 
 
 def test_closed_alerts_are_found_in_a_paged_history_with_their_reasons(

@@ -303,7 +303,9 @@
     let shown = 0;
     for (const entry of entries) {
       rows.append(entry.row);
-      entry.row.hidden = !matches(entry.alert);
+      // A live arrival nobody has acted on shows whatever the filters say:
+      // a filter must never hide a new press from the operator.
+      entry.row.hidden = !matches(entry.alert) && entry.row.dataset.fresh !== "true";
       shown += entry.row.hidden ? 0 : 1;
       noteDistrict(entry.alert.district);
     }
@@ -552,8 +554,8 @@
     );
   }
 
-  /* The open queue is filtered here, over the alerts already on the page:
-   * it is small, and a filter must not hide an alert that arrives live. */
+  /* The open queue is filtered here, over the alerts already on the page
+   * (it is small); rows that arrived live and are still new bypass it. */
   function matches(alert) {
     if (filterState.value && alert.state !== filterState.value) {
       return false;
@@ -862,6 +864,9 @@
         return;
       }
       finishConfirm(reason);
+    });
+    confirmReason.addEventListener("input", () => {
+      confirmError.hidden = true;
     });
     document.getElementById("confirm-cancel").addEventListener("click", () => finishConfirm(null));
     // Escape closes a modal dialog by itself; that is a "no".
