@@ -20,7 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from fleet_server.broker import ManagedBroker
 from proto.codec import decode
-from proto.messages import Birth, Telemetry
+from proto.messages import Birth, Capability, Telemetry
 from proto.topics import fleet_filter
 from simulators.demo import demo_node_configs, on_solar
 from simulators.fleet import SimFleet
@@ -93,6 +93,7 @@ def test_a_demo_pillar_reports_its_power_and_position(
         assert power.battery_v is not None
         assert power.autonomy_h is not None
         assert power.load_w == pytest.approx(9.0, abs=1.5)
+        assert Capability.POWER_MONITOR in births[config["node_id"]].capabilities
         location = births[config["node_id"]].location
         assert location is not None
         assert (location.lat, location.lon) == (
