@@ -5,8 +5,10 @@
 hardware backends the config names (`hardware.backends.load_backend`; no
 silent simulator outside development mode), opens the durable outbox, and
 puts together the uplink, the node's own commands (`edge_agent.system`), the
-panic component, power (when ``[power] enabled``), certificate renewal, and
-any extra components the caller adds (the camera pipeline, the OTA client).
+panic component, power (when ``[power] enabled``), certificate renewal, the
+camera pipeline (`edge_agent.camera`, when ``[[cameras]]`` are configured and
+the caller did not pass its own ``camera`` component), and any extra
+components the caller adds (the OTA client).
 
 `Node` is the `NodeContext` every component sees. It routes each component's
 commands, gathers its telemetry and health, puts its capabilities in `Birth`,
@@ -476,6 +478,11 @@ def build_node(
     if renewal is not False:
         parts.append(renewal if isinstance(renewal, CertificateRenewer) else CertificateRenewer())
     parts.extend(components)
+    if config.cameras and not any(part.name == "camera" for part in parts):
+        # The camera pipeline runs the [[cameras]] entries; it imports numpy/cv2 only in run().
+        from edge_agent.camera.pipeline import CameraPipeline
+
+        parts.append(CameraPipeline.from_config(config, clock=node_clock))
     # Telemetry follows the power clock (simulated time in a sped-up fleet).
     return Node(
         config,

@@ -287,3 +287,36 @@ def test_an_unknown_detector_plugin_is_the_component_s_fault_not_the_node_s(
             assert node.health()["panic"].ok
 
     run(body)
+
+
+def test_build_node_runs_the_configured_cameras_without_being_told(tmp_path: Path) -> None:
+    clock = ManualClock(start=0.0)
+    config = config_from_dict(
+        {
+            "node_id": NODE,
+            "serial": "SN-CAM-1",
+            "data_dir": str(tmp_path / NODE),
+            "hardware": {"type": "sim"},
+            "outbox": {"synchronous": "normal"},
+            "cameras": [{"type": "sim", "id": "gate"}, {"type": "sim", "id": "road"}],
+            "analytics": {"gate": {"max_fps": 5}},
+        }
+    )
+    node = build_node(
+        config,
+        backend=SimBackend(clock=clock),
+        transport_factory=memory_transport(),
+        renewal=False,
+    )
+    pipeline = pipeline_of(node)
+    assert [f.camera_id for f in pipeline.feeds] == ["gate", "road"]
+    assert pipeline.feeds[0].settings.max_fps == 5.0
+    assert pipeline.capabilities == (Capability.CAMERA,)  # no detector named: motion only
+
+    async def body() -> None:
+        async with running(node, clock):
+            await until(lambda: set(pipeline.workers) == {"gate", "road"}, "both cameras")
+            workers = list(pipeline.workers.values())
+            await until(lambda: all(w.source is not None for w in workers), "both opened")
+
+    run(body)
