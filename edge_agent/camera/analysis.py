@@ -299,4 +299,5 @@ def _crop(image: Image, box: Box) -> Image | None:
     x1, y1 = min(width, box.x + box.w + px), min(height, box.y + box.h + py)
     if x1 <= x0 or y1 <= y0:
         return None
-    return image[y0:y1, x0:x1].copy()
+    crop: Image = image[y0:y1, x0:x1].copy()
+    return crop
