@@ -95,3 +95,29 @@ def test_static_files_are_served_with_their_type(client: TestClient, name: str) 
 )
 def test_static_route_serves_nothing_but_console_assets(client: TestClient, name: str) -> None:
     assert client.get(f"/console/static/{name}").status_code == 404
+
+
+def test_the_queue_offers_enrollment_to_exactly_the_roles_the_enrollment_api_admits(
+    client: TestClient,
+) -> None:
+    # Imported here: the rest of this module needs only the console router.
+    from typing import get_args
+
+    from fastapi import HTTPException
+
+    from fleet_server.api.routes.enrollment import EnrollerUser
+    from fleet_server.models import Role, User
+
+    # The enrollment routes' own role check, called with a user of each role.
+    check = get_args(EnrollerUser)[1].dependency
+    admitted = set()
+    for role in Role:
+        try:
+            check(User(username="u", role=role, password_hash="x"))
+        except HTTPException:
+            continue
+        admitted.add(str(role))
+    page = client.get("/console/").text
+    match = re.search(r'data-enrollment-roles="([^"]*)"', page)
+    assert match is not None
+    assert set(json.loads(html.unescape(match.group(1)))) == admitted
