@@ -32,6 +32,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from fleet_server.alerting import ensure_default_policies
+from fleet_server.api.allow import AllowHeaderMiddleware
 from fleet_server.api.errors import declare_error_bodies
 from fleet_server.api.main import API_PREFIX, api_router
 from fleet_server.api.routes.health import router as health_router
@@ -321,6 +322,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_router)
     _include_console(app)
     app.include_router(health_router)
+    app.add_middleware(AllowHeaderMiddleware, paths=lambda: app.openapi()["paths"])
 
     generate = app.openapi
 

@@ -139,3 +139,16 @@ def test_the_docs_page_loads_everything_from_this_server(client: TestClient) -> 
     for url in urls:
         assert url.startswith("/"), f"{page} loads {url} from elsewhere"
         assert client.get(url).status_code == 200, url
+
+
+def test_a_405_lists_every_method_the_path_supports(client: TestClient) -> None:
+    # FastAPI has one route per method; Starlette's 405 named only the first one's.
+    for method, path, allowed in (
+        ("OPTIONS", f"{API}/nodes", "GET, POST"),
+        ("DELETE", f"{API}/alerts/some-alert/transitions", "GET, POST"),
+        ("PATCH", f"{API}/enrollment-tokens", "GET, POST"),
+        ("POST", "/healthz", "GET"),
+    ):
+        response = client.request(method, path)
+        assert response.status_code == 405
+        assert response.headers["allow"] == allowed, path
