@@ -58,6 +58,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add_output_options(ingest)
     ingest.set_defaults(func=_ingest)
+    pipeline = sub.add_parser("pipeline", help="camera pipeline: motion gate fps, stage ms, press")
+    pipeline.add_argument("--frames", type=int, default=300, help="frames per gate run (10-10000)")
+    pipeline.add_argument("--repeats", type=int, default=3, help="runs of each measurement (1-20)")
+    pipeline.add_argument("--presses", type=int, default=15, help="presses idle and busy (1-200)")
+    pipeline.add_argument("--detector-delay", type=float, default=0.2, help="busy detector s/call")
+    pipeline.add_argument("--detector", help="detector plugin for the stage figures")
+    pipeline.add_argument("--reader", help="reader plugin for the stage figures")
+    pipeline.add_argument("--work-dir", type=Path, help="keep the node's state here")
+    add_output_options(pipeline)
+    pipeline.set_defaults(func=_pipeline)
     capacity = sub.add_parser("sim-capacity", help="nodes per sim process, memory, idle CPU")
     capacity.add_argument(
         "--sizes", default="1000,2500,4500", help="fleet sizes to try, comma-separated"
@@ -126,6 +136,26 @@ def _ingest(args: argparse.Namespace) -> int:
     result = run_ingest_bench(config)
     publish(result, args)
     return 0 if result["lost"] == 0 else 1
+
+
+def _pipeline(args: argparse.Namespace) -> int:
+    from simulators.bench_pipeline import PipelineBenchConfig, run_pipeline_bench
+
+    if not (10 <= args.frames <= 10_000 and 1 <= args.repeats <= 20 and 1 <= args.presses <= 200):
+        print("bench pipeline: --frames 10-10000, --repeats 1-20, --presses 1-200", file=sys.stderr)
+        return 2
+    config = PipelineBenchConfig(
+        frames=args.frames,
+        repeats=args.repeats,
+        presses=args.presses,
+        detector_delay_s=args.detector_delay,
+        detector=args.detector,
+        reader=args.reader,
+        work_dir=args.work_dir,
+    )
+    result = run_pipeline_bench(config)
+    publish(result, args)
+    return 0
 
 
 def _capacity(args: argparse.Namespace) -> int:
