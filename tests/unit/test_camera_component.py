@@ -320,3 +320,67 @@ def test_build_node_runs_the_configured_cameras_without_being_told(tmp_path: Pat
             await until(lambda: all(w.source is not None for w in workers), "both opened")
 
     run(body)
+
+
+class PacedCamera(SimCamera):
+    """A camera at `fps` on its own clock: each frame is stamped 1/fps after the last."""
+
+    def __init__(self, *, fps: float, camera_id: str = "gate") -> None:
+        super().__init__(camera_id=camera_id, clock=ManualClock(start=0.0), max_queued=512)
+        self.fps = fps
+
+    def _grab(self, timeout_s: float | None) -> Any:
+        image = super()._grab(timeout_s)
+        if image is not None:
+            assert isinstance(self.clock, ManualClock)
+            self.clock.advance(1.0 / self.fps)
+        return image
+
+
+def test_max_fps_caps_the_analysed_frames_by_their_own_timestamps(tmp_path: Path) -> None:
+    clock = ManualClock(start=0.0)
+    camera = PacedCamera(fps=30.0)
+    feed = CameraFeed.of(camera, settings(max_fps=10.0))
+    node = make_node(tmp_path, clock, CameraPipeline([feed]))
+
+    async def body() -> None:
+        async with running(node, clock):
+            worker = pipeline_of(node).workers["gate"]
+            for _ in range(30):  # one second of a 30 fps camera
+                camera.push_frame(np.zeros((120, 160, 3), np.uint8))
+            stats = worker.stats
+            await until(lambda: stats.frames_analysed + stats.frames_skipped == 30, "all taken")
+            assert stats.frames_analysed == 10
+            assert stats.frames_dropped == 0
+
+    run(body)
+
+
+def test_a_pass_still_open_when_the_node_stops_is_written_before_it_stops(tmp_path: Path) -> None:
+    clock = ManualClock(start=0.0)
+    camera = SimCamera(camera_id="gate", clock=clock, max_queued=256)
+    feed = CameraFeed.of(
+        camera, settings(), detector=WhiteRectDetector(), reader=ScriptedReader(["KHI4455"])
+    )
+    pipeline = CameraPipeline([feed])
+    node = make_node(tmp_path, clock, pipeline)
+
+    async def body() -> None:
+        async with running(node, clock) as transport:
+            frames = list(moving_plate("KHI4455", empty_after=0))
+            for frame in frames:
+                camera.push_frame(frame)
+            worker = pipeline.workers["gate"]
+            await until(lambda: worker.stats.frames_analysed == len(frames), "all analysed")
+            assert not transport.messages(PlateEvent)  # the vehicle is still in view
+
+    run(body)
+    from edge_agent.outbox import Outbox
+
+    outbox = Outbox(tmp_path / NODE / "outbox.sqlite3", synchronous="normal")
+    try:
+        plates = [e for e in outbox.pending() if e.event_type == "plate"]
+    finally:
+        outbox.close()
+    assert len(plates) == 1  # on disk, unacked: the next start sends it
+    assert b"KHI4455" in plates[0].payload
