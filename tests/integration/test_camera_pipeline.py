@@ -20,7 +20,7 @@ import pytest
 
 pytest.importorskip("cv2")
 
-from edge_agent.anpr.types import PlateDetector
+from edge_agent.anpr.types import PlateDetector, PlateReader
 from edge_agent.camera.pipeline import CameraFeed, CameraPipeline
 from edge_agent.config import CameraAnalyticsConfig, config_from_dict
 from edge_agent.node import Node, build_node
@@ -40,10 +40,15 @@ SETTINGS = CameraAnalyticsConfig(max_fps=0, queue_size=64)
 
 
 def camera_node(
-    broker: ManagedBroker, tmp_path: Path, camera: SimCamera, detector: PlateDetector
+    broker: ManagedBroker,
+    tmp_path: Path,
+    camera: SimCamera,
+    detector: PlateDetector,
+    reader: PlateReader | None = None,
 ) -> tuple[Node, dict[str, Any]]:
     config = node_config(broker, tmp_path)
-    feed = CameraFeed.of(camera, SETTINGS, detector=detector, reader=ScriptedReader(["LEB6881"]))
+    reader = reader if reader is not None else ScriptedReader(["LEB6881"])
+    feed = CameraFeed.of(camera, SETTINGS, detector=detector, reader=reader)
     node = build_node(
         config_from_dict(config),
         backend=SimBackend(),
@@ -86,11 +91,18 @@ async def press_latency(node: Node, server: FleetStandIn, presses_before: int) -
     return sent[0].t - pressed.t
 
 
+@pytest.mark.parametrize("reader_name", ["scripted", "rapidocr"])
 def test_one_vehicle_pass_is_exactly_one_plate_event_at_the_server(
-    broker: ManagedBroker, tmp_path: Path
+    broker: ManagedBroker, tmp_path: Path, reader_name: str
 ) -> None:
+    reader: PlateReader | None = None
+    if reader_name == "rapidocr":  # the real reader, as a camera's settings would name it
+        pytest.importorskip("rapidocr")
+        from edge_agent.camera.plugins import load_reader
+
+        reader = load_reader("edge_agent.anpr.reader:RapidOcrReader")
     camera = SimCamera(camera_id="gate", max_queued=256)
-    node, config = camera_node(broker, tmp_path, camera, WhiteRectDetector())
+    node, config = camera_node(broker, tmp_path, camera, WhiteRectDetector(), reader)
     server = FleetStandIn(broker, config["node_id"])
 
     async def body() -> None:
