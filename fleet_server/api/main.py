@@ -17,7 +17,9 @@ from fleet_server.api.routes import (
     nodes,
     power,
     stream,
+    technician,
     users,
+    users_admin,
 )
 
 API_PREFIX = "/api/v1"
@@ -25,6 +27,8 @@ API_PREFIX = "/api/v1"
 api_router = APIRouter(prefix=API_PREFIX, responses=API_ERROR_RESPONSES)
 for module in (login, users, nodes, alerts, events, escalation, metrics, ingest, stream):
     api_router.include_router(module.router)
+api_router.include_router(users_admin.router)  # managing users (docs/console.md)
+api_router.include_router(technician.router)  # the technician page (docs/console.md)
 # Provisioning (docs/provisioning.md).
 for module in (enrollment, node_admin):
     api_router.include_router(module.router)

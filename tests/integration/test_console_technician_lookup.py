@@ -1,0 +1,59 @@
+"""A technician at a pole finds the node by what is in front of them: its id, serial or QR label.
+
+The QR label holds the technician page's URL with `?node=<id>`; pasting that
+text (what a scanner app hands over) finds the node just like typing its id.
+"""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from sqlmodel import Session
+
+from fleet_server.models import Node
+from tests.support.api import API, login, runtime_of
+
+
+def _nodes(client: TestClient) -> None:
+    with Session(runtime_of(client).engine) as session:
+        for node_id, serial in (
+            ("lhr-gulberg-0101", "PI-A1B2C3"),
+            ("lhr-gulberg-0102", "PI-A1B2C4"),
+            ("lhr-model-0201", "PI_Z%9"),
+        ):
+            if session.get(Node, node_id) is None:
+                session.add(Node(node_id=node_id, serial=serial, district="lahore-gulberg"))
+        session.commit()
+
+
+def _found(client: TestClient, text: str, user: str = "op") -> list[str]:
+    response = client.get(
+        f"{API}/technician/nodes", params={"q": text}, headers=login(client, user)
+    )
+    assert response.status_code == 200, response.text
+    return [n["node_id"] for n in response.json()["data"]]
+
+
+def test_a_node_is_found_by_id_serial_label_url_or_the_start_of_either(
+    client: TestClient,
+) -> None:
+    _nodes(client)
+    assert _found(client, "lhr-gulberg-0101") == ["lhr-gulberg-0101"]
+    assert _found(client, "  pi-a1b2c4 ") == ["lhr-gulberg-0102"]
+    label = "https://fleet.example/console/technician?node=lhr-gulberg-0102"
+    assert _found(client, label) == ["lhr-gulberg-0102"]
+    assert _found(client, "nigehbaan:node:lhr-model-0201") == ["lhr-model-0201"]
+    assert _found(client, "lhr-gulberg-01") == ["lhr-gulberg-0101", "lhr-gulberg-0102"]
+    assert _found(client, "PI-A1B2") == ["lhr-gulberg-0101", "lhr-gulberg-0102"]
+
+
+def test_wildcards_typed_by_a_technician_match_only_themselves(client: TestClient) -> None:
+    _nodes(client)
+    assert _found(client, "%") == []
+    assert _found(client, "PI_Z%") == ["lhr-model-0201"]
+    assert _found(client, "no-such-node") == []
+
+
+def test_finding_a_node_needs_a_signed_in_user_and_some_text(client: TestClient) -> None:
+    assert client.get(f"{API}/technician/nodes", params={"q": "lhr"}).status_code == 401
+    empty = client.get(f"{API}/technician/nodes", params={"q": ""}, headers=login(client, "op"))
+    assert empty.status_code == 422
