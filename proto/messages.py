@@ -262,6 +262,18 @@ class OtaEvent(EventBase):
     ]
     campaign_id: Name | None = None
     detail: Detail | None = None
+    # Added for the OTA issue (optional, so older servers and nodes still agree):
+    artifact_kind: Literal["app", "model", "config", "os"] | None = Field(
+        default=None, description="what the artifact updates; `artifact` is its name"
+    )
+    reason: Name | None = Field(
+        default=None,
+        description="why it was deferred, refused, failed or rolled back: a stable code "
+        "(e.g. alert_active, battery_low, maintenance_window, signature, hash, expired, "
+        "clock, version, health); `detail` says it in words",
+    )
+    bytes_done: Annotated[int, Field(ge=0)] | None = None
+    bytes_total: Annotated[int, Field(ge=0)] | None = None
 
 
 class NodeFaultEvent(EventBase):
@@ -343,8 +355,25 @@ class AlertStateCommand(CommandBase):
     ]
 
 
+class OtaCheckCommand(CommandBase):
+    """Check for an update now (a campaign's wave reached this node, or a technician asked).
+
+    The fields are hints for the report and a cross-check: what the node installs is
+    only ever what its own group's signed metadata says (ota.trust), so a command naming
+    another group is refused as mix-and-match.
+    """
+
+    name: Literal["ota_check"] = "ota_check"
+    campaign_id: Name | None = None
+    group: Name | None = Field(default=None, description="the node group the campaign targets")
+    artifact_kind: Literal["app", "model", "config", "os"] | None = Field(
+        default=None, description="only this kind; all kinds when absent"
+    )
+    version: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+
+
 Command = Annotated[
-    PingCommand | SetConfigCommand | TestModeCommand | AlertStateCommand,
+    PingCommand | SetConfigCommand | TestModeCommand | AlertStateCommand | OtaCheckCommand,
     Field(discriminator="name"),
 ]
 COMMAND_MODELS: dict[str, type[CommandBase]] = {
@@ -352,6 +381,7 @@ COMMAND_MODELS: dict[str, type[CommandBase]] = {
     "set_config": SetConfigCommand,
     "test_mode": TestModeCommand,
     "alert_state": AlertStateCommand,
+    "ota_check": OtaCheckCommand,
 }
 
 

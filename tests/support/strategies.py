@@ -152,6 +152,10 @@ MESSAGES: dict[str, st.SearchStrategy[m.WireModel]] = {
         phase=st.sampled_from(["downloading", "verified", "healthy", "rolled_back"]),
         campaign_id=_opt(names),
         detail=_opt(texts),
+        artifact_kind=_opt(st.sampled_from(["app", "model", "config", "os"])),
+        reason=_opt(names),
+        bytes_done=_opt(st.integers(0, 2**40)),
+        bytes_total=_opt(st.integers(0, 2**40)),
     ),
     "event.node_fault": st.builds(
         m.NodeFaultEvent,
@@ -180,6 +184,14 @@ MESSAGES: dict[str, st.SearchStrategy[m.WireModel]] = {
         **cmd_common,
         alert_id=st.text(min_size=1, max_size=64),
         state=st.sampled_from(["acknowledged", "dispatched", "resolved", "false_alarm"]),
+    ),
+    "cmd.ota_check": st.builds(
+        m.OtaCheckCommand,
+        **cmd_common,
+        campaign_id=_opt(names),
+        group=_opt(names),
+        artifact_kind=_opt(st.sampled_from(["app", "model", "config", "os"])),
+        version=_opt(st.text(min_size=1, max_size=64)),
     ),
     "reply": st.builds(
         m.Reply,
