@@ -18,6 +18,9 @@ average (other work on the machine moves every figure):
   ``--detector-delay`` per call is kept busy by a vehicle that never leaves;
   latency from the button's press edge to the light showing ``sent``, both
   on the node's clock; ``busy_vs_idle`` is the ratio of the p50s.
+  ``press_python_cpu`` repeats it with a detector that burns the CPU in pure
+  Python for the same time (holding the GIL, the worst case for a thread;
+  ONNX Runtime and OpenCV release it while they compute).
 """
 
 from __future__ import annotations
@@ -93,8 +96,9 @@ class WhiteRectDetector:
 
     name = "bench-white-rect"
 
-    def __init__(self, delay_s: float = 0.0) -> None:
+    def __init__(self, delay_s: float = 0.0, *, spin: bool = False) -> None:
         self.delay_s = delay_s
+        self.spin = spin  # burn the CPU in Python (holding the GIL) instead of sleeping
         self.calls = 0
         self.called = threading.Event()
 
@@ -105,7 +109,11 @@ class WhiteRectDetector:
 
         self.calls += 1
         self.called.set()
-        if self.delay_s:
+        if self.delay_s and self.spin:
+            end = time.perf_counter() + self.delay_s
+            while time.perf_counter() < end:
+                sum(range(1000))
+        elif self.delay_s:
             time.sleep(self.delay_s)
         grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         _, mask = cv2.threshold(grey, 230, 255, cv2.THRESH_BINARY)
@@ -193,7 +201,9 @@ def _stages(config: PipelineBenchConfig) -> dict[str, Any]:
     }
 
 
-async def _press_latency(config: PipelineBenchConfig, work: Path) -> dict[str, Any]:
+async def _press_latency(
+    config: PipelineBenchConfig, work: Path, *, spin: bool = False
+) -> dict[str, Any]:
     from edge_agent.camera.pipeline import CameraFeed, CameraPipeline
     from edge_agent.config import config_from_dict
     from edge_agent.memory import MemoryTransport, memory_transport
@@ -205,7 +215,7 @@ async def _press_latency(config: PipelineBenchConfig, work: Path) -> dict[str, A
     from proto.messages import Ack, EventBase
 
     camera = SimCamera(camera_id="bench", max_queued=4)
-    detector = WhiteRectDetector(delay_s=config.detector_delay_s)
+    detector = WhiteRectDetector(delay_s=config.detector_delay_s, spin=spin)
     pipeline = CameraPipeline([CameraFeed.of(camera, _settings(queue_size=4), detector=detector)])
     node = build_node(
         config_from_dict(
@@ -284,6 +294,7 @@ async def _press_latency(config: PipelineBenchConfig, work: Path) -> dict[str, A
     return {
         "presses": config.presses,
         "detector_delay_ms": round(1000 * config.detector_delay_s),
+        "detector_busy": "python-cpu" if spin else "sleep",
         "idle_ms": idle_ms,
         "busy_ms": busy_ms,
         "busy_vs_idle": round(busy_ms["p50"] / idle_ms["p50"], 2) if idle_ms["p50"] else None,
@@ -311,7 +322,8 @@ def run_pipeline_bench(config: PipelineBenchConfig) -> dict[str, Any]:
     gate = _motion_gate(config)
     stages = _stages(config)
     for work in _work_dir(config):
-        press = asyncio.run(_press_latency(config, work))
+        press = asyncio.run(_press_latency(config, work / "sleep"))
+        press_cpu = asyncio.run(_press_latency(config, work / "cpu", spin=True))
     return bench_result(
         "pipeline",
         {
@@ -319,6 +331,7 @@ def run_pipeline_bench(config: PipelineBenchConfig) -> dict[str, Any]:
             "frames_per_s_per_core": gate["frames_per_s_per_core"],
             "stages": stages,
             "press": press,
+            "press_python_cpu": press_cpu,
             "load_1m_before": load_before,
             "load_1m_after": _load(),
             "cpus": os.cpu_count(),

@@ -32,4 +32,5 @@ def test_the_pipeline_bench_reports_gate_rate_stage_ms_and_press_latency(tmp_pat
     assert press["presses"] == 2
     assert press["busy_vs_idle"] is not None
     assert press["detector_ms_while_busy"] is not None  # the detector really was busy
+    assert result["press_python_cpu"]["detector_busy"] == "python-cpu"
     assert isinstance(result["load_1m_before"], float)
