@@ -194,9 +194,32 @@ class Settings(BaseModel):
     acl_denial_window_s: float = Field(
         default=600.0, gt=0.0, description="window acl_denial_alert_threshold is counted over"
     )
+    console_map_tile_url: str | None = Field(
+        default=None,
+        description="the deployment's own map tile server, e.g. https://tiles.example/{z}/{x}/{y}.png;"
+        " unset: the fleet map draws nodes and district outlines with no tiles (works offline)",
+    )
     api_https: bool = Field(default=False, description="serve the API over HTTPS")
     api_certfile: Path | None = Field(default=None, description="default <pki_dir>/api.pem")
     api_keyfile: Path | None = Field(default=None, description="default <pki_dir>/api.key")
+    # OTA on the server (fleet_server/ota, docs/ota-server.md).
+    ota_dir: Path | None = Field(
+        default=None, description="artifact store and repository metadata; default <data_dir>/ota"
+    )
+    ota_max_artifact_bytes: int = Field(
+        default=512 * 1024 * 1024, ge=1, description="largest artifact an upload may send"
+    )
+    ota_known_hardware: list[str] = Field(
+        default_factory=lambda: ["rpi", "sim", "custom"],
+        min_length=1,
+        description="hardware names (a node's birth `hardware`) an artifact may be for; "
+        "comma-separated in the environment",
+    )
+    ota_repo_open: bool = Field(
+        default=False,
+        description="serve repository metadata and targets without authentication (they are "
+        "signed and hashed; only their confidentiality is lost)",
+    )
 
     @field_validator("db_url")
     @classmethod
@@ -215,7 +238,7 @@ class Settings(BaseModel):
             raise ValueError(f"database {backend!r} is not supported; use sqlite or postgresql")
         return value
 
-    @field_validator("broker_hostnames", mode="before")
+    @field_validator("broker_hostnames", "ota_known_hardware", mode="before")
     @classmethod
     def _split_hostnames(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -248,6 +271,11 @@ class Settings(BaseModel):
         if self.db_url:
             return self.db_url
         return f"sqlite:///{(self.data_dir / 'fleet.db').resolve()}"
+
+    @property
+    def ota_path(self) -> Path:
+        """Where the OTA artifact store lives."""
+        return self.ota_dir if self.ota_dir is not None else self.data_dir / "ota"
 
     @property
     def pki_path(self) -> Path:

@@ -10,9 +10,9 @@ logged and rolled back without holding up the others, and runs again next
 tick. Because every due time lives in the database, a restarted server picks
 up where the old one stopped.
 
-Today's jobs are the silence check, presence settling and escalation; OTA
-waves and retention join by adding a job to the list (`default_jobs`), not
-by editing the loop.
+Today's jobs are the silence check, presence settling, escalation and OTA
+waves (`fleet_server.ota.job`); retention joins by adding a job to the list
+(`default_jobs`), not by editing the loop.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from fleet_server.alerting import AlertNotice, Notifier, PolicyCache, escalate_due
+from fleet_server.ingest import Publisher
 from fleet_server.models import utcnow
+from fleet_server.ota.job import OtaWaveJob
 from fleet_server.presence import (
     OFFLINE_SWEEP_MAX,
     Silence,
@@ -134,18 +136,22 @@ def default_jobs(
     offline_grace_s: float,
     silence: Silence | None = None,
     link_up: Callable[[], bool] | None = None,
+    ota_publisher: Callable[[], Publisher | None] | None = None,
 ) -> list[TimerJob]:
     """The server's jobs in the order they run.
 
     Silence first (it starts outages), then presence (it settles them and
-    opens alerts), then escalation. `link_up` says whether the server is
-    receiving from the broker (None: always).
+    opens alerts), then escalation, then OTA waves (`fleet_server.ota.job`).
+    `link_up` says whether the server is receiving from the broker (None:
+    always); `ota_publisher` gives the MQTT publisher for update offers
+    (None: no offers are sent and campaign nodes stay pending).
     """
     policies = PolicyCache(ack_timeout_s=ack_timeout_s)
     return [
         SilenceJob(silence=silence or Silence(), link_up=link_up),
         PresenceJob(policies=policies, grace_s=offline_grace_s),
         EscalationJob(policies),
+        OtaWaveJob(publisher=ota_publisher or (lambda: None)),
     ]
 
 

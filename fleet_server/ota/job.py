@@ -1,0 +1,93 @@
+"""The timer job that runs campaigns: new members, the wave rule, offers to nodes.
+
+Every tick (`fleet_server.timers.TimerLoop`) it reads the running campaigns,
+adds nodes that joined their targets, asks `decide_wave` what to do, writes
+the decisions and publishes the offers through the server's MQTT publisher.
+The offers are published inside the job's transaction, before the loop
+commits: an offer whose transaction then fails is harmless (the node checks
+the repository and finds what its campaign assigned, or nothing), and the
+node is offered again after `offer_resend_s`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlmodel import Session, col, select
+
+from fleet_server.alerting import AlertNotice
+from fleet_server.ingest import Publisher
+from fleet_server.models.ota import CampaignState, OtaArtifact, OtaCampaign
+from fleet_server.ota.campaigns import (
+    apply_actions,
+    mark_offered,
+    node_progress,
+    node_rows,
+    refresh_members,
+    wave_plan,
+)
+from fleet_server.ota.offers import offer_command
+from fleet_server.ota.waves import decide_wave
+from proto.codec import encode, topic_for
+
+__all__ = ["OtaWaveJob"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class OtaWaveJob:
+    """Runs every running campaign one step (see the module docstring).
+
+    `publisher` gives the MQTT publisher when there is one (None: no broker,
+    so nothing is offered and nodes stay pending). Targets are re-resolved
+    every `members_every_s`, not every tick.
+    """
+
+    publisher: Callable[[], Publisher | None] = lambda: None
+    offer_ttl_s: int = 3600
+    members_every_s: float = 30.0
+    name: str = "ota-waves"
+    _members_at: datetime | None = field(default=None, init=False, repr=False)
+
+    def run(self, session: Session, now: datetime) -> Sequence[AlertNotice]:
+        campaigns = session.exec(
+            select(OtaCampaign).where(OtaCampaign.state == CampaignState.RUNNING)
+            .order_by(col(OtaCampaign.created_at))
+            .with_for_update(skip_locked=True)
+        ).all()  # fmt: skip
+        refresh = self._members_at is None or now >= self._members_at
+        if refresh:
+            self._members_at = now + timedelta(seconds=self.members_every_s)
+        publisher = self.publisher()
+        for campaign in campaigns:
+            self._step(session, campaign, now, refresh=refresh, publisher=publisher)
+        return []
+
+    def _step(self, session: Session, campaign: OtaCampaign, now: datetime, *, refresh: bool,
+              publisher: Publisher | None) -> None:  # fmt: skip
+        if refresh and refresh_members(session=session, campaign=campaign, now=now):
+            session.flush()
+        rows = node_rows(session=session, campaign_id=campaign.id)
+        actions = decide_wave(wave_plan(campaign), node_progress(session=session, rows=rows), now)
+        if not actions:
+            return
+        to_offer = apply_actions(session=session, campaign=campaign, rows=rows,
+                                 actions=actions, now=now)  # fmt: skip
+        artifact = session.get(OtaArtifact, campaign.artifact_id)
+        if not to_offer or publisher is None or artifact is None:
+            return
+        offered = []
+        for row in to_offer:
+            command = offer_command(session=session, node_id=row.node_id, campaign=campaign,
+                                    artifact=artifact, now=now, ttl_s=self.offer_ttl_s)  # fmt: skip
+            if command is None:
+                logger.warning("campaign %s: the contract has no offer command yet; "
+                               "%d node(s) stay pending", campaign.id, len(to_offer))  # fmt: skip
+                return
+            publisher.publish(topic_for(command), encode(command), qos=1)
+            offered.append(row)
+        mark_offered(offered, now=now)
