@@ -384,3 +384,16 @@ def test_a_pass_still_open_when_the_node_stops_is_written_before_it_stops(tmp_pa
         outbox.close()
     assert len(plates) == 1  # on disk, unacked: the next start sends it
     assert b"KHI4455" in plates[0].payload
+
+
+def test_a_node_with_cameras_builds_without_importing_numpy_or_opencv() -> None:
+    # A pillar without the camera extra must still start: the pipeline loads them in run().
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, edge_agent.camera, edge_agent.camera.pipeline, edge_agent.node;"
+        "print('numpy' in sys.modules, 'cv2' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
