@@ -75,6 +75,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     capacity.add_argument("--idle", type=float, default=30.0, help="idle seconds measured")
     add_output_options(capacity)
     capacity.set_defaults(func=_capacity)
+    anpr = sub.add_parser("anpr", help="plate detection and reading: exact rate, ms per read")
+    anpr.add_argument("--images", type=Path, required=True, help="folder of images")
+    anpr.add_argument(
+        "--truth", type=Path, required=True, help="folder of openalpr .txt files, or file,plate CSV"
+    )
+    anpr.add_argument("--rules", default="pk", help="pk, br, generic, or a rules file")
+    anpr.add_argument(
+        "--detect",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="auto: CSV images up to 640 px are crops, read without detection",
+    )
+    anpr.add_argument("--det-side", type=int, default=960, help="detector input long side (px)")
+    add_output_options(anpr)
+    anpr.set_defaults(func=_anpr)
 
 
 def _panic(args: argparse.Namespace) -> int:
@@ -171,3 +186,25 @@ def _capacity(args: argparse.Namespace) -> int:
     result = run_capacity_bench(sizes=sorted(sizes), idle_s=args.idle)
     publish(result, args)
     return 0 if result["max_nodes_held"] > 0 else 1
+
+
+def _anpr(args: argparse.Namespace) -> int:
+    from edge_agent.anpr.errors import AnprError
+    from simulators.bench_anpr import AnprBenchError, run_anpr_bench
+
+    if not 160 <= args.det_side <= 2048:
+        print("bench anpr: --det-side 160-2048", file=sys.stderr)
+        return 2
+    try:
+        result = run_anpr_bench(
+            images=args.images,
+            truth_path=args.truth,
+            rules=args.rules,
+            detect=args.detect,
+            det_side=args.det_side,
+        )
+    except (AnprBenchError, AnprError) as exc:
+        print(f"bench anpr: {exc}", file=sys.stderr)
+        return 2
+    publish(result, args)
+    return 0

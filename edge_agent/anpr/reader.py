@@ -12,8 +12,12 @@ format rules (`edge_agent.anpr.rules.rank`) for the best reading of every
 subset of rows. The rules rank and correct; a read no layout fits is still
 returned, with layout ``"unknown"``.
 
-The pure parts (`group_rows`, `choose`, `province_hint`) take plain
-values and are tested without a model.
+A caption that names a province (``PUNJAB``, ``KARACHI``: the rules
+file's ``captions``) or, failing that, the plate's colours (yellow: Sindh;
+a green left strip: Punjab) settle layouts of the same shape.
+
+The pure parts (`group_rows`, `rows_of`, `caption_province`, `choose`,
+`province_hint`) take plain values and are tested without a model.
 """
 
 from __future__ import annotations
@@ -37,10 +41,13 @@ if TYPE_CHECKING:
 __all__ = [
     "RapidOcrReader",
     "TextLine",
+    "build_ppocr_engine",
+    "caption_province",
     "choose",
     "crop_box",
     "group_rows",
     "province_hint",
+    "rows_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -148,6 +155,23 @@ def choose(
     return ranked, round(confidence, 4)
 
 
+def rows_of(lines: Sequence[TextLine]) -> list[tuple[str, float]]:
+    """Rows as (text, score), top first: `group_rows` joined, scored by their weakest line."""
+    return [
+        ("".join(line.text for line in row), min(line.score for line in row))
+        for row in group_rows(lines)
+    ]
+
+
+def caption_province(rules: PlateRules, lines: Sequence[TextLine]) -> str | None:
+    """The province a caption on the plate names (``PUNJAB``, ``KARACHI``), if one is read."""
+    for line in lines:
+        province = rules.captions.get(normalise(line.text))
+        if province is not None:
+            return province
+    return None
+
+
 def crop_box(frame: Frame, box: Box, *, margin: float = 0.1) -> Frame:
     """The box's pixels with `margin` (of its height) on every side, clipped to the frame."""
     pad = round(margin * box.h)
@@ -209,17 +233,20 @@ class RapidOcrReader:
         self.rules = load_rules(rules) if isinstance(rules, str) else rules
         self.margin = margin
         self.use_colour = use_colour and self.rules.country == "PK"
-        self._engine = _build_engine(threads=threads, det_side=det_side)
+        self._engine = build_ppocr_engine(threads=threads, det_side=det_side)
 
     def read(self, frame: Frame, box: Box) -> PlateRead | None:
         """Read the plate in `box`; None when no text is legible there."""
         crop = crop_box(frame, box, margin=self.margin)
         if crop.size == 0 or min(crop.shape[:2]) < 8:
             return None
-        rows = self.read_rows(crop)
+        lines = self.read_lines(crop)
+        rows = rows_of(lines)
         if not rows:
             return None
-        hint = province_hint(crop) if self.use_colour else None
+        hint = caption_province(self.rules, lines)
+        if hint is None and self.use_colour:
+            hint = province_hint(crop)
         ranked, confidence = choose(self.rules, rows, province_hint=hint)
         if not ranked.canonical:
             return None
@@ -234,11 +261,12 @@ class RapidOcrReader:
             year=ranked.attributes.get("year"),
         )
 
-    def read_rows(self, crop: Frame) -> list[tuple[str, float]]:
-        """The crop's text rows, top first, as (text, score); one line if no rows are found."""
+    def read_lines(self, crop: Frame) -> list[TextLine]:
+        """The crop's text lines as found and read; the whole crop as one line if none are."""
         result = self._engine(crop, use_cls=False)
         lines: list[TextLine] = []
-        if result.boxes is not None:
+        # rapidocr answers a recognition-only result when its detector found nothing.
+        if getattr(result, "boxes", None) is not None:
             for quad, text, score in zip(
                 result.boxes.tolist(), result.txts, result.scores, strict=True
             ):
@@ -254,21 +282,21 @@ class RapidOcrReader:
                         h=max(ys) - min(ys),
                     )
                 )
-        rows = group_rows(lines)
-        if rows:
-            return [
-                ("".join(line.text for line in row), min(line.score for line in row))
-                for row in rows
-            ]
+        if any(normalise(line.text) for line in lines):
+            return lines
         # No lines found (a small or blurred crop): recognise the whole crop as one line.
         whole = self._engine(crop, use_det=False, use_cls=False)
         if whole.txts and normalise(str(whole.txts[0])):
-            return [(str(whole.txts[0]), float(whole.scores[0]))]
+            height, width = crop.shape[:2]
+            return [TextLine(str(whole.txts[0]), float(whole.scores[0]), 0, 0, width, height)]
         return []
 
 
-def _build_engine(*, threads: int, det_side: int) -> Any:
-    """rapidocr pointed at its own bundled models, verified against our manifests first."""
+def build_ppocr_engine(*, threads: int, det_side: int) -> Any:
+    """rapidocr pointed at its own bundled models, verified against our manifests first.
+
+    `det_side` bounds the longer side of what the text detector sees.
+    """
     from edge_agent.inference import InferenceError, builtin_manifest, verify_model
 
     try:

@@ -97,6 +97,8 @@ class PlateRules:
     layouts: tuple[Layout, ...]
     max_corrections: int = 2
     source: str = "<rules>"
+    # Words printed small on plates that name a province (PUNJAB, SINDH, KARACHI).
+    captions: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -200,7 +202,7 @@ def parse_rules(text: str, *, source: str = "<rules>") -> PlateRules:
         line = f" line {mark.line + 1}" if mark is not None else ""
         raise RulesError(f"{source}{line}: not valid YAML ({exc})") from exc
     top = _require_mapping(data, "the file", source)
-    unknown = set(top) - {"country", "max_corrections", "classes", "layouts"}
+    unknown = set(top) - {"country", "max_corrections", "classes", "layouts", "captions"}
     if unknown:
         raise RulesError(f"{source}: unknown keys {sorted(unknown)}")
     country = str(top.get("country", "XX"))
@@ -268,7 +270,12 @@ def parse_rules(text: str, *, source: str = "<rules>") -> PlateRules:
                 guess_split=guess_split,
             )
         )
+    captions = {
+        normalise(str(word)): str(province)
+        for word, province in _require_mapping(top.get("captions", {}), "captions", source).items()
+    }
     return PlateRules(
+        captions=captions,
         country=country,
         classes=classes,
         layouts=tuple(layouts),

@@ -1,0 +1,138 @@
+"""Finding plates: text lines from PP-OCR's detector, merged and kept where they look like plates.
+
+`OcrLineDetector` is the licence-clean `PlateDetector` that ships first:
+rapidocr's PP-OCR DB text detector (Apache-2.0) runs on the frame, or only
+inside the motion regions the pipeline passes, and its text lines go
+through a plate-shape heuristic (`plate_boxes`): lines stacked one above
+the other with overlapping extents merge into one plate (a Punjab district
+plate's two rows, a Brazilian plate's city line over its characters), and
+what is left is kept when its size and aspect ratio could be a plate. The
+reader decides what the box says; text that is not a plate (a shop sign,
+a bumper sticker) reads as layout "unknown" or not at all.
+
+The geometry (`merge_lines`, `plate_boxes`) is pure and tested on boxes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from edge_agent.anpr.types import Box
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Frame = npt.NDArray[np.uint8]
+
+__all__ = ["OcrLineDetector", "PlateShape", "merge_lines", "plate_boxes"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlateShape:
+    """What a plate's box may look like, in frame pixels."""
+
+    min_height: int = 10
+    max_height_ratio: float = 0.5
+    min_aspect: float = 0.9
+    max_aspect: float = 12.0
+    # Lines merge when their horizontal extents overlap by this much of the narrower
+    # one and the gap between them is under this much of the taller one's height.
+    merge_overlap: float = 0.5
+    merge_gap: float = 0.6
+    max_rows: int = 3
+
+
+def _overlap_x(a: Box, b: Box) -> float:
+    inter = min(a.x + a.w, b.x + b.w) - max(a.x, b.x)
+    return max(0, inter) / max(1, min(a.w, b.w))
+
+
+def merge_lines(lines: Sequence[Box], shape: PlateShape | None = None) -> list[Box]:
+    """Text lines stacked into plates: each plate the union of up to `max_rows` lines."""
+    shape = shape or PlateShape()
+    groups: list[list[Box]] = []
+    for line in sorted(lines, key=lambda b: b.y):
+        for group in groups:
+            last = group[-1]
+            gap = line.y - (last.y + last.h)
+            if (
+                len(group) < shape.max_rows
+                and _overlap_x(line, last) >= shape.merge_overlap
+                and gap < shape.merge_gap * max(line.h, last.h)
+            ):
+                group.append(line)
+                break
+        else:
+            groups.append([line])
+    merged = []
+    for group in groups:
+        x0 = min(b.x for b in group)
+        y0 = min(b.y for b in group)
+        x1 = max(b.x + b.w for b in group)
+        y1 = max(b.y + b.h for b in group)
+        merged.append(Box(x0, y0, x1 - x0, y1 - y0, score=max(b.score for b in group)))
+    return merged
+
+
+def plate_boxes(
+    lines: Sequence[Box], frame_height: int, shape: PlateShape | None = None
+) -> list[Box]:
+    """The merged lines that could be plates, largest first."""
+    shape = shape or PlateShape()
+    kept = [
+        box
+        for box in merge_lines(lines, shape)
+        if shape.min_height <= box.h <= shape.max_height_ratio * frame_height
+        and shape.min_aspect <= box.w / box.h <= shape.max_aspect
+    ]
+    return sorted(kept, key=lambda b: b.w * b.h, reverse=True)
+
+
+class OcrLineDetector:
+    """Plate detector on PP-OCR's text detector (rapidocr, ONNX Runtime, CPU).
+
+    `det_side` bounds the longer side of the image the text detector sees
+    (960 for a 1280x720 frame keeps plates of ~15 px characters legible);
+    `threads` is ONNX Runtime's per-call thread count.
+    """
+
+    name = "ocr-lines"
+
+    def __init__(
+        self, *, det_side: int = 960, threads: int = 1, shape: PlateShape | None = None
+    ) -> None:
+        from edge_agent.anpr.reader import build_ppocr_engine
+
+        self.shape = shape or PlateShape()
+        self._engine: Any = build_ppocr_engine(threads=threads, det_side=det_side)
+
+    def detect(self, frame: Frame, regions: list[Box] | None = None) -> list[Box]:
+        """Plate boxes in the frame, or only inside `regions` (motion) when given."""
+        height, width = frame.shape[:2]
+        areas = regions or [Box(0, 0, width, height)]
+        lines: list[Box] = []
+        for area in areas:
+            x0, y0 = max(0, area.x), max(0, area.y)
+            x1, y1 = min(width, area.x + area.w), min(height, area.y + area.h)
+            if x1 - x0 < 16 or y1 - y0 < 16:
+                continue
+            lines.extend(self._lines(frame[y0:y1, x0:x1], x0, y0))
+        return plate_boxes(lines, height, self.shape)
+
+    def _lines(self, image: Frame, dx: int, dy: int) -> list[Box]:
+        result = self._engine(image, use_det=True, use_cls=False, use_rec=False)
+        if result.boxes is None:
+            return []
+        scores = getattr(result, "scores", None) or [1.0] * len(result.boxes)
+        lines = []
+        for quad, score in zip(result.boxes.tolist(), scores, strict=False):
+            xs = [p[0] for p in quad]
+            ys = [p[1] for p in quad]
+            x, y = round(min(xs)), round(min(ys))
+            w, h = round(max(xs)) - x, round(max(ys)) - y
+            if w > 0 and h > 0:
+                lines.append(Box(x + dx, y + dy, w, h, score=float(score)))
+        return lines
