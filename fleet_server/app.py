@@ -40,6 +40,7 @@ from fleet_server.auth import SignInLimits, create_user
 from fleet_server.broker import FleetBrokerFiles, ManagedBroker, fleet_broker_config, free_port
 from fleet_server.broker.denial_alerts import alert_on_denials
 from fleet_server.broker.fleet import FLEET_SERVER_USER
+from fleet_server.console.ota_pages import router as ota_pages_router
 from fleet_server.console.routes import router as console_router
 from fleet_server.db import make_engine
 from fleet_server.device_clock import DeviceTimeRules
@@ -246,6 +247,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             ),
             # Silence counts only while the broker link is up (no link: never).
             link_up=lambda: runtime.mqtt is not None and runtime.mqtt.connected.is_set(),
+            ota_publisher=lambda: runtime.notify.publisher,  # OTA offers (fleet_server.ota)
         ),
     )
     try:
@@ -293,6 +295,7 @@ async def _refresh_crl(pki: PkiRuntime, every_s: float) -> None:
 
 def _include_console(app: FastAPI) -> None:
     app.include_router(console_router)
+    app.include_router(ota_pages_router)  # OTA artifacts and campaigns
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
