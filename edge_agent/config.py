@@ -41,6 +41,7 @@ from pydantic import (
 )
 
 from edge_agent.errors import AgentError
+from edge_agent.ota import OtaConfig
 from edge_agent.power import PowerConfig
 from hardware.backends import BOARDS, BoardConfig
 from hardware.camera import CAMERAS, CameraConfig
@@ -524,6 +525,9 @@ class AgentConfig(_Section):
     )
     evidence: EvidenceConfig = Field(
         default_factory=EvidenceConfig, description="local evidence store (plate crops)"
+    )
+    ota: OtaConfig = Field(
+        default_factory=OtaConfig, description="signed updates: repository, window, health gate"
     )
 
     def camera_analytics(self, camera_id: str) -> CameraAnalyticsConfig:

@@ -483,6 +483,11 @@ def build_node(
         from edge_agent.camera.pipeline import CameraPipeline
 
         parts.append(CameraPipeline.from_config(config, clock=node_clock))
+    if config.ota.enabled and not any(part.name == "ota" for part in parts):
+        # The OTA client (docs/ota.md); it imports python-tuf only when it first checks.
+        from edge_agent.ota import OtaComponent
+
+        parts.append(OtaComponent.from_config(config, hardware=hardware_name))
     # Telemetry follows the power clock (simulated time in a sped-up fleet).
     return Node(
         config,
