@@ -104,7 +104,9 @@ def _page(
         for name in styles
     )
     head = _template("_head.html").substitute(escaped, script=html.escape(script), styles=links)
-    body = _template(template).substitute(escaped, head=head)
+    # The shared top-bar parts (page links, live-feed indicator, signed-in user), as `$nav`.
+    nav = _template("_nav.html").substitute(escaped)
+    body = _template(template).substitute(escaped, head=head, nav=nav)
     headers = {**_SECURITY_HEADERS, "Cache-Control": "no-cache"}
     return HTMLResponse(body, headers=headers)
 
@@ -138,6 +140,12 @@ def login(request: Request) -> HTMLResponse:
 def power(request: Request) -> HTMLResponse:
     """Sites at risk tonight and a node's 48-hour power chart (docs/power.md)."""
     return _page(request, "power.html", title="Power", script="power.js", styles=("power.css",))
+
+
+@router.get("/users", name="console_users", response_class=HTMLResponse)
+def users(request: Request) -> HTMLResponse:
+    """Fleet admins manage users and roles; the API refuses everyone else (docs/console.md)."""
+    return _page(request, "users.html", title="Users", script="users.js", styles=("users.css",))
 
 
 @cache
