@@ -364,16 +364,18 @@ class OtaComponent(ComponentBase):
                 self._emit(ctx, _replace(base, phase="deferred", reason=reason,
                                          detail=_DEFER_TEXT[reason]))
                 return
+            first = store.active_slot() is None  # a first install is committed at once
             await asyncio.to_thread(store.install, got.path, allow_downgrade=offer.downgrade)
-            store.switch(now=ctx.clock.now().timestamp(),
-                         deadline_s=self.config.health_deadline_s, campaign=offer.campaign)
+            if not first:
+                store.switch(now=ctx.clock.now().timestamp(),
+                             deadline_s=self.config.health_deadline_s, campaign=offer.campaign)
             note = "via delta" if got.via_delta else "full artifact"
             if got.delta_error:
                 note += f" (delta failed: {got.delta_error})"
             self._emit(ctx, _replace(base, phase="installed", bytes_done=got.bytes_transferred,
                                      detail=note))
             got.path.unlink(missing_ok=True)
-            if offer.kind.value == "app" and self.config.restart_for_app:
+            if not first and offer.kind.value == "app" and self.config.restart_for_app:
                 store.mark_clean_shutdown()
                 logger.info("ota: app %s switched; restarting into it", offer.version)
                 ctx.request_stop()

@@ -26,7 +26,7 @@ from tuf.ngclient.fetcher import FetcherInterface
 
 from ota.errors import TransportError
 
-__all__ = ["Download", "HttpsTransport", "ResumingFetcher", "Transport"]
+__all__ = ["DirectoryTransport", "Download", "HttpsTransport", "ResumingFetcher", "Transport"]
 
 logger = logging.getLogger(__name__)
 
@@ -198,3 +198,31 @@ class ResumingFetcher(FetcherInterface):
         finally:
             if handle is not None:
                 handle.close()
+
+
+class DirectoryTransport(Transport):
+    """A repository copy on a local disk or USB stick (`metadata/` + `targets/`), offline.
+
+    URLs are `file://<root>/…`; the same python-tuf verification applies as over HTTPS.
+    """
+
+    def __init__(self, root: Path, *, chunk_size: int = 64 * 1024) -> None:
+        self.root = root.resolve()
+        self.base_url = f"file://{self.root}"
+        self._chunk_size = chunk_size
+
+    def open(self, url: str, *, offset: int = 0) -> Download:
+        """Read the file behind `url` from `offset`; outside the root is a 404."""
+        if not url.startswith(self.base_url + "/"):
+            raise TransportError(f"{url}: not under {self.base_url}", status=404)
+        path = (self.root / url.removeprefix(self.base_url + "/")).resolve()
+        if not path.is_relative_to(self.root) or not path.is_file():
+            raise TransportError(f"{url}: HTTP 404", status=404)
+
+        def chunks() -> Iterator[bytes]:
+            with open(path, "rb") as handle:
+                handle.seek(offset)
+                while chunk := handle.read(self._chunk_size):
+                    yield chunk
+
+        return Download(status=206 if offset else 200, chunks=chunks())
