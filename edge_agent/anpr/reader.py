@@ -232,6 +232,7 @@ class RapidOcrReader:
     ) -> None:
         self.rules = load_rules(rules) if isinstance(rules, str) else rules
         self.margin = margin
+        self.caption_ratio = 0.55
         self.use_colour = use_colour and self.rules.country == "PK"
         self._engine = build_ppocr_engine(threads=threads, det_side=det_side)
 
@@ -240,13 +241,12 @@ class RapidOcrReader:
         crop = crop_box(frame, box, margin=self.margin)
         if crop.size == 0 or min(crop.shape[:2]) < 8:
             return None
-        lines = self.read_lines(crop)
+        hint = province_hint(crop) if self.use_colour else None
+        lines = self.read_lines(crop, captions=hint is None and bool(self.rules.captions))
         rows = rows_of(lines)
         if not rows:
             return None
-        hint = caption_province(self.rules, lines)
-        if hint is None and self.use_colour:
-            hint = province_hint(crop)
+        hint = caption_province(self.rules, lines) or hint
         ranked, confidence = choose(self.rules, rows, province_hint=hint)
         if not ranked.canonical:
             return None
@@ -261,35 +261,53 @@ class RapidOcrReader:
             year=ranked.attributes.get("year"),
         )
 
-    def read_lines(self, crop: Frame) -> list[TextLine]:
-        """The crop's text lines as found and read; the whole crop as one line if none are."""
-        result = self._engine(crop, use_cls=False)
+    def read_lines(self, crop: Frame, *, captions: bool = True) -> list[TextLine]:
+        """The crop's text lines, found and then read; the whole crop as one line if none are.
+
+        Lines much lower than the tallest are captions: they are read only
+        when `captions` is set (to name the province when colour could not),
+        since recognition is most of a read's cost.
+        """
+        found = self._find_lines(crop)
         lines: list[TextLine] = []
-        # rapidocr answers a recognition-only result when its detector found nothing.
-        if getattr(result, "boxes", None) is not None:
-            for quad, text, score in zip(
-                result.boxes.tolist(), result.txts, result.scores, strict=True
-            ):
-                xs = [p[0] for p in quad]
-                ys = [p[1] for p in quad]
-                lines.append(
-                    TextLine(
-                        text=str(text),
-                        score=float(score),
-                        x=min(xs),
-                        y=min(ys),
-                        w=max(xs) - min(xs),
-                        h=max(ys) - min(ys),
-                    )
-                )
-        if any(normalise(line.text) for line in lines):
+        if found:
+            tallest = max(h for _, _, _, h in found)
+            for x, y, w, h in found:
+                if h < self.caption_ratio * tallest and not captions:
+                    continue
+                text, score = self._recognise(crop[y : y + h, x : x + w])
+                if normalise(text):
+                    lines.append(TextLine(text=text, score=score, x=x, y=y, w=w, h=h))
+        if any(line.h >= self.caption_ratio * max(ln.h for ln in lines) for line in lines):
             return lines
         # No lines found (a small or blurred crop): recognise the whole crop as one line.
-        whole = self._engine(crop, use_det=False, use_cls=False)
-        if whole.txts and normalise(str(whole.txts[0])):
+        text, score = self._recognise(crop)
+        if normalise(text):
             height, width = crop.shape[:2]
-            return [TextLine(str(whole.txts[0]), float(whole.scores[0]), 0, 0, width, height)]
+            return [TextLine(text=text, score=score, x=0, y=0, w=width, h=height)]
         return []
+
+    def _find_lines(self, crop: Frame) -> list[tuple[int, int, int, int]]:
+        result = self._engine(crop, use_det=True, use_cls=False, use_rec=False)
+        boxes = getattr(result, "boxes", None)
+        if boxes is None:
+            return []
+        height, width = crop.shape[:2]
+        found = []
+        for quad in boxes.tolist():
+            xs = [p[0] for p in quad]
+            ys = [p[1] for p in quad]
+            x0, y0 = max(0, int(min(xs))), max(0, int(min(ys)))
+            x1, y1 = min(width, int(max(xs)) + 1), min(height, int(max(ys)) + 1)
+            if x1 - x0 >= 4 and y1 - y0 >= 4:
+                found.append((x0, y0, x1 - x0, y1 - y0))
+        return found
+
+    def _recognise(self, image: Frame) -> tuple[str, float]:
+        result = self._engine(image, use_det=False, use_cls=False, use_rec=True)
+        if not result.txts:
+            return "", 0.0
+        return str(result.txts[0]), float(result.scores[0])
 
 
 def build_ppocr_engine(*, threads: int, det_side: int) -> Any:
