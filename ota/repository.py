@@ -164,6 +164,9 @@ class Repository:
         self._roles: dict[str, Metadata[Any]] = {}
         self._dirty: set[str] = set()
         self._serializer = JSONSerializer(compact=False)
+        # The bytes last written per role: snapshot hashes them, so with one role per node
+        # a publish must not re-serialize thousands of unchanged roles.
+        self._written: dict[str, bytes] = {}
 
     # -- paths -------------------------------------------------------------------------
 
@@ -271,12 +274,18 @@ class Repository:
             raise RepositoryError(f"{directory} holds no OTA repository (no metadata/root.json)")
         for role in (Root.type, Timestamp.type, Snapshot.type, Targets.type, *KIND_ROLES,
                      DIRECTOR):
-            repo._roles[role] = Metadata.from_file(str(repo.metadata_dir / f"{role}.json"))
+            repo._load_role(role)
         director = repo._signed(DIRECTOR, Targets)
         if director.delegations is not None and director.delegations.roles:
             for name in director.delegations.roles:
-                repo._roles[name] = Metadata.from_file(str(repo.metadata_dir / f"{name}.json"))
+                repo._load_role(name)
         return repo
+
+    def _load_role(self, role: str) -> None:
+        # Keep the exact bytes on disk: snapshot must hash what nodes download.
+        data = (self.metadata_dir / f"{role}.json").read_bytes()
+        self._roles[role] = Metadata.from_bytes(data)
+        self._written[role] = data
 
     # -- artifacts -------------------------------------------------------------------------
 
@@ -487,7 +496,7 @@ class Repository:
         for role, md in self._roles.items():
             if role in (Root.type, Timestamp.type, Snapshot.type):
                 continue
-            data = self._bytes(role)
+            data = self._written.get(role) or self._bytes(role)
             snapshot.meta[f"{role}.json"] = MetaFile(
                 version=md.signed.version, length=len(data),
                 hashes={"sha256": hashlib.sha256(data).hexdigest()},
@@ -501,7 +510,7 @@ class Repository:
 
     def _sign_timestamp(self, *, first: bool) -> int:
         timestamp = self._signed(Timestamp.type, Timestamp)
-        data = self._bytes(Snapshot.type)
+        data = self._written.get(Snapshot.type) or self._bytes(Snapshot.type)
         timestamp.snapshot_meta = MetaFile(
             version=self._roles[Snapshot.type].signed.version, length=len(data),
             hashes={"sha256": hashlib.sha256(data).hexdigest()},
@@ -612,6 +621,7 @@ class Repository:
 
     def _write_role(self, role: str) -> None:
         data = self._bytes(role)
+        self._written[role] = data
         version = self._roles[role].signed.version
         if role != Timestamp.type:
             _write_atomic(self.metadata_dir / f"{version}.{role}.json", data)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tuf.api.metadata import Metadata
@@ -11,7 +12,9 @@ from tuf.api.metadata import Metadata
 from ota.artifacts import ArtifactKind, ArtifactManifest, apply_delta, build_artifact, read_bundle
 from ota.errors import ArtifactError, RepositoryError
 from ota.keys import OnlineKeys, generate_signer, load_signer, save_signer
+from ota.memory import SimulatedRepository
 from ota.repository import Repository
+from ota.trust import UpdateClient
 
 
 def _app(
@@ -99,3 +102,65 @@ def test_a_bundle_whose_file_was_changed_is_refused(tmp_path: Path) -> None:
     tampered = blob.replace(b"hello", b"HELLO", 1)
     with pytest.raises(ArtifactError, match="does not match"):
         read_bundle(tampered)
+
+
+def _client_for(sim: SimulatedRepository, tmp_path: Path, name: str, group: str
+                ) -> UpdateClient:
+    options: dict[str, Any] = sim.client_options()
+    return UpdateClient(cache_dir=tmp_path / name, group=group, hardware="sim", **options)
+
+
+def test_a_reopened_repository_publishes_metadata_nodes_still_accept(tmp_path: Path) -> None:
+    sim = SimulatedRepository(tmp_path / "repo", root_keys=1, root_threshold=1)
+    blob, manifest = _app(tmp_path, "1.0.0")
+    sim.repo.add_artifact(blob)
+    sim.repo.assign("site-a", manifest, campaign_id="c-1")
+    sim.publish()
+    # The server restarts: a new process opens the directory and assigns another group.
+    sim.repo = Repository.open(tmp_path / "repo", online=sim.online)
+    sim.repo.assign("site-b", manifest, campaign_id="c-2")
+    sim.publish()
+    for group in ("site-a", "site-b"):
+        client = _client_for(sim, tmp_path, group, group)
+        offer = client.check(ArtifactKind.APP)
+        assert offer is not None
+        assert offer.campaign == {"site-a": "c-1", "site-b": "c-2"}[group]
+
+
+def test_online_keys_rotate_with_old_and_new_valid_through_the_change(tmp_path: Path) -> None:
+    sim = SimulatedRepository(tmp_path / "repo", root_keys=3, root_threshold=2)
+    blob, manifest = _app(tmp_path, "1.0.0")
+    sim.repo.add_artifact(blob)
+    sim.repo.assign("site-a", manifest, campaign_id="c-1")
+    sim.publish()
+    node = _client_for(sim, tmp_path, "node", "site-a")
+    assert node.check(ArtifactKind.APP) is not None
+
+    new = OnlineKeys.generate()
+    old = sim.online
+    # Ceremony 1 (offline keys): the new keys are trusted beside the old ones.
+    sim.repo.ceremony_root(signers=sim.root_signers[:2], add=[
+        ("timestamp", new.timestamp.public_key), ("snapshot", new.snapshot.public_key)])
+    sim.repo.ceremony_delegation_keys(targets_signer=sim.targets_signer, role="director",
+                                      add=[new.director.public_key])
+    for kind in ("app", "model", "config"):
+        sim.repo.ceremony_delegation_keys(targets_signer=sim.targets_signer, role=kind,
+                                          add=[new.release.public_key])
+    sim.sync()
+    assert node.check(ArtifactKind.APP) is not None  # still signed by the old online keys
+    # The server switches to the new keys; nodes that follow root accept both meanwhile.
+    sim.repo.replace_online_keys(new)
+    sim.publish()
+    assert node.check(ArtifactKind.APP) is not None
+    # Ceremony 2: the old keys are revoked.
+    sim.repo.ceremony_root(signers=sim.root_signers[:2], revoke=[
+        ("timestamp", old.timestamp.public_key.keyid),
+        ("snapshot", old.snapshot.public_key.keyid)])
+    sim.repo.ceremony_delegation_keys(targets_signer=sim.targets_signer, role="director",
+                                      revoke=[old.director.public_key.keyid])
+    sim.sync()
+    offer = node.check(ArtifactKind.APP)
+    assert offer is not None
+    assert offer.version == "1.0.0"
+    fresh = _client_for(sim, tmp_path, "fresh", "site-a")  # provisioned with root v1
+    assert fresh.check(ArtifactKind.APP) is not None
