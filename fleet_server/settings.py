@@ -215,6 +215,14 @@ class Settings(BaseModel):
         description="serve repository metadata and targets without authentication (they are "
         "signed and hashed; only their confidentiality is lost)",
     )
+    ota_keys_dir: Path | None = Field(
+        default=None,
+        description="the repository's online keys (timestamp, snapshot, release, director); "
+        "default <ota_dir>/keys",
+    )
+    ota_keys_passphrase: str | None = Field(
+        default=None, description="passphrase of the online keys, when they are encrypted"
+    )
 
     @field_validator("db_url")
     @classmethod

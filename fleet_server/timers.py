@@ -31,6 +31,7 @@ from fleet_server.alerting import AlertNotice, Notifier, PolicyCache, escalate_d
 from fleet_server.ingest import Publisher
 from fleet_server.models import utcnow
 from fleet_server.ota.job import OtaWaveJob
+from fleet_server.ota.signing import SignedRepository
 from fleet_server.presence import (
     OFFLINE_SWEEP_MAX,
     Silence,
@@ -137,6 +138,7 @@ def default_jobs(
     silence: Silence | None = None,
     link_up: Callable[[], bool] | None = None,
     ota_publisher: Callable[[], Publisher | None] | None = None,
+    ota_repository: Callable[[], SignedRepository | None] | None = None,
 ) -> list[TimerJob]:
     """The server's jobs in the order they run.
 
@@ -144,14 +146,19 @@ def default_jobs(
     opens alerts), then escalation, then OTA waves (`fleet_server.ota.job`).
     `link_up` says whether the server is receiving from the broker (None:
     always); `ota_publisher` gives the MQTT publisher for update offers
-    (None: no offers are sent and campaign nodes stay pending).
+    (None: no offers are sent and campaign nodes stay pending) and
+    `ota_repository` the signed repository offers are assigned in (None:
+    offers go out unsigned, and nodes find nothing new).
     """
     policies = PolicyCache(ack_timeout_s=ack_timeout_s)
     return [
         SilenceJob(silence=silence or Silence(), link_up=link_up),
         PresenceJob(policies=policies, grace_s=offline_grace_s),
         EscalationJob(policies),
-        OtaWaveJob(publisher=ota_publisher or (lambda: None)),
+        OtaWaveJob(
+            publisher=ota_publisher or (lambda: None),
+            repository=ota_repository or (lambda: None),
+        ),
     ]
 
 

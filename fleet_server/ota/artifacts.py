@@ -20,6 +20,7 @@ from sqlmodel import Session, col, func, select
 from fleet_server.models import new_id
 from fleet_server.models.ota import ArtifactKind, OtaArtifact, OtaArtifactPublic, OtaCampaign
 from fleet_server.ota.errors import ArtifactInUse, ArtifactNotFound, ArtifactRefused
+from fleet_server.ota.signing import SignedRepository
 from fleet_server.ota.storage import ArtifactStore
 
 __all__ = [
@@ -94,12 +95,17 @@ def upload_artifact(
     created_by: str,
     now: datetime,
     note: str = "",
+    repository: SignedRepository | None = None,
 ) -> OtaArtifact:
     """Check what the artifact claims to be, store its bytes, record it (caller commits).
 
     The checks run before a byte is stored, so a refused upload costs no disk.
     The same name and version twice is refused (`version_exists`): a version
     names exactly one content for ever, or a node could not tell them apart.
+    With a signed `repository` the bytes must be a bundle whose own manifest
+    says the same kind, name, version and hardware; it is then listed in its
+    kind's role and published (a refused bundle's bytes stay in the store,
+    unnamed, until the same bytes are uploaded right).
     """
     wanted = _check(kind=kind, name=name, version=version, hardware=hardware,
                     known_hardware=known_hardware)  # fmt: skip
@@ -115,6 +121,11 @@ def upload_artifact(
     blob = store.put(chunks, max_bytes=max_bytes)
     if blob.length == 0:
         raise ArtifactRefused("empty", "the artifact is empty")
+    if repository is not None:
+        handle, _ = store.open(blob.sha256)
+        with handle:
+            data = handle.read()
+        repository.add(data, kind=kind, name=name, version=version, hardware=wanted)
     artifact = OtaArtifact(
         id=new_id(), kind=kind, name=name, version=version, hardware=wanted,
         sha256=blob.sha256, length=blob.length, filename=artifact_filename(name, version),

@@ -2,7 +2,10 @@
 
 Every tick (`fleet_server.timers.TimerLoop`) it reads the running campaigns,
 adds nodes that joined their targets, asks `decide_wave` what to do, writes
-the decisions and publishes the offers through the server's MQTT publisher.
+the decisions, signs the artifact as what each offered node's group should
+run (`SignedRepository.assign`, when a signed repository is set up) and
+publishes the offers through the server's MQTT publisher. Once a minute it
+also re-signs online metadata close to expiry.
 The offers are published inside the job's transaction, before the loop
 commits: an offer whose transaction then fails is harmless (the node checks
 the repository and finds what its campaign assigned, or nothing), and the
@@ -21,6 +24,7 @@ from sqlmodel import Session, col, select
 from fleet_server.alerting import AlertNotice
 from fleet_server.ingest import Publisher
 from fleet_server.models.ota import CampaignState, OtaArtifact, OtaCampaign
+from fleet_server.ota.artifacts import target_path
 from fleet_server.ota.campaigns import (
     apply_actions,
     mark_offered,
@@ -29,7 +33,9 @@ from fleet_server.ota.campaigns import (
     refresh_members,
     wave_plan,
 )
+from fleet_server.ota.errors import OtaServerError
 from fleet_server.ota.offers import offer_command
+from fleet_server.ota.signing import SignedRepository, node_group
 from fleet_server.ota.waves import decide_wave
 from proto.codec import encode, topic_for
 
@@ -48,10 +54,13 @@ class OtaWaveJob:
     """
 
     publisher: Callable[[], Publisher | None] = lambda: None
+    repository: Callable[[], SignedRepository | None] = lambda: None
     offer_ttl_s: int = 3600
     members_every_s: float = 30.0
+    refresh_every_s: float = 60.0
     name: str = "ota-waves"
     _members_at: datetime | None = field(default=None, init=False, repr=False)
+    _refresh_at: datetime | None = field(default=None, init=False, repr=False)
 
     def run(self, session: Session, now: datetime) -> Sequence[AlertNotice]:
         campaigns = session.exec(
@@ -63,12 +72,25 @@ class OtaWaveJob:
         if refresh:
             self._members_at = now + timedelta(seconds=self.members_every_s)
         publisher = self.publisher()
+        repository = self.repository()
         for campaign in campaigns:
-            self._step(session, campaign, now, refresh=refresh, publisher=publisher)
+            self._step(session, campaign, now, refresh=refresh, publisher=publisher,
+                       repository=repository)  # fmt: skip
+        if repository is not None and (self._refresh_at is None or now >= self._refresh_at):
+            self._refresh_at = now + timedelta(seconds=self.refresh_every_s)
+            repository.refresh()
         return []
 
-    def _step(self, session: Session, campaign: OtaCampaign, now: datetime, *, refresh: bool,
-              publisher: Publisher | None) -> None:  # fmt: skip
+    def _step(
+        self,
+        session: Session,
+        campaign: OtaCampaign,
+        now: datetime,
+        *,
+        refresh: bool,
+        publisher: Publisher | None,
+        repository: SignedRepository | None,
+    ) -> None:
         if refresh and refresh_members(session=session, campaign=campaign, now=now):
             session.flush()
         rows = node_rows(session=session, campaign_id=campaign.id)
@@ -80,6 +102,16 @@ class OtaWaveJob:
         artifact = session.get(OtaArtifact, campaign.artifact_id)
         if not to_offer or publisher is None or artifact is None:
             return
+        if repository is not None:
+            try:
+                repository.assign(
+                    groups=[node_group(r.node_id) for r in to_offer], kind=artifact.kind,
+                    target_path=target_path(artifact), campaign_id=campaign.id,
+                    downgrade=campaign.downgrade,
+                )  # fmt: skip
+            except OtaServerError as exc:
+                logger.error("campaign %s: %s; no offer sent this tick", campaign.id, exc.message)
+                return
         offered = []
         for row in to_offer:
             command = offer_command(session=session, node_id=row.node_id, campaign=campaign,

@@ -1,10 +1,11 @@
 """The update offer the server sends a node: a proto command, recorded like any other.
 
-The command kind is the contract's (`proto.messages`, name `ota_check`): it
-tells the node to check the repository now for what its campaign assigned.
-Until that kind is in `proto.messages.COMMAND_MODELS` (the node-side OTA work
-adds it), `offer_command` returns None and the wave job leaves the nodes
-`pending` rather than pretend it offered anything.
+The command kind is the contract's (`proto.messages.OtaCheckCommand`, name
+`ota_check`): it tells the node to check the repository now for what its
+group was assigned. Its fields are hints and a cross-check (campaign, group,
+artifact kind, version); the node installs only what its own group's signed
+metadata says. Should a contract lack the kind, `offer_command` returns None
+and the wave job leaves the nodes `pending` rather than pretend it offered.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlmodel import Session
 
 from fleet_server.models import NodeCommand, new_id
 from fleet_server.models.ota import OtaArtifact, OtaCampaign
+from fleet_server.ota.signing import node_group
 from proto.messages import COMMAND_MODELS, CommandBase
 
 __all__ = ["OFFER_COMMAND", "offer_command", "offers_supported"]
@@ -40,18 +42,17 @@ def offer_command(
     """The offer for one node, recorded as a `NodeCommand` (its reply is matched by id).
 
     Fields the command model has are filled from the campaign and artifact
-    (`campaign_id`, `kind`, `artifact`, `version`, `downgrade`); others keep
-    their defaults.
+    (`campaign_id`, `group`, `artifact_kind`, `version`); others keep their
+    defaults.
     """
     model = COMMAND_MODELS.get(OFFER_COMMAND)
     if model is None:
         return None
     known: dict[str, Any] = {
         "campaign_id": campaign.id,
-        "kind": artifact.kind,
-        "artifact": artifact.name,
+        "group": node_group(node_id),
+        "artifact_kind": artifact.kind,
         "version": artifact.version,
-        "downgrade": campaign.downgrade,
     }
     args = {k: v for k, v in known.items() if k in model.model_fields}
     request_id = new_id()

@@ -28,6 +28,8 @@ __all__ = ["ArtifactStore", "LocalArtifactStore", "StoredBlob"]
 logger = logging.getLogger(__name__)
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# A signed repository's own target files: <kind>/<sha256>.<name>-<version>.tar, deltas too.
+_REPO_TARGET = re.compile(r"^(app|model|config)/([0-9a-f]{64})\.[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 # TUF metadata names: root.json, 3.root.json, timestamp.json, 12.snapshot.json,
 # 4.targets.json, 2.agent.json (a delegated role).
 _METADATA_NAME = re.compile(r"^(?:[0-9]{1,10}\.)?[a-z][a-z0-9_-]{0,63}\.json$")
@@ -55,6 +57,10 @@ class ArtifactStore(Protocol):
 
     def delete(self, sha256: str) -> None:
         """Forget the bytes (nothing when already gone)."""
+        ...
+
+    def open_signed_target(self, path: str) -> tuple[BinaryIO, int, str] | None:
+        """A file the signed repository wrote under `targets/` (bytes, length, SHA-256)."""
         ...
 
     def put_metadata(self, name: str, data: bytes) -> None:
@@ -118,6 +124,16 @@ class LocalArtifactStore:
 
     def delete(self, sha256: str) -> None:
         self._path(sha256).unlink(missing_ok=True)
+
+    def open_signed_target(self, path: str) -> tuple[BinaryIO, int, str] | None:
+        match = _REPO_TARGET.match(path)
+        if match is None:
+            return None
+        try:
+            handle = (self.targets / path).open("rb")
+        except FileNotFoundError:
+            return None
+        return handle, os.fstat(handle.fileno()).st_size, match.group(2)
 
     def _meta_path(self, name: str) -> Path:
         if not _METADATA_NAME.match(name):

@@ -64,6 +64,7 @@ from fleet_server.ota.errors import (
     StorageError,
 )
 from fleet_server.ota.ranges import RangeNotSatisfiable, parse_range
+from fleet_server.ota.signing import repository_for
 from fleet_server.ota.storage import CHUNK, LocalArtifactStore
 from fleet_server.runtime import Runtime
 
@@ -151,6 +152,7 @@ async def upload(
             session=session, store=store, kind=kind, name=name, version=version,
             hardware=hardware.split(","), chunks=chunks(), max_bytes=limit,
             known_hardware=known, created_by=user.username, now=utcnow(), note=note,
+            repository=repository_for(runtime.settings),
         )  # fmt: skip
         session.commit()
         return public_artifact(artifact)
@@ -382,12 +384,18 @@ def read_target(
     target_path: str,
 ) -> Response:  # fmt: skip
     """A target's bytes; `Range: bytes=N-` resumes a cut download (`If-Range: "<sha256>"`)."""
+    store = store_for(runtime)
+    signed = store.open_signed_target(target_path)  # what the TUF repository lists, deltas too
     try:
-        artifact = find_target(session=session, path=target_path)
-        handle, size = store_for(runtime).open(artifact.sha256)
+        if signed is not None:
+            handle, size, sha256 = signed
+        else:
+            artifact = find_target(session=session, path=target_path)
+            handle, size = store.open(artifact.sha256)
+            sha256 = artifact.sha256
     except OtaServerError as exc:
         raise _refused(exc) from None
-    etag = f'"{artifact.sha256}"'
+    etag = f'"{sha256}"'
     headers = {"Accept-Ranges": "bytes", "ETag": etag}
     wanted = request.headers.get("range")
     if_range = request.headers.get("if-range")

@@ -1,0 +1,186 @@
+"""The server with a signed TUF repository: uploads are signed, offers are assigned per node.
+
+The story: after the key ceremony (root 2 of 3, offline targets key, online
+keys on the server), an admin uploads an agent bundle; the server lists it in
+the `app` role and publishes. A campaign's wave job signs the artifact as
+what the canary node's own group runs and sends that node an `ota_check`.
+The node's trust core (`ota.trust.UpdateClient`, python-tuf's ngclient)
+then reads the metadata and the target over the server's own HTTP routes,
+resuming with Range, and gets exactly the uploaded bytes. Another node's
+group was assigned nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import Session
+
+from fleet_server.app import create_app
+from fleet_server.auth import create_user
+from fleet_server.models import Node, Role, UserCreate, utcnow
+from fleet_server.ota.job import OtaWaveJob
+from fleet_server.ota.signing import node_group, repository_for
+from fleet_server.settings import Settings
+from fleet_server.timers import run_jobs_once
+from ota.artifacts import ArtifactKind, build_artifact
+from ota.errors import OtaError
+from ota.keys import OnlineKeys, generate_signer
+from ota.repository import Repository
+from ota.transport import Download, Transport
+from ota.trust import UpdateClient
+from proto.codec import decode
+from proto.messages import OtaCheckCommand
+from tests.support.api import API, PASSWORDS, login, runtime_of
+
+OTA = f"{API}/ota"
+REPO_URL = f"http://testserver{OTA}/repository"
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    data = tmp_path_factory.mktemp("ota-signed")
+    ota_dir = data / "ota"
+    online = OnlineKeys.generate()
+    Repository.create(
+        ota_dir,
+        root_signers=[generate_signer() for _ in range(3)],
+        root_threshold=2,
+        targets_signer=generate_signer(),
+        online=online,
+    )
+    online.save(ota_dir / "keys", passphrase=None)
+    settings = Settings(
+        data_dir=data, broker_url=None, admin_password=PASSWORDS["admin"], ota_dir=ota_dir,
+        secret_key="test-secret-key-that-is-long-enough",
+    )  # fmt: skip
+    with TestClient(create_app(settings)) as client:
+        with Session(runtime_of(client).engine) as session:
+            for node_id in ("sig-node-01", "sig-node-02"):
+                session.add(Node(node_id=node_id, hardware="sim", district="sig-d",
+                                 lifecycle="active"))  # fmt: skip
+            session.commit()
+            create_user(session=session, user_in=UserCreate(
+                username="op", role=Role.OPERATOR, password=PASSWORDS["op"]))  # fmt: skip
+        yield client
+
+
+def bundle(tmp_path: Path, version: str) -> bytes:
+    source = tmp_path / f"agent-{version}"
+    source.mkdir()
+    (source / "agent.py").write_text(f"VERSION = {version!r}\n")
+    blob, _ = build_artifact(source, kind=ArtifactKind.APP, name="agent", version=version,
+                             hardware=["sim"])  # fmt: skip
+    return blob
+
+
+def upload(client: TestClient, blob: bytes, *, version: str) -> dict[str, object]:
+    response = client.post(
+        f"{OTA}/artifacts",
+        headers=login(client, "admin"),
+        data={"kind": "app", "name": "agent", "version": version, "hardware": "sim"},
+        files={"file": ("agent.tar", blob, "application/octet-stream")},
+    )
+    return {"status": response.status_code, **response.json()}
+
+
+class ServerTransport(Transport):
+    """The node's transport, through the server's ASGI app, as the node's own user would."""
+
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
+        self.ranges: list[int] = []
+        self.cut_target_at: int | None = None  # the next target download breaks after this
+
+    def open(self, url: str, *, offset: int = 0) -> Download:
+        headers = dict(login(self.client, "op"))
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+            self.ranges.append(offset)
+        response = self.client.get(url, headers=headers)
+        from ota.errors import TransportError
+
+        if response.status_code not in (200, 206):
+            raise TransportError(f"{url}: HTTP {response.status_code}", status=response.status_code)
+        cut, self.cut_target_at = self.cut_target_at, None
+        if cut is not None and "/targets/" in url:
+            return Download(status=response.status_code, chunks=self._cut(response.content, cut))
+        return Download(status=response.status_code, chunks=iter([response.content]))
+
+    @staticmethod
+    def _cut(data: bytes, at: int) -> Iterator[bytes]:
+        from ota.errors import TransportError
+
+        yield data[:at]
+        raise TransportError("connection cut (LTE)")
+
+
+def test_a_file_that_is_not_a_bundle_or_lies_about_itself_is_refused(
+    signed: TestClient, tmp_path: Path
+) -> None:
+    junk = upload(signed, b"not a tar", version="0.9.0")
+    assert junk["status"] == 422
+    assert junk["detail"]["reason"] == "not_a_bundle"  # type: ignore[index]
+    liar = upload(signed, bundle(tmp_path, "0.9.1"), version="0.9.2")
+    assert liar["status"] == 422
+    assert liar["detail"]["reason"] == "manifest_mismatch"  # type: ignore[index]
+
+
+def test_an_offered_node_finds_and_downloads_exactly_the_uploaded_bytes_through_the_server(
+    signed: TestClient, tmp_path: Path
+) -> None:
+    blob = bundle(tmp_path, "1.0.0")
+    uploaded = upload(signed, blob, version="1.0.0")
+    assert uploaded["status"] == 201, uploaded
+    settings = runtime_of(signed).settings
+    created = signed.post(
+        f"{OTA}/campaigns",
+        headers=login(signed, "admin"),
+        json={"name": "agent 1.0.0", "artifact_id": uploaded["id"],
+              "target": {"districts": ["sig-d"]},
+              "waves": [{"name": "canary", "count": 1}, {"name": "all", "percent": 100}]},
+    )  # fmt: skip
+    assert created.status_code == 201, created.text
+    sent: list[tuple[str, bytes]] = []
+
+    class Recorder:
+        def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
+            sent.append((topic, payload))
+
+    job = OtaWaveJob(publisher=Recorder, repository=lambda: repository_for(settings))
+    run_jobs_once(engine=runtime_of(signed).engine, jobs=[job], now=utcnow())
+    assert len(sent) == 1
+    command = decode(*sent[0])
+    assert isinstance(command, OtaCheckCommand)
+    assert command.node_id == "sig-node-01"
+    assert command.group == node_group("sig-node-01")
+    assert command.campaign_id == created.json()["id"]
+    assert (command.artifact_kind, command.version) == ("app", "1.0.0")
+
+    transport = ServerTransport(signed)
+    root = signed.get(f"{OTA}/repository/metadata/1.root.json", headers=login(signed, "op"))
+    node = UpdateClient(
+        cache_dir=tmp_path / "node", metadata_url=f"{REPO_URL}/metadata/",
+        targets_url=f"{REPO_URL}/targets/", transport=transport, group="sig-node-01",
+        hardware="sim", trusted_root=root.content,
+    )  # fmt: skip
+    offer = node.check(ArtifactKind.APP)
+    assert offer is not None
+    assert (offer.version, offer.sha256) == ("1.0.0", hashlib.sha256(blob).hexdigest())
+    transport.cut_target_at = len(blob) // 2
+    with pytest.raises(OtaError):
+        node.download(offer)
+    got = node.download(offer)  # resumes where the cut left it
+    assert transport.ranges == [len(blob) // 2]
+    assert got.path.read_bytes() == blob
+
+    other = UpdateClient(
+        cache_dir=tmp_path / "other", metadata_url=f"{REPO_URL}/metadata/",
+        targets_url=f"{REPO_URL}/targets/", transport=transport, group="sig-node-02",
+        hardware="sim", trusted_root=root.content,
+    )  # fmt: skip
+    assert other.check(ArtifactKind.APP) is None  # not in the canary: nothing signed for it
