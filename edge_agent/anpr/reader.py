@@ -329,7 +329,7 @@ def build_ppocr_engine(*, threads: int, det_side: int) -> Any:
         raise ReaderError(str(exc)) from exc
     # Every model path is given, so rapidocr never looks for (or downloads) a default model.
     params: dict[str, Any] = {
-        "Global.log_level": "warning",
+        "Global.log_level": "error",  # "no text found" is a normal answer here
         "Global.use_cls": False,
         "Det.model_path": str(det),
         "Det.limit_side_len": det_side,
