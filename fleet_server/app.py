@@ -48,6 +48,7 @@ from fleet_server.ingest import IngestWorker
 from fleet_server.models import Role, User, UserCreate, utcnow
 from fleet_server.mqtt import MqttLink
 from fleet_server.node_commands import RecordingPublisher, SentCommands
+from fleet_server.ota.signing import repository_for
 from fleet_server.pki import IssuingCa, PkiPaths, init_dev_pki
 from fleet_server.pki.runtime import PkiRuntime
 from fleet_server.pki.store import LOOPBACK_NAMES
@@ -248,6 +249,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             # Silence counts only while the broker link is up (no link: never).
             link_up=lambda: runtime.mqtt is not None and runtime.mqtt.connected.is_set(),
             ota_publisher=lambda: runtime.notify.publisher,  # OTA offers (fleet_server.ota)
+            ota_repository=lambda: repository_for(settings),  # signed, when set up
         ),
     )
     try:
