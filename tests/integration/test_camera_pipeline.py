@@ -1,8 +1,10 @@
 """The camera pipeline on a node connected to the real Mosquitto, with a fleet stand-in acking.
 
 A `SimCamera` plays a drawn vehicle pass (a plate-like rectangle with text
-moving across a street); the detector and reader are the deterministic
-stand-ins of tests/support/camera.py. The stories: one vehicle pass is
+moving across a street, or a plate rendered by `simulators.plates`); the
+detector and reader are the deterministic stand-ins of
+tests/support/camera.py, or the real ones (`edge_agent.anpr`) named in the
+camera's settings. The stories: one vehicle pass is
 exactly one plate event at the server, and a press while the pipeline is
 busy (its detector blocked in a call) still reaches the server, as fast as
 the node's own timestamps say a press on an idle node does.
@@ -30,7 +32,13 @@ from hardware import Pattern, SimBackend, SimButton
 from hardware.camera import SimCamera
 from hardware.indicator import SimIndicator
 from proto.messages import Birth, PanicEvent, PlateEvent
-from tests.support.camera import HeldDetector, ScriptedReader, WhiteRectDetector, moving_plate
+from tests.support.camera import (
+    HeldDetector,
+    ScriptedReader,
+    WhiteRectDetector,
+    moving_plate,
+    rendered_pass,
+)
 from tests.support.fleet_standin import FleetStandIn, node_config, run
 from tests.support.polling import until
 
@@ -156,3 +164,54 @@ def test_a_press_while_the_detector_is_busy_reaches_the_server_as_fast_as_when_i
     # A press is debounced for 30 ms; on the loop, a detector call would add its whole length.
     assert latencies["busy"] < 0.2, latencies
     assert len(server.of_type(PanicEvent)) == 2
+
+
+@pytest.mark.parametrize(("layout", "seed"), [("punjab-district", 1), ("sindh", 2)])
+def test_the_configured_real_detector_and_reader_read_a_rendered_plate_once_per_pass(
+    broker: ManagedBroker, tmp_path: Path, layout: str, seed: int
+) -> None:
+    """The whole path a pillar runs: [[cameras]] and [analytics.<id>] naming the plugins."""
+    pytest.importorskip("rapidocr")
+    pytest.importorskip("PIL")
+    from simulators.plates import PlateRenderError
+
+    try:
+        frames, truth = rendered_pass(layout, seed)
+    except PlateRenderError as exc:
+        pytest.skip(f"cannot render plates here: {exc}")
+    config = node_config(broker, tmp_path)
+    config["cameras"] = [{"type": "sim", "id": "gate", "max_queued": 256}]
+    config["analytics"] = {
+        "gate": {
+            "max_fps": 0,
+            "queue_size": 64,
+            "detector": "edge_agent.anpr.detector:OcrLineDetector",
+            "reader": "edge_agent.anpr.reader:RapidOcrReader",
+        }
+    }
+    node = build_node(config_from_dict(config), backend=SimBackend(), renewal=False)
+    server = FleetStandIn(broker, config["node_id"])
+
+    async def body() -> None:
+        async with running(node):
+            birth = await until(lambda: server.of_type(Birth), "birth")
+            assert {"camera", "anpr"} <= {c.value for c in birth[0].capabilities}
+            pipeline = node.component("camera")
+            assert isinstance(pipeline, CameraPipeline)
+            await until(lambda: "gate" in pipeline.workers, "the camera worker")
+            worker = pipeline.workers["gate"]
+            camera = await until(lambda: worker.source, "the camera opened from its config")
+            assert isinstance(camera, SimCamera)
+            camera.play(iter(frames))
+            await until(lambda: server.of_type(PlateEvent), "the plate event", timeout=60)
+            await until(lambda: worker.queued == 0, "the frames analysed", timeout=60)
+            await until(lambda: node.outbox.depth == 0, "the ack")
+
+    try:
+        asyncio.run(asyncio.wait_for(body(), 120))  # real models on a shared CPU
+    finally:
+        server.close()
+    plates = server.of_type(PlateEvent)
+    assert len({p.event_id for p in plates}) == 1
+    assert plates[0].plate == truth
+    assert plates[0].frames >= 3

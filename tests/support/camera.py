@@ -26,6 +26,7 @@ __all__ = [
     "SlowDetector",
     "WhiteRectDetector",
     "moving_plate",
+    "rendered_pass",
     "street",
 ]
 
@@ -65,6 +66,45 @@ def moving_plate(
         yield frame
     for _ in range(empty_after):
         yield background.copy()
+
+
+def rendered_pass(
+    layout: str,
+    seed: int,
+    *,
+    frames: int = 20,
+    width: int = 640,
+    height: int = 360,
+    plate_height: int = 56,
+) -> tuple[list[Image], str]:
+    """One vehicle pass with a plate drawn by `simulators.plates` (fonts from Debian), and its key.
+
+    The renderer draws the plate face-on; here it rides on a vehicle body across
+    a still street, like `moving_plate`.
+    """
+    import random
+
+    import cv2
+
+    from simulators.plates import random_plate, render_plate
+
+    rows, canonical, _ = random_plate(layout, random.Random(seed))
+    face = render_plate(layout, rows)  # drawn large, then scaled: small sizes lose the fonts
+    scale = plate_height / face.shape[0]
+    plate = cv2.resize(
+        face, (round(face.shape[1] * scale), plate_height), interpolation=cv2.INTER_AREA
+    )
+    ph, pw = plate.shape[:2]
+    background = street(width, height)
+    out = [background.copy() for _ in range(3)]
+    for i in range(frames):
+        frame = background.copy()
+        x, y = 20 + 20 * i, height - 130 - 3 * i
+        cv2.rectangle(frame, (x - 40, y - 70), (x + pw + 40, y + ph + 40), (60, 40, 30), -1)
+        frame[y : y + ph, x : x + pw] = plate
+        out.append(frame)
+    out += [background.copy() for _ in range(8)]
+    return out, canonical
 
 
 class WhiteRectDetector:
