@@ -304,6 +304,7 @@ class OtaComponent(ComponentBase):
         kinds = [k for k in self.config.kinds
                  if command is None or command.artifact_kind in (None, k)]
         client = self._update_client(ctx)
+        refreshed = False
         for kind in kinds:
             store = self.store(kind)
             if store.on_trial():
@@ -311,8 +312,9 @@ class OtaComponent(ComponentBase):
             try:
                 offer = await asyncio.to_thread(
                     self._offer, client, ArtifactKind(kind),
-                    command.group if command is not None else None,
+                    command.group if command is not None else None, not refreshed,
                 )
+                refreshed = True
                 if offer is None or offer.version == store.installed_version():
                     continue
                 check_version(offer, installed=store.installed_version())
@@ -330,11 +332,12 @@ class OtaComponent(ComponentBase):
                 continue
             await self._apply(ctx, store, client, offer, base)
 
-    def _offer(self, client: UpdateClient, kind: Any, group: str | None) -> Any:
+    def _offer(self, client: UpdateClient, kind: Any, group: str | None, refresh: bool
+               ) -> Any:
         from ota.errors import TrustError, TrustReason
 
         try:
-            return client.check(kind, expect_group=group)
+            return client.check(kind, expect_group=group, refresh=refresh)
         except TrustError as exc:
             if exc.trust_reason is TrustReason.CLOCK and self.config.trust_server_clock:
                 logger.warning("ota: %s; re-checking by the server's clock", exc.message)
@@ -354,6 +357,16 @@ class OtaComponent(ComponentBase):
 
         self._busy = True
         self._emit(ctx, _replace(base, phase="downloading", bytes_done=0))
+        quarters = [offer.length * q // 4 for q in (1, 2, 3)]
+
+        def progress(_url: str, received: int) -> None:
+            # Called from the worker thread; one event per quarter, not per chunk.
+            if quarters and quarters[0] <= received < offer.length:
+                while quarters and received >= quarters[0]:
+                    quarters.pop(0)
+                self._emit(ctx, _replace(base, phase="downloading", bytes_done=received))
+
+        client.fetcher.progress = progress
         try:
             got = await asyncio.to_thread(
                 client.download, offer, installed=store.installed_artifact(),
@@ -383,6 +396,7 @@ class OtaComponent(ComponentBase):
             self._refused(ctx, base.kind, None, exc, transient=exc.reason.startswith(
                 ("transport", "http_")), base=base)
         finally:
+            client.fetcher.progress = None
             self._busy = False
 
     def _refused(self, ctx: NodeContext, kind: str, command: OtaCheckCommand | None,

@@ -150,12 +150,15 @@ class UpdateClient:
         *,
         expect_group: str | None = None,
         trust_server_clock: bool = False,
+        refresh: bool = True,
     ) -> Offer | None:
         """Refresh metadata and return what this node's group should run for `kind`.
 
         `expect_group` is the group a command claims to address; a node never looks up
         another group's entry, so a mismatch is a mix-and-match refusal.
         `trust_server_clock` judges expiry by the server's clock (the recovery path).
+        `refresh=False` reuses the metadata this client refreshed last (several kinds in
+        one check cost one round of metadata requests on LTE).
         """
         if expect_group is not None and expect_group != self.group:
             raise TrustError(
@@ -163,10 +166,11 @@ class UpdateClient:
                 f"{self.group!r}", reason=TrustReason.MIX_AND_MATCH,
                 evidence={"expected": expect_group, "group": self.group},
             )
-        reference = self._clock()
-        if trust_server_clock:
-            reference = self._server_time()
-        updater = self._refresh(reference)
+        if not refresh and self._updater is not None:
+            updater = self._updater
+        else:
+            reference = self._server_time() if trust_server_clock else self._clock()
+            updater = self._refresh(reference)
         entry = self._targetinfo(updater, group_target_path(self.group, kind))
         if entry is None:
             return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -260,3 +260,45 @@ def test_an_ota_check_command_for_another_group_is_refused_as_mix_and_match(
 
     _run(body)
 
+
+
+def test_a_node_whose_clock_ran_a_year_ahead_still_takes_the_update(tmp_path: Path) -> None:
+    real_now = datetime.now(timezone.utc)
+    clock = ManualClock(start=0.0, wall=real_now + timedelta(days=400))
+    sim = _repository(tmp_path)
+    sim.transport.server_date = real_now
+    node, component = _node(tmp_path, clock, sim)
+    _preinstall(component, tmp_path, "1.0.0")
+    _offer(sim, tmp_path, "1.1.0")
+
+    async def body() -> None:
+        async with _running(node, clock) as transport:
+            transport.connect()
+            await until(lambda: ("installed", None) in _phases(transport), "installed")
+            assert not [e for e in transport.messages(OtaEvent) if e.reason == "clock"]
+
+    _run(body)
+
+
+def test_a_download_reports_its_progress_in_a_few_events(tmp_path: Path) -> None:
+    clock = ManualClock(start=0.0)
+    sim = _repository(tmp_path)
+    sim.transport.chunk_size = 1024
+    node, component = _node(tmp_path, clock, sim)
+    _preinstall(component, tmp_path, "1.0.0")
+    _offer(sim, tmp_path, "1.1.0")
+
+    async def body() -> None:
+        async with _running(node, clock) as transport:
+            transport.connect()
+            await until(lambda: ("installed", None) in _phases(transport), "installed")
+            done = sorted({e.bytes_done for e in transport.messages(OtaEvent)
+                           if e.phase == "downloading" and e.bytes_done is not None})
+            total = next(e.bytes_total for e in transport.messages(OtaEvent)
+                         if e.phase == "offered")
+            assert total is not None
+            assert len(done) == 4  # the start, then a quarter, a half, three quarters
+            assert done[0] == 0
+            assert all(0 < d < total for d in done[1:])
+
+    _run(body)
