@@ -148,6 +148,18 @@ def users(request: Request) -> HTMLResponse:
     return _page(request, "users.html", title="Users", script="users.js", styles=("users.css",))
 
 
+@router.get("/technician", name="console_technician", response_class=HTMLResponse)
+def technician(request: Request) -> HTMLResponse:
+    """The phone page at the pole: find a node, run the commissioning checklist, see it live."""
+    return _page(
+        request,
+        "technician.html",
+        title="Technician",
+        script="technician.js",
+        styles=("technician.css",),
+    )
+
+
 @cache
 def _static_files() -> dict[str, Path]:
     # A fixed, flat map of file names: a request can never name a path outside it.

@@ -57,3 +57,16 @@ def test_finding_a_node_needs_a_signed_in_user_and_some_text(client: TestClient)
     assert client.get(f"{API}/technician/nodes", params={"q": "lhr"}).status_code == 401
     empty = client.get(f"{API}/technician/nodes", params={"q": ""}, headers=login(client, "op"))
     assert empty.status_code == 422
+
+
+def test_a_node_that_never_reported_power_has_an_empty_reading_and_an_unknown_node_is_404(
+    client: TestClient,
+) -> None:
+    _nodes(client)
+    headers = login(client, "op")
+    empty = client.get(f"{API}/technician/nodes/lhr-gulberg-0101/power", headers=headers)
+    assert empty.status_code == 200, empty.text
+    assert empty.json()["node_id"] == "lhr-gulberg-0101"
+    assert empty.json()["panel_w"] is None
+    missing = client.get(f"{API}/technician/nodes/no-such-node/power", headers=headers)
+    assert missing.status_code == 404

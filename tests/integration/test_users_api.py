@@ -19,7 +19,7 @@ def _token(client: TestClient, username: str, password: str) -> int | dict[str, 
         f"{API}/login/access-token", data={"username": username, "password": password}
     )
     if response.status_code != 200:
-        return response.status_code
+        return int(response.status_code)
     return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
 

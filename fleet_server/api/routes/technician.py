@@ -2,18 +2,23 @@
 
 The phone page runs `nigehbaan tech commission`'s checklist through the same
 endpoints the CLI uses (`/nodes/{id}`, `/nodes/{id}/commands`, replies,
-`/events`, `/alerts`, `/nodes/{id}/lifecycle`); only looking a node up by
-serial or QR label had no endpoint, so it is here (`fleet_server.node_lookup`).
+`/events`, `/alerts`, `/nodes/{id}/lifecycle`). Two things had no endpoint:
+looking a node up by serial or QR label (`fleet_server.node_lookup`), and the
+node's latest power reading as it arrived — the power API serves 10-minute
+buckets, too coarse for a technician watching the panel while turning it.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Query, status
+from sqlmodel import SQLModel
 
 from fleet_server.api.deps import CurrentUser, SessionDep
-from fleet_server.models import NodePublic, NodesPublic
+from fleet_server.crud import get_node
+from fleet_server.models import NodePublic, NodesPublic, PowerState
 from fleet_server.node_lookup import MAX_MATCHES, find_nodes
 
 router = APIRouter(prefix="/technician", tags=["technician"])
@@ -35,3 +40,29 @@ def search_nodes(
     """Nodes matching what a technician typed or scanned, best match first (at most 20)."""
     nodes = find_nodes(session=session, text=q, limit=MAX_MATCHES)
     return NodesPublic(data=[NodePublic.model_validate(n) for n in nodes], count=len(nodes))
+
+
+class PowerReadingPublic(SQLModel):
+    """A node's latest power reading, as it arrived (no averaging)."""
+
+    node_id: str
+    ts: datetime | None = None
+    received_at: datetime | None = None
+    panel_w: float | None = None
+    load_w: float | None = None
+    battery_v: float | None = None
+    battery_soc: float | None = None
+    battery_temp_c: float | None = None
+    mains_present: bool | None = None
+    autonomy_h: float | None = None
+
+
+@router.get("/nodes/{node_id}/power", responses={404: {"description": "no such node"}})
+def read_latest_power(session: SessionDep, _user: CurrentUser, node_id: str) -> PowerReadingPublic:
+    """The node's latest power reading; only `node_id` when it has reported none."""
+    if get_node(session=session, node_id=node_id) is None:
+        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"no node {node_id!r}")
+    state = session.get(PowerState, node_id)
+    if state is None:
+        return PowerReadingPublic(node_id=node_id)
+    return PowerReadingPublic.model_validate(state, from_attributes=True)
