@@ -8,11 +8,11 @@ average (other work on the machine moves every figure):
   that runs; frames per second per core from the process's CPU time over the
   run (OpenCV's own threads included; target ≥ 10), and the gate's ms per
   frame.
-- ``stages``: a drawn vehicle pass at 1280x720 through gate, detector and
-  reader; ms per call of each stage (p50/p95). The detector and reader are
-  the plugins named with ``--detector``/``--reader`` (entry point or
-  ``module:factory``); without them a bench-only white-rectangle detector
-  and no reader.
+- ``stages``: a vehicle pass at 1280x720 (a Punjab district plate rendered
+  by `simulators.plates`) through gate, detector and reader; ms per call of
+  each stage (p50/p95). The detector and reader are the plugins named with
+  ``--detector``/``--reader`` (entry point or ``module:factory``); without
+  them a bench-only white-rectangle detector and no reader.
 - ``press``: a node on the real clock with an in-memory uplink; presses on
   an idle pipeline, then presses while a detector that sleeps
   ``--detector-delay`` per call is kept busy by a vehicle that never leaves;
@@ -80,19 +80,39 @@ def _noisy(base: Any, count: int) -> list[Any]:
     return frames
 
 
-def _vehicle(base: Any, i: int, text: str = "LEB6881") -> Any:
+def _plate_face(height: int = 64) -> tuple[Any, str]:
+    """A Punjab district plate from `simulators.plates`, or a drawn stand-in without fonts."""
+    import random
+
+    import cv2
+    import numpy as np
+
+    try:
+        from simulators.plates import random_plate, render_plate
+
+        rows, canonical, _ = random_plate("punjab-district", random.Random(7))
+        face = render_plate("punjab-district", rows)
+        width = round(face.shape[1] * height / face.shape[0])
+        return cv2.resize(face, (width, height), interpolation=cv2.INTER_AREA), canonical
+    except Exception:  # Pillow or the Debian fonts missing: a white plate with black text
+        face = np.full((height, 240, 3), 245, np.uint8)
+        cv2.putText(face, "LEB6881", (10, 48), cv2.FONT_HERSHEY_SIMPLEX, 1.4, (0, 0, 0), 3)
+        return face, "LEB6881"
+
+
+def _vehicle(base: Any, i: int, face: Any) -> Any:
     import cv2
 
     frame = base.copy()
-    x, y = 60 + (i % 40) * 28, 420 - (i % 40) * 4
-    cv2.rectangle(frame, (x - 60, y - 120), (x + 300, y + 110), (25, 25, 35), -1)
-    cv2.rectangle(frame, (x, y), (x + 240, y + 64), (245, 245, 245), -1)
-    cv2.putText(frame, text, (x + 10, y + 48), cv2.FONT_HERSHEY_SIMPLEX, 1.4, (0, 0, 0), 3)
+    ph, pw = face.shape[:2]
+    x, y = 60 + (i % 40) * 26, 420 - (i % 40) * 4
+    cv2.rectangle(frame, (x - 60, y - 120), (x + pw + 60, y + ph + 46), (25, 25, 35), -1)
+    frame[y : y + ph, x : x + pw] = face
     return frame
 
 
 class WhiteRectDetector:
-    """Bench-only detector: bright plate-shaped rectangles (what `_vehicle` draws)."""
+    """Bench-only detector: bright plate-shaped regions (the white plates `_vehicle` carries)."""
 
     name = "bench-white-rect"
 
@@ -171,8 +191,9 @@ def _stages(config: PipelineBenchConfig) -> dict[str, Any]:
     detector: Any = load_detector(config.detector) if config.detector else WhiteRectDetector()
     reader = load_reader(config.reader) if config.reader else None
     base = _street()
+    face, truth = _plate_face()
     frames = [base.copy() for _ in range(3)]
-    frames += [_vehicle(base, i) for i in range(40)]
+    frames += [_vehicle(base, i, face) for i in range(40)]
     frames += [base.copy() for _ in range(10)]
     runs = []
     for _ in range(config.repeats):
@@ -197,6 +218,7 @@ def _stages(config: PipelineBenchConfig) -> dict[str, Any]:
     return {
         "detector": getattr(detector, "name", type(detector).__name__),
         "reader": getattr(reader, "name", None) if reader is not None else None,
+        "truth": truth,
         "runs": runs,
     }
 
@@ -260,7 +282,8 @@ async def _press_latency(
 
     def feed() -> None:  # a vehicle that never leaves: the detector is always busy
         base = _street()
-        frames = [_vehicle(base, i) for i in range(40)]
+        face, _ = _plate_face()
+        frames = [_vehicle(base, i, face) for i in range(40)]
         i = 0
         while not stop.is_set():
             camera.push_frame(frames[i % len(frames)])
