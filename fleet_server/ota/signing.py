@@ -7,7 +7,8 @@ and targets keys) with the online keys (timestamp, snapshot, release,
 director) in `ota_keys_dir`. The server then:
 
 - adds every uploaded bundle to its kind's role (`add`: the bundle's own
-  manifest must say what the upload form says) and publishes;
+  manifest must say what the upload form says), with a bsdiff4 delta from
+  the newest earlier version of the same artifact, and publishes;
 - before offering a node an update, assigns the artifact to the node's
   group (the Uptane director: `groups/<group>/<kind>`, so a node can only
   take what was signed for its own group) and publishes once per batch;
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from fleet_server.ota.errors import ArtifactRefused, StorageError
 from fleet_server.settings import Settings
-from ota.artifacts import ArtifactKind, ArtifactManifest, read_bundle
+from ota.artifacts import ArtifactKind, ArtifactManifest, parse_version, read_bundle
 from ota.errors import OtaError
 from ota.keys import OnlineKeys
 from ota.repository import Repository
@@ -70,11 +71,26 @@ class SignedRepository:
                 f"{claimed[3]}",
             )
         try:
+            previous = self.repo.newest(manifest.kind, manifest.name)
             self.repo.add_artifact(blob, manifest)
+            if previous is not None and parse_version(previous.version) < parse_version(
+                manifest.version
+            ):
+                self._delta(previous, manifest)
             self.repo.publish()
         except OtaError as exc:
             raise StorageError("signing_failed", f"could not sign the artifact: {exc}") from exc
         return manifest
+
+    def _delta(self, old: ArtifactManifest, new: ArtifactManifest) -> None:
+        """A bsdiff4 delta from the newest earlier version; a node falls back without one."""
+        try:
+            delta = self.repo.add_delta(old, new)
+        except OtaError as exc:
+            logger.warning("no delta %s %s → %s: %s", new.name, old.version, new.version, exc)
+            return
+        logger.info("delta %s %s → %s: %d bytes (full %d)", new.name, old.version,
+                    new.version, delta.length, new.size)  # fmt: skip
 
     def assign(self, *, groups: Sequence[str], kind: str, target_path: str,
                campaign_id: str, downgrade: bool) -> None:  # fmt: skip

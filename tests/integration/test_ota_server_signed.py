@@ -73,6 +73,10 @@ def bundle(tmp_path: Path, version: str) -> bytes:
     source = tmp_path / f"agent-{version}"
     source.mkdir()
     (source / "agent.py").write_text(f"VERSION = {version!r}\n")
+    # The bulk of an agent build, the same in every version (what a delta saves).
+    (source / "lib.py").write_text(
+        "".join(f"def f{i}(x):\n    return x * {i}\n" for i in range(4000))
+    )
     blob, _ = build_artifact(source, kind=ArtifactKind.APP, name="agent", version=version,
                              hardware=["sim"])  # fmt: skip
     return blob
@@ -184,3 +188,34 @@ def test_an_offered_node_finds_and_downloads_exactly_the_uploaded_bytes_through_
         hardware="sim", trusted_root=root.content,
     )  # fmt: skip
     assert other.check(ArtifactKind.APP) is None  # not in the canary: nothing signed for it
+
+
+def test_a_newer_version_gets_a_server_made_delta_that_a_node_applies(
+    signed: TestClient, tmp_path: Path
+) -> None:
+    old, new = bundle(tmp_path, "2.0.0"), bundle(tmp_path, "2.0.1")
+    assert upload(signed, old, version="2.0.0")["status"] == 201
+    uploaded = upload(signed, new, version="2.0.1")
+    assert uploaded["status"] == 201
+    repository = repository_for(runtime_of(signed).settings)
+    assert repository is not None
+    deltas = [t for t in repository.repo.artifacts(ArtifactKind.APP)
+              if t.unrecognized_fields.get("custom", {}).get("delta_to") == "2.0.1"]  # fmt: skip
+    assert len(deltas) == 1
+    assert deltas[0].length < len(new) / 10  # a small change moves a small delta
+    repository.assign(groups=["sig-node-02"], kind="app", target_path="app/agent-2.0.1.tar",
+                      campaign_id="test", downgrade=False)  # fmt: skip
+    installed = tmp_path / "installed.tar"
+    installed.write_bytes(old)
+    root = signed.get(f"{OTA}/repository/metadata/1.root.json", headers=login(signed, "op"))
+    node = UpdateClient(
+        cache_dir=tmp_path / "node2", metadata_url=f"{REPO_URL}/metadata/",
+        targets_url=f"{REPO_URL}/targets/", transport=ServerTransport(signed),
+        group="sig-node-02", hardware="sim", trusted_root=root.content,
+    )  # fmt: skip
+    offer = node.check(ArtifactKind.APP)
+    assert offer is not None
+    got = node.download(offer, installed=installed, installed_version="2.0.0")
+    assert got.via_delta
+    assert got.path.read_bytes() == new
+    assert got.bytes_transferred < len(new) / 10
