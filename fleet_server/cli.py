@@ -104,14 +104,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="serve the API over HTTPS with DATA_DIR/pki/api.pem",
     )
     parser.set_defaults(func=_run)
+    from fleet_server.audit_cli import register_audit
     from fleet_server.ca_cli import register_ca
     from fleet_server.db_cli import register_db
 
     commands = parser.add_subparsers(
-        dest="server_command", metavar="{ca,db}", help="optional: CA and database tools"
+        dest="server_command", metavar="{ca,db,audit}", help="optional: CA, database, audit tools"
     )
     register_ca(commands)
     register_db(commands)
+    register_audit(commands)
 
 
 def _run(args: argparse.Namespace) -> int:

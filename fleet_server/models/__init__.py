@@ -68,6 +68,7 @@ from fleet_server.models.ingest import (
     SequenceGap,
 )
 from fleet_server.models.node import Node, NodeBase, NodePublic, NodesPublic
+from fleet_server.models import audit as audit  # registers the audit tables (fleet_server.audit)
 from fleet_server.models import ota as ota  # registers the OTA tables (fleet_server.ota)
 from fleet_server.models.power import PowerSample, PowerSite, PowerState
 from fleet_server.models.user import Role, Token, User, UserCreate, UserPublic
