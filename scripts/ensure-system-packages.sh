@@ -13,6 +13,10 @@ command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need="$need c
 command -v mcopy >/dev/null 2>&1 || need="$need mtools"
 command -v mkfs.vfat >/dev/null 2>&1 || [ -x /usr/sbin/mkfs.vfat ] || need="$need dosfstools"
 command -v sfdisk >/dev/null 2>&1 || [ -x /usr/sbin/sfdisk ] || need="$need fdisk"
+# The synthetic plate renderer (simulators/plates.py) draws with DejaVu Sans
+# Bold (fonts-dejavu-core) and DejaVu Sans Condensed (fonts-dejavu-extra).
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf ] || need="$need fonts-dejavu-core"
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSansCondensed.ttf ] || need="$need fonts-dejavu-extra"
 py="${PY:-python3}"
 if ! "$py" -c 'import venv, ensurepip' >/dev/null 2>&1; then
     need="$need python3-venv"
