@@ -75,45 +75,61 @@ class OtaConfig(BaseModel):
         description="base URL of the OTA repository; metadata/ and targets/ live under it",
     )
     group: str | None = Field(
-        default=None, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
         description="the node group whose signed assignments this node follows "
         "(default: the node id, lower-cased — a per-node director role)",
     )
     hardware: str | None = Field(
-        default=None, max_length=64,
+        default=None,
+        max_length=64,
         description="hardware name artifacts must list (default: the board's name)",
     )
     trusted_root: Path | None = Field(
-        default=None, description="the repository's root.json the node was provisioned with "
+        default=None,
+        description="the repository's root.json the node was provisioned with "
         "(default: <data_dir>/ota/root.json)",
     )
-    kinds: list[Kind] = Field(default_factory=lambda: list(_ALL_KINDS),
-                              description="artifact kinds this node takes")
-    check_interval_s: float = Field(default=6 * 3600.0, gt=0.0, le=7 * 86_400.0,
-                                    description="how often to check without a command")
-    first_check_s: float = Field(default=120.0, ge=0.0, le=86_400.0,
-                                 description="first scheduled check after start")
+    kinds: list[Kind] = Field(
+        default_factory=lambda: list(_ALL_KINDS), description="artifact kinds this node takes"
+    )
+    check_interval_s: float = Field(
+        default=6 * 3600.0,
+        gt=0.0,
+        le=7 * 86_400.0,
+        description="how often to check without a command",
+    )
+    first_check_s: float = Field(
+        default=120.0, ge=0.0, le=86_400.0, description="first scheduled check after start"
+    )
     maintenance_window: str | None = Field(
-        default="01:00-05:00", description="local HH:MM-HH:MM when installs may happen; "
-        "none: any time",
+        default="01:00-05:00",
+        description="local HH:MM-HH:MM when installs may happen; none: any time",
     )
     timezone: str = Field(default="Asia/Karachi", description="the site's IANA time zone")
     max_power_step: int = Field(
-        default=0, ge=0, le=16,
+        default=0,
+        ge=0,
+        le=16,
         description="defer while the power policy's load-shedding step is above this",
     )
-    bandwidth_kbps: int | None = Field(default=None, ge=1, le=1_000_000,
-                                       description="download cap in kbit/s; none: no cap")
-    health_deadline_s: float = Field(default=900.0, gt=0.0, le=86_400.0,
-                                     description="a new version must be healthy within this")
-    max_boots: int = Field(default=3, ge=1, le=20,
-                           description="unplanned restarts allowed on trial")
+    bandwidth_kbps: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="download cap in kbit/s; none: no cap"
+    )
+    health_deadline_s: float = Field(
+        default=900.0, gt=0.0, le=86_400.0, description="a new version must be healthy within this"
+    )
+    max_boots: int = Field(
+        default=3, ge=1, le=20, description="unplanned restarts allowed on trial"
+    )
     restart_for_app: bool = Field(
-        default=True, description="stop the agent after switching the app slot so the "
+        default=True,
+        description="stop the agent after switching the app slot so the "
         "supervisor starts the new one (a deliberate restart, not a failed boot)",
     )
     trust_server_clock: bool = Field(
-        default=True, description="when the node's clock is off the server's by more than "
+        default=True,
+        description="when the node's clock is off the server's by more than "
         "5 min, judge expiry by the server's clock (the mTLS-authenticated Date header)",
     )
 
@@ -204,7 +220,8 @@ class OtaComponent(ComponentBase):
         """Build from agent.toml: the `[ota]` section, the mTLS files of `[mqtt]`."""
         ota = config.ota
         return cls(
-            ota, data_dir=config.data_dir / "ota",
+            ota,
+            data_dir=config.data_dir / "ota",
             group=ota.group or re.sub(r"[^a-z0-9-]", "-", config.node_id.lower()),
             hardware=ota.hardware or hardware,
             tls=(config.mqtt.ca_file, config.mqtt.cert_file, config.mqtt.key_file),
@@ -240,8 +257,9 @@ class OtaComponent(ComponentBase):
         from ota.slots import SlotStore
 
         if kind not in self._stores:
-            self._stores[kind] = SlotStore(self.data_dir / "slots", ArtifactKind(kind),
-                                           max_boots=self.config.max_boots)
+            self._stores[kind] = SlotStore(
+                self.data_dir / "slots", ArtifactKind(kind), max_boots=self.config.max_boots
+            )
         return self._stores[kind]
 
     async def run(self, ctx: NodeContext) -> None:
@@ -250,8 +268,17 @@ class OtaComponent(ComponentBase):
         for kind in self.config.kinds:
             verdict = self.store(kind).on_boot(now=ctx.clock.now().timestamp())
             if verdict.rolled_back:
-                self._emit(ctx, _Report("rolled_back", kind, "", verdict.version or "unknown",
-                                        reason="boot", detail=verdict.reason))
+                self._emit(
+                    ctx,
+                    _Report(
+                        "rolled_back",
+                        kind,
+                        "",
+                        verdict.version or "unknown",
+                        reason="boot",
+                        detail=verdict.reason,
+                    ),
+                )
         next_check = now + self.config.first_check_s
         while True:
             await self._health_gate(ctx)
@@ -282,16 +309,34 @@ class OtaComponent(ComponentBase):
             sick = {name: h.detail for name, h in others.items() if not h.ok}
             if not sick and ctx.state.connected:
                 version = store.mark_healthy()
-                self._emit(ctx, _Report("healthy", kind, "", version or trial["version"],
-                                        campaign=trial.get("campaign") or None))
+                self._emit(
+                    ctx,
+                    _Report(
+                        "healthy",
+                        kind,
+                        "",
+                        version or trial["version"],
+                        campaign=trial.get("campaign") or None,
+                    ),
+                )
                 continue
             detail = "; ".join(f"{n}: {d or 'not ok'}" for n, d in sorted(sick.items()))
-            verdict = store.check_deadline(now=ctx.clock.now().timestamp(),
-                                           health_detail=detail or "uplink not connected")
+            verdict = store.check_deadline(
+                now=ctx.clock.now().timestamp(), health_detail=detail or "uplink not connected"
+            )
             if verdict.rolled_back:
-                self._emit(ctx, _Report("rolled_back", kind, "", trial["version"],
-                                        campaign=trial.get("campaign") or None,
-                                        reason="health", detail=verdict.reason))
+                self._emit(
+                    ctx,
+                    _Report(
+                        "rolled_back",
+                        kind,
+                        "",
+                        trial["version"],
+                        campaign=trial.get("campaign") or None,
+                        reason="health",
+                        detail=verdict.reason,
+                    ),
+                )
 
     # -- check, defer, download, install ---------------------------------------------------
 
@@ -301,8 +346,9 @@ class OtaComponent(ComponentBase):
         from ota.trust import check_version
 
         self.checks += 1
-        kinds = [k for k in self.config.kinds
-                 if command is None or command.artifact_kind in (None, k)]
+        kinds = [
+            k for k in self.config.kinds if command is None or command.artifact_kind in (None, k)
+        ]
         client = self._update_client(ctx)
         refreshed = False
         for kind in kinds:
@@ -311,29 +357,43 @@ class OtaComponent(ComponentBase):
                 continue
             try:
                 offer = await asyncio.to_thread(
-                    self._offer, client, ArtifactKind(kind),
-                    command.group if command is not None else None, not refreshed,
+                    self._offer,
+                    client,
+                    ArtifactKind(kind),
+                    command.group if command is not None else None,
+                    not refreshed,
                 )
                 refreshed = True
                 if offer is None or offer.version == store.installed_version():
                     continue
                 check_version(offer, installed=store.installed_version())
             except OtaError as exc:
-                self._refused(ctx, kind, command, exc, transient=isinstance(exc, TransportError)
-                              and not isinstance(exc, TrustError))
+                self._refused(
+                    ctx,
+                    kind,
+                    command,
+                    exc,
+                    transient=isinstance(exc, TransportError) and not isinstance(exc, TrustError),
+                )
                 continue
-            base = _Report("offered", kind, offer.name, offer.version, campaign=offer.campaign,
-                           bytes_total=offer.length)
+            base = _Report(
+                "offered",
+                kind,
+                offer.name,
+                offer.version,
+                campaign=offer.campaign,
+                bytes_total=offer.length,
+            )
             self._emit(ctx, base)
             reason = self._deferral(ctx)
             if reason is not None:
-                self._emit(ctx, _replace(base, phase="deferred", reason=reason,
-                                         detail=_DEFER_TEXT[reason]))
+                self._emit(
+                    ctx, _replace(base, phase="deferred", reason=reason, detail=_DEFER_TEXT[reason])
+                )
                 continue
             await self._apply(ctx, store, client, offer, base)
 
-    def _offer(self, client: UpdateClient, kind: Any, group: str | None, refresh: bool
-               ) -> Any:
+    def _offer(self, client: UpdateClient, kind: Any, group: str | None, refresh: bool) -> Any:
         from ota.errors import TrustError, TrustReason
 
         try:
@@ -346,13 +406,17 @@ class OtaComponent(ComponentBase):
 
     def _deferral(self, ctx: NodeContext) -> str | None:
         return deferral_reason(
-            alert_active=ctx.state.alert_active, power_step=ctx.state.power_step,
-            max_power_step=self.config.max_power_step, now=ctx.clock.now(),
-            window=self.config.maintenance_window, timezone=self.config.timezone,
+            alert_active=ctx.state.alert_active,
+            power_step=ctx.state.power_step,
+            max_power_step=self.config.max_power_step,
+            now=ctx.clock.now(),
+            window=self.config.maintenance_window,
+            timezone=self.config.timezone,
         )
 
-    async def _apply(self, ctx: NodeContext, store: SlotStore, client: UpdateClient,
-                     offer: Any, base: _Report) -> None:
+    async def _apply(
+        self, ctx: NodeContext, store: SlotStore, client: UpdateClient, offer: Any, base: _Report
+    ) -> None:
         from ota.errors import OtaError
 
         self._busy = True
@@ -369,49 +433,83 @@ class OtaComponent(ComponentBase):
         client.fetcher.progress = progress
         try:
             got = await asyncio.to_thread(
-                client.download, offer, installed=store.installed_artifact(),
+                client.download,
+                offer,
+                installed=store.installed_artifact(),
                 installed_version=store.installed_version(),
             )
             reason = self._deferral(ctx)  # an alert may have started while downloading
             if reason is not None:
-                self._emit(ctx, _replace(base, phase="deferred", reason=reason,
-                                         detail=_DEFER_TEXT[reason]))
+                self._emit(
+                    ctx, _replace(base, phase="deferred", reason=reason, detail=_DEFER_TEXT[reason])
+                )
                 return
             first = store.active_slot() is None  # a first install is committed at once
             await asyncio.to_thread(store.install, got.path, allow_downgrade=offer.downgrade)
             if not first:
-                store.switch(now=ctx.clock.now().timestamp(),
-                             deadline_s=self.config.health_deadline_s, campaign=offer.campaign)
+                store.switch(
+                    now=ctx.clock.now().timestamp(),
+                    deadline_s=self.config.health_deadline_s,
+                    campaign=offer.campaign,
+                )
             note = "via delta" if got.via_delta else "full artifact"
             if got.delta_error:
                 note += f" (delta failed: {got.delta_error})"
-            self._emit(ctx, _replace(base, phase="installed", bytes_done=got.bytes_transferred,
-                                     detail=note))
+            self._emit(
+                ctx,
+                _replace(base, phase="installed", bytes_done=got.bytes_transferred, detail=note),
+            )
             got.path.unlink(missing_ok=True)
             if not first and offer.kind.value == "app" and self.config.restart_for_app:
                 store.mark_clean_shutdown()
                 logger.info("ota: app %s switched; restarting into it", offer.version)
                 ctx.request_stop()
         except OtaError as exc:
-            self._refused(ctx, base.kind, None, exc, transient=exc.reason.startswith(
-                ("transport", "http_")), base=base)
+            self._refused(
+                ctx,
+                base.kind,
+                None,
+                exc,
+                transient=exc.reason.startswith(("transport", "http_")),
+                base=base,
+            )
         finally:
             client.fetcher.progress = None
             self._busy = False
 
-    def _refused(self, ctx: NodeContext, kind: str, command: OtaCheckCommand | None,
-                 exc: Any, *, transient: bool, base: _Report | None = None) -> None:
+    def _refused(
+        self,
+        ctx: NodeContext,
+        kind: str,
+        command: OtaCheckCommand | None,
+        exc: Any,
+        *,
+        transient: bool,
+        base: _Report | None = None,
+    ) -> None:
         self._last_error = f"{exc.reason}: {exc.message}"
         logger.warning("ota %s: %s", kind, self._last_error)
-        report = base or _Report("failed", kind, "", (command.version if command else None)
-                                 or "unknown", campaign=command.campaign_id if command else None)
+        report = base or _Report(
+            "failed",
+            kind,
+            "",
+            (command.version if command else None) or "unknown",
+            campaign=command.campaign_id if command else None,
+        )
         detail = exc.message
         evidence = getattr(exc, "evidence", None)
         if evidence:
             detail += f" {evidence}"
         # A transport failure is retried at the next check: deferred, not failed.
-        self._emit(ctx, _replace(report, phase="deferred" if transient else "failed",
-                                 reason=exc.reason, detail=detail[:1000]))
+        self._emit(
+            ctx,
+            _replace(
+                report,
+                phase="deferred" if transient else "failed",
+                reason=exc.reason,
+                detail=detail[:1000],
+            ),
+        )
 
     def _update_client(self, ctx: NodeContext) -> UpdateClient:
         from ota.transport import HttpsTransport
@@ -430,9 +528,14 @@ class OtaComponent(ComponentBase):
         base = self.config.repository_url.rstrip("/")
         kbps = self.config.bandwidth_kbps
         self._client = UpdateClient(
-            cache_dir=self.data_dir / "cache", metadata_url=f"{base}/metadata/",
-            targets_url=f"{base}/targets/", transport=transport, group=self.group,
-            hardware=self.hardware, trusted_root=trusted, clock=ctx.clock.now,
+            cache_dir=self.data_dir / "cache",
+            metadata_url=f"{base}/metadata/",
+            targets_url=f"{base}/targets/",
+            transport=transport,
+            group=self.group,
+            hardware=self.hardware,
+            trusted_root=trusted,
+            clock=ctx.clock.now,
             bandwidth_bps=kbps * 1000 // 8 if kbps else None,
         )
         return self._client
@@ -452,13 +555,22 @@ class OtaComponent(ComponentBase):
 
         def build(event_id: str, seq: int) -> EventBase:
             return OtaEvent(
-                node_id=node_id, ts=at, event_id=event_id, seq=seq, artifact=name,
-                version=report.version[:64], phase=report.phase,
+                node_id=node_id,
+                ts=at,
+                event_id=event_id,
+                seq=seq,
+                artifact=name,
+                version=report.version[:64],
+                phase=report.phase,
                 campaign_id=report.campaign or None,
-                detail=(f"{report.reason}: {report.detail}" if report.reason and report.detail
-                        else report.detail or report.reason),
+                detail=(
+                    f"{report.reason}: {report.detail}"
+                    if report.reason and report.detail
+                    else report.detail or report.reason
+                ),
                 artifact_kind=report.kind,
-                reason=report.reason, bytes_done=report.bytes_done,
+                reason=report.reason,
+                bytes_done=report.bytes_done,
                 bytes_total=report.bytes_total,
             )
 
@@ -476,4 +588,3 @@ def _replace(report: _Report, **changes: Any) -> _Report:
     from dataclasses import replace
 
     return replace(report, **changes)
-

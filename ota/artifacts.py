@@ -147,8 +147,13 @@ def build_artifact(
         data = path.read_bytes()
         files[rel] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
         contents.append((rel, data))
-    inner = {"kind": kind.value, "name": name, "version": version,
-             "hardware": list(hardware), "files": files}
+    inner = {
+        "kind": kind.value,
+        "name": name,
+        "version": version,
+        "hardware": list(hardware),
+        "files": files,
+    }
     manifest_bytes = json.dumps(inner, sort_keys=True, indent=1).encode()
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -157,8 +162,13 @@ def build_artifact(
             tar.addfile(_tarinfo(rel, len(data)), io.BytesIO(data))
     blob = buffer.getvalue()
     manifest = ArtifactManifest(
-        kind=kind, name=name, version=version, hardware=tuple(hardware),
-        sha256=hashlib.sha256(blob).hexdigest(), size=len(blob), files=files,
+        kind=kind,
+        name=name,
+        version=version,
+        hardware=tuple(hardware),
+        sha256=hashlib.sha256(blob).hexdigest(),
+        size=len(blob),
+        files=files,
     )
     return blob, manifest
 

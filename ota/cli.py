@@ -43,8 +43,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     def node_parser(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = actions.add_parser(name, help=help_text)
-        sub.add_argument("--config", type=Path, default=Path("/etc/nigehbaan/agent.toml"),
-                         help="the node's agent.toml")
+        sub.add_argument(
+            "--config",
+            type=Path,
+            default=Path("/etc/nigehbaan/agent.toml"),
+            help="the node's agent.toml",
+        )
         sub.add_argument("--json", action="store_true", help="machine-readable output")
         return sub
 
@@ -52,13 +56,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     status.set_defaults(func=_status)
     check = node_parser("check", "ask the repository what this node should run")
     check.add_argument("--kind", choices=KINDS, action="append", help="only this kind")
-    check.add_argument("--trust-clock-from-server", action="store_true",
-                       help="judge expiry by the server's clock (a node clock that is wrong)")
+    check.add_argument(
+        "--trust-clock-from-server",
+        action="store_true",
+        help="judge expiry by the server's clock (a node clock that is wrong)",
+    )
     check.set_defaults(func=_check)
     install = node_parser("install", "install from a repository copy or a signed .tar")
     install.add_argument("path", type=Path, help="repository directory or artifact .tar")
-    install.add_argument("--allow-downgrade", action="store_true",
-                         help="only honoured when the signed metadata allows it too")
+    install.add_argument(
+        "--allow-downgrade",
+        action="store_true",
+        help="only honoured when the signed metadata allows it too",
+    )
     install.set_defaults(func=_install)
     rollback = node_parser("rollback", "go back to the other slot")
     rollback.add_argument("--kind", choices=KINDS, default="app")
@@ -67,15 +77,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     keygen = actions.add_parser("keygen", help="key ceremony: offline root keys")
     keygen.add_argument("--out", type=Path, required=True)
     keygen.add_argument("--count", type=int, default=3)
-    keygen.add_argument("--passphrase-env", default=None,
-                        help="read passphrases from $VAR_1, $VAR_2 … (tests); else prompt")
+    keygen.add_argument(
+        "--passphrase-env",
+        default=None,
+        help="read passphrases from $VAR_1, $VAR_2 … (tests); else prompt",
+    )
     keygen.set_defaults(func=_keygen)
     init = actions.add_parser("init", help="key ceremony: create a repository")
     init.add_argument("repo", type=Path)
     init.add_argument("--root-keys", type=Path, required=True)
     init.add_argument("--threshold", type=int, default=2)
-    init.add_argument("--online-keys", type=Path, required=True,
-                      help="written here: the server's timestamp/snapshot/release/director keys")
+    init.add_argument(
+        "--online-keys",
+        type=Path,
+        required=True,
+        help="written here: the server's timestamp/snapshot/release/director keys",
+    )
     init.add_argument("--passphrase-env", default=None)
     init.set_defaults(func=_init)
     build = actions.add_parser("build", help="pack a directory into an artifact")
@@ -111,8 +128,10 @@ class _NodeSettings:
         self.repository_url = str(ota.get("repository_url", "https://127.0.0.1:8443/ota"))
         self.trusted_root = Path(str(ota.get("trusted_root") or self.data_dir / "root.json"))
         self.kinds = [str(k) for k in ota.get("kinds", KINDS)]
-        self.tls = tuple(Path(str(mqtt[k])) if mqtt.get(k) else None
-                         for k in ("ca_file", "cert_file", "key_file"))
+        self.tls = tuple(
+            Path(str(mqtt[k])) if mqtt.get(k) else None
+            for k in ("ca_file", "cert_file", "key_file")
+        )
 
     def client(self, *, transport: Any = None, base_url: str | None = None) -> Any:
         from ota.transport import HttpsTransport
@@ -125,9 +144,15 @@ class _NodeSettings:
             transport = HttpsTransport(ca_file=ca, cert_file=cert, key_file=key)
         base = (base_url or self.repository_url).rstrip("/")
         root = self.trusted_root.read_bytes() if self.trusted_root.exists() else None
-        return UpdateClient(cache_dir=self.data_dir / "cache", metadata_url=f"{base}/metadata/",
-                            targets_url=f"{base}/targets/", transport=transport,
-                            group=self.group, hardware=self.hardware, trusted_root=root)
+        return UpdateClient(
+            cache_dir=self.data_dir / "cache",
+            metadata_url=f"{base}/metadata/",
+            targets_url=f"{base}/targets/",
+            transport=transport,
+            group=self.group,
+            hardware=self.hardware,
+            trusted_root=root,
+        )
 
     def store(self, kind: str) -> Any:
         from ota.artifacts import ArtifactKind
@@ -161,12 +186,21 @@ def _status(args: argparse.Namespace) -> int:
     rows = {}
     for kind in node.kinds:
         status = node.store(kind).status()
-        rows[kind] = {"slot": status.active_slot, "version": status.active_version,
-                      "committed": status.committed_version, "trial": status.trial,
-                      "last_rollback": status.last_rollback}
+        rows[kind] = {
+            "slot": status.active_slot,
+            "version": status.active_version,
+            "committed": status.committed_version,
+            "trial": status.trial,
+            "last_rollback": status.last_rollback,
+        }
     if args.json:
-        print(json.dumps({"group": node.group, "hardware": node.hardware, "kinds": rows},
-                         indent=1, sort_keys=True))
+        print(
+            json.dumps(
+                {"group": node.group, "hardware": node.hardware, "kinds": rows},
+                indent=1,
+                sort_keys=True,
+            )
+        )
         return 0
     print(f"group {node.group}, hardware {node.hardware}")
     for kind, row in rows.items():
@@ -189,21 +223,36 @@ def _check(args: argparse.Namespace) -> int:
     found: dict[str, Any] = {}
     for kind in args.kind or node.kinds:
         try:
-            offer = client.check(ArtifactKind(kind),
-                                 trust_server_clock=args.trust_clock_from_server)
+            offer = client.check(
+                ArtifactKind(kind), trust_server_clock=args.trust_clock_from_server
+            )
         except OtaError as exc:
             return _refusal(exc)
         running = node.store(kind).installed_version()
-        found[kind] = None if offer is None else {
-            "version": offer.version, "campaign": offer.campaign, "running": running,
-            "downgrade": offer.downgrade, "length": offer.length}
+        found[kind] = (
+            None
+            if offer is None
+            else {
+                "version": offer.version,
+                "campaign": offer.campaign,
+                "running": running,
+                "downgrade": offer.downgrade,
+                "length": offer.length,
+            }
+        )
     if args.json:
         print(json.dumps(found, indent=1, sort_keys=True))
     else:
         for kind, offer in found.items():
-            print(f"{kind:7} " + ("nothing assigned" if offer is None else
-                                  f"{offer['version']} (campaign {offer['campaign']}, "
-                                  f"running {offer['running'] or '-'})"))
+            print(
+                f"{kind:7} "
+                + (
+                    "nothing assigned"
+                    if offer is None
+                    else f"{offer['version']} (campaign {offer['campaign']}, "
+                    f"running {offer['running'] or '-'})"
+                )
+            )
     return 0
 
 
@@ -221,8 +270,10 @@ def _install(args: argparse.Namespace) -> int:
     for kind, version in done.items():
         trial = node.store(kind).on_trial()
         if trial:
-            print(f"{kind} {version} installed and switched, on trial: restart the agent; it "
-                  "must report healthy before the deadline or it switches back by itself")
+            print(
+                f"{kind} {version} installed and switched, on trial: restart the agent; it "
+                "must report healthy before the deadline or it switches back by itself"
+            )
         else:
             print(f"{kind} {version} installed (the first version in its slots)")
     if not done:
@@ -230,8 +281,7 @@ def _install(args: argparse.Namespace) -> int:
     return 0
 
 
-def _install_from_copy(node: _NodeSettings, path: Path, *, allow_downgrade: bool
-                       ) -> dict[str, str]:
+def _install_from_copy(node: _NodeSettings, path: Path, *, allow_downgrade: bool) -> dict[str, str]:
     from ota.artifacts import ArtifactKind
     from ota.transport import DirectoryTransport
     from ota.trust import check_version
@@ -245,8 +295,9 @@ def _install_from_copy(node: _NodeSettings, path: Path, *, allow_downgrade: bool
         if offer is None or offer.version == store.installed_version():
             continue
         check_version(offer, installed=store.installed_version())
-        got = client.download(offer, installed=store.installed_artifact(),
-                              installed_version=store.installed_version())
+        got = client.download(
+            offer, installed=store.installed_artifact(), installed_version=store.installed_version()
+        )
         first = store.active_slot() is None  # a first install is committed at once
         store.install(got.path, allow_downgrade=offer.downgrade and allow_downgrade)
         if not first:
@@ -255,8 +306,9 @@ def _install_from_copy(node: _NodeSettings, path: Path, *, allow_downgrade: bool
     return done
 
 
-def _install_signed_tar(node: _NodeSettings, path: Path, *, allow_downgrade: bool
-                        ) -> dict[str, str]:
+def _install_signed_tar(
+    node: _NodeSettings, path: Path, *, allow_downgrade: bool
+) -> dict[str, str]:
     import hashlib
 
     from ota.artifacts import read_bundle
@@ -275,7 +327,9 @@ def _install_signed_tar(node: _NodeSettings, path: Path, *, allow_downgrade: boo
     if not signed:
         raise TrustError(
             f"{path.name} is not signed in the metadata this node last verified; bring a copy "
-            "of the repository (metadata/ and targets/) instead", reason=TrustReason.SIGNATURE)
+            "of the repository (metadata/ and targets/) instead",
+            reason=TrustReason.SIGNATURE,
+        )
     store = node.store(manifest.kind.value)
     first = store.active_slot() is None
     store.install(path, allow_downgrade=allow_downgrade)
@@ -328,8 +382,9 @@ def _keygen(args: argparse.Namespace) -> int:
         print(f"{path}  keyid {signer.public_key.keyid}")
     signer = generate_signer()
     path = args.out / "targets.pem"
-    save_signer(path, signer, passphrase=_passphrase(args.passphrase_env, args.count + 1,
-                                                     path.name))
+    save_signer(
+        path, signer, passphrase=_passphrase(args.passphrase_env, args.count + 1, path.name)
+    )
     print(f"{path}  keyid {signer.public_key.keyid}")
     return 0
 
@@ -341,18 +396,29 @@ def _init(args: argparse.Namespace) -> int:
 
     paths = sorted(args.root_keys.glob("root-*.pem"))
     try:
-        roots = [load_signer(p, passphrase=_passphrase(args.passphrase_env, i, p.name))
-                 for i, p in enumerate(paths, start=1)]
-        targets = load_signer(args.root_keys / "targets.pem", passphrase=_passphrase(
-            args.passphrase_env, len(paths) + 1, "targets.pem"))
+        roots = [
+            load_signer(p, passphrase=_passphrase(args.passphrase_env, i, p.name))
+            for i, p in enumerate(paths, start=1)
+        ]
+        targets = load_signer(
+            args.root_keys / "targets.pem",
+            passphrase=_passphrase(args.passphrase_env, len(paths) + 1, "targets.pem"),
+        )
         online = OnlineKeys.generate()
         online.save(args.online_keys)
-        repo = Repository.create(args.repo, root_signers=roots, root_threshold=args.threshold,
-                                 targets_signer=targets, online=online)
+        repo = Repository.create(
+            args.repo,
+            root_signers=roots,
+            root_threshold=args.threshold,
+            targets_signer=targets,
+            online=online,
+        )
     except OtaError as exc:
         return _fail(str(exc), EXIT_USAGE)
-    print(f"repository in {repo.directory}: root {args.threshold} of {len(roots)}; "
-          f"provision nodes with {repo.metadata_dir / '1.root.json'}")
+    print(
+        f"repository in {repo.directory}: root {args.threshold} of {len(roots)}; "
+        f"provision nodes with {repo.metadata_dir / '1.root.json'}"
+    )
     return 0
 
 
@@ -361,9 +427,13 @@ def _build(args: argparse.Namespace) -> int:
     from ota.errors import OtaError
 
     try:
-        blob, manifest = build_artifact(args.source, kind=ArtifactKind(args.kind),
-                                        name=args.name, version=args.version,
-                                        hardware=args.hardware)
+        blob, manifest = build_artifact(
+            args.source,
+            kind=ArtifactKind(args.kind),
+            name=args.name,
+            version=args.version,
+            hardware=args.hardware,
+        )
     except OtaError as exc:
         return _fail(str(exc), EXIT_USAGE)
     args.out.write_bytes(blob)

@@ -111,5 +111,9 @@ class OnlineKeys:
     @classmethod
     def load(cls, directory: Path, *, passphrase: bytes | None = None) -> OnlineKeys:
         """Read the keys `save` wrote."""
-        return cls(*(load_signer(directory / f"{role}.pem", passphrase=passphrase)
-                     for role in ONLINE_ROLES))
+        return cls(
+            *(
+                load_signer(directory / f"{role}.pem", passphrase=passphrase)
+                for role in ONLINE_ROLES
+            )
+        )

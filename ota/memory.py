@@ -65,14 +65,13 @@ class MemoryTransport(Transport):
                 raise TransportError(f"{url}: HTTP 416", status=416)
             data = data[offset:]
             status = 206
-        return Download(status=status, chunks=self._chunks(url, data),
-                        server_date=self.server_date)
+        return Download(status=status, chunks=self._chunks(url, data), server_date=self.server_date)
 
     def _chunks(self, url: str, data: bytes) -> Iterator[bytes]:
         limit = self.cut_after.pop(url, None)
         sent = 0
         for start in range(0, len(data), self.chunk_size):
-            chunk = data[start:start + self.chunk_size]
+            chunk = data[start : start + self.chunk_size]
             if limit is not None and sent + len(chunk) > limit:
                 yield chunk[: limit - sent]
                 raise TransportError(f"{url}: connection cut after {limit} bytes")
@@ -90,8 +89,15 @@ class SimulatedRepository:
     and hand `client(group=…)` to as many nodes as they like.
     """
 
-    def __init__(self, directory: Path, *, root_keys: int = 3, root_threshold: int = 2,
-                 base_url: str = "https://ota.test/ota", **repo_options: object) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        root_keys: int = 3,
+        root_threshold: int = 2,
+        base_url: str = "https://ota.test/ota",
+        **repo_options: object,
+    ) -> None:
         from ota.keys import OnlineKeys, generate_signer
         from ota.repository import Repository
 
@@ -100,8 +106,11 @@ class SimulatedRepository:
         self.targets_signer = generate_signer()
         self.online = OnlineKeys.generate()
         self.repo = Repository.create(
-            directory, root_signers=self.root_signers, root_threshold=root_threshold,
-            targets_signer=self.targets_signer, online=self.online,
+            directory,
+            root_signers=self.root_signers,
+            root_threshold=root_threshold,
+            targets_signer=self.targets_signer,
+            online=self.online,
             **repo_options,  # type: ignore[arg-type]
         )
         self.transport = MemoryTransport()
@@ -125,6 +134,9 @@ class SimulatedRepository:
 
     def client_options(self) -> dict[str, object]:
         """Keyword arguments for `ota.trust.UpdateClient` against this repository."""
-        return {"metadata_url": f"{self.base_url}/metadata/",
-                "targets_url": f"{self.base_url}/targets/",
-                "transport": self.transport, "trusted_root": self.trusted_root}
+        return {
+            "metadata_url": f"{self.base_url}/metadata/",
+            "targets_url": f"{self.base_url}/targets/",
+            "transport": self.transport,
+            "trusted_root": self.trusted_root,
+        }

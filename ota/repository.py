@@ -230,9 +230,7 @@ class Repository:
             kind: DelegatedRole(kind, [release.keyid], 1, True, paths=[f"{kind}/*"])
             for kind in KIND_ROLES
         }
-        roles[DIRECTOR] = DelegatedRole(
-            DIRECTOR, [director.keyid], 1, True, paths=["groups/*/*"]
-        )
+        roles[DIRECTOR] = DelegatedRole(DIRECTOR, [director.keyid], 1, True, paths=["groups/*/*"])
         targets = Targets(
             expires=now + repo.expiry.targets,
             delegations=Delegations(
@@ -255,8 +253,12 @@ class Repository:
         repo._roles[Timestamp.type] = Metadata(Timestamp(expires=now + repo.expiry.timestamp))
         repo._write_role(Targets.type)
         repo.publish(_first=True)
-        logger.info("ota repository created in %s (root %s of %s)",
-                    directory, root_threshold, len(root_signers))
+        logger.info(
+            "ota repository created in %s (root %s of %s)",
+            directory,
+            root_threshold,
+            len(root_signers),
+        )
         return repo
 
     @classmethod
@@ -272,8 +274,7 @@ class Repository:
         repo = cls(directory, online=online, expiry=expiry, clock=clock)
         if not (repo.metadata_dir / "root.json").exists():
             raise RepositoryError(f"{directory} holds no OTA repository (no metadata/root.json)")
-        for role in (Root.type, Timestamp.type, Snapshot.type, Targets.type, *KIND_ROLES,
-                     DIRECTOR):
+        for role in (Root.type, Timestamp.type, Snapshot.type, Targets.type, *KIND_ROLES, DIRECTOR):
             repo._load_role(role)
         director = repo._signed(DIRECTOR, Targets)
         if director.delegations is not None and director.delegations.roles:
@@ -297,7 +298,8 @@ class Repository:
         """
         inner, _ = read_bundle(blob)
         if manifest is not None and (
-            manifest.sha256 != inner.sha256 or manifest.version != inner.version
+            manifest.sha256 != inner.sha256
+            or manifest.version != inner.version
             or manifest.kind != inner.kind
         ):
             raise RepositoryError("the manifest given does not describe this bundle")
@@ -315,9 +317,13 @@ class Repository:
         new_blob = self.target_file(new.target_path).read_bytes()
         delta = make_delta(old_blob, new_blob)
         path = f"{new.kind.value}/{new.name}-{old.version}-to-{new.version}.bsdiff"
-        custom = {"delta_from": old.version, "delta_to": new.version,
-                  "base_sha256": old.sha256, "result_sha256": new.sha256,
-                  "result_size": new.size}
+        custom = {
+            "delta_from": old.version,
+            "delta_to": new.version,
+            "base_sha256": old.sha256,
+            "result_sha256": new.sha256,
+            "result_size": new.size,
+        }
         logger.info("delta %s: %s bytes (full artifact %s)", path, len(delta), new.size)
         return self._add_target(path, delta, custom)
 
@@ -461,15 +467,20 @@ class Repository:
                 limit = within if within is not None else lifetime / 2
                 if md.signed.expires - now < limit:
                     if role in (Root.type, Targets.type):
-                        logger.warning("ota %s expires %s: sign a new one with the offline "
-                                       "keys (docs/ota.md, key ceremony)", role,
-                                       md.signed.expires.isoformat())
+                        logger.warning(
+                            "ota %s expires %s: sign a new one with the offline "
+                            "keys (docs/ota.md, key ceremony)",
+                            role,
+                            md.signed.expires.isoformat(),
+                        )
                     elif role not in (Snapshot.type, Timestamp.type):
                         self._dirty.add(role)
             snapshot_due = self._roles[Snapshot.type].signed.expires - now < (
-                within if within is not None else self.expiry.snapshot / 2)
+                within if within is not None else self.expiry.snapshot / 2
+            )
             timestamp_due = self._roles[Timestamp.type].signed.expires - now < (
-                within if within is not None else self.expiry.timestamp / 2)
+                within if within is not None else self.expiry.timestamp / 2
+            )
             if self._dirty or snapshot_due:
                 return self.publish()
             if timestamp_due:
@@ -498,7 +509,8 @@ class Repository:
                 continue
             data = self._written.get(role) or self._bytes(role)
             snapshot.meta[f"{role}.json"] = MetaFile(
-                version=md.signed.version, length=len(data),
+                version=md.signed.version,
+                length=len(data),
                 hashes={"sha256": hashlib.sha256(data).hexdigest()},
             )
         if not first:
@@ -512,7 +524,8 @@ class Repository:
         timestamp = self._signed(Timestamp.type, Timestamp)
         data = self._written.get(Snapshot.type) or self._bytes(Snapshot.type)
         timestamp.snapshot_meta = MetaFile(
-            version=self._roles[Snapshot.type].signed.version, length=len(data),
+            version=self._roles[Snapshot.type].signed.version,
+            length=len(data),
             hashes={"sha256": hashlib.sha256(data).hexdigest()},
         )
         if not first:

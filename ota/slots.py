@@ -152,8 +152,14 @@ class SlotStore:
         active = self.active_slot()
         mark = self.slot_manifest(active) if active else None
         committed = state["committed"]["version"] if state["committed"] else None
-        return SlotStatus(self.kind, active, mark["version"] if mark else None, committed,
-                          state["trial"], state["last_rollback"])
+        return SlotStatus(
+            self.kind,
+            active,
+            mark["version"] if mark else None,
+            committed,
+            state["trial"],
+            state["last_rollback"],
+        )
 
     def installed_version(self) -> str | None:
         """The version running now (the committed one, or the one on trial)."""
@@ -180,8 +186,10 @@ class SlotStore:
         if state["trial"]:
             raise SlotError(f"{self.kind.value} {state['trial']['version']} is still on trial")
         running = self.installed_version()
-        if running and parse_version(manifest.version) < parse_version(running) and (
-            not allow_downgrade
+        if (
+            running
+            and parse_version(manifest.version) < parse_version(running)
+            and (not allow_downgrade)
         ):
             raise TrustError(
                 f"{self.kind.value} {manifest.version} is older than the installed {running}",
@@ -203,8 +211,12 @@ class SlotStore:
                 if index == 0:
                     self._crash("extracting")
             (incoming / ARTIFACT_COPY).write_bytes(blob)
-            mark = {"kind": manifest.kind.value, "name": manifest.name,
-                    "version": manifest.version, "sha256": manifest.sha256}
+            mark = {
+                "kind": manifest.kind.value,
+                "name": manifest.name,
+                "version": manifest.version,
+                "sha256": manifest.sha256,
+            }
             _write_json(incoming / SLOT_MARK, mark)
             os.replace(incoming, final)
             _fsync_dir(final.parent)
@@ -231,16 +243,27 @@ class SlotStore:
         if mark is None:
             raise SlotError(f"slot {target} holds no complete version")
         state = self._state()
-        state["trial"] = {"slot": target, "previous": active, "version": mark["version"],
-                          "started": now, "deadline": now + deadline_s, "boots": 0,
-                          "campaign": campaign}
+        state["trial"] = {
+            "slot": target,
+            "previous": active,
+            "version": mark["version"],
+            "started": now,
+            "deadline": now + deadline_s,
+            "boots": 0,
+            "campaign": campaign,
+        }
         state["clean_shutdown"] = False
         self._save(state)
         self._crash("trial_written")
         self._point_current(target)
         self._crash("switched")
-        logger.info("ota %s switched to %s (slot %s), on trial until %.0f",
-                    self.kind.value, mark["version"], target, now + deadline_s)
+        logger.info(
+            "ota %s switched to %s (slot %s), on trial until %.0f",
+            self.kind.value,
+            mark["version"],
+            target,
+            now + deadline_s,
+        )
         return str(mark["version"])
 
     def _point_current(self, slot: str) -> None:
@@ -353,8 +376,8 @@ class SlotStore:
         state["trial"] = None
         state["last_rollback"] = {"version": trial["version"], "reason": reason}
         self._save(state)
-        logger.warning("ota %s rolled back from %s: %s", self.kind.value, trial["version"],
-                       reason)
+        logger.warning("ota %s rolled back from %s: %s", self.kind.value, trial["version"], reason)
         mark = self.slot_manifest(previous)
-        return BootVerdict(False, rolled_back=True, reason=reason,
-                           version=mark["version"] if mark else None)
+        return BootVerdict(
+            False, rolled_back=True, reason=reason, version=mark["version"] if mark else None
+        )

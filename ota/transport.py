@@ -168,8 +168,9 @@ class ResumingFetcher(FetcherInterface):
             part.parent.mkdir(parents=True, exist_ok=True)
         return self._stream(url, download, part, have)
 
-    def _stream(self, url: str, download: Download, part: Path | None, have: int
-                ) -> Iterator[bytes]:
+    def _stream(
+        self, url: str, download: Download, part: Path | None, have: int
+    ) -> Iterator[bytes]:
         received = have
         if part is not None and have:
             logger.info("ota: resuming %s at byte %s", url, have)

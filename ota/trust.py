@@ -131,8 +131,11 @@ class UpdateClient:
         self._clock = clock
         self._trusted_root = trusted_root
         self.fetcher = ResumingFetcher(
-            transport, partial_dir=cache_dir / "partial", targets_url=self.targets_url,
-            bandwidth_bps=bandwidth_bps, progress=progress,
+            transport,
+            partial_dir=cache_dir / "partial",
+            targets_url=self.targets_url,
+            bandwidth_bps=bandwidth_bps,
+            progress=progress,
         )
         self._updater: Updater | None = None
         self._reference_time: datetime | None = None
@@ -162,8 +165,8 @@ class UpdateClient:
         """
         if expect_group is not None and expect_group != self.group:
             raise TrustError(
-                f"the campaign addresses group {expect_group!r}; this node is in "
-                f"{self.group!r}", reason=TrustReason.MIX_AND_MATCH,
+                f"the campaign addresses group {expect_group!r}; this node is in {self.group!r}",
+                reason=TrustReason.MIX_AND_MATCH,
                 evidence={"expected": expect_group, "group": self.group},
             )
         if not refresh and self._updater is not None:
@@ -177,33 +180,45 @@ class UpdateClient:
         custom: dict[str, Any] = dict(entry.custom or {})
         target = str(custom.get("target", ""))
         if not target.startswith(f"{kind.value}/"):
-            raise TrustError(f"the group entry names {target!r}, not a {kind.value} artifact",
-                             reason=TrustReason.MIX_AND_MATCH, role=f"group-{self.group}")
+            raise TrustError(
+                f"the group entry names {target!r}, not a {kind.value} artifact",
+                reason=TrustReason.MIX_AND_MATCH,
+                role=f"group-{self.group}",
+            )
         artifact = self._targetinfo(updater, target)
-        if artifact is None or artifact.length != entry.length or (
-            artifact.hashes != entry.hashes
-        ):
+        if artifact is None or artifact.length != entry.length or (artifact.hashes != entry.hashes):
             raise TrustError(
                 f"group {self.group}'s entry for {target} does not match what the {kind.value} "
-                "role signs (length or hash)", reason=TrustReason.MIX_AND_MATCH,
-                role=f"group-{self.group}", evidence={"target": target},
+                "role signs (length or hash)",
+                reason=TrustReason.MIX_AND_MATCH,
+                role=f"group-{self.group}",
+                evidence={"target": target},
             )
         hardware = tuple(str(h) for h in custom.get("hardware", ()))
         if "any" not in hardware and self.hardware not in hardware:
             raise TrustError(
                 f"{target} is for {', '.join(hardware) or 'no hardware'}, this node is "
-                f"{self.hardware}", reason=TrustReason.HARDWARE,
+                f"{self.hardware}",
+                reason=TrustReason.HARDWARE,
                 evidence={"hardware": self.hardware, "artifact_hardware": list(hardware)},
             )
         if artifact.length > self.limits.artifact_max:
-            raise TrustError(f"{target} is {artifact.length} bytes, over this node's limit "
-                             f"{self.limits.artifact_max}", reason=TrustReason.LENGTH)
+            raise TrustError(
+                f"{target} is {artifact.length} bytes, over this node's limit "
+                f"{self.limits.artifact_max}",
+                reason=TrustReason.LENGTH,
+            )
         return Offer(
-            kind=kind, name=str(custom.get("name", "")), version=str(custom.get("version", "")),
-            target=target, length=artifact.length, sha256=artifact.hashes["sha256"],
-            campaign=str(custom.get("campaign", "")), downgrade=bool(custom.get("downgrade")),
-            hardware=hardware, deltas={str(k): str(v) for k, v in
-                                       dict(custom.get("deltas", {})).items()},
+            kind=kind,
+            name=str(custom.get("name", "")),
+            version=str(custom.get("version", "")),
+            target=target,
+            length=artifact.length,
+            sha256=artifact.hashes["sha256"],
+            campaign=str(custom.get("campaign", "")),
+            downgrade=bool(custom.get("downgrade")),
+            hardware=hardware,
+            deltas={str(k): str(v) for k, v in dict(custom.get("deltas", {})).items()},
         )
 
     def _server_time(self) -> datetime:
@@ -220,16 +235,21 @@ class UpdateClient:
             raise
         if download.server_date is None:
             raise TransportError("the server sent no Date header; cannot borrow its clock")
-        logger.warning("ota: judging expiry by the server's clock %s (node clock %s)",
-                       download.server_date.isoformat(), self._clock().isoformat())
+        logger.warning(
+            "ota: judging expiry by the server's clock %s (node clock %s)",
+            download.server_date.isoformat(),
+            self._clock().isoformat(),
+        )
         return download.server_date
 
     def _refresh(self, reference: datetime) -> Updater:
         self.metadata_dir.mkdir(parents=True, exist_ok=True)
         have_root = (self.metadata_dir / "root.json").exists()
         if not have_root and self._trusted_root is None:
-            raise TrustError("no trusted root: provision the node with the repository's root",
-                             reason=TrustReason.SIGNATURE)
+            raise TrustError(
+                "no trusted root: provision the node with the repository's root",
+                reason=TrustReason.SIGNATURE,
+            )
         config = UpdaterConfig(
             root_max_length=self.limits.root_max,
             timestamp_max_length=self.limits.timestamp_max,
@@ -291,18 +311,21 @@ class UpdateClient:
                 return Downloaded(result, offer, True, self.fetcher.bytes_transferred - before)
             except (TrustError, TransportError, ArtifactError) as exc:
                 delta_error = f"{exc.reason}: {exc.message}"
-                logger.warning("ota: delta %s failed (%s); fetching the full artifact",
-                               delta_path, delta_error)
+                logger.warning(
+                    "ota: delta %s failed (%s); fetching the full artifact", delta_path, delta_error
+                )
         info = self._targetinfo(updater, offer.target)
         if info is None or info.hashes.get("sha256") != offer.sha256:
-            raise TrustError(f"{offer.target} is no longer the offered artifact",
-                             reason=TrustReason.MIX_AND_MATCH)
+            raise TrustError(
+                f"{offer.target} is no longer the offered artifact",
+                reason=TrustReason.MIX_AND_MATCH,
+            )
         self._fetch_target(updater, info, final)
-        return Downloaded(final, offer, False, self.fetcher.bytes_transferred - before,
-                          delta_error)
+        return Downloaded(final, offer, False, self.fetcher.bytes_transferred - before, delta_error)
 
-    def _via_delta(self, updater: Updater, offer: Offer, delta_path: str, installed: Path,
-                   final: Path) -> Path:
+    def _via_delta(
+        self, updater: Updater, offer: Offer, delta_path: str, installed: Path, final: Path
+    ) -> Path:
         info = self._targetinfo(updater, delta_path)
         if info is None:
             raise TrustError(f"delta {delta_path} is not signed", reason=TrustReason.NOT_FOUND)
@@ -353,8 +376,9 @@ class UpdateClient:
         if isinstance(exc, OtaError):
             return exc
         if isinstance(exc, tuf_exceptions.DownloadLengthMismatchError):
-            return TrustError(f"more bytes than declared ({phase}): {text}",
-                              reason=TrustReason.LENGTH)
+            return TrustError(
+                f"more bytes than declared ({phase}): {text}", reason=TrustReason.LENGTH
+            )
         if isinstance(exc, tuf_exceptions.DownloadHTTPError):
             return TransportError(text, status=exc.status_code)
         if isinstance(exc, tuf_exceptions.DownloadError):
@@ -363,39 +387,50 @@ class UpdateClient:
             match = _SIGNED_BY.search(text)
             role = match.group(1) if match else None
             if match and int(match.group(2)) > 0:
-                return TrustError(f"{text}: fewer signatures than the threshold",
-                                  reason=TrustReason.THRESHOLD, role=role)
-            return TrustError(f"{text}: no valid signature", reason=TrustReason.SIGNATURE,
-                              role=role)
+                return TrustError(
+                    f"{text}: fewer signatures than the threshold",
+                    reason=TrustReason.THRESHOLD,
+                    role=role,
+                )
+            return TrustError(
+                f"{text}: no valid signature", reason=TrustReason.SIGNATURE, role=role
+            )
         if isinstance(exc, tuf_exceptions.ExpiredMetadataError):
             return self._expired(text)
         if isinstance(exc, tuf_exceptions.BadVersionNumberError):
             if text.startswith("Expected") and "root" not in text.split(" ")[1]:
-                return TrustError(f"metadata does not match the snapshot: {text}",
-                                  reason=TrustReason.MIX_AND_MATCH)
-            return TrustError(f"older metadata than already trusted: {text}",
-                              reason=TrustReason.ROLLBACK)
+                return TrustError(
+                    f"metadata does not match the snapshot: {text}",
+                    reason=TrustReason.MIX_AND_MATCH,
+                )
+            return TrustError(
+                f"older metadata than already trusted: {text}", reason=TrustReason.ROLLBACK
+            )
         if isinstance(exc, tuf_exceptions.LengthOrHashMismatchError):
             if phase == "metadata":
-                return TrustError(f"metadata does not match the snapshot: {text}",
-                                  reason=TrustReason.MIX_AND_MATCH)
+                return TrustError(
+                    f"metadata does not match the snapshot: {text}",
+                    reason=TrustReason.MIX_AND_MATCH,
+                )
             reason = TrustReason.LENGTH if "length" in text else TrustReason.HASH
             return TrustError(f"the downloaded artifact is wrong: {text}", reason=reason)
         if isinstance(exc, tuf_exceptions.RepositoryError):
             return TrustError(f"metadata refused: {text}", reason=TrustReason.FORMAT)
         if isinstance(exc, OSError):
             return OtaError(f"local storage: {exc}", reason="storage")
-        return TrustError(f"metadata refused: {text or type(exc).__name__}",
-                          reason=TrustReason.FORMAT)
+        return TrustError(
+            f"metadata refused: {text or type(exc).__name__}", reason=TrustReason.FORMAT
+        )
 
     def _expired(self, text: str) -> TrustError:
         match = _ROLE_IN_MESSAGE.search(text)
         role = match.group(1) if match else None
         node_time = self._reference_time or self._clock()
         server_time = self.fetcher.server_date
-        evidence: dict[str, Any] = {"node_time": node_time.isoformat(),
-                                    "server_time": server_time.isoformat()
-                                    if server_time else None}
+        evidence: dict[str, Any] = {
+            "node_time": node_time.isoformat(),
+            "server_time": server_time.isoformat() if server_time else None,
+        }
         if server_time is not None:
             skew = (node_time - server_time).total_seconds()
             evidence["skew_seconds"] = round(skew)
@@ -404,11 +439,21 @@ class UpdateClient:
                     f"{role} looks expired because the node's clock ({node_time.isoformat()}) "
                     f"is {round(skew)} s off the server's ({server_time.isoformat()}): fix "
                     "NTP, or `nigehbaan ota check --trust-clock-from-server`",
-                    reason=TrustReason.CLOCK, role=role, evidence=evidence)
+                    reason=TrustReason.CLOCK,
+                    role=role,
+                    evidence=evidence,
+                )
         if role == "timestamp":
             return TrustError(
                 "the newest timestamp is expired: the repository is not re-signing it, or "
-                "someone replays an old one (freeze)", reason=TrustReason.FREEZE, role=role,
-                evidence=evidence)
-        return TrustError(f"{role} metadata is expired ({text})", reason=TrustReason.EXPIRED,
-                          role=role, evidence=evidence)
+                "someone replays an old one (freeze)",
+                reason=TrustReason.FREEZE,
+                role=role,
+                evidence=evidence,
+            )
+        return TrustError(
+            f"{role} metadata is expired ({text})",
+            reason=TrustReason.EXPIRED,
+            role=role,
+            evidence=evidence,
+        )

@@ -18,7 +18,10 @@ from ota.repository import Repository
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "edge_agent.console", "ota", *args],
-        capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
         check=False,
     )
 
@@ -31,8 +34,13 @@ def _src(tmp_path: Path, version: str) -> Path:
 
 
 def _publish(repo: Repository, tmp_path: Path, version: str) -> ArtifactManifest:
-    blob, manifest = build_artifact(_src(tmp_path, version), kind=ArtifactKind.APP,
-                                    name="agent", version=version, hardware=["sim"])
+    blob, manifest = build_artifact(
+        _src(tmp_path, version),
+        kind=ArtifactKind.APP,
+        name="agent",
+        version=version,
+        hardware=["sim"],
+    )
     repo.add_artifact(blob)
     repo.assign("pillar-7", manifest, campaign_id="usb-visit")
     repo.publish()
@@ -41,13 +49,22 @@ def _publish(repo: Repository, tmp_path: Path, version: str) -> ArtifactManifest
 
 def test_a_technician_installs_offline_from_a_usb_copy_and_rolls_back(tmp_path: Path) -> None:
     env = {f"PP_{i}": f"passphrase number {i}" for i in range(1, 5)}
-    keygen = _run("keygen", "--out", str(tmp_path / "ceremony"), "--passphrase-env", "PP",
-                  env=env)
+    keygen = _run("keygen", "--out", str(tmp_path / "ceremony"), "--passphrase-env", "PP", env=env)
     assert keygen.returncode == 0, keygen.stderr
     assert b"ENCRYPTED" in (tmp_path / "ceremony" / "root-1.pem").read_bytes()
-    init = _run("init", str(tmp_path / "repo"), "--root-keys", str(tmp_path / "ceremony"),
-                "--threshold", "2", "--online-keys", str(tmp_path / "online"),
-                "--passphrase-env", "PP", env=env)
+    init = _run(
+        "init",
+        str(tmp_path / "repo"),
+        "--root-keys",
+        str(tmp_path / "ceremony"),
+        "--threshold",
+        "2",
+        "--online-keys",
+        str(tmp_path / "online"),
+        "--passphrase-env",
+        "PP",
+        env=env,
+    )
     assert init.returncode == 0, init.stderr
     repo = Repository.open(tmp_path / "repo", online=OnlineKeys.load(tmp_path / "online"))
     _publish(repo, tmp_path, "1.0.0")
@@ -56,8 +73,10 @@ def test_a_technician_installs_offline_from_a_usb_copy_and_rolls_back(tmp_path: 
     (data_dir / "ota").mkdir(parents=True)
     shutil.copy(tmp_path / "repo" / "metadata" / "1.root.json", data_dir / "ota" / "root.json")
     config = tmp_path / "agent.toml"
-    config.write_text(f'node_id = "pillar-7"\nserial = "SN7"\ndata_dir = "{data_dir}"\n'
-                      '[ota]\nenabled = true\nkinds = ["app"]\nhardware = "sim"\n')
+    config.write_text(
+        f'node_id = "pillar-7"\nserial = "SN7"\ndata_dir = "{data_dir}"\n'
+        '[ota]\nenabled = true\nkinds = ["app"]\nhardware = "sim"\n'
+    )
 
     usb = tmp_path / "usb"
     shutil.copytree(tmp_path / "repo", usb)
@@ -68,8 +87,13 @@ def test_a_technician_installs_offline_from_a_usb_copy_and_rolls_back(tmp_path: 
     assert status["kinds"]["app"]["committed"] == "1.0.0"
 
     unsigned = tmp_path / "unsigned.tar"
-    blob, _ = build_artifact(_src(tmp_path, "9.9.9"), kind=ArtifactKind.APP, name="agent",
-                             version="9.9.9", hardware=["sim"])
+    blob, _ = build_artifact(
+        _src(tmp_path, "9.9.9"),
+        kind=ArtifactKind.APP,
+        name="agent",
+        version="9.9.9",
+        hardware=["sim"],
+    )
     unsigned.write_bytes(blob)
     refused = _run("install", str(unsigned), "--config", str(config))
     assert refused.returncode == 3

@@ -70,14 +70,19 @@ def _handler(served: _Served) -> type[BaseHTTPRequestHandler]:
 
 @pytest.fixture
 def https_repo(tmp_path: Path) -> Iterator[tuple[str, _Served, Path, FleetCA]]:
-    repo = Repository.create(tmp_path / "repo", root_signers=[generate_signer()],
-                             root_threshold=1, targets_signer=generate_signer(),
-                             online=OnlineKeys.generate())
+    repo = Repository.create(
+        tmp_path / "repo",
+        root_signers=[generate_signer()],
+        root_threshold=1,
+        targets_signer=generate_signer(),
+        online=OnlineKeys.generate(),
+    )
     src = tmp_path / "src"
     src.mkdir()
     (src / "agent.py").write_bytes(b"#" * 300_000)
-    blob, manifest = build_artifact(src, kind=ArtifactKind.APP, name="agent", version="2.0.0",
-                                    hardware=["sim"])
+    blob, manifest = build_artifact(
+        src, kind=ArtifactKind.APP, name="agent", version="2.0.0", hardware=["sim"]
+    )
     repo.add_artifact(blob)
     repo.assign("site-a", manifest, campaign_id="c-https")
     repo.publish()
@@ -102,12 +107,22 @@ def https_repo(tmp_path: Path) -> Iterator[tuple[str, _Served, Path, FleetCA]]:
 def _client(base: str, tmp_path: Path, ca: FleetCA, *, with_cert: bool = True) -> UpdateClient:
     ca_file = ca.write_ca(tmp_path / "node" / "ca.pem")
     node = ca.client_files(tmp_path / "node", "node-1") if with_cert else None
-    transport = HttpsTransport(ca_file=ca_file, cert_file=node.cert if node else None,
-                               key_file=node.key if node else None, timeout=10)
+    transport = HttpsTransport(
+        ca_file=ca_file,
+        cert_file=node.cert if node else None,
+        key_file=node.key if node else None,
+        timeout=10,
+    )
     root = (tmp_path / "repo" / "metadata" / "1.root.json").read_bytes()
-    return UpdateClient(cache_dir=tmp_path / "node" / "ota", metadata_url=f"{base}/metadata/",
-                        targets_url=f"{base}/targets/", transport=transport, group="site-a",
-                        hardware="sim", trusted_root=root)
+    return UpdateClient(
+        cache_dir=tmp_path / "node" / "ota",
+        metadata_url=f"{base}/metadata/",
+        targets_url=f"{base}/targets/",
+        transport=transport,
+        group="site-a",
+        hardware="sim",
+        trusted_root=root,
+    )
 
 
 def test_a_node_checks_and_resumes_a_cut_download_over_mtls(
@@ -125,8 +140,12 @@ def test_a_node_checks_and_resumes_a_cut_download_over_mtls(
     assert served.ranges
     assert served.ranges[0].startswith("bytes=")
     assert int(served.ranges[0].removeprefix("bytes=").rstrip("-")) > 0
-    assert got.path.read_bytes() == (tmp_path / "repo").joinpath(
-        "targets", "app", f"{offer.sha256}.agent-2.0.0.tar").read_bytes()
+    assert (
+        got.path.read_bytes()
+        == (tmp_path / "repo")
+        .joinpath("targets", "app", f"{offer.sha256}.agent-2.0.0.tar")
+        .read_bytes()
+    )
     assert client.fetcher.server_date is not None
     skew = abs((client.fetcher.server_date - datetime.now(timezone.utc)).total_seconds())
     assert skew < 120

@@ -26,8 +26,9 @@ def _app(tmp_path: Path, version: str, *, size: int = 100_000) -> tuple[bytes, A
     src = tmp_path / f"src-{version}"
     src.mkdir(parents=True, exist_ok=True)
     (src / "agent.py").write_text(f"VERSION = {version!r}\n" + "#" * size)
-    return build_artifact(src, kind=ArtifactKind.APP, name="agent", version=version,
-                          hardware=["sim"])
+    return build_artifact(
+        src, kind=ArtifactKind.APP, name="agent", version=version, hardware=["sim"]
+    )
 
 
 @pytest.fixture
@@ -41,21 +42,30 @@ def sim(tmp_path: Path) -> SimulatedRepository:
     return repo
 
 
-def _client(sim: SimulatedRepository, tmp_path: Path, *, group: str = "district-7",
-            clock: datetime = NOW, name: str = "node") -> UpdateClient:
+def _client(
+    sim: SimulatedRepository,
+    tmp_path: Path,
+    *,
+    group: str = "district-7",
+    clock: datetime = NOW,
+    name: str = "node",
+) -> UpdateClient:
     options: dict[str, Any] = sim.client_options()
-    return UpdateClient(cache_dir=tmp_path / name, group=group, hardware="sim",
-                        clock=lambda: clock, **options)
+    return UpdateClient(
+        cache_dir=tmp_path / name, group=group, hardware="sim", clock=lambda: clock, **options
+    )
 
 
 def _nothing_applied(client: UpdateClient) -> bool:
     downloads = client.cache_dir / "downloads"
-    return not downloads.exists() or not [p for p in downloads.iterdir()
-                                          if not p.name.startswith(".")]
+    return not downloads.exists() or not [
+        p for p in downloads.iterdir() if not p.name.startswith(".")
+    ]
 
 
-def _refused(client: UpdateClient, reason: TrustReason, *, download: Offer | None = None
-             ) -> TrustError:
+def _refused(
+    client: UpdateClient, reason: TrustReason, *, download: Offer | None = None
+) -> TrustError:
     def attempt() -> object:
         return client.check(ArtifactKind.APP) if download is None else client.download(download)
 
@@ -67,7 +77,8 @@ def _refused(client: UpdateClient, reason: TrustReason, *, download: Offer | Non
 
 
 def test_an_honest_update_is_offered_and_downloads_verified(
-    sim: SimulatedRepository, tmp_path: Path,
+    sim: SimulatedRepository,
+    tmp_path: Path,
 ) -> None:
     client = _client(sim, tmp_path)
     offer = client.check(ArtifactKind.APP)
@@ -79,7 +90,8 @@ def test_an_honest_update_is_offered_and_downloads_verified(
 
 
 def test_a_bad_signature_on_the_timestamp_is_refused(
-    sim: SimulatedRepository, tmp_path: Path,
+    sim: SimulatedRepository,
+    tmp_path: Path,
 ) -> None:
     url = next(u for u in sim.transport.files if u.endswith("/timestamp.json"))
     doc = json.loads(sim.transport.files[url])
@@ -90,20 +102,23 @@ def test_a_bad_signature_on_the_timestamp_is_refused(
 
 
 def test_a_new_root_with_too_few_signatures_for_the_threshold_is_refused(
-    sim: SimulatedRepository, tmp_path: Path,
+    sim: SimulatedRepository,
+    tmp_path: Path,
 ) -> None:
     # One of the three root keys alone (threshold 2) signs a root that adds an attacker key.
     from ota.keys import generate_signer
 
-    sim.repo.ceremony_root(signers=[sim.root_signers[0]],
-                           add=[("root", generate_signer().public_key)])
+    sim.repo.ceremony_root(
+        signers=[sim.root_signers[0]], add=[("root", generate_signer().public_key)]
+    )
     sim.sync()
     error = _refused(_client(sim, tmp_path), TrustReason.THRESHOLD)
     assert error.role == "root"
 
 
 def test_a_root_rotated_with_the_threshold_of_old_and_new_keys_is_followed(
-    sim: SimulatedRepository, tmp_path: Path,
+    sim: SimulatedRepository,
+    tmp_path: Path,
 ) -> None:
     from ota.keys import generate_signer
 
@@ -111,11 +126,16 @@ def test_a_root_rotated_with_the_threshold_of_old_and_new_keys_is_followed(
     assert client.check(ArtifactKind.APP) is not None
     new_keys = [generate_signer() for _ in range(3)]
     # Ceremony 1: new keys added beside the old, signed by two old and all new keys.
-    sim.repo.ceremony_root(signers=sim.root_signers[:2] + new_keys,
-                           add=[("root", k.public_key) for k in new_keys], root_threshold=2)
+    sim.repo.ceremony_root(
+        signers=sim.root_signers[:2] + new_keys,
+        add=[("root", k.public_key) for k in new_keys],
+        root_threshold=2,
+    )
     # Ceremony 2: old keys revoked, signed by the new keys (and two old for the old root).
-    sim.repo.ceremony_root(signers=sim.root_signers[:2] + new_keys[:2],
-                           revoke=[("root", k.public_key.keyid) for k in sim.root_signers])
+    sim.repo.ceremony_root(
+        signers=sim.root_signers[:2] + new_keys[:2],
+        revoke=[("root", k.public_key.keyid) for k in sim.root_signers],
+    )
     sim.sync()
     later = _client(sim, tmp_path)  # same cache: a node that slept through both ceremonies
     assert later.check(ArtifactKind.APP) is not None
@@ -124,9 +144,11 @@ def test_a_root_rotated_with_the_threshold_of_old_and_new_keys_is_followed(
 
 
 def test_expired_snapshot_metadata_is_refused_with_the_clock_evidence(tmp_path: Path) -> None:
-    sim = SimulatedRepository(tmp_path / "repo", clock=lambda: NOW - timedelta(days=2),
-                              expiry=Expiry(snapshot=timedelta(days=1),
-                                            timestamp=timedelta(days=10)))
+    sim = SimulatedRepository(
+        tmp_path / "repo",
+        clock=lambda: NOW - timedelta(days=2),
+        expiry=Expiry(snapshot=timedelta(days=1), timestamp=timedelta(days=10)),
+    )
     error = _refused(_client(sim, tmp_path), TrustReason.EXPIRED)
     assert error.role == "snapshot"
     assert error.evidence["node_time"] == NOW.isoformat()
@@ -148,7 +170,8 @@ def test_rollback_to_older_metadata_is_refused(sim: SimulatedRepository, tmp_pat
 
 
 def test_a_frozen_timestamp_is_refused_once_it_expires(
-    sim: SimulatedRepository, tmp_path: Path,
+    sim: SimulatedRepository,
+    tmp_path: Path,
 ) -> None:
     assert _client(sim, tmp_path).check(ArtifactKind.APP) is not None
     # The attacker keeps serving the same (validly signed) timestamp; the node's clock moves on.
@@ -164,7 +187,8 @@ def test_a_command_for_another_group_is_refused(sim: SimulatedRepository, tmp_pa
 
 
 def test_another_groups_valid_metadata_in_place_of_ours_is_refused(
-    sim: SimulatedRepository, tmp_path: Path,
+    sim: SimulatedRepository,
+    tmp_path: Path,
 ) -> None:
     ours = next(u for u in sim.transport.files if u.endswith(".group-district-7.json"))
     theirs = next(u for u in sim.transport.files if u.endswith(".group-district-9.json"))
@@ -173,7 +197,8 @@ def test_another_groups_valid_metadata_in_place_of_ours_is_refused(
 
 
 def test_endless_data_is_cut_at_the_declared_length(
-    sim: SimulatedRepository, tmp_path: Path,
+    sim: SimulatedRepository,
+    tmp_path: Path,
 ) -> None:
     client = _client(sim, tmp_path)
     offer = client.check(ArtifactKind.APP)
@@ -183,14 +208,16 @@ def test_endless_data_is_cut_at_the_declared_length(
 
 
 def test_endless_metadata_is_cut_at_the_configured_limit(
-    sim: SimulatedRepository, tmp_path: Path,
+    sim: SimulatedRepository,
+    tmp_path: Path,
 ) -> None:
     sim.transport.endless.add("/timestamp.json")
     _refused(_client(sim, tmp_path), TrustReason.LENGTH)
 
 
 def test_an_artifact_with_the_wrong_hash_is_refused_and_not_kept(
-    sim: SimulatedRepository, tmp_path: Path,
+    sim: SimulatedRepository,
+    tmp_path: Path,
 ) -> None:
     client = _client(sim, tmp_path)
     offer = client.check(ArtifactKind.APP)
@@ -204,7 +231,8 @@ def test_an_artifact_with_the_wrong_hash_is_refused_and_not_kept(
 
 
 def test_a_cut_download_resumes_with_range_and_verifies_the_whole(
-    sim: SimulatedRepository, tmp_path: Path,
+    sim: SimulatedRepository,
+    tmp_path: Path,
 ) -> None:
     client = _client(sim, tmp_path)
     offer = client.check(ArtifactKind.APP)
@@ -221,7 +249,8 @@ def test_a_cut_download_resumes_with_range_and_verifies_the_whole(
 
 
 def test_a_resumed_download_whose_first_part_was_tampered_is_refused(
-    sim: SimulatedRepository, tmp_path: Path,
+    sim: SimulatedRepository,
+    tmp_path: Path,
 ) -> None:
     client = _client(sim, tmp_path)
     offer = client.check(ArtifactKind.APP)
@@ -241,8 +270,9 @@ def test_an_artifact_for_other_hardware_is_refused(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
     (src / "model.onnx").write_bytes(b"\0" * 100)
-    blob, manifest = build_artifact(src, kind=ArtifactKind.MODEL, name="plates",
-                                    version="2.0", hardware=["jetson-orin"])
+    blob, manifest = build_artifact(
+        src, kind=ArtifactKind.MODEL, name="plates", version="2.0", hardware=["jetson-orin"]
+    )
     sim.repo.add_artifact(blob)
     sim.repo.assign("district-7", manifest, campaign_id="c-3")
     sim.publish()
@@ -252,7 +282,8 @@ def test_an_artifact_for_other_hardware_is_refused(tmp_path: Path) -> None:
 
 
 def test_an_older_version_is_refused_unless_the_metadata_allows_a_downgrade(
-    sim: SimulatedRepository, tmp_path: Path,
+    sim: SimulatedRepository,
+    tmp_path: Path,
 ) -> None:
     offer = _client(sim, tmp_path).check(ArtifactKind.APP)
     assert offer is not None
@@ -271,7 +302,8 @@ def test_an_older_version_is_refused_unless_the_metadata_allows_a_downgrade(
 
 
 def test_a_node_clock_a_year_ahead_is_told_and_recovers_with_the_servers_clock(
-    sim: SimulatedRepository, tmp_path: Path,
+    sim: SimulatedRepository,
+    tmp_path: Path,
 ) -> None:
     sim.transport.server_date = NOW + timedelta(seconds=3)
     client = _client(sim, tmp_path, clock=NOW + timedelta(days=400))
@@ -284,7 +316,8 @@ def test_a_node_clock_a_year_ahead_is_told_and_recovers_with_the_servers_clock(
 
 
 def test_a_delta_is_used_when_it_fits_and_a_broken_delta_falls_back_to_the_full_artifact(
-    sim: SimulatedRepository, tmp_path: Path,
+    sim: SimulatedRepository,
+    tmp_path: Path,
 ) -> None:
     old = sim.repo.newest(ArtifactKind.APP, "agent")
     assert old is not None

@@ -34,8 +34,9 @@ def _app(tmp_path: Path, version: str) -> tuple[bytes, ArtifactManifest]:
     src = tmp_path / f"src-{version}"
     src.mkdir(parents=True, exist_ok=True)
     (src / "agent.py").write_text(f"VERSION = {version!r}\n" + "# padding\n" * 2000)
-    return build_artifact(src, kind=ArtifactKind.APP, name="agent", version=version,
-                          hardware=["sim"])
+    return build_artifact(
+        src, kind=ArtifactKind.APP, name="agent", version=version, hardware=["sim"]
+    )
 
 
 class _Sick(ComponentBase):
@@ -59,27 +60,51 @@ class _Alert(ComponentBase):
         ctx.set_state(alert_active=True)
 
 
-def _node(tmp_path: Path, clock: ManualClock, sim: SimulatedRepository, *extra: Any,
-          **ota: Any) -> tuple[Node, OtaComponent]:
-    config = config_from_dict({
-        "node_id": NODE, "serial": "SN-OTA-1", "data_dir": str(tmp_path / NODE),
-        "hardware": {"type": "sim"}, "outbox": {"synchronous": "normal"},
-    })
-    settings = OtaConfig.model_validate({
-        "enabled": True, "first_check_s": 0, "maintenance_window": None,
-        "restart_for_app": False, "health_deadline_s": 600, **ota,
-    })
-    component = OtaComponent(settings, data_dir=tmp_path / NODE / "ota", group=GROUP,
-                             hardware="sim", transport=sim.transport)
+def _node(
+    tmp_path: Path, clock: ManualClock, sim: SimulatedRepository, *extra: Any, **ota: Any
+) -> tuple[Node, OtaComponent]:
+    config = config_from_dict(
+        {
+            "node_id": NODE,
+            "serial": "SN-OTA-1",
+            "data_dir": str(tmp_path / NODE),
+            "hardware": {"type": "sim"},
+            "outbox": {"synchronous": "normal"},
+        }
+    )
+    settings = OtaConfig.model_validate(
+        {
+            "enabled": True,
+            "first_check_s": 0,
+            "maintenance_window": None,
+            "restart_for_app": False,
+            "health_deadline_s": 600,
+            **ota,
+        }
+    )
+    component = OtaComponent(
+        settings,
+        data_dir=tmp_path / NODE / "ota",
+        group=GROUP,
+        hardware="sim",
+        transport=sim.transport,
+    )
     (tmp_path / NODE / "ota").mkdir(parents=True, exist_ok=True)
     (tmp_path / NODE / "ota" / "root.json").write_bytes(sim.trusted_root)
-    settings_root = settings.model_copy(update={"trusted_root": tmp_path / NODE / "ota" /
-                                                "root.json",
-                                                "repository_url": sim.base_url})
+    settings_root = settings.model_copy(
+        update={
+            "trusted_root": tmp_path / NODE / "ota" / "root.json",
+            "repository_url": sim.base_url,
+        }
+    )
     component.config = settings_root
-    node = build_node(config, backend=SimBackend(clock=clock),
-                      transport_factory=memory_transport(), components=[component, *extra],
-                      renewal=False)
+    node = build_node(
+        config,
+        backend=SimBackend(clock=clock),
+        transport_factory=memory_transport(),
+        components=[component, *extra],
+        renewal=False,
+    )
     return node, component
 
 
@@ -100,8 +125,14 @@ async def _running(node: Node, clock: ManualClock) -> AsyncIterator[MemoryTransp
         await asyncio.wait_for(task, 10)
 
 
-async def _advance_until(clock: ManualClock, check: Callable[[], bool], what: str, *,
-                         step: float = 1.0, limit: float = 3600.0) -> None:
+async def _advance_until(
+    clock: ManualClock,
+    check: Callable[[], bool],
+    what: str,
+    *,
+    step: float = 1.0,
+    limit: float = 3600.0,
+) -> None:
     """Let virtual time pass one step at a time (worker threads run in real time between)."""
     waited = 0.0
     while not check():
@@ -116,8 +147,9 @@ def _phases(transport: MemoryTransport) -> list[tuple[str, str | None]]:
 
 
 def _repository(tmp_path: Path) -> SimulatedRepository:
-    sim = SimulatedRepository(tmp_path / "repo", root_keys=1, root_threshold=1,
-                              clock=lambda: datetime.now(timezone.utc))
+    sim = SimulatedRepository(
+        tmp_path / "repo", root_keys=1, root_threshold=1, clock=lambda: datetime.now(timezone.utc)
+    )
     return sim
 
 
@@ -137,9 +169,14 @@ def _offer(sim: SimulatedRepository, tmp_path: Path, version: str) -> None:
 
 def test_deferral_follows_alert_battery_and_the_sites_own_clock() -> None:
     def why(now: datetime, **kw: Any) -> str | None:
-        options: dict[str, Any] = {"alert_active": False, "power_step": 0,
-                                   "max_power_step": 0, "window": "01:00-05:00",
-                                   "timezone": "Asia/Karachi", **kw}
+        options: dict[str, Any] = {
+            "alert_active": False,
+            "power_step": 0,
+            "max_power_step": 0,
+            "window": "01:00-05:00",
+            "timezone": "Asia/Karachi",
+            **kw,
+        }
         return deferral_reason(now=now, **options)
 
     night_in_lahore = datetime(2026, 11, 30, 22, 30, tzinfo=timezone.utc)  # 03:30 PKT
@@ -167,13 +204,15 @@ def test_an_update_is_offered_downloaded_installed_and_committed_once_healthy(
         async with _running(node, clock) as transport:
             transport.connect()
             await until(lambda: ("installed", None) in _phases(transport), "installed")
-            await _advance_until(clock, lambda: ("healthy", None) in _phases(transport),
-                                 "healthy")
+            await _advance_until(clock, lambda: ("healthy", None) in _phases(transport), "healthy")
             phases = list(dict.fromkeys(p for p, _ in _phases(transport)))  # resends aside
             assert phases == ["offered", "downloading", "installed", "healthy"]
             event = next(e for e in transport.messages(OtaEvent) if e.phase == "healthy")
-            assert (event.version, event.campaign_id, event.artifact_kind) == ("1.1.0", "c-7",
-                                                                                "app")
+            assert (event.version, event.campaign_id, event.artifact_kind) == (
+                "1.1.0",
+                "c-7",
+                "app",
+            )
         assert component.store("app").status().committed_version == "1.1.0"
 
     _run(body)
@@ -195,8 +234,12 @@ def test_a_version_whose_node_stays_sick_rolls_back_by_itself_and_says_why(
             camera.ok = False
             await until(lambda: ("installed", None) in _phases(transport), "installed")
             started = clock.monotonic()
-            await _advance_until(clock, lambda: ("rolled_back", "health") in _phases(transport),
-                                 "rollback", step=10.0)
+            await _advance_until(
+                clock,
+                lambda: ("rolled_back", "health") in _phases(transport),
+                "rollback",
+                step=10.0,
+            )
             assert clock.monotonic() - started >= 590  # not before the 600 s deadline
             event = next(e for e in transport.messages(OtaEvent) if e.phase == "rolled_back")
             assert event.detail is not None
@@ -233,8 +276,9 @@ def test_outside_the_maintenance_window_the_update_is_deferred(tmp_path: Path) -
     async def body() -> None:
         async with _running(node, clock) as transport:
             transport.connect()
-            await until(lambda: ("deferred", "maintenance_window") in _phases(transport),
-                        "deferred")
+            await until(
+                lambda: ("deferred", "maintenance_window") in _phases(transport), "deferred"
+            )
         assert component.store("app").installed_version() == "1.0.0"
 
     _run(body)
@@ -252,14 +296,20 @@ def test_an_ota_check_command_for_another_group_is_refused_as_mix_and_match(
     async def body() -> None:
         async with _running(node, clock) as transport:
             transport.connect()
-            transport.deliver(OtaCheckCommand(node_id=NODE, ts=clock.now(),
-                                              request_id=new_request_id(), group="other-group",
-                                              artifact_kind="app", campaign_id="c-7"))
+            transport.deliver(
+                OtaCheckCommand(
+                    node_id=NODE,
+                    ts=clock.now(),
+                    request_id=new_request_id(),
+                    group="other-group",
+                    artifact_kind="app",
+                    campaign_id="c-7",
+                )
+            )
             await until(lambda: ("failed", "mix_and_match") in _phases(transport), "refusal")
             assert "installed" not in [p for p, _ in _phases(transport)]
 
     _run(body)
-
 
 
 def test_a_node_whose_clock_ran_a_year_ahead_still_takes_the_update(tmp_path: Path) -> None:
@@ -292,10 +342,16 @@ def test_a_download_reports_its_progress_in_a_few_events(tmp_path: Path) -> None
         async with _running(node, clock) as transport:
             transport.connect()
             await until(lambda: ("installed", None) in _phases(transport), "installed")
-            done = sorted({e.bytes_done for e in transport.messages(OtaEvent)
-                           if e.phase == "downloading" and e.bytes_done is not None})
-            total = next(e.bytes_total for e in transport.messages(OtaEvent)
-                         if e.phase == "offered")
+            done = sorted(
+                {
+                    e.bytes_done
+                    for e in transport.messages(OtaEvent)
+                    if e.phase == "downloading" and e.bytes_done is not None
+                }
+            )
+            total = next(
+                e.bytes_total for e in transport.messages(OtaEvent) if e.phase == "offered"
+            )
             assert total is not None
             assert len(done) == 4  # the start, then a quarter, a half, three quarters
             assert done[0] == 0

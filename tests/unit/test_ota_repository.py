@@ -24,14 +24,20 @@ def _app(
     (src / "edge").mkdir(parents=True, exist_ok=True)
     (src / "edge" / "main.py").write_text(body * 200)
     (src / "VERSION").write_text(version)
-    return build_artifact(src, kind=ArtifactKind.APP, name="agent", version=version,
-                          hardware=["sim", "rpi4"])
+    return build_artifact(
+        src, kind=ArtifactKind.APP, name="agent", version=version, hardware=["sim", "rpi4"]
+    )
 
 
 def test_a_new_repository_needs_two_of_three_root_keys(tmp_path: Path) -> None:
     roots = [generate_signer() for _ in range(3)]
-    repo = Repository.create(tmp_path / "repo", root_signers=roots, root_threshold=2,
-                             targets_signer=generate_signer(), online=OnlineKeys.generate())
+    repo = Repository.create(
+        tmp_path / "repo",
+        root_signers=roots,
+        root_threshold=2,
+        targets_signer=generate_signer(),
+        online=OnlineKeys.generate(),
+    )
     root = Metadata.from_file(str(repo.metadata_dir / "1.root.json"))
     assert root.signed.roles["root"].threshold == 2
     assert len(root.signatures) == 3
@@ -40,8 +46,13 @@ def test_a_new_repository_needs_two_of_three_root_keys(tmp_path: Path) -> None:
 
 def test_root_threshold_larger_than_the_keys_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RepositoryError, match="threshold"):
-        Repository.create(tmp_path / "repo", root_signers=[generate_signer()], root_threshold=2,
-                          targets_signer=generate_signer(), online=OnlineKeys.generate())
+        Repository.create(
+            tmp_path / "repo",
+            root_signers=[generate_signer()],
+            root_threshold=2,
+            targets_signer=generate_signer(),
+            online=OnlineKeys.generate(),
+        )
 
 
 def test_offline_keys_are_passphrase_encrypted_and_a_wrong_passphrase_is_refused(
@@ -60,8 +71,13 @@ def test_offline_keys_are_passphrase_encrypted_and_a_wrong_passphrase_is_refused
 
 def test_an_assignment_is_signed_in_the_groups_own_role_and_published(tmp_path: Path) -> None:
     online = OnlineKeys.generate()
-    repo = Repository.create(tmp_path / "repo", root_signers=[generate_signer()],
-                             root_threshold=1, targets_signer=generate_signer(), online=online)
+    repo = Repository.create(
+        tmp_path / "repo",
+        root_signers=[generate_signer()],
+        root_threshold=1,
+        targets_signer=generate_signer(),
+        online=online,
+    )
     blob, manifest = _app(tmp_path, "1.0.0")
     repo.add_artifact(blob, manifest)
     repo.assign("district-7", manifest, campaign_id="c-1")
@@ -83,15 +99,20 @@ def test_artifacts_are_reproducible_and_a_small_change_gives_a_small_delta(tmp_p
     again, _ = _app(tmp_path, "1.0.0")
     assert old == again
     new, new_m = _app(tmp_path, "1.0.1", body="print('hello, world')\n")
-    repo = Repository.create(tmp_path / "repo", root_signers=[generate_signer()],
-                             root_threshold=1, targets_signer=generate_signer(),
-                             online=OnlineKeys.generate())
+    repo = Repository.create(
+        tmp_path / "repo",
+        root_signers=[generate_signer()],
+        root_threshold=1,
+        targets_signer=generate_signer(),
+        online=OnlineKeys.generate(),
+    )
     repo.add_artifact(old)
     repo.add_artifact(new)
     delta = repo.add_delta(old_m, new_m)
     assert delta.length < new_m.size / 10
-    patched = apply_delta(old, repo.target_file(delta.path).read_bytes(),
-                          expected_sha256=new_m.sha256)
+    patched = apply_delta(
+        old, repo.target_file(delta.path).read_bytes(), expected_sha256=new_m.sha256
+    )
     assert patched == new
     with pytest.raises(ArtifactError, match="hash"):
         apply_delta(old, repo.target_file(delta.path).read_bytes(), expected_sha256="0" * 64)
@@ -104,8 +125,7 @@ def test_a_bundle_whose_file_was_changed_is_refused(tmp_path: Path) -> None:
         read_bundle(tampered)
 
 
-def _client_for(sim: SimulatedRepository, tmp_path: Path, name: str, group: str
-                ) -> UpdateClient:
+def _client_for(sim: SimulatedRepository, tmp_path: Path, name: str, group: str) -> UpdateClient:
     options: dict[str, Any] = sim.client_options()
     return UpdateClient(cache_dir=tmp_path / name, group=group, hardware="sim", **options)
 
@@ -139,13 +159,17 @@ def test_online_keys_rotate_with_old_and_new_valid_through_the_change(tmp_path: 
     new = OnlineKeys.generate()
     old = sim.online
     # Ceremony 1 (offline keys): the new keys are trusted beside the old ones.
-    sim.repo.ceremony_root(signers=sim.root_signers[:2], add=[
-        ("timestamp", new.timestamp.public_key), ("snapshot", new.snapshot.public_key)])
-    sim.repo.ceremony_delegation_keys(targets_signer=sim.targets_signer, role="director",
-                                      add=[new.director.public_key])
+    sim.repo.ceremony_root(
+        signers=sim.root_signers[:2],
+        add=[("timestamp", new.timestamp.public_key), ("snapshot", new.snapshot.public_key)],
+    )
+    sim.repo.ceremony_delegation_keys(
+        targets_signer=sim.targets_signer, role="director", add=[new.director.public_key]
+    )
     for kind in ("app", "model", "config"):
-        sim.repo.ceremony_delegation_keys(targets_signer=sim.targets_signer, role=kind,
-                                          add=[new.release.public_key])
+        sim.repo.ceremony_delegation_keys(
+            targets_signer=sim.targets_signer, role=kind, add=[new.release.public_key]
+        )
     sim.sync()
     assert node.check(ArtifactKind.APP) is not None  # still signed by the old online keys
     # The server switches to the new keys; nodes that follow root accept both meanwhile.
@@ -153,11 +177,16 @@ def test_online_keys_rotate_with_old_and_new_valid_through_the_change(tmp_path: 
     sim.publish()
     assert node.check(ArtifactKind.APP) is not None
     # Ceremony 2: the old keys are revoked.
-    sim.repo.ceremony_root(signers=sim.root_signers[:2], revoke=[
-        ("timestamp", old.timestamp.public_key.keyid),
-        ("snapshot", old.snapshot.public_key.keyid)])
-    sim.repo.ceremony_delegation_keys(targets_signer=sim.targets_signer, role="director",
-                                      revoke=[old.director.public_key.keyid])
+    sim.repo.ceremony_root(
+        signers=sim.root_signers[:2],
+        revoke=[
+            ("timestamp", old.timestamp.public_key.keyid),
+            ("snapshot", old.snapshot.public_key.keyid),
+        ],
+    )
+    sim.repo.ceremony_delegation_keys(
+        targets_signer=sim.targets_signer, role="director", revoke=[old.director.public_key.keyid]
+    )
     sim.sync()
     offer = node.check(ArtifactKind.APP)
     assert offer is not None

@@ -27,8 +27,9 @@ def _artifact(tmp_path: Path, version: str) -> Path:
     (src / "lib").mkdir(exist_ok=True)
     for index in range(5):
         (src / "lib" / f"m{index}.py").write_text(f"# {version} {index}\n" * 100)
-    blob, _ = build_artifact(src, kind=ArtifactKind.APP, name="agent", version=version,
-                             hardware=["sim"])
+    blob, _ = build_artifact(
+        src, kind=ArtifactKind.APP, name="agent", version=version, hardware=["sim"]
+    )
     path = tmp_path / f"agent-{version}.tar"
     path.write_bytes(blob)
     return path
@@ -47,7 +48,8 @@ def store(tmp_path: Path) -> SlotStore:
 
 
 def test_the_first_install_is_committed_and_the_next_goes_to_the_other_slot(
-    store: SlotStore, tmp_path: Path,
+    store: SlotStore,
+    tmp_path: Path,
 ) -> None:
     assert store.status().committed_version == "1.0.0"
     assert store.active_slot() == "a"
@@ -61,7 +63,8 @@ def test_the_first_install_is_committed_and_the_next_goes_to_the_other_slot(
 
 
 def test_a_version_that_never_reports_healthy_switches_back_by_itself_and_says_why(
-    store: SlotStore, tmp_path: Path,
+    store: SlotStore,
+    tmp_path: Path,
 ) -> None:
     store.install(_artifact(tmp_path, "1.1.0"))
     store.switch(now=100.0, deadline_s=600)
@@ -74,7 +77,8 @@ def test_a_version_that_never_reports_healthy_switches_back_by_itself_and_says_w
 
 
 def test_crash_loops_roll_back_but_deliberate_restarts_do_not_count(
-    store: SlotStore, tmp_path: Path,
+    store: SlotStore,
+    tmp_path: Path,
 ) -> None:
     store.install(_artifact(tmp_path, "1.1.0"))
     store.switch(now=0.0, deadline_s=10_000)
@@ -98,7 +102,8 @@ def test_a_trial_past_its_deadline_at_boot_rolls_back(store: SlotStore, tmp_path
 
 
 def test_an_older_version_is_refused_unless_a_downgrade_is_allowed(
-    store: SlotStore, tmp_path: Path,
+    store: SlotStore,
+    tmp_path: Path,
 ) -> None:
     with pytest.raises(TrustError) as caught:
         store.install(_artifact(tmp_path, "0.9.0"))
@@ -110,7 +115,8 @@ def test_an_older_version_is_refused_unless_a_downgrade_is_allowed(
 
 
 def test_a_technician_rollback_goes_to_the_other_complete_slot(
-    store: SlotStore, tmp_path: Path,
+    store: SlotStore,
+    tmp_path: Path,
 ) -> None:
     with pytest.raises(SlotError):
         store.rollback(reason="technician")
@@ -124,7 +130,9 @@ def test_a_technician_rollback_goes_to_the_other_complete_slot(
 
 
 def test_a_full_disk_while_installing_leaves_the_running_slot_untouched(
-    store: SlotStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    store: SlotStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     artifact = _artifact(tmp_path, "1.1.0")
     real_write = Path.write_bytes
@@ -166,14 +174,19 @@ _CHILD = textwrap.dedent("""
     "point", ["extracting", "installed", "trial_written", "symlink_made", "switched"]
 )
 def test_a_kill_9_at_any_point_of_the_switch_leaves_a_working_slot(
-    store: SlotStore, tmp_path: Path, point: str,
+    store: SlotStore,
+    tmp_path: Path,
+    point: str,
 ) -> None:
     artifact = _artifact(tmp_path, "1.1.0")
     script = tmp_path / "child.py"
     script.write_text(_CHILD.format(repo=str(REPO)))
     done = subprocess.run(
         [sys.executable, str(script), point, str(tmp_path / "slots"), str(artifact)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == -signal.SIGKILL, done.stderr
     after = SlotStore(tmp_path / "slots", ArtifactKind.APP, max_boots=2)

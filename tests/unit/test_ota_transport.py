@@ -31,9 +31,13 @@ def test_a_capped_download_takes_as_long_as_the_cap_says_and_reports_progress(
     clock = _Time()
     progress: list[int] = []
     fetcher = ResumingFetcher(
-        transport, partial_dir=tmp_path, targets_url="https://ota.test/ota/targets/",
-        bandwidth_bps=25_000, progress=lambda _url, done: progress.append(done),
-        sleep=clock.sleep, monotonic=clock.monotonic,
+        transport,
+        partial_dir=tmp_path,
+        targets_url="https://ota.test/ota/targets/",
+        bandwidth_bps=25_000,
+        progress=lambda _url, done: progress.append(done),
+        sleep=clock.sleep,
+        monotonic=clock.monotonic,
     )
     data = fetcher.download_bytes(url, 100_000)
     assert len(data) == 100_000
@@ -49,8 +53,9 @@ def test_when_the_server_ignores_range_the_download_starts_over_cleanly(tmp_path
     body = bytes(range(256)) * 400
     transport = MemoryTransport(files={url: body}, chunk_size=4096, ignore_range=True)
     transport.cut_after[url] = 50_000
-    fetcher = ResumingFetcher(transport, partial_dir=tmp_path,
-                              targets_url="https://ota.test/ota/targets/")
+    fetcher = ResumingFetcher(
+        transport, partial_dir=tmp_path, targets_url="https://ota.test/ota/targets/"
+    )
     with pytest.raises(DownloadError, match="cut"):
         fetcher.download_bytes(url, len(body))
     assert fetcher.download_bytes(url, len(body)) == body  # a 200 to our Range: from zero
