@@ -8,7 +8,7 @@ PostgreSQL), so no code path, and no one without the right to drop a
 trigger, changes the log. Issue 15.
 
 Revision ID: 0009
-Revises: 0008
+Revises: 0007
 Created: 2026-11-30 14:30:00
 """
 
@@ -22,7 +22,7 @@ from alembic import op
 import fleet_server.models.common
 
 revision: str = "0009"
-down_revision: str | None = "0008"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
