@@ -18,8 +18,10 @@ ever runs on the node's asyncio loop (a panic press is never behind a frame):
   runs `CameraAnalysis` on each. A finished vehicle pass is handed to the
   loop with `NodeContext.call_soon_threadsafe` and written there as one
   `PlateEvent` through the durable outbox; that hand-over is unbounded, so
-  no event is ever dropped. On stop every open track is ended and its pass
-  written before the component returns.
+  no event is ever dropped. When no frame has come for `stall_after_s` (or
+  the power policy stopped the camera) open tracks are ended and their
+  passes sent; on stop every open track is ended and its pass written before
+  the component returns.
 
 The power policy (`edge_agent.power`) is obeyed from the node state's
 ``power_step``: a step's `analytics_rate` slows analysis, ``cameras =
@@ -265,11 +267,19 @@ class CameraWorker:
         settings = self.settings
         last_t: float | None = None
         credit = 0.0
+        last_frame_at = time.monotonic()
         try:
             while not self._stop.is_set():
                 frame = self._next_frame()
                 if frame is None:
+                    # No frame for a while (stalled, or shed by power) with a vehicle in
+                    # view: end its pass now rather than when frames come back.
+                    quiet = time.monotonic() - last_frame_at
+                    if quiet > settings.stall_after_s or self.shed():
+                        for plate_pass in self.analysis.flush():
+                            self._on_pass(plate_pass)
                     continue
+                last_frame_at = time.monotonic()
                 rate = self.analytics_rate if settings.enabled else 0.0
                 if rate <= 0.0:
                     self.stats.frames_skipped += 1

@@ -397,3 +397,26 @@ def test_a_node_with_cameras_builds_without_importing_numpy_or_opencv() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_a_pass_open_when_frames_stop_coming_is_sent_without_waiting_for_more(
+    tmp_path: Path,
+) -> None:
+    clock = ManualClock(start=0.0)
+    camera = SimCamera(camera_id="gate", clock=clock, max_queued=256)
+    feed = CameraFeed.of(
+        camera,
+        settings(stall_after_s=0.3),
+        detector=WhiteRectDetector(),
+        reader=ScriptedReader(["ISB7788"]),
+    )
+    node = make_node(tmp_path, clock, CameraPipeline([feed]))
+
+    async def body() -> None:
+        async with running(node, clock) as transport:
+            for frame in moving_plate("ISB7788", empty_after=0):  # the stream stops mid-pass
+                camera.push_frame(frame)
+            events = await until(lambda: transport.messages(PlateEvent), "the pass")
+            assert [e.plate for e in events] == ["ISB7788"]
+
+    run(body)
