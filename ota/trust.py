@@ -398,7 +398,13 @@ class UpdateClient:
         if isinstance(exc, tuf_exceptions.ExpiredMetadataError):
             return self._expired(text)
         if isinstance(exc, tuf_exceptions.BadVersionNumberError):
-            if text.startswith("Expected") and "root" not in text.split(" ")[1]:
+            # "Expected snapshot version 4, got 3" / "Expected app v2, got v1.": a file that
+            # is not the one timestamp or snapshot names. "Expected app.json version 1, got
+            # 2." is a new snapshot listing an older role: a rollback, like a lower version.
+            words = text.split(" ")
+            subject = words[1] if len(words) > 1 else ""
+            mismatch = text.startswith("Expected") and not subject.endswith(".json")
+            if mismatch and subject != "root":
                 return TrustError(
                     f"metadata does not match the snapshot: {text}",
                     reason=TrustReason.MIX_AND_MATCH,

@@ -6,12 +6,14 @@ Against the in-memory repository simulator (python-tuf's own testing idea): the 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tuf.api.metadata import MetaFile  # type: ignore[attr-defined]
 
 from ota.artifacts import ArtifactKind, ArtifactManifest, build_artifact
 from ota.errors import TransportError, TrustError, TrustReason
@@ -344,3 +346,31 @@ def test_a_delta_is_used_when_it_fits_and_a_broken_delta_falls_back_to_the_full_
     assert fallback.path.read_bytes() == blob
     assert fallback.delta_error is not None
     assert fallback.delta_error.startswith("length")
+
+
+def test_a_snapshot_that_lists_an_older_role_is_a_rollback(
+    sim: SimulatedRepository,
+    tmp_path: Path,
+) -> None:
+    # The attacker holds the online snapshot and timestamp keys and lists yesterday's app role.
+    client = _client(sim, tmp_path)
+    old_app = next(u for u in sim.transport.files if u.endswith("/1.app.json"))
+    old_bytes = sim.transport.files[old_app]
+    blob, manifest = _app(tmp_path, "1.0.1")
+    sim.repo.add_artifact(blob)
+    sim.repo.assign("district-7", manifest, campaign_id="c-2")
+    sim.publish()
+    assert client.check(ArtifactKind.APP) is not None  # the node now trusts app v2
+    repo = sim.repo
+    repo._sign_snapshot(first=False)  # a new snapshot version …
+    snapshot = repo._roles["snapshot"]
+    snapshot.signed.meta["app.json"] = MetaFile(  # … that lists app v1 again
+        version=1,
+        length=len(old_bytes),
+        hashes={"sha256": hashlib.sha256(old_bytes).hexdigest()},
+    )
+    repo._sign("snapshot", [sim.online.snapshot])
+    repo._write_role("snapshot")
+    repo._sign_timestamp(first=False)
+    sim.sync()
+    _refused(client, TrustReason.ROLLBACK)
