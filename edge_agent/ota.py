@@ -222,7 +222,7 @@ class OtaComponent(ComponentBase):
         return cls(
             ota,
             data_dir=config.data_dir / "ota",
-            group=ota.group or re.sub(r"[^a-z0-9-]", "-", config.node_id.lower()),
+            group=ota.group or re.sub(r"[^a-z0-9-]", "-", config.node_id.lower())[:63],
             hardware=ota.hardware or hardware,
             tls=(config.mqtt.ca_file, config.mqtt.cert_file, config.mqtt.key_file),
         )

@@ -123,7 +123,7 @@ class _NodeSettings:
         hardware: dict[str, Any] = dict(data.get("hardware") or {})
         self.data_dir = Path(str(data.get("data_dir", "."))) / "ota"
         node_id = str(data.get("node_id", "node"))
-        self.group = str(ota.get("group") or re.sub(r"[^a-z0-9-]", "-", node_id.lower()))
+        self.group = str(ota.get("group") or re.sub(r"[^a-z0-9-]", "-", node_id.lower())[:63])
         self.hardware = str(ota.get("hardware") or hardware.get("type") or "sim")
         self.repository_url = str(ota.get("repository_url", "https://127.0.0.1:8443/ota"))
         self.trusted_root = Path(str(ota.get("trusted_root") or self.data_dir / "root.json"))
