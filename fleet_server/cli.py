@@ -221,6 +221,15 @@ def _serve(settings: Any) -> int:
         return refused
 
     ssl_files = _https_files(settings)
+    # Over HTTPS, nodes may present their client certificate (the OTA repository reads it).
+    client_certs: dict[str, Any] = {}
+    if ssl_files:
+        from fleet_server.ota.mtls import uvicorn_client_cert_options
+        from fleet_server.pki import PkiPaths
+
+        chain = PkiPaths(settings.pki_path).chain
+        if chain.exists():
+            client_certs = uvicorn_client_cert_options(chain)
 
     class _Server(uvicorn.Server):
         async def startup(self, sockets: Any = None) -> None:
@@ -249,6 +258,7 @@ def _serve(settings: Any) -> int:
         timeout_graceful_shutdown=5,
         ssl_certfile=ssl_files[0] if ssl_files else None,
         ssl_keyfile=ssl_files[1] if ssl_files else None,
+        **client_certs,
     )
     server = _Server(config)
     server.run()

@@ -5,9 +5,9 @@ Admins write; admins, operators and auditors read. Every refusal is
 (docs/ota-server.md lists them). The repository (`/ota/repository/metadata/…`,
 `/ota/repository/targets/…`) is what nodes download from: metadata files as
 stored, targets with HTTP Range (206, `If-Range` on the SHA-256 ETag, 416).
-It answers a signed-in user, a client whose TLS certificate the ASGI server
-verified (the `tls` extension's `client_cert_chain`), or anyone when
-`ota_repo_open` is set; see docs/ota-server.md for what uvicorn supports.
+It answers a signed-in user, a node by its client certificate (verified by
+the TLS layer and passed in the ASGI `tls` extension, `fleet_server.ota.mtls`),
+or anyone when `ota_repo_open` is set (docs/ota-server.md).
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ from fleet_server.ota.errors import (
     OtaServerError,
     StorageError,
 )
+from fleet_server.ota.mtls import node_for_certificate
 from fleet_server.ota.ranges import RangeNotSatisfiable, parse_range
 from fleet_server.ota.signing import repository_for
 from fleet_server.ota.storage import CHUNK, LocalArtifactStore
@@ -333,13 +334,22 @@ def set_window(
 
 
 def repository_reader(request: Request, token: TokenDep, runtime: RuntimeDep) -> str:
-    """Who reads the repository: `open`, `node-certificate`, or `user:<name>`."""
+    """Who reads the repository: `open`, `node:<id>` (mTLS), or `user:<name>`.
+
+    A client certificate arrives only when the TLS layer verified it against
+    the fleet CA (`fleet_server.ota.mtls`); a certificate that is not a live
+    node's is refused (403) rather than tried as a user.
+    """
     if runtime.settings.ota_repo_open:
         return "open"
-    tls = request.scope.get("extensions", {}).get("tls") or {}
-    if tls.get("client_cert_chain"):
-        return "node-certificate"  # verified by the TLS layer against the fleet CA
+    extensions = request.scope.get("extensions") or {}
+    chain = (extensions.get("tls") or {}).get("client_cert_chain") or []
     with Session(runtime.engine, expire_on_commit=False) as session:
+        if chain and not token:
+            try:
+                return f"node:{node_for_certificate(session=session, pem=chain[0])}"
+            except OtaServerError as exc:
+                raise refusal(exc.reason, exc.message, status_code=403) from None
         user = _user_for(token, session, runtime)
     return f"user:{user.username}"
 
