@@ -374,3 +374,30 @@ def test_a_snapshot_that_lists_an_older_role_is_a_rollback(
     repo._sign_timestamp(first=False)
     sim.sync()
     _refused(client, TrustReason.ROLLBACK)
+
+
+def test_a_full_disk_during_download_is_a_storage_failure_and_nothing_is_kept(
+    sim: SimulatedRepository,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import errno
+
+    import shutil
+
+    from ota.errors import OtaError
+
+    client = _client(sim, tmp_path)
+    offer = client.check(ArtifactKind.APP)
+    assert offer is not None
+
+    def disk_full(*_args: object, **_kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfileobj", disk_full)  # python-tuf writes the target so
+    with pytest.raises(OtaError) as caught:
+        client.download(offer)
+    assert caught.value.reason == "storage"
+    assert "No space left" in caught.value.message
+    assert _nothing_applied(client)
+    assert not [p for p in (client.cache_dir / "downloads").iterdir()]
