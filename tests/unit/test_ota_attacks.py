@@ -382,7 +382,6 @@ def test_a_full_disk_during_download_is_a_storage_failure_and_nothing_is_kept(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import errno
-
     import shutil
 
     from ota.errors import OtaError
