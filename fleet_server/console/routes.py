@@ -121,7 +121,9 @@ def console_root(request: Request) -> RedirectResponse:
 @router.get("/", name="console_queue", response_class=HTMLResponse)
 def alert_queue(request: Request) -> HTMLResponse:
     """The live alert queue and the node panel."""
-    return _page(request, "queue.html", title="Alert queue", script="queue.js")
+    return _page(
+        request, "queue.html", title="Alert queue", script="queue.js", styles=("queue_keys.css",)
+    )
 
 
 @router.get("/enrollment", name="console_enrollment", response_class=HTMLResponse)
