@@ -5,9 +5,13 @@ stored: `base64url(claims).base64url(HMAC-SHA256(claims))` with the user id,
 role and an expiry, so any server process holding the same key can check
 them without a database round trip, and a restart does not log anyone out.
 The user row is still loaded per request so deactivating a user takes effect
-at once. `SignInLimits` slows password guessing: failed sign-ins are counted
-per account and per client address (token buckets), and once either runs
-dry the route answers 429 with the wait, before any password is checked.
+at once. API tokens for other agencies' systems (`ngb_…`) are different:
+random secrets whose SHA-256 is stored with the token's agency, role,
+districts and expiry, so they can be listed and revoked; a request with one
+acts as a transient `User` carrying the token's scope (docs/access.md).
+`SignInLimits` slows password guessing: failed sign-ins are counted per
+account and per client address (token buckets), and once either runs dry
+the route answers 429 with the wait, before any password is checked.
 
 Errors::
 
@@ -15,6 +19,7 @@ Errors::
      └── AuthError
           ├── InvalidCredentials   wrong user name or password, or inactive user
           ├── InvalidToken         malformed, badly signed or expired token
+          ├── ApiTokenNotFound     no API token with that id
           └── UserExists           a user of that name already exists
 """
 
@@ -26,21 +31,31 @@ import hmac
 import json
 import logging
 import math
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from fleet_server.alerting.policies import bump_policy_version
 from fleet_server.errors import FleetServerError
-from fleet_server.models import Role, User, UserCreate, utcnow
+from fleet_server.models import (
+    ApiToken,
+    ApiTokenCreate,
+    Role,
+    User,
+    UserCreate,
+    utcnow,
+)
 from fleet_server.ratelimit import TokenBucketLimiter
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "API_TOKEN_PREFIX",
+    "ApiTokenNotFound",
     "AuthError",
     "InvalidCredentials",
     "InvalidToken",
@@ -50,7 +65,12 @@ __all__ = [
     "authenticate",
     "create_user",
     "hash_password",
+    "is_api_token",
+    "issue_api_token",
     "issue_token",
+    "list_api_tokens",
+    "revoke_api_token",
+    "user_for_api_token",
     "verify_password",
     "verify_token",
 ]
@@ -76,6 +96,10 @@ class UserExists(AuthError):
     """A user with this name already exists."""
 
 
+class ApiTokenNotFound(AuthError):
+    """No API token has this id."""
+
+
 def hash_password(password: str) -> str:
     """An argon2id hash of `password`."""
     return _hasher.hash(password)
@@ -98,6 +122,8 @@ def create_user(*, session: Session, user_in: UserCreate) -> User:
         username=user_in.username,
         role=Role(user_in.role).value,
         password_hash=hash_password(user_in.password),
+        agency=user_in.agency,
+        districts=None if user_in.districts is None else sorted(set(user_in.districts)),
     )
     session.add(user)
     bump_policy_version(session)  # who is on duty is part of what escalation reads
@@ -210,3 +236,109 @@ class SignInLimits:
         """Spend one token of each bucket for a failed sign-in."""
         self.account.allow(self._account_key(username))
         self.address.allow(address)
+
+
+# ------------------------------------------------------------- API tokens
+
+API_TOKEN_PREFIX = "ngb_"  # noqa: S105 - a prefix, not a secret
+# How often a token's last use is written: often enough to list, rarely enough
+# not to turn every read into a write.
+_LAST_USED_EVERY = timedelta(minutes=1)
+# Roles a token may carry: another agency's system never administers this fleet.
+API_TOKEN_ROLES = frozenset({Role.OPERATOR.value, Role.TECHNICIAN.value, Role.AUDITOR.value})
+
+
+def _sha256(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def is_api_token(token: str) -> bool:
+    """True for an API token (as opposed to a signed sign-in token)."""
+    return token.startswith(API_TOKEN_PREFIX)
+
+
+def issue_api_token(
+    *, session: Session, token_in: ApiTokenCreate, actor: User, now: datetime | None = None
+) -> tuple[ApiToken, str]:
+    """Store a new API token (committed) and return it with its secret, shown only now.
+
+    Raises AuthError for an admin role: tokens are for other agencies'
+    systems, which read and act within a scope but never manage the fleet.
+    """
+    role = Role(token_in.role).value
+    if role not in API_TOKEN_ROLES:
+        raise AuthError(f"an API token may carry one of {sorted(API_TOKEN_ROLES)}, not {role!r}")
+    secret = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    at = now or utcnow()
+    row = ApiToken(
+        name=token_in.name,
+        agency=token_in.agency,
+        role=role,
+        districts=None if token_in.districts is None else sorted(set(token_in.districts)),
+        secret_sha256=_sha256(secret),
+        created_by=actor.username,
+        created_at=at,
+        expires_at=at + timedelta(days=token_in.ttl_days),
+    )
+    session.add(row)
+    session.commit()
+    session.refresh(row)
+    logger.info(
+        "API token %s (%s, %s) issued by %s", row.name, row.agency, row.role, actor.username
+    )
+    return row, secret
+
+
+def list_api_tokens(*, session: Session) -> list[ApiToken]:
+    """Every API token, newest first (revoked and expired ones too: the record)."""
+    return list(
+        session.exec(
+            select(ApiToken).order_by(col(ApiToken.created_at).desc(), col(ApiToken.id).desc())
+        ).all()
+    )
+
+
+def revoke_api_token(
+    *, session: Session, token_id: int, actor: User, now: datetime | None = None
+) -> ApiToken:
+    """Revoke a token (committed; revoking twice keeps the first time)."""
+    row = session.get(ApiToken, token_id)
+    if row is None:
+        raise ApiTokenNotFound(f"no API token with id {token_id}")
+    if row.revoked_at is None:
+        row.revoked_at = now or utcnow()
+        session.add(row)
+        session.commit()
+        session.refresh(row)
+        logger.info("API token %s revoked by %s", row.name, actor.username)
+    return row
+
+
+def user_for_api_token(*, session: Session, token: str, now: datetime | None = None) -> User:
+    """The transient user an API token acts as; raise InvalidToken if unknown, expired or revoked.
+
+    The user is never added to the session: its id is the token's id negated,
+    so it can never be mistaken for a real user row.
+    """
+    at = now or utcnow()
+    row = session.exec(select(ApiToken).where(ApiToken.secret_sha256 == _sha256(token))).first()
+    if row is None or row.id is None:
+        raise InvalidToken("unknown API token")
+    if row.revoked_at is not None:
+        raise InvalidToken("API token revoked")
+    if row.expires_at <= at:
+        raise InvalidToken("API token expired")
+    if row.last_used_at is None or at - row.last_used_at >= _LAST_USED_EVERY:
+        row.last_used_at = at
+        session.add(row)
+        session.commit()
+    return User(
+        id=-row.id,
+        username=f"token:{row.name}"[:64],
+        role=row.role,
+        is_active=True,
+        password_hash="!",  # noqa: S106 - no password: never signs in
+        agency=row.agency,
+        districts=None if row.districts is None else list(row.districts),
+        created_at=row.created_at,
+    )

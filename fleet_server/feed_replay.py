@@ -16,7 +16,9 @@ while the replay is read may also arrive live; clients keep the newest
 `updated_at` per alert id. More than `limit` changes since the cursor sends
 one `event: resync` instead, telling the client to re-read `/api/v1/alerts`,
 as it does for a cursor it cannot read. Cursors and framing are the
-stream's (`fleet_server.stream`).
+stream's (`fleet_server.stream`). The replay is the caller's scope only
+(docs/access.md): the limit counts alerts in scope, so a resync says nothing
+about other districts' traffic.
 """
 
 from __future__ import annotations
@@ -27,16 +29,20 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from fleet_server.models import Alert, AlertPublic
-from fleet_server.stream import alert_data, cursor_of, frame, resync_frame
+from fleet_server.scope import Scope
+from fleet_server.stream import AlertFrame, alert_data, cursor_of, frame, resync_frame
 
 __all__ = ["replay_frames"]
 
 
-def replay_frames(engine: Engine, since: datetime, *, limit: int) -> list[str]:
-    """`op: "sync"` frames for alerts changed at or after `since`, or one resync frame."""
+def replay_frames(
+    engine: Engine, since: datetime, *, limit: int, scope: Scope | None = None
+) -> list[str]:
+    """`op: "sync"` frames for alerts in `scope` changed at or after `since`, or one resync."""
+    scope = scope or Scope.everything()
     with Session(engine) as session:
         alerts = session.exec(
-            select(Alert)
+            scope.filter(select(Alert), Alert.district)
             .where(col(Alert.updated_at) >= since)
             .order_by(col(Alert.updated_at), col(Alert.id))
             .limit(limit + 1)
@@ -44,10 +50,13 @@ def replay_frames(engine: Engine, since: datetime, *, limit: int) -> list[str]:
         if len(alerts) > limit:
             return [resync_frame(f"more than {limit} alert changes since {cursor_of(since)}")]
         return [
-            frame(
-                event="alert",
-                cursor=cursor_of(alert.updated_at),
-                data=alert_data("sync", AlertPublic.model_validate(alert), None),
+            AlertFrame(
+                frame(
+                    event="alert",
+                    cursor=cursor_of(alert.updated_at),
+                    data=alert_data("sync", AlertPublic.model_validate(alert), None),
+                ),
+                district=alert.district,
             )
             for alert in alerts
         ]

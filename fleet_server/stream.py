@@ -12,6 +12,12 @@ comment saying why, and EventSource reconnects and replays what it missed),
 so a slow browser can never hold up ingest or the other clients. Messages are
 serialised once, not once per client. `publish` must run on the event loop;
 other threads use `publish_threadsafe`.
+
+Each client sees only alerts of its scope (docs/access.md): an alert frame is
+an `AlertFrame`, a `str` that also knows its alert's district, and a
+subscription made with a `Scope` gets only the frames that scope allows.
+A district-bound subscriber gets nothing that is not an `AlertFrame`, so a
+frame of unknown district never reaches it.
 """
 
 from __future__ import annotations
@@ -25,9 +31,11 @@ from datetime import datetime, timezone
 
 from fleet_server.alerting import AlertNotice
 from fleet_server.models import AlertPublic
+from fleet_server.scope import Scope
 
 __all__ = [
     "RESYNC_EVENT",
+    "AlertFrame",
     "Broadcaster",
     "Subscription",
     "alert_data",
@@ -74,13 +82,33 @@ def alert_data(op: str, alert: AlertPublic, event_id: str | None) -> str:
     )
 
 
-def alert_frame(notice: AlertNotice) -> str:
+class AlertFrame(str):
+    """An alert's SSE message that also carries the alert's district, for per-client scope."""
+
+    district: str | None
+
+    def __new__(cls, text: str, *, district: str | None) -> AlertFrame:
+        item = super().__new__(cls, text)
+        item.district = district
+        return item
+
+
+def alert_frame(notice: AlertNotice) -> AlertFrame:
     """The whole SSE message for a committed change, with its cursor as the `id:`."""
-    return frame(
-        event="alert",
-        data=alert_data(notice.op, notice.alert, notice.event_id),
-        cursor=cursor_of(notice.alert.updated_at),
+    return AlertFrame(
+        frame(
+            event="alert",
+            data=alert_data(notice.op, notice.alert, notice.event_id),
+            cursor=cursor_of(notice.alert.updated_at),
+        ),
+        district=notice.alert.district,
     )
+
+
+def _visible(scope: Scope | None, item: str) -> bool:
+    if scope is None or scope.is_all:
+        return True
+    return isinstance(item, AlertFrame) and scope.allows(item.district)
 
 
 def resync_frame(reason: str) -> str:
@@ -94,6 +122,7 @@ class Subscription:
 
     queue: asyncio.Queue[str | None]
     overflowed: bool = False
+    scope: Scope | None = None  # None: every frame (in-process consumers)
 
 
 @dataclass
@@ -110,8 +139,9 @@ class Broadcaster:
     def subscribers(self) -> int:
         return len(self._subs)
 
-    def subscribe(self) -> Subscription:
-        sub = Subscription(asyncio.Queue(maxsize=self.queue_max))
+    def subscribe(self, *, scope: Scope | None = None) -> Subscription:
+        """A new client; with `scope` it gets only the alert frames that scope allows."""
+        sub = Subscription(asyncio.Queue(maxsize=self.queue_max), scope=scope)
         self._subs.add(sub)
         return sub
 
@@ -126,7 +156,8 @@ class Broadcaster:
                 continue
             try:
                 for item in items:
-                    sub.queue.put_nowait(item)
+                    if _visible(sub.scope, item):
+                        sub.queue.put_nowait(item)
             except asyncio.QueueFull:
                 self._cut_off(sub)
 

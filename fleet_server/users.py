@@ -14,9 +14,9 @@ transaction, because who is on duty is part of what escalation reads
 (`fleet_server.alerting.policies`). A disabled user's tokens stop working at
 once: the API loads the user row on every request.
 
-Scope (the lawful-access issue): agency and district scope will be further
-fields of `UserChange` and columns of the user row; `change_user` is the one
-place that applies them, so its checks can grow there.
+Scope (docs/access.md): `agency` and `districts` are fields of `UserChange`
+and columns of the user row; `change_user` applies them. `districts: null`
+in a change means "leave as is"; send `all_districts: true` for every district.
 
 Errors::
 
@@ -36,7 +36,7 @@ from sqlmodel import Field, Session, SQLModel, col, func, select
 from fleet_server.alerting.policies import bump_policy_version
 from fleet_server.auth import hash_password
 from fleet_server.errors import FleetServerError
-from fleet_server.models import Role, User
+from fleet_server.models import DistrictName, Role, User
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,13 @@ class UserChange(SQLModel):
     is_active: bool | None = Field(
         default=None, description="false disables the user: sign-in and every token stop working"
     )
-    # Lawful-access issue: `agency` and `districts` (scope) go here.
+    agency: str | None = Field(default=None, max_length=64, description="the user's agency")
+    districts: list[DistrictName] | None = Field(
+        default=None, max_length=500, description="districts the user may see (replaces the list)"
+    )
+    all_districts: bool | None = Field(
+        default=None, description="true: every district (command centre); overrides districts"
+    )
 
 
 class PasswordReset(SQLModel):
@@ -112,7 +118,15 @@ def change_user(*, session: Session, user_id: int, change: UserChange, actor: Us
     stays_admin = role == Role.ADMIN.value and active
     if was_admin and not stays_admin and _active_admins(session) <= 1:
         raise AdminLockout(f"{user.username} is the last active admin; make another admin first")
-    if (role, active) == (user.role, user.is_active):
+    agency = change.agency if change.agency is not None else user.agency
+    districts = user.districts
+    if change.all_districts:
+        districts = None
+    elif change.districts is not None:
+        districts = sorted(set(change.districts))
+    scope_changed = (agency, districts) != (user.agency, user.districts)
+    user.agency, user.districts = agency, districts  # scope (docs/access.md)
+    if (role, active) == (user.role, user.is_active) and not scope_changed:
         return user
     user.role = role
     user.is_active = active

@@ -16,7 +16,13 @@ from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import OAuth2PasswordBearer
 from sqlmodel import Session
 
-from fleet_server.auth import InvalidToken, SignInLimits, verify_token
+from fleet_server.auth import (
+    InvalidToken,
+    SignInLimits,
+    is_api_token,
+    user_for_api_token,
+    verify_token,
+)
 from fleet_server.models import Role, User
 from fleet_server.runtime import Runtime
 
@@ -67,6 +73,11 @@ def _unauthorized(detail: str) -> HTTPException:
 def _user_for(token: str | None, session: Session, runtime: Runtime) -> User:
     if not token:
         raise _unauthorized("not authenticated: send 'Authorization: Bearer <token>'")
+    if is_api_token(token):  # another agency's system (docs/access.md)
+        try:
+            return user_for_api_token(session=session, token=token)
+        except InvalidToken as exc:
+            raise _unauthorized(f"invalid token: {exc}") from None
     try:
         claims = verify_token(token, key=runtime.signing_key)
     except InvalidToken as exc:

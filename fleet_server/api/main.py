@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from fleet_server.api.errors import API_ERROR_RESPONSES
 from fleet_server.api.routes import (
     alerts,
+    api_tokens,
     enrollment,
     escalation,
     events,
@@ -29,6 +30,7 @@ api_router = APIRouter(prefix=API_PREFIX, responses=API_ERROR_RESPONSES)
 for module in (login, users, nodes, alerts, events, escalation, metrics, ingest, stream):
     api_router.include_router(module.router)
 api_router.include_router(users_admin.router)  # managing users (docs/console.md)
+api_router.include_router(api_tokens.router)  # other agencies' systems (docs/access.md)
 api_router.include_router(technician.router)  # the technician page (docs/console.md)
 # Provisioning (docs/provisioning.md).
 for module in (enrollment, node_admin):

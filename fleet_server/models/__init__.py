@@ -1,5 +1,7 @@
 """Database tables and API models, one family per resource (SQLModel)."""
 
+from fleet_server.models import audit as audit  # registers the audit tables (fleet_server.audit)
+from fleet_server.models import ota as ota  # registers the OTA tables (fleet_server.ota)
 from fleet_server.models.alert import (
     OPEN_STATES,
     Alert,
@@ -68,10 +70,16 @@ from fleet_server.models.ingest import (
     SequenceGap,
 )
 from fleet_server.models.node import Node, NodeBase, NodePublic, NodesPublic
-from fleet_server.models import audit as audit  # registers the audit tables (fleet_server.audit)
-from fleet_server.models import ota as ota  # registers the OTA tables (fleet_server.ota)
 from fleet_server.models.power import PowerSample, PowerSite, PowerState
-from fleet_server.models.user import Role, Token, User, UserCreate, UserPublic
+from fleet_server.models.scope import (
+    ApiToken,
+    ApiTokenCreate,
+    ApiTokenCreated,
+    ApiTokenPublic,
+    ApiTokensPublic,
+    DataAccess,
+)
+from fleet_server.models.user import DistrictName, Role, Token, User, UserCreate, UserPublic
 
 __all__ = [
     "CATCH_ALL_QUEUE",
@@ -86,7 +94,14 @@ __all__ = [
     "AlertTransitionsPublic",
     "AlertType",
     "AlertsPublic",
+    "ApiToken",
+    "ApiTokenCreate",
+    "ApiTokenCreated",
+    "ApiTokenPublic",
+    "ApiTokensPublic",
+    "DataAccess",
     "DecisionIn",
+    "DistrictName",
     "EnrollIn",
     "EnrollOut",
     "EnrollPending",

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
+from pydantic import StringConstraints
+from sqlalchemy import JSON
 from sqlmodel import Field, SQLModel
 
 from fleet_server.models.common import UtcDateTime, utcnow
@@ -19,12 +22,22 @@ class Role(StrEnum):
     AUDITOR = "auditor"
 
 
+# A district name as nodes carry it (`Node.district`); scopes list these (docs/access.md).
+DistrictName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
 class UserCreate(SQLModel):
     """Input for creating a user."""
 
     username: str = Field(min_length=1, max_length=64)
     role: Role
     password: str = Field(min_length=8, max_length=256)
+    agency: str | None = Field(default=None, max_length=64, description="e.g. 'PSCA', 'CTD'")
+    districts: list[DistrictName] | None = Field(
+        default=None,
+        max_length=500,
+        description="districts the user may see; null = every district (docs/access.md)",
+    )
 
 
 class User(SQLModel, table=True):
@@ -36,6 +49,9 @@ class User(SQLModel, table=True):
     is_active: bool = True
     password_hash: str = Field(max_length=256)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    # Scope (docs/access.md, fleet_server.scope): NULL districts = every district.
+    agency: str | None = Field(default=None, max_length=64)
+    districts: list[str] | None = Field(default=None, sa_type=JSON)
 
 
 class UserPublic(SQLModel):
@@ -46,6 +62,8 @@ class UserPublic(SQLModel):
     role: Role
     is_active: bool
     created_at: datetime
+    agency: str | None = None
+    districts: list[str] | None = Field(default=None, description="null = every district")
 
 
 class Token(SQLModel):

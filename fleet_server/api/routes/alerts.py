@@ -2,7 +2,8 @@
 
 The list filters by any number of states (the console's history view asks for
 every closed state at once), type, severity, district, queue and node, and pages
-with `offset`/`limit`, newest first.
+with `offset`/`limit`, newest first. Every route sees only alerts in the
+caller's scope (docs/access.md): others are 404, and counts leave them out.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from fastapi import APIRouter, HTTPException, Query, status
 from sqlmodel import col, func, select
 
 from fleet_server.alerting import AlertNotFound, IllegalTransition, transition_alert
-from fleet_server.api.deps import CurrentUser, OperatorUser, RuntimeDep, SessionDep
+from fleet_server.api.deps import OperatorUser, RuntimeDep, SessionDep
+from fleet_server.api.scope import ScopeDep, not_in_scope
 from fleet_server.models import (
     Alert,
     AlertEscalation,
@@ -27,6 +29,7 @@ from fleet_server.models import (
     Severity,
     TransitionRequest,
 )
+from fleet_server.scope import Scope
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
 
@@ -39,7 +42,7 @@ MAX_OFFSET = 10_000_000
 @router.get("")
 def read_alerts(
     session: SessionDep,
-    _user: CurrentUser,
+    scope: ScopeDep,
     state: Annotated[list[AlertState] | None, Query(max_length=len(AlertState))] = None,
     queue: Annotated[str | None, Query(max_length=64)] = None,
     node_id: Annotated[str | None, Query(max_length=64)] = None,
@@ -51,8 +54,8 @@ def read_alerts(
 ) -> AlertsPublic:
     """Newest alerts first; filter by state (repeatable), queue (e.g. `catch_all`), node,
     type, severity or district; `count` is how many match in all."""
-    query = select(Alert)
-    count_query = select(func.count()).select_from(Alert)
+    query = scope.filter(select(Alert), Alert.district)
+    count_query = scope.filter(select(func.count()).select_from(Alert), Alert.district)
     if state:
         query = query.where(col(Alert.state).in_([str(s) for s in state]))
         count_query = count_query.where(col(Alert.state).in_([str(s) for s in state]))
@@ -72,25 +75,23 @@ def read_alerts(
     return AlertsPublic(data=[AlertPublic.model_validate(a) for a in alerts], count=count)
 
 
-def _get_alert(session: SessionDep, alert_id: str) -> Alert:
+def _get_alert(session: SessionDep, scope: Scope, alert_id: str) -> Alert:
     alert = session.get(Alert, alert_id)
-    if alert is None:
-        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"no alert {alert_id!r}")
+    if alert is None or not scope.allows(alert.district):
+        raise not_in_scope(f"alert {alert_id!r}")
     return alert
 
 
 @router.get("/{alert_id}")
-def read_alert(session: SessionDep, _user: CurrentUser, alert_id: str) -> AlertPublic:
+def read_alert(session: SessionDep, scope: ScopeDep, alert_id: str) -> AlertPublic:
     """One alert."""
-    return AlertPublic.model_validate(_get_alert(session, alert_id))
+    return AlertPublic.model_validate(_get_alert(session, scope, alert_id))
 
 
 @router.get("/{alert_id}/transitions")
-def read_transitions(
-    session: SessionDep, _user: CurrentUser, alert_id: str
-) -> AlertTransitionsPublic:
+def read_transitions(session: SessionDep, scope: ScopeDep, alert_id: str) -> AlertTransitionsPublic:
     """Every lifecycle step of an alert, oldest first, with who made it."""
-    _get_alert(session, alert_id)
+    _get_alert(session, scope, alert_id)
     rows = session.exec(
         select(AlertTransition)
         .where(AlertTransition.alert_id == alert_id)
@@ -103,10 +104,10 @@ def read_transitions(
 
 @router.get("/{alert_id}/escalations")
 def read_escalations(
-    session: SessionDep, _user: CurrentUser, alert_id: str
+    session: SessionDep, scope: ScopeDep, alert_id: str
 ) -> list[AlertEscalationPublic]:
     """Every escalation step of an alert, oldest first: level, queue, reason, time."""
-    _get_alert(session, alert_id)
+    _get_alert(session, scope, alert_id)
     rows = session.exec(
         select(AlertEscalation)
         .where(AlertEscalation.alert_id == alert_id)
@@ -120,10 +121,12 @@ def create_transition(
     session: SessionDep,
     runtime: RuntimeDep,
     user: OperatorUser,
+    scope: ScopeDep,
     alert_id: str,
     body: TransitionRequest,
 ) -> AlertTransitionPublic:
     """Move an alert to another state; 409 names the allowed states when it cannot."""
+    _get_alert(session, scope, alert_id)
     try:
         row, notice = transition_alert(
             session=session,

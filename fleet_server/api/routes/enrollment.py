@@ -18,8 +18,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from sqlmodel import col, func, select
 
-from fleet_server.api.deps import AdminUser, CurrentUser, RuntimeDep, SessionDep, require_roles
+from fleet_server.api.deps import AdminUser, RuntimeDep, SessionDep, require_roles
+from fleet_server.api.scope import FleetScope, ScopeDep, not_in_scope
 from fleet_server.enrollment import (
     EnrollmentRefused,
     Issued,
@@ -29,9 +31,6 @@ from fleet_server.enrollment import (
     enrollment_result,
     hash_token,
     import_preauthorized,
-    list_certificates,
-    list_requests,
-    list_tokens,
     reject_request,
     renew,
     revoke_token,
@@ -42,10 +41,12 @@ from fleet_server.models import (
     EnrollmentRequestPublic,
     EnrollmentRequestsPublic,
     EnrollmentRequestState,
+    EnrollmentToken,
     EnrollmentTokenCreate,
     EnrollmentTokenCreated,
     EnrollmentTokenPublic,
     EnrollmentTokensPublic,
+    NodeCertificate,
     NodeCertificatePublic,
     NodeCertificatesPublic,
     PreauthorizedImport,
@@ -144,9 +145,15 @@ def _enroll_answer(issued: Issued, *, runtime: Runtime, request: Request) -> Enr
 
 @router.post("/enrollment-tokens", status_code=status.HTTP_201_CREATED)
 def create_enrollment_token(
-    session: SessionDep, user: EnrollerUser, token_in: EnrollmentTokenCreate
+    session: SessionDep, user: EnrollerUser, scope: ScopeDep, token_in: EnrollmentTokenCreate
 ) -> EnrollmentTokenCreated:
-    """A single-use enrollment token; its value is shown in this answer only."""
+    """A single-use enrollment token; its value is shown in this answer only.
+
+    Only for a district of the caller's scope (403 otherwise; a token with no
+    district needs an every-district scope).
+    """
+    if not scope.allows(token_in.district):
+        raise refusal("forbidden", "that district is outside your scope", status_code=403)
     row, value = create_token(
         session=session, token_in=token_in, created_by=user.username, now=utcnow()
     )
@@ -162,19 +169,31 @@ def create_enrollment_token(
 
 
 @router.get("/enrollment-tokens")
-def read_enrollment_tokens(session: SessionDep, _user: EnrollerUser) -> EnrollmentTokensPublic:
-    """Tokens, newest first (never their values)."""
-    rows, count = list_tokens(session=session)
+def read_enrollment_tokens(
+    session: SessionDep, _user: EnrollerUser, scope: ScopeDep
+) -> EnrollmentTokensPublic:
+    """Tokens of the caller's scope, newest first (never their values)."""
+    count = session.exec(
+        scope.filter(select(func.count()).select_from(EnrollmentToken), EnrollmentToken.district)
+    ).one()
+    rows = session.exec(
+        scope.filter(select(EnrollmentToken), EnrollmentToken.district)
+        .order_by(col(EnrollmentToken.created_at).desc())
+        .limit(200)
+    ).all()
     return EnrollmentTokensPublic(
-        data=[EnrollmentTokenPublic.model_validate(r) for r in rows], count=count
+        data=[EnrollmentTokenPublic.model_validate(r) for r in rows], count=int(count)
     )
 
 
 @router.delete("/enrollment-tokens/{token_id}")
 def withdraw_enrollment_token(
-    session: SessionDep, _user: EnrollerUser, token_id: str
+    session: SessionDep, _user: EnrollerUser, scope: ScopeDep, token_id: str
 ) -> EnrollmentTokenPublic:
-    """Withdraw an unused token; 404 when there is no such token."""
+    """Withdraw an unused token; 404 when there is no such token (or not in scope)."""
+    token = session.get(EnrollmentToken, token_id)
+    if token is not None and not scope.allows(token.district):
+        raise refusal(RefusalReason.TOKEN_UNKNOWN, "no such enrollment token", status_code=404)
     try:
         row = revoke_token(session=session, token_id=token_id, now=utcnow())
     except EnrollmentRefused as exc:
@@ -206,7 +225,7 @@ def withdraw_enrollment_token(
     },
 )
 async def import_preauthorized_serials(
-    request: Request, session: SessionDep, _user: AdminUser
+    request: Request, session: SessionDep, _user: AdminUser, _fleet: FleetScope
 ) -> PreauthorizedImport:
     """Import `serial,public_key_pem[,district,site_id,node_id]` rows (text/csv body or file)."""
     content_type = request.headers.get("content-type", "")
@@ -325,13 +344,28 @@ def renew_certificate(
 def read_enrollment_requests(
     session: SessionDep,
     _user: EnrollerUser,
+    scope: ScopeDep,
     state: Annotated[EnrollmentRequestState | None, Query()] = None,
 ) -> EnrollmentRequestsPublic:
-    """The manual accept queue (`state=pending` for what waits)."""
-    rows, count = list_requests(session=session, state=state)
-    return EnrollmentRequestsPublic(
-        data=[EnrollmentRequestPublic.model_validate(r) for r in rows], count=count
+    """The manual accept queue of the caller's scope (`state=pending` for what waits)."""
+    query = scope.filter(select(EnrollmentRequest), EnrollmentRequest.district)
+    count_query = scope.filter(
+        select(func.count()).select_from(EnrollmentRequest), EnrollmentRequest.district
     )
+    if state is not None:
+        query = query.where(EnrollmentRequest.state == state)
+        count_query = count_query.where(EnrollmentRequest.state == state)
+    rows = session.exec(query.order_by(col(EnrollmentRequest.created_at)).limit(200)).all()
+    return EnrollmentRequestsPublic(
+        data=[EnrollmentRequestPublic.model_validate(r) for r in rows],
+        count=int(session.exec(count_query).one()),
+    )
+
+
+def _request_in_scope(session: SessionDep, scope: ScopeDep, request_id: str) -> None:
+    row = session.get(EnrollmentRequest, request_id)
+    if row is not None and not scope.allows(row.district):
+        raise not_in_scope(f"enrollment request {request_id!r}")
 
 
 @router.post("/enrollment-requests/{request_id}/accept")
@@ -339,10 +373,12 @@ def accept_enrollment_request(
     session: SessionDep,
     runtime: RuntimeDep,
     user: AdminUser,
+    scope: ScopeDep,
     request_id: str,
     decision: DecisionIn | None = None,
 ) -> EnrollmentRequestPublic:
     """Approve a queued node; it gets its certificate on its next poll."""
+    _request_in_scope(session, scope, request_id)
     ca = _ca(runtime)
     try:
         accept_request(
@@ -362,9 +398,14 @@ def accept_enrollment_request(
 
 @router.post("/enrollment-requests/{request_id}/reject")
 def reject_enrollment_request(
-    session: SessionDep, user: AdminUser, request_id: str, decision: DecisionIn | None = None
+    session: SessionDep,
+    user: AdminUser,
+    scope: ScopeDep,
+    request_id: str,
+    decision: DecisionIn | None = None,
 ) -> EnrollmentRequestPublic:
     """Refuse a queued node; its next poll gets 403 `rejected`."""
+    _request_in_scope(session, scope, request_id)
     try:
         row = reject_request(
             session=session,
@@ -384,10 +425,18 @@ def reject_enrollment_request(
 
 @router.get("/certificates")
 def read_certificates(
-    session: SessionDep, _user: CurrentUser, node_id: str | None = None
+    session: SessionDep, scope: ScopeDep, node_id: str | None = None
 ) -> NodeCertificatesPublic:
-    """Node certificates, newest first (serial, validity, revocation)."""
-    rows, count = list_certificates(session=session, node_id=node_id)
+    """Certificates of nodes in the caller's scope, newest first (serial, validity, revocation)."""
+    query = scope.filter_nodes(select(NodeCertificate), NodeCertificate.node_id)
+    count_query = scope.filter_nodes(
+        select(func.count()).select_from(NodeCertificate), NodeCertificate.node_id
+    )
+    if node_id is not None:
+        query = query.where(NodeCertificate.node_id == node_id)
+        count_query = count_query.where(NodeCertificate.node_id == node_id)
+    rows = session.exec(query.order_by(col(NodeCertificate.issued_at).desc()).limit(500)).all()
     return NodeCertificatesPublic(
-        data=[NodeCertificatePublic.model_validate(r) for r in rows], count=count
+        data=[NodeCertificatePublic.model_validate(r) for r in rows],
+        count=int(session.exec(count_query).one()),
     )

@@ -6,6 +6,8 @@ it would leave an alert type reaching nobody (422 for a policy that makes no
 sense, 409 for one that clashes with what is stored), it re-plans every open
 alert it affects, and it is recorded with who made it and the policy before
 and after (`GET /escalation-policies/{name}/history`, admins and auditors).
+Policies are fleet-wide, not district data: any scope may read them, only an
+every-district scope may change them (docs/access.md).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from fleet_server.alerting import (
     delete_policy,
     policy_history,
 )
-from fleet_server.api.deps import AdminUser, CurrentUser, RuntimeDep, SessionDep, require_roles
+from fleet_server.api.deps import AdminUser, RuntimeDep, SessionDep, require_roles
+from fleet_server.api.scope import FleetScope, ScopeDep
 from fleet_server.models import (
     EscalationLevel,
     EscalationLevelIn,
@@ -72,7 +75,7 @@ def _refused(exc: PolicyRefused) -> HTTPException:
 
 
 @router.get("")
-def read_policies(session: SessionDep, _user: CurrentUser) -> list[EscalationPolicyPublic]:
+def read_policies(session: SessionDep, _scope: ScopeDep) -> list[EscalationPolicyPublic]:
     """Every policy with its levels."""
     policies = session.exec(select(EscalationPolicy).order_by(col(EscalationPolicy.id))).all()
     return [_public(session, p) for p in policies]
@@ -89,6 +92,7 @@ def replace_policy(
     session: SessionDep,
     runtime: RuntimeDep,
     admin: AdminUser,
+    _fleet: FleetScope,
     name: PolicyName,
     policy_in: EscalationPolicyIn,
 ) -> EscalationPolicyPublic:
@@ -130,7 +134,7 @@ def replace_policy(
     },
 )
 def remove_policy(
-    session: SessionDep, runtime: RuntimeDep, admin: AdminUser, name: PolicyName
+    session: SessionDep, runtime: RuntimeDep, admin: AdminUser, _fleet: FleetScope, name: PolicyName
 ) -> None:
     """Delete a policy; its type's open alerts are re-planned on the default ladder."""
     try:
@@ -153,6 +157,7 @@ def remove_policy(
 def read_policy_history(
     session: SessionDep,
     _user: AuditUser,
+    _scope: ScopeDep,
     name: PolicyName,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,

@@ -11,9 +11,11 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, status
+from sqlmodel import Session
 
-from fleet_server.api.deps import AdminUser, CurrentUser, RuntimeDep, SessionDep, require_roles
+from fleet_server.api.deps import AdminUser, RuntimeDep, SessionDep, require_roles
 from fleet_server.api.routes.enrollment import refusal
+from fleet_server.api.scope import ScopeDep, not_in_scope
 from fleet_server.enrollment import EnrollmentRefused, register_node, revoke_node, set_lifecycle
 from fleet_server.models import (
     LifecycleIn,
@@ -33,6 +35,7 @@ from fleet_server.models import (
 from fleet_server.models import Node as NodeRow
 from fleet_server.node_commands import CommandRefused, make_command, reply_for
 from fleet_server.runtime import Runtime
+from fleet_server.scope import Scope
 from proto.codec import encode, topic_for
 
 __all__ = ["router"]
@@ -45,6 +48,13 @@ FieldUser = Annotated[User, Depends(require_roles(Role.ADMIN, Role.TECHNICIAN))]
 CommandUser = Annotated[User, Depends(require_roles(Role.ADMIN, Role.OPERATOR, Role.TECHNICIAN))]
 
 
+def _node_in_scope(session: Session, scope: Scope, node_id: str) -> None:
+    """404 for a node outside the caller's scope (an unknown node is the route's own answer)."""
+    node = session.get(NodeRow, node_id)
+    if node is not None and not scope.allows(node.district):
+        raise not_in_scope(f"node {node_id!r}")
+
+
 def _publish_revocation(runtime: Runtime, node_id: str) -> str:
     if runtime.pki is None:
         return "no-pki"
@@ -52,8 +62,12 @@ def _publish_revocation(runtime: Runtime, node_id: str) -> str:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def register(session: SessionDep, user: FieldUser, node_in: NodeRegister) -> NodePublic:
-    """A technician registers a node (lifecycle `registered`) before it enrolls."""
+def register(
+    session: SessionDep, user: FieldUser, scope: ScopeDep, node_in: NodeRegister
+) -> NodePublic:
+    """A technician registers a node (lifecycle `registered`) in a district of their scope."""
+    if not scope.allows(node_in.district):
+        raise refusal("forbidden", "that district is outside your scope", status_code=403)
     try:
         node = register_node(session=session, node_in=node_in, now=utcnow())
     except EnrollmentRefused as exc:
@@ -65,13 +79,19 @@ def register(session: SessionDep, user: FieldUser, node_in: NodeRegister) -> Nod
 
 @router.post("/{node_id}/lifecycle")
 def change_lifecycle(
-    session: SessionDep, runtime: RuntimeDep, user: FieldUser, node_id: str, change: LifecycleIn
+    session: SessionDep,
+    runtime: RuntimeDep,
+    user: FieldUser,
+    scope: ScopeDep,
+    node_id: str,
+    change: LifecycleIn,
 ) -> NodePublic:
     """Move a node along registered → provisioned → commissioned → active → decommissioned.
 
     Technicians may only set `commissioned`; decommissioning revokes the
     node's certificates and makes the broker enforce it.
     """
+    _node_in_scope(session, scope, node_id)
     if user.role != Role.ADMIN and change.to != NodeLifecycle.COMMISSIONED:
         raise refusal("forbidden", f"role {user.role!r} may only set commissioned", status_code=403)
     if change.to in (NodeLifecycle.REGISTERED, NodeLifecycle.PROVISIONED):
@@ -94,6 +114,7 @@ def revoke(
     session: SessionDep,
     runtime: RuntimeDep,
     user: AdminUser,
+    scope: ScopeDep,
     node_id: str,
     revoke_in: RevokeIn | None = None,
 ) -> RevokeOut:
@@ -103,6 +124,7 @@ def revoke(
     limit: the CRL is re-read now, one restart follows), ``reloaded``,
     ``external``, ``no-pki``, or ``unchanged`` when nothing was revoked.
     """
+    _node_in_scope(session, scope, node_id)
     reason = revoke_in.reason if revoke_in else "revoked by admin"
     try:
         rows = revoke_node(session=session, node_id=node_id, now=utcnow(), reason=reason)
@@ -121,10 +143,16 @@ def revoke(
 
 @router.post("/{node_id}/commands", status_code=status.HTTP_202_ACCEPTED)
 def send_command(
-    session: SessionDep, runtime: RuntimeDep, user: CommandUser, node_id: str, cmd: NodeCommandIn
+    session: SessionDep,
+    runtime: RuntimeDep,
+    user: CommandUser,
+    scope: ScopeDep,
+    node_id: str,
+    cmd: NodeCommandIn,
 ) -> NodeCommandOut:
     """Publish a proto command (ping, test_mode, set_config); the reply is fetched by request_id."""
-    if session.get(NodeRow, node_id) is None:
+    node = session.get(NodeRow, node_id)
+    if node is None or not scope.allows(node.district):
         raise refusal("node_unknown", f"no node {node_id!r}", status_code=404)
     if runtime.mqtt is None:
         raise refusal("mqtt_disabled", "this server has no MQTT connection", status_code=503)
@@ -147,9 +175,11 @@ def send_command(
 
 @router.get("/{node_id}/replies/{request_id}")
 def read_reply(
-    session: SessionDep, _user: CurrentUser, node_id: str, request_id: str
+    session: SessionDep, scope: ScopeDep, node_id: str, request_id: str
 ) -> NodeReplyPublic:
     """The node's `Reply` to a command, once it arrived (404 `reply_pending` until then)."""
+    if not scope.allows_node(session, node_id):
+        raise not_in_scope(f"node {node_id!r}")
     reply = reply_for(session=session, node_id=node_id, request_id=request_id)
     if reply is not None:
         return NodeReplyPublic.model_validate(reply)

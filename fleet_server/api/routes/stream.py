@@ -1,4 +1,7 @@
-"""`GET /stream/alerts`: the live alert feed as Server-Sent Events, resumable."""
+"""`GET /stream/alerts`: the live alert feed as Server-Sent Events, resumable, in scope.
+
+A client gets only the alerts of its scope, live and replayed (docs/access.md).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,8 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException, Query
 from fastapi.responses import StreamingResponse
 
-from fleet_server.api.deps import RuntimeDep, StreamUser
+from fleet_server.api.deps import RuntimeDep
+from fleet_server.api.scope import StreamScope
 from fleet_server.feed_replay import replay_frames
 from fleet_server.stream import parse_cursor, resync_frame
 
@@ -18,7 +22,7 @@ router = APIRouter(prefix="/stream", tags=["stream"])
 @router.get("/alerts", response_class=StreamingResponse)
 async def stream_alerts(
     runtime: RuntimeDep,
-    _user: StreamUser,
+    scope: StreamScope,
     since: Annotated[
         str | None,
         Query(description="a frame id: first replay alerts changed at or after it"),
@@ -43,7 +47,7 @@ async def stream_alerts(
     broadcaster = runtime.broadcaster
     # Subscribe before reading the replay: a change committed in between comes
     # live (maybe twice), never not at all.
-    sub = broadcaster.subscribe()
+    sub = broadcaster.subscribe(scope=scope)
     if cursor is not None:
         try:
             backlog = await asyncio.to_thread(
@@ -51,6 +55,7 @@ async def stream_alerts(
                 runtime.engine,
                 parse_cursor(cursor),
                 limit=runtime.settings.sse_replay_max,
+                scope=scope,
             )
         except ValueError as exc:
             backlog = [resync_frame(str(exc))]

@@ -14,6 +14,7 @@ from fastapi import APIRouter, HTTPException, status
 from sqlmodel import SQLModel
 
 from fleet_server.api.deps import AdminUser, SessionDep
+from fleet_server.api.scope import FleetScope
 from fleet_server.models import UserPublic
 from fleet_server.users import (
     AdminLockout,
@@ -36,7 +37,7 @@ class UsersPublic(SQLModel):
 
 
 @router.get("")
-def read_users(session: SessionDep, _admin: AdminUser) -> UsersPublic:
+def read_users(session: SessionDep, _admin: AdminUser, _fleet: FleetScope) -> UsersPublic:
     """Every user, by name (admins only)."""
     users = [UserPublic.model_validate(u) for u in list_users(session=session)]
     return UsersPublic(data=users, count=len(users))
@@ -47,7 +48,7 @@ def read_users(session: SessionDep, _admin: AdminUser) -> UsersPublic:
     responses={404: {"description": "no such user"}, 409: {"description": "admin lockout"}},
 )
 def update_user(
-    session: SessionDep, admin: AdminUser, user_id: int, change: UserChange
+    session: SessionDep, admin: AdminUser, _fleet: FleetScope, user_id: int, change: UserChange
 ) -> UserPublic:
     """Change a user's role or disable/enable them (admins only).
 
@@ -68,7 +69,9 @@ def update_user(
     status_code=status.HTTP_204_NO_CONTENT,
     responses={404: {"description": "no such user"}},
 )
-def set_password(session: SessionDep, admin: AdminUser, user_id: int, reset: PasswordReset) -> None:
+def set_password(
+    session: SessionDep, admin: AdminUser, _fleet: FleetScope, user_id: int, reset: PasswordReset
+) -> None:
     """Set a new password for a user (admins only)."""
     try:
         reset_password(session=session, user_id=user_id, reset=reset, actor=admin)

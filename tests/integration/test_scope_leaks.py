@@ -1,0 +1,332 @@
+"""An out-of-scope user gets nothing: every route, counts, the live feed's replay (docs/access.md).
+
+One fleet with nodes and alerts in Gulberg and Model Town (Lahore), Clifton
+(Karachi) and one node with no district. Users from Clifton — an operator, a
+technician and even an admin — call every route of the app with the Lahore
+objects' ids; no answer may name a Lahore node, alert, site or district, no
+count may include them, and mutations answer 404 (or 403 where the route
+refuses out-of-scope input) and change nothing. In-scope users see their
+own (so the checks are not vacuous).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from fastapi.routing import iter_route_contexts
+from fastapi.testclient import TestClient
+from sqlmodel import Session
+
+from fleet_server.alerting import load_policies
+from fleet_server.api.scope import SCOPE_FREE_PREFIXES, SCOPE_FREE_ROUTES
+from fleet_server.app import create_app
+from fleet_server.auth import create_user
+from fleet_server.feed_replay import replay_frames
+from fleet_server.ingest import decode_all, store_batch
+from fleet_server.models import Alert, Node, PowerSite, PowerState, Role, UserCreate, utcnow
+from fleet_server.runtime import Runtime
+from fleet_server.scope import Scope
+from fleet_server.settings import Settings
+from proto.codec import encode, topic_for
+from proto.ids import new_event_id
+from proto.messages import PanicEvent
+
+API = "/api/v1"
+PASSWORD = "scope-test-password"
+T_PAST = "2000-01-01T00:00:00.000000Z"
+
+NODES = {
+    "lhr-g-01": ("Gulberg", "g-site"),
+    "lhr-m-01": ("Model Town", "m-site"),
+    "khi-c-01": ("Clifton", "c-site"),
+    "nowhere-01": (None, None),
+}
+USERS = {
+    "gulberg_op": (Role.OPERATOR, ["Gulberg"]),
+    "lahore_duty": (Role.OPERATOR, ["Gulberg", "Model Town"]),
+    "clifton_op": (Role.OPERATOR, ["Clifton"]),
+    "clifton_tech": (Role.TECHNICIAN, ["Clifton"]),
+    "clifton_admin": (Role.ADMIN, ["Clifton"]),
+    "hq": (Role.OPERATOR, None),
+}
+OUTSIDERS = ("clifton_op", "clifton_tech", "clifton_admin")
+# Routes whose modules were not scoped in this change (docs/access.md, "Not yet scoped"):
+# the allowlist test names them too. Their leak checks are expected to fail until scoped.
+NOT_YET_SCOPED = (
+    "/api/v1/technician/",
+    "/api/v1/ota/",
+    "/api/v1/fleet-map",
+    "/api/v1/node-detail/",
+    "/api/v1/response-times/",
+)
+
+
+@dataclass
+class World:
+    client: TestClient
+    runtime: Runtime
+    alerts: dict[str, str]  # node id → alert id
+    tokens: dict[str, dict[str, str]]
+    enrollment_token_id: str
+
+    def markers(self, *nodes: str) -> set[str]:
+        """Strings that must never appear in an answer to someone outside `nodes`' districts."""
+        out: set[str] = set()
+        for node in nodes:
+            district, site = NODES[node]
+            out |= {node, self.alerts[node]}
+            out |= {x for x in (district, site) if x is not None}
+        return out
+
+
+def _press(runtime: Runtime, node: str) -> str:
+    press = PanicEvent(node_id=node, ts=utcnow(), event_id=new_event_id(), seq=1)
+    envelopes, _ = decode_all([(topic_for(press), encode(press))])
+    with Session(runtime.engine, expire_on_commit=False) as session:
+        policies = load_policies(session=session, ack_timeout_s=120)
+        out = store_batch(session=session, envelopes=envelopes, now=utcnow(), policies=policies)
+        session.commit()
+    return out.notices[0].alert.id
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("scope"),
+        broker_url=None,
+        admin_username="admin",
+        admin_password=PASSWORD,
+        secret_key="test-secret-key-that-is-long-enough",
+    )
+    with TestClient(create_app(settings)) as client:
+        runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+        with Session(runtime.engine) as session:
+            for node_id, (district, site) in NODES.items():
+                session.add(
+                    Node(node_id=node_id, district=district, site_id=site, lat=31.5, lon=74.3)
+                )
+                session.add(
+                    PowerState(
+                        node_id=node_id, ts=utcnow(), battery_soc=40.0, load_w=5.0, autonomy_h=3.0
+                    )
+                )
+            for site in ("g-site", "c-site"):
+                session.add(PowerSite(site_id=site, autonomy_target_h=30.0))
+            session.commit()
+            for name, (role, districts) in USERS.items():
+                create_user(
+                    session=session,
+                    user_in=UserCreate(
+                        username=name, role=role, password=PASSWORD, districts=districts
+                    ),
+                )
+        alerts = {node: _press(runtime, node) for node in NODES}
+        tokens = {}
+        for name in (*USERS, "admin"):
+            answer = client.post(
+                f"{API}/login/access-token", data={"username": name, "password": PASSWORD}
+            )
+            assert answer.status_code == 200, answer.text
+            tokens[name] = {"Authorization": f"Bearer {answer.json()['access_token']}"}
+        made = client.post(
+            f"{API}/enrollment-tokens", json={"district": "Gulberg"}, headers=tokens["admin"]
+        )
+        assert made.status_code == 201, made.text
+        yield World(client, runtime, alerts, tokens, made.json()["id"])
+
+
+def _path_values(world: World) -> dict[str, str]:
+    return {
+        "node_id": "lhr-g-01",
+        "alert_id": world.alerts["lhr-g-01"],
+        "site_id": "g-site",
+        "token_id": world.enrollment_token_id,
+        "request_id": "01J0000000000000000000000Z",
+        "name": "panic-default",
+        "user_id": "1",
+        "artifact_id": "01J0000000000000000000000Z",
+        "campaign_id": "01J0000000000000000000000Z",
+    }
+
+
+QUERIES = {"/api/v1/technician/nodes": {"q": "lhr-g-01"}}
+
+
+def _app_routes() -> list[tuple[str, str]]:
+    app = create_app(
+        Settings(data_dir=tempfile.mkdtemp(), broker_url=None, secret_key="x" * 40)  # never run
+    )
+    out = []
+    for route in iter_route_contexts(app.routes):
+        path = route.path or ""
+        for method in sorted(route.methods or ()):
+            if method in ("HEAD", "OPTIONS") or not path.startswith(API):
+                continue
+            if (method, path) in SCOPE_FREE_ROUTES:
+                continue
+            if any(path == p or path.startswith(p + "/") for p in SCOPE_FREE_PREFIXES):
+                continue
+            out.append((method, path))
+    return out
+
+
+def _param(method: str, path: str) -> Any:
+    marks = []
+    if any(path.startswith(p) for p in NOT_YET_SCOPED):
+        marks.append(pytest.mark.xfail(reason="module not yet scoped (docs/access.md)"))
+    return pytest.param(method, path, marks=marks, id=f"{method} {path}")
+
+
+READS = [_param(m, p) for m, p in _app_routes() if m == "GET" and p != f"{API}/stream/alerts"]
+
+
+def _fill(world: World, path: str) -> str:
+    values = _path_values(world)
+    names = re.findall(r"{([^}:]+)(?::[^}]*)?}", path)
+    unknown = [n for n in names if n not in values]
+    assert not unknown, f"add a value for {unknown} to _path_values for {path}"
+    return re.sub(r"{([^}:]+)(?::[^}]*)?}", lambda m: values[m.group(1)], path)
+
+
+def _assert_no_leak(text: str, markers: set[str], where: str, asked: str = "") -> None:
+    """No marker in `text`, except those the caller itself sent (`asked`: URL and body)."""
+    leaked = sorted(m for m in markers if m in text and m not in asked)
+    assert not leaked, f"{where} leaked {leaked}: {text[:500]}"
+
+
+def _assert_counts_match(body: Any, where: str) -> None:
+    """In this small fleet every list fits one page: a count above the rows shown is a leak."""
+    if isinstance(body, dict) and isinstance(body.get("data"), list) and "count" in body:
+        assert body["count"] == len(body["data"]), f"{where}: count {body['count']} leaks"
+
+
+@pytest.mark.parametrize(("method", "path"), READS)
+@pytest.mark.parametrize("who", OUTSIDERS)
+def test_an_out_of_scope_user_reads_nothing_of_another_district(
+    world: World, who: str, method: str, path: str
+) -> None:
+    url = _fill(world, path)
+    answer = world.client.get(url, params=QUERIES.get(path), headers=world.tokens[who])
+    where = f"{who} GET {url}"
+    assert answer.status_code in (200, 403, 404), f"{where}: {answer.status_code} {answer.text}"
+    markers = world.markers("lhr-g-01", "lhr-m-01", "nowhere-01")
+    _assert_no_leak(answer.text, markers, where, asked=f"{url} {QUERIES.get(path)}")
+    if answer.headers.get("content-type", "").startswith("application/json"):
+        _assert_counts_match(answer.json(), where)
+
+
+def test_a_district_user_sees_their_district_and_only_it(world: World) -> None:
+    for path, key in ((f"{API}/nodes", "node_id"), (f"{API}/alerts", "node_id")):
+        seen = {
+            row[key]
+            for row in world.client.get(path, headers=world.tokens["gulberg_op"]).json()["data"]
+        }
+        assert seen == {"lhr-g-01"}, path
+        duty = world.client.get(path, headers=world.tokens["lahore_duty"]).json()
+        assert {row[key] for row in duty["data"]} == {"lhr-g-01", "lhr-m-01"}
+        assert duty["count"] == 2
+        everything = world.client.get(path, headers=world.tokens["hq"]).json()
+        assert {row[key] for row in everything["data"]} >= set(NODES)
+    one = world.client.get(f"{API}/nodes/lhr-g-01", headers=world.tokens["gulberg_op"])
+    assert one.status_code == 200
+    events = world.client.get(f"{API}/events", headers=world.tokens["gulberg_op"]).json()
+    assert {e["node_id"] for e in events["data"]} == {"lhr-g-01"}
+
+
+def test_an_out_of_scope_object_is_404_exactly_like_a_missing_one(world: World) -> None:
+    headers = world.tokens["clifton_op"]
+    for real, missing in (
+        (f"{API}/alerts/{world.alerts['lhr-g-01']}", f"{API}/alerts/01J0000000000000000000000Z"),
+        (f"{API}/nodes/lhr-g-01", f"{API}/nodes/no-such-node"),
+    ):
+        a, b = world.client.get(real, headers=headers), world.client.get(missing, headers=headers)
+        assert (a.status_code, b.status_code) == (404, 404)
+        assert a.json()["detail"].split("'")[0] == b.json()["detail"].split("'")[0]
+
+
+def _mutations(world: World) -> dict[tuple[str, str], tuple[Any, int]]:
+    """(method, path) → (body, status an outsider gets) for every route that changes data."""
+    return {
+        ("POST", f"{API}/alerts/{{alert_id}}/transitions"): ({"to": "acknowledged"}, 404),
+        ("POST", f"{API}/nodes"): ({"node_id": "lhr-g-99", "district": "Gulberg"}, 403),
+        ("POST", f"{API}/nodes/{{node_id}}/lifecycle"): ({"to": "commissioned"}, 404),
+        ("POST", f"{API}/nodes/{{node_id}}/revoke"): ({"reason": "x"}, 404),
+        ("POST", f"{API}/nodes/{{node_id}}/commands"): ({"name": "ping", "args": {}}, 404),
+        ("POST", f"{API}/enrollment-tokens"): ({"district": "Gulberg"}, 403),
+        ("DELETE", f"{API}/enrollment-tokens/{{token_id}}"): (None, 404),
+        ("POST", f"{API}/enrollment-requests/{{request_id}}/accept"): (None, 404),
+        ("POST", f"{API}/enrollment-requests/{{request_id}}/reject"): (None, 404),
+        ("POST", f"{API}/preauthorized"): (None, 403),
+        ("PUT", f"{API}/power/sites/{{site_id}}"): ({"autonomy_target_h": 1.0}, 404),
+        ("POST", f"{API}/users"): (
+            {"username": "x1", "role": "operator", "password": "long-enough"},
+            403,
+        ),
+        ("PATCH", f"{API}/users/{{user_id}}"): ({"all_districts": True}, 403),
+        ("POST", f"{API}/users/{{user_id}}/password"): ({"password": "long-enough"}, 403),
+        ("PUT", f"{API}/escalation-policies/{{name}}"): ({}, 403),
+        ("DELETE", f"{API}/escalation-policies/{{name}}"): (None, 403),
+        ("POST", f"{API}/api-tokens"): ({"name": "x", "agency": "y"}, 403),
+        ("POST", f"{API}/api-tokens/{{token_id}}/revoke"): (None, 403),
+    }
+
+
+WRITES = [_param(m, p) for m, p in _app_routes() if m != "GET"]
+
+
+@pytest.mark.parametrize(("method", "path"), WRITES)
+def test_an_out_of_scope_admin_changes_nothing_of_another_district(
+    world: World, method: str, path: str
+) -> None:
+    table = _mutations(world)
+    assert (method, path) in table, f"add {method} {path} to _mutations with its outsider answer"
+    body, expected = table[(method, path)]
+    url = _fill(world, path)
+    if path.startswith(f"{API}/api-tokens/"):
+        url = path.replace("{token_id}", "1")
+    answer = world.client.request(method, url, json=body, headers=world.tokens["clifton_admin"])
+    assert answer.status_code in (expected, 422), f"{method} {url}: {answer.text}"
+    markers = world.markers("lhr-g-01", "lhr-m-01", "nowhere-01")
+    _assert_no_leak(answer.text, markers, url, asked=f"{url} {json.dumps(body)}")
+    with Session(world.runtime.engine) as session:
+        alert = session.get(Alert, world.alerts["lhr-g-01"])
+        assert alert is not None
+        assert alert.state == "new"
+        node = session.get(Node, "lhr-g-01")
+        assert node is not None
+        assert node.lifecycle == "registered"
+        assert session.get(Node, "lhr-g-99") is None
+
+
+def test_the_live_feed_replay_holds_only_the_clients_districts(world: World) -> None:
+    since = __import__("fleet_server.stream", fromlist=["parse_cursor"]).parse_cursor(T_PAST)
+    clifton = replay_frames(
+        world.runtime.engine, since, limit=100, scope=Scope.of(agency=None, districts=["Clifton"])
+    )
+    text = "".join(clifton)
+    assert world.alerts["khi-c-01"] in text
+    _assert_no_leak(text, world.markers("lhr-g-01", "lhr-m-01", "nowhere-01"), "replay")
+    # The limit counts in-scope alerts: Lahore's traffic does not turn Clifton's replay into
+    # a resync (which would say "there was more").
+    assert not any("resync" in f for f in clifton)
+    assert len(replay_frames(world.runtime.engine, since, limit=1, scope=Scope.everything())) == 1
+
+
+def test_counts_in_reports_cover_only_the_scope(world: World) -> None:
+    power = world.client.get(f"{API}/power/overview", headers=world.tokens["clifton_op"]).json()
+    assert power["count"] == 1
+    assert [n["node_id"] for n in power["data"]] == ["khi-c-01"]
+    times = world.client.get(
+        f"{API}/metrics/response-times", headers=world.tokens["clifton_op"]
+    ).json()
+    assert {d["district"] for d in times["data"]} <= {"Clifton"}
+    sites = world.client.get(f"{API}/power/sites", headers=world.tokens["clifton_op"]).json()
+    assert [s["site_id"] for s in sites["data"]] == ["c-site"]
+    assert sites["count"] == 1
+    assert json.dumps(sites).count("g-site") == 0
