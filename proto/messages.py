@@ -151,6 +151,44 @@ class PowerTelemetry(BaseModel):
     policy_step: Annotated[int, Field(ge=0, le=16)] | None = None
 
 
+class StageMs(BaseModel):
+    """Milliseconds per call of one analysis stage: median and 95th percentile."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    p50: Annotated[float, Field(ge=0.0, le=600_000.0)]
+    p95: Annotated[float, Field(ge=0.0, le=600_000.0)]
+
+
+class CameraHealth(BaseModel):
+    """One camera's figures in telemetry (the camera pipeline's per-camera health).
+
+    Added for the camera issue; every field but `camera_id` is optional so a
+    pipeline that has not measured a stage yet still reports the camera.
+    `shed` says what the power policy took away: ``slowed`` (analytics below
+    full rate), ``stopped`` (camera off); absent or ``none`` at full rate.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    camera_id: Name
+    frames_in: Annotated[int, Field(ge=0)] = 0
+    frames_dropped: Annotated[int, Field(ge=0)] = 0
+    motion_ratio: Fraction | None = None
+    detector_ms: StageMs | None = None
+    reader_ms: StageMs | None = None
+    plates_per_hour: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    shed: Literal["none", "slowed", "stopped"] | None = None
+    analytics_rate: Fraction | None = None
+    fault: Name | None = Field(
+        default=None, description="the camera's open fault (camera_lost, camera_stalled)"
+    )
+
+
+MAX_TELEMETRY_CAMERAS = 8
+CameraList = Annotated[list[CameraHealth], Field(max_length=MAX_TELEMETRY_CAMERAS)]
+
+
 class Telemetry(WireModel):
     """Periodic health (and power, where measured) report."""
 
@@ -165,6 +203,10 @@ class Telemetry(WireModel):
     rssi_dbm: Annotated[float, Field(ge=-200.0, le=0.0)] | None = None
     test_mode: bool = False
     power: PowerTelemetry | None = None
+    # Added for the camera issue (optional, so older servers and nodes still agree):
+    cameras: CameraList | None = Field(
+        default=None, description="per-camera health of the camera pipeline"
+    )
 
 
 # ---------------------------------------------------------------------- events
@@ -215,6 +257,17 @@ class PowerEvent(EventBase):
     detail: Detail | None = None
 
 
+class PlateBox(BaseModel):
+    """A plate's box in frame pixels (top-left corner, width, height)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    x: Annotated[int, Field(ge=0, le=100_000)]
+    y: Annotated[int, Field(ge=0, le=100_000)]
+    w: Annotated[int, Field(ge=1, le=100_000)]
+    h: Annotated[int, Field(ge=1, le=100_000)]
+
+
 class PlateEvent(EventBase):
     """One vehicle pass read by ANPR (after multi-frame voting)."""
 
@@ -228,6 +281,19 @@ class PlateEvent(EventBase):
     watchlist_id: Name | None = None
     watchlist_entry: ShortText | None = None
     snapshot_sha256: Sha256Hex | None = None
+    # Added for the camera issue (optional, so older servers and nodes still agree):
+    province: Annotated[str, StringConstraints(min_length=1, max_length=32)] | None = Field(
+        default=None, description="the province the plate rules matched (Punjab, Sindh…)"
+    )
+    layout: Annotated[str, StringConstraints(min_length=1, max_length=48)] | None = Field(
+        default=None, description="the rules' layout name (punjab-district, sindh…) or unknown"
+    )
+    box: PlateBox | None = Field(default=None, description="the best read's box, frame pixels")
+    canonical: Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{1,16}$")] | None = Field(
+        default=None,
+        description="the rules' canonical key: look-alikes corrected, no separators, "
+        "attributes such as the registration year left out",
+    )
 
 
 class FaceEvent(EventBase):

@@ -27,10 +27,12 @@ The power policy (`edge_agent.power`) is obeyed from the node state's
 ``power_step``: a step's `analytics_rate` slows analysis, ``cameras =
 false`` stops capture (config-built cameras are closed), and what is shed is
 in the component's health and `stats()`. Telemetry gets ``frames_dropped``
-(all cameras); the per-camera figures (frames in and dropped, motion ratio,
-detector and reader ms p50/p95, plates per hour) have no field in
-`proto.messages.Telemetry`, so they are in `stats()` and, shortened, in the
-health detail that ``ping`` carries.
+(all cameras) and, per camera (up to `proto.messages.MAX_TELEMETRY_CAMERAS`),
+``cameras``: frames in and dropped, motion ratio, detector and reader ms
+p50/p95, plates per hour, what power shed and the open fault. `stats()` has
+the same figures and more; the health detail that ``ping`` carries has them
+shortened. A plate event carries the best read's box, province, layout and
+the rules' canonical key.
 """
 
 from __future__ import annotations
@@ -48,7 +50,14 @@ from edge_agent.component import CommandHandler, Health, NodeContext
 from hardware.camera import CameraConfig, CameraReadError, CameraSource, Frame
 from hardware.clock import Clock
 from hardware.errors import HardwareError
-from proto.messages import Capability, EventBase, NodeFaultEvent, PlateEvent
+from proto.messages import (
+    MAX_TELEMETRY_CAMERAS,
+    Capability,
+    EventBase,
+    NodeFaultEvent,
+    PlateEvent,
+)
+from proto.plates import MAX_PLATE_KEY, normalise_plate
 
 if TYPE_CHECKING:
     from edge_agent.anpr.types import PlateDetector, PlateReader
@@ -386,7 +395,15 @@ class CameraPipeline:
     def telemetry(self) -> Mapping[str, Any]:
         if not self.workers:
             return {}
-        return {"frames_dropped": sum(w.stats.frames_dropped for w in self.workers.values())}
+        now = time.monotonic()
+        cameras = [
+            _camera_health(camera_id, worker, now)
+            for camera_id, worker in list(self.workers.items())[:MAX_TELEMETRY_CAMERAS]
+        ]
+        return {
+            "frames_dropped": sum(w.stats.frames_dropped for w in self.workers.values()),
+            "cameras": cameras,
+        }
 
     def health(self) -> Health:
         if not self.workers:
@@ -514,6 +531,7 @@ class CameraPipeline:
                 confidence=plate_pass.confidence,
                 frames=min(10_000, plate_pass.frames),
                 snapshot_sha256=plate_pass.snapshot_sha256,
+                **_plate_details(plate_pass),
             )
 
         ctx.counters["plate_events"] += 1
@@ -536,3 +554,46 @@ class CameraPipeline:
 
         ctx.counters["camera_faults" if active else "camera_recoveries"] += 1
         ctx.write_event(build)
+
+
+def _plate_details(plate_pass: PlatePass) -> dict[str, Any]:
+    """The best read's box, province, layout and canonical key, as `PlateEvent` fields."""
+    best = plate_pass.best
+    box = best.box
+    canonical = normalise_plate(best.canonical or plate_pass.plate)[:MAX_PLATE_KEY]
+    return {
+        "province": best.province[:32] if best.province else None,
+        "layout": best.layout[:48] if best.layout else None,
+        "box": (
+            {"x": max(0, box.x), "y": max(0, box.y), "w": max(1, box.w), "h": max(1, box.h)}
+            if box is not None
+            else None
+        ),
+        "canonical": canonical or None,
+    }
+
+
+def _camera_health(camera_id: str, worker: CameraWorker, now: float) -> dict[str, Any]:
+    """One `proto.messages.CameraHealth` entry from a worker's figures."""
+    from edge_agent.camera.analysis import percentiles  # numpy: only once cameras run
+
+    stats = worker.stats
+    rate = worker.analytics_rate
+    if not worker.cameras_on:
+        shed = "stopped"
+    elif rate < 1.0:
+        shed = "slowed"
+    else:
+        shed = "none"
+    return {
+        "camera_id": camera_id,
+        "frames_in": stats.frames_in,
+        "frames_dropped": stats.frames_dropped,
+        "motion_ratio": min(1.0, max(0.0, round(stats.motion_ratio, 4))),
+        "detector_ms": percentiles(stats.detector_ms),
+        "reader_ms": percentiles(stats.reader_ms),
+        "plates_per_hour": stats.plates_per_hour(now),
+        "shed": shed,
+        "analytics_rate": min(1.0, max(0.0, rate)),
+        "fault": worker.fault or None,
+    }
