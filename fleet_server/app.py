@@ -41,6 +41,7 @@ from fleet_server.broker import FleetBrokerFiles, ManagedBroker, fleet_broker_co
 from fleet_server.broker.denial_alerts import alert_on_denials
 from fleet_server.broker.fleet import FLEET_SERVER_USER
 from fleet_server.console.ota_pages import router as ota_pages_router
+from fleet_server.console.fleet_pages import router as fleet_pages_router
 from fleet_server.console.routes import router as console_router
 from fleet_server.db import make_engine
 from fleet_server.device_clock import DeviceTimeRules
@@ -297,6 +298,7 @@ async def _refresh_crl(pki: PkiRuntime, every_s: float) -> None:
 
 def _include_console(app: FastAPI) -> None:
     app.include_router(console_router)
+    app.include_router(fleet_pages_router)  # map, node, response times
     app.include_router(ota_pages_router)  # OTA artifacts and campaigns
 
 

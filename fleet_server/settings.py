@@ -194,6 +194,11 @@ class Settings(BaseModel):
     acl_denial_window_s: float = Field(
         default=600.0, gt=0.0, description="window acl_denial_alert_threshold is counted over"
     )
+    console_map_tile_url: str | None = Field(
+        default=None,
+        description="the deployment's own map tile server (https://…/{z}/{x}/{y}.png); unset: "
+        "the fleet map draws nodes and district outlines with no tiles (works offline)",
+    )
     api_https: bool = Field(default=False, description="serve the API over HTTPS")
     api_certfile: Path | None = Field(default=None, description="default <pki_dir>/api.pem")
     api_keyfile: Path | None = Field(default=None, description="default <pki_dir>/api.key")

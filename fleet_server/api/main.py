@@ -11,13 +11,16 @@ from fleet_server.api.routes import (
     enrollment,
     escalation,
     events,
+    fleet_map,
     ingest,
     login,
     metrics,
     node_admin,
+    node_detail,
     nodes,
     ota,
     power,
+    response_time_report,
     stream,
     technician,
     users,
@@ -39,3 +42,6 @@ for module in (enrollment, node_admin):
 api_router.include_router(power.router)
 # OTA (docs/ota-server.md).
 api_router.include_router(ota.router)
+# Console pages' aggregates (docs/console.md): fleet map, node detail, response times.
+for module in (fleet_map, node_detail, response_time_report):
+    api_router.include_router(module.router)

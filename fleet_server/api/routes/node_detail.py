@@ -1,0 +1,20 @@
+"""`/node-detail/{node_id}`: everything the console's node page shows, in one answer."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, status
+
+from fleet_server.api.deps import CurrentUser, SessionDep
+from fleet_server.node_detail import NodeDetailPublic, NodeNotFound, node_detail
+
+router = APIRouter(prefix="/node-detail", tags=["nodes"])
+
+
+@router.get("/{node_id}")
+def read_node_detail(session: SessionDep, _user: CurrentUser, node_id: str) -> NodeDetailPublic:
+    """Identity, certificate, health, power, online history, alerts, events, commands,
+    enrollment history."""
+    try:
+        return node_detail(session=session, node_id=node_id)
+    except NodeNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="node not found") from None
