@@ -34,6 +34,7 @@ from fleet_server.api.deps import (
 )
 from fleet_server.api.errors import ErrorBody
 from fleet_server.api.routes.enrollment import refusal
+from fleet_server.api.scope import FleetScope
 from fleet_server.models import Node, Role, User, utcnow
 from fleet_server.models.ota import (
     CampaignCreate,
@@ -74,6 +75,9 @@ __all__ = ["router", "store_for"]
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/ota", tags=["ota"])
+# OTA management is fleet-wide (a campaign spans districts): only an every-district
+# scope manages or reads it (`FleetScope`, docs/access.md); the repository routes
+# are for nodes (mTLS) and need no scope.
 
 ReaderUser = Annotated[User, Depends(require_roles(Role.ADMIN, Role.OPERATOR, Role.AUDITOR))]
 
@@ -123,6 +127,7 @@ async def upload(
     session: SessionDep,
     runtime: RuntimeDep,
     user: AdminUser,
+    _fleet: FleetScope,
     file: Annotated[UploadFile, File(description="the artifact bundle")],
     kind: Annotated[str, Form(description="app | model | config")],
     name: Annotated[str, Form(min_length=1, max_length=64)],
@@ -168,6 +173,7 @@ async def upload(
 def read_artifacts(
     session: SessionDep,
     _user: ReaderUser,
+    _fleet: FleetScope,
     kind: str | None = None,
     offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
@@ -178,7 +184,9 @@ def read_artifacts(
 
 
 @router.get("/artifacts/{artifact_id}")
-def read_artifact(session: SessionDep, _user: ReaderUser, artifact_id: str) -> OtaArtifactPublic:
+def read_artifact(
+    session: SessionDep, _user: ReaderUser, _fleet: FleetScope, artifact_id: str
+) -> OtaArtifactPublic:
     """One artifact."""
     try:
         artifact = get_artifact(session=session, artifact_id=artifact_id)
@@ -191,7 +199,7 @@ def read_artifact(session: SessionDep, _user: ReaderUser, artifact_id: str) -> O
 
 @router.delete("/artifacts/{artifact_id}")
 def remove_artifact(
-    session: SessionDep, runtime: RuntimeDep, user: AdminUser, artifact_id: str
+    session: SessionDep, runtime: RuntimeDep, user: AdminUser, _fleet: FleetScope, artifact_id: str
 ) -> OtaArtifactPublic:
     """Delete an artifact no campaign names (409 `artifact_in_use` otherwise)."""
     try:
@@ -209,7 +217,9 @@ def remove_artifact(
 
 
 @router.post("/campaigns", status_code=status.HTTP_201_CREATED)
-def create(session: SessionDep, user: AdminUser, campaign_in: CampaignCreate) -> OtaCampaignPublic:
+def create(
+    session: SessionDep, user: AdminUser, _fleet: FleetScope, campaign_in: CampaignCreate
+) -> OtaCampaignPublic:
     """Start a campaign; refused (422 `targets_nothing`) when its target reaches no node."""
     try:
         campaign = campaign_data.create_campaign(
@@ -225,6 +235,7 @@ def create(session: SessionDep, user: AdminUser, campaign_in: CampaignCreate) ->
 def read_campaigns(
     session: SessionDep,
     _user: ReaderUser,
+    _fleet: FleetScope,
     state: CampaignState | None = None,
     offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
@@ -237,7 +248,9 @@ def read_campaigns(
 
 
 @router.get("/campaigns/{campaign_id}")
-def read_campaign(session: SessionDep, _user: ReaderUser, campaign_id: str) -> OtaCampaignPublic:
+def read_campaign(
+    session: SessionDep, _user: ReaderUser, _fleet: FleetScope, campaign_id: str
+) -> OtaCampaignPublic:
     """One campaign with every node's progress (wave, state, deferral reason or error)."""
     try:
         campaign = campaign_data.get_campaign(session=session, campaign_id=campaign_id)
@@ -257,25 +270,33 @@ def _act(session: Session, campaign_id: str, move: Any, **kw: Any) -> OtaCampaig
 
 
 @router.post("/campaigns/{campaign_id}/pause")
-def pause(session: SessionDep, user: AdminUser, campaign_id: str) -> OtaCampaignPublic:
+def pause(
+    session: SessionDep, user: AdminUser, _fleet: FleetScope, campaign_id: str
+) -> OtaCampaignPublic:
     """No further offers or waves until resumed."""
     return _act(session, campaign_id, campaign_data.pause_campaign, by=user.username)
 
 
 @router.post("/campaigns/{campaign_id}/resume")
-def resume(session: SessionDep, user: AdminUser, campaign_id: str) -> OtaCampaignPublic:
+def resume(
+    session: SessionDep, user: AdminUser, _fleet: FleetScope, campaign_id: str
+) -> OtaCampaignPublic:
     """Carry on a paused campaign."""
     return _act(session, campaign_id, campaign_data.resume_campaign, by=user.username)
 
 
 @router.post("/campaigns/{campaign_id}/abort")
-def abort(session: SessionDep, user: AdminUser, campaign_id: str) -> OtaCampaignPublic:
+def abort(
+    session: SessionDep, user: AdminUser, _fleet: FleetScope, campaign_id: str
+) -> OtaCampaignPublic:
     """Stop a campaign for good."""
     return _act(session, campaign_id, campaign_data.abort_campaign, by=user.username)
 
 
 @router.post("/campaigns/{campaign_id}/retry-failed")
-def retry(session: SessionDep, user: AdminUser, campaign_id: str) -> OtaCampaignPublic:
+def retry(
+    session: SessionDep, user: AdminUser, _fleet: FleetScope, campaign_id: str
+) -> OtaCampaignPublic:
     """Offer the update again to the failed and rolled-back nodes only."""
     return _act(session, campaign_id, campaign_data.retry_failed, by=user.username)
 
@@ -284,7 +305,9 @@ def retry(session: SessionDep, user: AdminUser, campaign_id: str) -> OtaCampaign
 
 
 @router.put("/nodes/{node_id}/tags")
-def set_tags(session: SessionDep, _user: AdminUser, node_id: str, tags: list[str]) -> list[str]:
+def set_tags(
+    session: SessionDep, _user: AdminUser, _fleet: FleetScope, node_id: str, tags: list[str]
+) -> list[str]:
     """Replace a node's tags (campaign targets may name tags)."""
     if session.get(Node, node_id) is None:
         raise refusal("node_unknown", f"no node {node_id!r}", status_code=404)
@@ -298,14 +321,16 @@ def set_tags(session: SessionDep, _user: AdminUser, node_id: str, tags: list[str
 
 
 @router.get("/nodes/{node_id}/tags")
-def read_tags(session: SessionDep, _user: ReaderUser, node_id: str) -> list[str]:
+def read_tags(
+    session: SessionDep, _user: ReaderUser, _fleet: FleetScope, node_id: str
+) -> list[str]:
     """A node's tags."""
     return sorted(session.exec(select(OtaNodeTag.tag).where(OtaNodeTag.node_id == node_id)).all())
 
 
 @router.put("/sites/{site_id}/window")
 def set_window(
-    session: SessionDep, _user: AdminUser, site_id: str, window: SiteWindowIn
+    session: SessionDep, _user: AdminUser, _fleet: FleetScope, site_id: str, window: SiteWindowIn
 ) -> SiteWindowIn:
     """When a site's nodes may install, in its own time zone (equal times: all day)."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError

@@ -13,10 +13,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Query
 from sqlmodel import SQLModel
 
-from fleet_server.api.deps import CurrentUser, SessionDep
+from fleet_server.api.deps import SessionDep
+from fleet_server.api.scope import ScopeDep, not_in_scope
 from fleet_server.crud import get_node
 from fleet_server.models import NodePublic, NodesPublic, PowerState
 from fleet_server.node_lookup import MAX_MATCHES, find_nodes
@@ -27,7 +28,7 @@ router = APIRouter(prefix="/technician", tags=["technician"])
 @router.get("/nodes")
 def search_nodes(
     session: SessionDep,
-    _user: CurrentUser,
+    scope: ScopeDep,
     q: Annotated[
         str,
         Query(
@@ -37,8 +38,12 @@ def search_nodes(
         ),
     ],
 ) -> NodesPublic:
-    """Nodes matching what a technician typed or scanned, best match first (at most 20)."""
-    nodes = find_nodes(session=session, text=q, limit=MAX_MATCHES)
+    """Nodes of the caller's scope matching what a technician typed or scanned (at most 20)."""
+    nodes = [
+        n
+        for n in find_nodes(session=session, text=q, limit=MAX_MATCHES)
+        if scope.allows(n.district)
+    ]
     return NodesPublic(data=[NodePublic.model_validate(n) for n in nodes], count=len(nodes))
 
 
@@ -58,10 +63,11 @@ class PowerReadingPublic(SQLModel):
 
 
 @router.get("/nodes/{node_id}/power", responses={404: {"description": "no such node"}})
-def read_latest_power(session: SessionDep, _user: CurrentUser, node_id: str) -> PowerReadingPublic:
+def read_latest_power(session: SessionDep, scope: ScopeDep, node_id: str) -> PowerReadingPublic:
     """The node's latest power reading; only `node_id` when it has reported none."""
-    if get_node(session=session, node_id=node_id) is None:
-        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"no node {node_id!r}")
+    node = get_node(session=session, node_id=node_id)
+    if node is None or not scope.allows(node.district):
+        raise not_in_scope(f"node {node_id!r}")
     state = session.get(PowerState, node_id)
     if state is None:
         return PowerReadingPublic(node_id=node_id)
