@@ -150,13 +150,14 @@ def _font(style: str, size: int) -> Any:
 def _text_fit(draw: Any, text: str, style: str, box: tuple[int, int, int, int]) -> None:
     """Draw `text` as large as fits in `box` (x0, y0, x1, y1), centred, in black."""
     x0, y0, x1, y1 = box
-    size = y1 - y0
+    size = max(6, y1 - y0)
+    font = _font(style, size)
     while size > 6:
-        font = _font(style, size)
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         if right - left <= x1 - x0 and bottom - top <= y1 - y0:
             break
         size -= 2
+        font = _font(style, size)
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     x = x0 + (x1 - x0 - (right - left)) // 2 - left
     y = y0 + (y1 - y0 - (bottom - top)) // 2 - top

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     Frame = npt.NDArray[np.uint8]
 
-__all__ = ["OcrLineDetector", "PlateShape", "merge_lines", "plate_boxes"]
+__all__ = ["OcrLineDetector", "PlateShape", "join_pieces", "merge_lines", "plate_boxes"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +43,11 @@ class PlateShape:
     merge_overlap: float = 0.5
     merge_gap: float = 0.6
     max_rows: int = 3
+    # Pieces of one row (the detector splits at a dash or a wide space, and a
+    # year sits apart) join when one is at least 0.4 of the other's height, they
+    # overlap vertically by half the lower one, and the gap between them is
+    # under this much of the taller one's height.
+    join_gap: float = 0.8
 
 
 def _overlap_x(a: Box, b: Box) -> float:
@@ -50,11 +55,46 @@ def _overlap_x(a: Box, b: Box) -> float:
     return max(0, inter) / max(1, min(a.w, b.w))
 
 
+def _union(boxes: Sequence[Box]) -> Box:
+    x0 = min(b.x for b in boxes)
+    y0 = min(b.y for b in boxes)
+    x1 = max(b.x + b.w for b in boxes)
+    y1 = max(b.y + b.h for b in boxes)
+    return Box(x0, y0, x1 - x0, y1 - y0, score=max(b.score for b in boxes))
+
+
+def join_pieces(lines: Sequence[Box], shape: PlateShape | None = None) -> list[Box]:
+    """Pieces of one text row side by side joined into one line."""
+    shape = shape or PlateShape()
+    rows = sorted(lines, key=lambda b: b.x)
+    joined = True
+    while joined:
+        joined = False
+        for i, a in enumerate(rows):
+            for j in range(i + 1, len(rows)):
+                b = rows[j]
+                overlap_y = min(a.y + a.h, b.y + b.h) - max(a.y, b.y)
+                gap = max(a.x, b.x) - min(a.x + a.w, b.x + b.w)
+                similar = min(a.h, b.h) >= 0.4 * max(a.h, b.h)
+                if (
+                    similar
+                    and overlap_y >= 0.5 * min(a.h, b.h)
+                    and gap < shape.join_gap * max(a.h, b.h)
+                ):
+                    rows[i] = _union([a, b])
+                    del rows[j]
+                    joined = True
+                    break
+            if joined:
+                break
+    return rows
+
+
 def merge_lines(lines: Sequence[Box], shape: PlateShape | None = None) -> list[Box]:
-    """Text lines stacked into plates: each plate the union of up to `max_rows` lines."""
+    """Text lines joined into rows and rows stacked into plates (up to `max_rows` each)."""
     shape = shape or PlateShape()
     groups: list[list[Box]] = []
-    for line in sorted(lines, key=lambda b: b.y):
+    for line in sorted(join_pieces(lines, shape), key=lambda b: b.y):
         for group in groups:
             last = group[-1]
             gap = line.y - (last.y + last.h)
@@ -67,14 +107,7 @@ def merge_lines(lines: Sequence[Box], shape: PlateShape | None = None) -> list[B
                 break
         else:
             groups.append([line])
-    merged = []
-    for group in groups:
-        x0 = min(b.x for b in group)
-        y0 = min(b.y for b in group)
-        x1 = max(b.x + b.w for b in group)
-        y1 = max(b.y + b.h for b in group)
-        merged.append(Box(x0, y0, x1 - x0, y1 - y0, score=max(b.score for b in group)))
-    return merged
+    return [_union(group) for group in groups]
 
 
 def plate_boxes(

@@ -24,3 +24,13 @@ def test_plate_boxes_keep_plate_shapes_largest_first() -> None:
     speck = Box(700, 10, 12, 6)
     kept = plate_boxes([small_plate, tall_pole, plate, speck], frame_height=720)
     assert kept == [plate, small_plate]
+
+
+def test_pieces_of_one_row_join_before_rows_stack() -> None:
+    # "LEF-" and the year "10" apart, the number "2373" below: one plate.
+    series, year, number = Box(100, 100, 70, 30), Box(185, 98, 25, 16), Box(100, 134, 80, 32)
+    assert merge_lines([number, year, series]) == [Box(100, 98, 110, 68)]
+
+
+def test_words_far_apart_on_one_line_stay_apart() -> None:
+    assert len(merge_lines([Box(0, 0, 60, 20), Box(200, 0, 60, 20)])) == 2

@@ -52,3 +52,9 @@ def test_random_plates_fit_their_own_rules(layout: str) -> None:
 def test_a_two_row_plate_is_twice_as_wide_as_tall() -> None:
     plate = render_plate("punjab-district", ("LEB-09", "6881"), height=60)
     assert plate.shape == (60, 120, 3)
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_tiny_plates_still_render(layout: str) -> None:
+    rows, _, _ = random_plate(layout, random.Random(1))
+    assert render_plate(layout, rows, height=20).shape[0] == 20
