@@ -36,12 +36,14 @@ from fleet_server.api.allow import AllowHeaderMiddleware
 from fleet_server.api.errors import declare_error_bodies
 from fleet_server.api.main import API_PREFIX, api_router
 from fleet_server.api.routes.health import router as health_router
+from fleet_server.audit.server import start_audit
 from fleet_server.auth import SignInLimits, create_user
 from fleet_server.broker import FleetBrokerFiles, ManagedBroker, fleet_broker_config, free_port
 from fleet_server.broker.denial_alerts import alert_on_denials
 from fleet_server.broker.fleet import FLEET_SERVER_USER
-from fleet_server.console.ota_pages import router as ota_pages_router
+from fleet_server.console.audit_pages import router as audit_pages_router
 from fleet_server.console.fleet_pages import router as fleet_pages_router
+from fleet_server.console.ota_pages import router as ota_pages_router
 from fleet_server.console.routes import router as console_router
 from fleet_server.db import make_engine
 from fleet_server.device_clock import DeviceTimeRules
@@ -169,6 +171,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     broker_url = settings.broker_url
     engine = await asyncio.to_thread(prepare_database, settings)
     pki_paths = await asyncio.to_thread(prepare_pki, settings)
+    # The settings in effect go into the audit log; checkpoints are signed from now on.
+    audit_job = await asyncio.to_thread(
+        start_audit, engine=engine, settings=settings, pki=pki_paths
+    )
     pki: PkiRuntime | None = None
     if pki_paths is not None:
         pki = PkiRuntime(
@@ -251,7 +257,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             link_up=lambda: runtime.mqtt is not None and runtime.mqtt.connected.is_set(),
             ota_publisher=lambda: runtime.notify.publisher,  # OTA offers (fleet_server.ota)
             ota_repository=lambda: repository_for(settings),  # signed, when set up
-        ),
+        )
+        + ([audit_job] if audit_job is not None else []),  # signed audit checkpoints
     )
     try:
         async with asyncio.TaskGroup() as tasks:
@@ -298,8 +305,9 @@ async def _refresh_crl(pki: PkiRuntime, every_s: float) -> None:
 
 def _include_console(app: FastAPI) -> None:
     app.include_router(console_router)
-    app.include_router(fleet_pages_router)  # map, node, response times
     app.include_router(ota_pages_router)  # OTA artifacts and campaigns
+    app.include_router(audit_pages_router)  # the audit log (docs/audit.md)
+    app.include_router(fleet_pages_router)  # map, node, response times
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -39,6 +39,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlmodel import Session, col, select
 
+from fleet_server import audit
 from fleet_server.alerting.policies import bump_policy_version
 from fleet_server.errors import FleetServerError
 from fleet_server.models import (
@@ -113,8 +114,8 @@ def verify_password(password: str, password_hash: str) -> bool:
         return False
 
 
-def create_user(*, session: Session, user_in: UserCreate) -> User:
-    """Store a new user (committed); raise UserExists if the name is taken."""
+def create_user(*, session: Session, user_in: UserCreate, actor: str = "system") -> User:
+    """Store a new user (committed, audited as `actor`); raise UserExists if the name is taken."""
     existing = session.exec(select(User).where(User.username == user_in.username)).first()
     if existing is not None:
         raise UserExists(f"user {user_in.username!r} already exists")
@@ -127,6 +128,10 @@ def create_user(*, session: Session, user_in: UserCreate) -> User:
     )
     session.add(user)
     bump_policy_version(session)  # who is on duty is part of what escalation reads
+    audit.record(
+        session, actor=actor, action="user.created", object=f"user:{user.username}",
+        detail={"role": user.role, "agency": user.agency, "districts": user.districts},
+    )  # fmt: skip
     session.commit()
     session.refresh(user)
     logger.info("created user %s with role %s", user.username, user.role)

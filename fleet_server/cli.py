@@ -151,7 +151,7 @@ def _create_user(settings: Any, *, name: str, role: str, password_env: str | Non
         migrate(engine)
         user_in = UserCreate(username=name, role=Role(role), password=password)
         with Session(engine) as session:
-            create_user(session=session, user_in=user_in)
+            create_user(session=session, user_in=user_in, actor=_cli_actor())
     except ValidationError as exc:
         print(f"nigehbaan server: {exc}", file=sys.stderr)
         return 2
@@ -162,6 +162,14 @@ def _create_user(settings: Any, *, name: str, role: str, password_env: str | Non
         engine.dispose()
     print(f"created {role} {name}")
     return 0
+
+
+def _cli_actor() -> str:
+    """Who the audit log names for a user made from the command line: the OS account."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):
+        return "cli"
 
 
 def _https_files(settings: Any) -> tuple[str, str] | None:

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import update
 from sqlmodel import Session, col, func, select
 
+from fleet_server import audit
 from fleet_server.models import (
     EnrollIn,
     EnrollmentRequest,
@@ -148,6 +149,14 @@ def create_token(
         expires_at=now + timedelta(seconds=token_in.ttl_s),
     )
     session.add(row)
+    audit.record(
+        session, actor=f"user:{created_by}", action="enrollment.token_created",
+        object=f"enrollment-token:{row.id}", now=now,
+        detail={
+            "district": row.district, "site_id": row.site_id,
+            "expires_at": row.expires_at.isoformat(),
+        },
+    )  # fmt: skip
     return row, value
 
 
@@ -450,6 +459,11 @@ def enroll(
         session.expire(token)
         _provision_node(session, node, node_id=node_id, serial=serial, site_id=site_id,
                         district=district, lat=lat, lon=lon, now=now)  # fmt: skip
+        audit.record(
+            session, actor=f"node:{node_id}", action="enrollment.accepted",
+            object=f"node:{node_id}", now=now,
+            detail={"via": "token", "token": token.id, "serial": serial, "key_sha256": digest},
+        )  # fmt: skip
         return _issue(session, ca, node_id=node_id, serial=serial, key=key, now=now,
                       days=cert_days, via="token")  # fmt: skip
 
@@ -466,6 +480,11 @@ def enroll(
             session, node, node_id=node_id, serial=serial,
             site_id=enroll_in.site_id or preauth.site_id,
             district=enroll_in.district or preauth.district, lat=lat, lon=lon, now=now,
+        )  # fmt: skip
+        audit.record(
+            session, actor=f"node:{node_id}", action="enrollment.accepted",
+            object=f"node:{node_id}", now=now,
+            detail={"via": "preauthorized", "serial": serial, "key_sha256": digest},
         )  # fmt: skip
         return _issue(session, ca, node_id=node_id, serial=serial, key=key, now=now,
                       days=cert_days, via="preauthorized")  # fmt: skip
@@ -490,6 +509,11 @@ def enroll(
         client_address=client_address, created_at=now,
     )  # fmt: skip
     session.add(request)
+    audit.record(
+        session, actor=f"node:{node_id}", action="enrollment.queued",
+        object=f"enrollment-request:{request.id}", now=now,
+        detail={"serial": serial, "key_sha256": digest, "address": client_address},
+    )  # fmt: skip
     logger.info("enrollment request %s for node %s queued for approval", request.id, node_id)
     return request
 
@@ -567,6 +591,11 @@ def accept_request(
         x509.load_pem_x509_certificate(issued.certificate_pem.encode())
     )
     session.add(request)
+    audit.record(
+        session, actor=f"user:{decided_by}", action="enrollment.accepted",
+        object=f"node:{request.node_id}", now=now,
+        detail={"via": "manual", "request": request.id, "serial": request.serial, "note": note},
+    )  # fmt: skip
     return issued
 
 
@@ -578,6 +607,11 @@ def reject_request(
     request.state = EnrollmentRequestState.REJECTED
     request.decided_at, request.decided_by, request.note = now, decided_by, note
     session.add(request)
+    audit.record(
+        session, actor=f"user:{decided_by}", action="enrollment.rejected",
+        object=f"enrollment-request:{request.id}", now=now,
+        detail={"node_id": request.node_id, "serial": request.serial, "note": note},
+    )  # fmt: skip
     return request
 
 

@@ -33,6 +33,7 @@ import logging
 
 from sqlmodel import Field, Session, SQLModel, col, func, select
 
+from fleet_server import audit
 from fleet_server.alerting.policies import bump_policy_version
 from fleet_server.auth import hash_password
 from fleet_server.errors import FleetServerError
@@ -128,6 +129,14 @@ def change_user(*, session: Session, user_id: int, change: UserChange, actor: Us
     user.agency, user.districts = agency, districts  # scope (docs/access.md)
     if (role, active) == (user.role, user.is_active) and not scope_changed:
         return user
+    audit.record(
+        session, actor=f"user:{actor.username}", action="user.changed",
+        object=f"user:{user.username}",
+        detail={
+            "role": [user.role, role], "active": [user.is_active, active],
+            "agency": agency, "districts": districts,
+        },
+    )  # fmt: skip
     user.role = role
     user.is_active = active
     session.add(user)
@@ -145,6 +154,10 @@ def reset_password(*, session: Session, user_id: int, reset: PasswordReset, acto
     user = _get(session, user_id)
     user.password_hash = hash_password(reset.password)
     session.add(user)
+    audit.record(
+        session, actor=f"user:{actor.username}", action="user.password_reset",
+        object=f"user:{user.username}",
+    )  # fmt: skip
     session.commit()
     session.refresh(user)
     logger.info("password of user %s reset by %s", user.username, actor.username)

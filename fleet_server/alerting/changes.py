@@ -33,6 +33,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from fleet_server import audit
 from fleet_server.alerting.errors import PolicyConflict, PolicyInvalid
 from fleet_server.alerting.escalation import replan_open_alerts
 from fleet_server.alerting.lifecycle import SEVERITY_BY_TYPE
@@ -182,6 +183,11 @@ def record_change(
         replanned=replanned,
     )  # fmt: skip
     session.add(change)
+    audit.record(
+        session, actor=actor, action=f"escalation_policy.{action}",
+        object=f"escalation-policy:{name}", now=now,
+        detail={"before": before, "after": after, "replanned": replanned},
+    )  # fmt: skip
     return change
 
 

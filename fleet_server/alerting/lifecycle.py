@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, select
 
+from fleet_server import audit
 from fleet_server.alerting.errors import AlertError, AlertNotFound, IllegalTransition
 from fleet_server.alerting.escalation import next_due
 from fleet_server.alerting.history import AlertRows, record_created, record_escalation
@@ -190,6 +191,11 @@ def apply_transition(
     return row
 
 
+def _audit_actor(actor: str) -> str:
+    """An operator's name as the audit log spells actors (`user:<name>`)."""
+    return actor if ":" in actor or actor == "system" else f"user:{actor}"
+
+
 def transition_alert(
     *,
     session: Session,
@@ -209,6 +215,11 @@ def transition_alert(
     row = apply_transition(
         session=session, alert=alert, to=to, actor=actor, now=now, policies=policies, note=note
     )
+    audit.record(
+        session, actor=_audit_actor(actor), action="alert.transition", object=f"alert:{alert.id}",
+        detail={"from": row.from_state, "to": row.to_state, "note": note, "node_id": alert.node_id},
+        now=now,
+    )  # fmt: skip
     session.commit()
     session.refresh(row)
     session.refresh(alert)

@@ -8,6 +8,7 @@ from fleet_server.api.errors import API_ERROR_RESPONSES
 from fleet_server.api.routes import (
     alerts,
     api_tokens,
+    audit,
     enrollment,
     escalation,
     events,
@@ -45,3 +46,5 @@ api_router.include_router(ota.router)
 # Console pages' aggregates (docs/console.md): fleet map, node detail, response times.
 for module in (fleet_map, node_detail, response_time_report):
     api_router.include_router(module.router)
+# The audit log, read-only (docs/audit.md).
+api_router.include_router(audit.router)

@@ -20,6 +20,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlmodel import col, func, select
 
+from fleet_server import audit
 from fleet_server.api.deps import AdminUser, RuntimeDep, SessionDep, require_roles
 from fleet_server.api.scope import FleetScope, ScopeDep, not_in_scope
 from fleet_server.enrollment import (
@@ -188,7 +189,7 @@ def read_enrollment_tokens(
 
 @router.delete("/enrollment-tokens/{token_id}")
 def withdraw_enrollment_token(
-    session: SessionDep, _user: EnrollerUser, scope: ScopeDep, token_id: str
+    session: SessionDep, user: EnrollerUser, scope: ScopeDep, token_id: str
 ) -> EnrollmentTokenPublic:
     """Withdraw an unused token; 404 when there is no such token (or not in scope)."""
     token = session.get(EnrollmentToken, token_id)
@@ -201,6 +202,10 @@ def withdraw_enrollment_token(
         # admin names a resource that does not exist.
         not_found = exc.reason == RefusalReason.TOKEN_UNKNOWN
         raise refusal(exc.reason, exc.message, status_code=404 if not_found else None) from None
+    audit.record(
+        session, actor=f"user:{user.username}", action="enrollment.token_revoked",
+        object=f"enrollment-token:{row.id}",
+    )  # fmt: skip
     session.commit()
     return EnrollmentTokenPublic.model_validate(row)
 
@@ -286,6 +291,14 @@ def enroll_node(
         )
     except EnrollmentRefused as exc:
         logger.info("enrollment of serial %r refused: %s", enroll_in.serial, exc)
+        session.rollback()
+        audit.record(
+            session, actor=f"serial:{enroll_in.serial.strip()}"[:120],
+            action="enrollment.refused", object=f"node:{enroll_in.node_id or '?'}",
+            detail={"reason": str(exc.reason), "message": exc.message,
+                    "address": _client(request)},
+        )  # fmt: skip
+        session.commit()
         raise _refused(exc) from None
     session.commit()
     if isinstance(outcome, Issued):

@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 
+from fleet_server import audit
 from fleet_server.api.deps import RuntimeDep, SessionDep, SignInLimitsDep
 from fleet_server.api.errors import RETRY_AFTER_HEADER, ErrorBody
 from fleet_server.auth import InvalidCredentials, authenticate, issue_token
@@ -45,6 +46,12 @@ def login_access_token(
     if blocked is not None:
         what, wait = blocked
         whose = "this account" if what == "account" else "your address"
+        audit.record(
+            session, actor="anonymous", action="login.blocked",
+            object=f"user:{form.username}"[:200],
+            detail={"address": address, "limit": what, "wait_s": wait},
+        )  # fmt: skip
+        session.commit()
         raise HTTPException(
             status_code=status.HTTP_429_TOO_MANY_REQUESTS,
             detail=refusal_detail(
@@ -57,6 +64,13 @@ def login_access_token(
         user = authenticate(session=session, username=form.username, password=form.password)
     except InvalidCredentials as exc:
         limits.failed(username=form.username, address=address)
+        session.rollback()
+        audit.record(
+            session, actor="anonymous", action="login.failed",
+            object=f"user:{form.username}"[:200],
+            detail={"address": address, "reason": str(exc)},
+        )  # fmt: skip
+        session.commit()
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,
             detail=str(exc),
@@ -65,4 +79,9 @@ def login_access_token(
     token, expires_at = issue_token(
         user=user, key=runtime.signing_key, ttl_s=runtime.settings.token_ttl_s
     )
+    audit.record(
+        session, actor=f"user:{user.username}", action="login.succeeded",
+        object=f"user:{user.username}", detail={"address": address},
+    )  # fmt: skip
+    session.commit()
     return Token(access_token=token, expires_at=expires_at)

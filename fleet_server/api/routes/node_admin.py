@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, status
 from sqlmodel import Session
 
+from fleet_server import audit
 from fleet_server.api.deps import AdminUser, RuntimeDep, SessionDep, require_roles
 from fleet_server.api.routes.enrollment import refusal
 from fleet_server.api.scope import ScopeDep, not_in_scope
@@ -72,6 +73,11 @@ def register(
         node = register_node(session=session, node_in=node_in, now=utcnow())
     except EnrollmentRefused as exc:
         raise refusal(exc.reason, exc.message) from None
+    audit.record(
+        session, actor=f"user:{user.username}", action="node.registered",
+        object=f"node:{node.node_id}",
+        detail={"serial": node.serial, "site_id": node.site_id, "district": node.district},
+    )  # fmt: skip
     session.commit()
     logger.info("node %s registered by %s", node.node_id, user.username)
     return NodePublic.model_validate(node)
@@ -102,6 +108,11 @@ def change_lifecycle(
         node, revoked = set_lifecycle(session=session, node_id=node_id, to=change.to, now=utcnow())
     except EnrollmentRefused as exc:
         raise refusal(exc.reason, exc.message) from None
+    audit.record(
+        session, actor=f"user:{user.username}", action="node.lifecycle_changed",
+        object=f"node:{node_id}",
+        detail={"to": str(change.to), "note": change.note, "revoked": [r.serial for r in revoked]},
+    )  # fmt: skip
     session.commit()
     logger.info("node %s → %s by %s (%s)", node_id, change.to, user.username, change.note)
     if revoked:
@@ -130,6 +141,10 @@ def revoke(
         rows = revoke_node(session=session, node_id=node_id, now=utcnow(), reason=reason)
     except EnrollmentRefused as exc:
         raise refusal(exc.reason, exc.message) from None
+    audit.record(
+        session, actor=f"user:{user.username}", action="node.revoked", object=f"node:{node_id}",
+        detail={"reason": reason, "revoked": [r.serial for r in rows]},
+    )  # fmt: skip
     session.commit()
     if not rows:
         # Nothing revoked, so the CRL would not change: leave the broker (and the
