@@ -8,7 +8,8 @@ image is loaded from ``--images``; a truth file naming ``x.png`` when only
 
 Per image the detector runs on the whole frame and the reader on every box
 it returns — except for images from a CSV that are small enough to be plate
-crops already (``--detect auto``), which the reader reads as one box. A
+crops already (``--detect auto``), which the reader reads as one box, as it
+does a CSV image in which the detector found nothing. A
 truth plate counts as read exactly when any read's canonical key equals it,
 compared without spaces and dashes; every read that equals no truth plate
 on its image is a false read (another car's plate in the photo counts too:
@@ -185,6 +186,8 @@ def evaluate(
         )
         started, cpu_started = time.perf_counter(), time.process_time()
         boxes = [whole] if as_crop or detector is None else detector.detect(frame)
+        if not boxes and not entry.boxes and detect == "auto":
+            boxes = [whole]  # a large crop or a close-up: the plate may be the image
         reads: list[PlateRead] = []
         for box in boxes:
             read_started, read_cpu = time.perf_counter(), time.process_time()

@@ -35,7 +35,7 @@ class PlateShape:
     """What a plate's box may look like, in frame pixels."""
 
     min_height: int = 10
-    max_height_ratio: float = 0.5
+    max_height_ratio: float = 0.95
     min_aspect: float = 0.9
     max_aspect: float = 12.0
     # Lines merge when their horizontal extents overlap by this much of the narrower
