@@ -23,7 +23,10 @@ Errors::
      ├── schema.SchemaError                  (also RuntimeError)
      ├── settings.SettingsError              (also ValueError)
      ├── tech.client.TechApiError
-     └── tech.flash.FlashError
+     ├── tech.flash.FlashError
+     └── users.UserAdminError
+          ├── UserNotFound
+          └── AdminLockout          (would leave no active admin / self-disable)
 
 Outside this tree: `proto.enrollment.EnrollmentRefused`, the enrollment
 contract's refusal, which nodes and server share and so derives from

@@ -6,10 +6,15 @@ text (what a scanner app hands over) finds the node just like typing its id.
 
 from __future__ import annotations
 
+import inspect
+import re
+from pathlib import Path
+
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
 from fleet_server.models import Node
+from fleet_server.tech import commission as cli
 from tests.support.api import API, login, runtime_of
 
 
@@ -70,3 +75,23 @@ def test_a_node_that_never_reported_power_has_an_empty_reading_and_an_unknown_no
     assert empty.json()["panel_w"] is None
     missing = client.get(f"{API}/technician/nodes/no-such-node/power", headers=headers)
     assert missing.status_code == 404
+
+
+def test_the_phone_checklist_keeps_the_clis_limits() -> None:
+    """technician.js re-states tech commission's limits; a change to one must reach the other."""
+    script = (
+        Path(cli.__file__).resolve().parents[1] / "console" / "static" / "technician.js"
+    ).read_text(encoding="utf-8")
+
+    def js(name: str) -> float:
+        found = re.search(rf"const {name} = ([0-9.]+);", script)
+        assert found, name
+        return float(found.group(1))
+
+    defaults = inspect.signature(cli.commission).parameters
+    assert js("PRESS_TIMEOUT_S") == defaults["press_timeout_s"].default
+    assert js("REPLY_TIMEOUT_S") == defaults["reply_timeout_s"].default
+    assert js("TEST_MODE_S") == defaults["test_mode_s"].default
+    assert js("SETTLE_MS") == defaults["settle_s"].default * 1000
+    assert js("LAST_SEEN_MAX_S") == cli._LAST_SEEN_MAX_S
+    assert js("OUTBOX_SANE_MAX") == cli._OUTBOX_SANE_MAX
