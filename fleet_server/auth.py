@@ -286,6 +286,13 @@ def issue_api_token(
         expires_at=at + timedelta(days=token_in.ttl_days),
     )
     session.add(row)
+    session.flush()
+    audit.record(
+        session, actor=f"user:{actor.username}", action="api_token.issued",
+        object=f"api-token:{row.id}", now=at,
+        detail={"name": row.name, "agency": row.agency, "role": row.role,
+                "districts": row.districts, "expires_at": row.expires_at.isoformat()},
+    )  # fmt: skip
     session.commit()
     session.refresh(row)
     logger.info(
@@ -313,6 +320,10 @@ def revoke_api_token(
     if row.revoked_at is None:
         row.revoked_at = now or utcnow()
         session.add(row)
+        audit.record(
+            session, actor=f"user:{actor.username}", action="api_token.revoked",
+            object=f"api-token:{row.id}", now=row.revoked_at, detail={"name": row.name},
+        )  # fmt: skip
         session.commit()
         session.refresh(row)
         logger.info("API token %s revoked by %s", row.name, actor.username)

@@ -267,6 +267,20 @@ def test_an_escalation_policy_change_is_recorded(client: TestClient) -> None:
     assert row.detail["after"]["levels"][0]["recipient"] == "zone-ops"
 
 
+def test_api_tokens_issued_and_revoked_are_recorded(client: TestClient) -> None:
+    admin = auth(client, "admin")
+    body = {"name": "ctd-cases", "agency": "CTD", "role": "auditor", "districts": ["lahore"]}
+    r = client.post(f"{API}/api-tokens", json=body, headers=admin)
+    assert r.status_code == 201, r.text
+    token_id, secret = r.json()["id"], r.json()["token"]
+    row = last(client, action="api_token.issued", object=f"api-token:{token_id}")
+    assert (row.actor, row.detail["agency"]) == ("user:admin", "CTD")
+    assert secret not in json.dumps(row.detail)
+    r = client.post(f"{API}/api-tokens/{token_id}/revoke", headers=admin)
+    assert r.status_code == 200, r.text
+    assert last(client, action="api_token.revoked").object == f"api-token:{token_id}"
+
+
 def test_auditors_read_filter_and_export_and_no_one_writes(client: TestClient) -> None:
     aud = auth(client, "aud")
     client.post(f"{API}/login/access-token", data={"username": "aud", "password": "wrong!"})
