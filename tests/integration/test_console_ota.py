@@ -144,6 +144,8 @@ def test_an_admin_pauses_and_aborts_a_campaign_from_its_page(
 ) -> None:
     add_nodes(server, "ota-pause-d", 3)
     sign_in(page, server, ADMIN)
+    page.get_by_test_id("nav-ota").click()  # the shared top bar leads to the campaigns
+    expect(page.get_by_test_id("campaign-form")).to_be_visible()
     upload(page, server, tmp_path, name="agent", version="2.1.0")
     start_campaign(page, server, name="agent 2.1.0", district="ota-pause-d",
                    artifact="app agent 2.1.0 (sim)", waves="100")  # fmt: skip
