@@ -171,3 +171,21 @@ def test_the_contrast_check_catches_pale_text(page: Page, server: ServerProcess)
     failures = page.evaluate(CONTRAST)
     assert len(failures) == 1
     assert "pale grey on white" in failures[0]
+
+
+def test_the_indicator_says_when_the_live_feed_is_lost_and_when_it_is_back(
+    page: Page, broker: ManagedBroker, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """On a page whose feed the layout opens (power), a server restart shows as down, then live."""
+    with console_server(broker, tmp_path_factory.mktemp("fleet-restart"), [OPERATOR]) as proc:
+        sign_in(page, proc, OPERATOR)
+        page.get_by_test_id("nav-power").click()
+        indicator = page.get_by_test_id("stream-status")
+        expect(indicator).to_have_attribute("data-state", "live")
+        expect(indicator).to_have_text("Live")
+        proc.stop()
+        expect(indicator).to_have_attribute("data-state", "down")
+        expect(indicator).to_have_text("Reconnecting…")
+        proc.start()
+        expect(indicator).to_have_attribute("data-state", "live", timeout=45_000)
+        expect(page.get_by_test_id("whoami")).to_have_text(f"{OPERATOR.username} · operator")
