@@ -316,3 +316,17 @@ def test_the_whole_chain_verifies_with_its_checkpoints(client: TestClient) -> No
     assert verdict["ok"], verdict
     assert verdict["checkpoints"] >= 1
     assert verdict["note"] is None  # checked against the server's CA
+
+
+def test_a_sign_in_refused_by_the_rate_limit_is_recorded(tmp_path: Path) -> None:
+    settings = Settings(
+        env="dev", data_dir=tmp_path, broker_url=None, admin_password=PASSWORDS["admin"],
+        secret_key="audit-test-secret-key-long-enough", login_account_burst=1,
+        login_account_per_min=0.01,
+    )  # fmt: skip
+    with TestClient(create_app(settings)) as c:
+        form = {"username": "admin", "password": "wrong-guess"}
+        assert c.post(f"{API}/login/access-token", data=form).status_code == 401
+        assert c.post(f"{API}/login/access-token", data=form).status_code == 429
+        row = last(c, action="login.blocked", object="user:admin")
+    assert (row.actor, row.detail["limit"]) == ("anonymous", "account")

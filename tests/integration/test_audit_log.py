@@ -259,3 +259,31 @@ def test_two_workers_appending_at_once_never_fork_the_chain(pg_url: str) -> None
     finally:
         for engine in engines:
             engine.dispose()
+
+
+def test_the_checkpoint_job_signs_at_most_every_interval(engine: Engine, pki: PkiPaths) -> None:
+    from datetime import timedelta
+
+    from fleet_server.audit.server import AuditCheckpointJob
+
+    job = AuditCheckpointJob(signer=CheckpointSigner.from_pki(pki, now=utcnow()), every_s=300)
+    t0 = utcnow()
+
+    def tick(at_s: float) -> None:
+        with Session(engine) as session:
+            assert job.run(session, t0 + timedelta(seconds=at_s)) == []
+            session.commit()
+
+    def signed() -> list[int]:
+        with Session(engine) as session:
+            return [cp.seq for cp in session.exec(select(AuditCheckpoint)).all()]
+
+    append(engine, 2)
+    tick(0)
+    append(engine, 1)
+    tick(60)  # too soon: nothing
+    assert signed() == [2]
+    tick(301)
+    assert signed() == [2, 3]
+    tick(700)  # nothing new since record 3
+    assert signed() == [2, 3]
