@@ -13,6 +13,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+from simulators.bench_console import register_console
 from simulators.bench_harness import add_output_options, publish, raise_fd_limit
 
 
@@ -90,6 +91,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     anpr.add_argument("--det-side", type=int, default=960, help="detector input long side (px)")
     add_output_options(anpr)
     anpr.set_defaults(func=_anpr)
+    register_console(sub)  # `bench console`: the fleet map's cost (simulators/bench_console.py)
 
 
 def _panic(args: argparse.Namespace) -> int:

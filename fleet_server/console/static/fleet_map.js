@@ -161,6 +161,12 @@
 
     cluster = L.markerClusterGroup({
       chunkedLoading: true,
+      /* The clusterer adds markers in chunks between frames; the map is whole when it says so. */
+      chunkProgress: (processed, totalCount) => {
+        if (processed === totalCount) {
+          metrics.clusters_ms = performance.now() - metrics.started_at;
+        }
+      },
       showCoverageOnHover: false,
       maxClusterRadius: 50,
       disableClusteringAtZoom: 17,
