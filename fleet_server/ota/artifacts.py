@@ -17,6 +17,7 @@ from datetime import datetime
 
 from sqlmodel import Session, col, func, select
 
+from fleet_server import audit
 from fleet_server.models import new_id
 from fleet_server.models.ota import ArtifactKind, OtaArtifact, OtaArtifactPublic, OtaCampaign
 from fleet_server.ota.errors import ArtifactInUse, ArtifactNotFound, ArtifactRefused
@@ -132,6 +133,12 @@ def upload_artifact(
         note=note, created_by=created_by, created_at=now,
     )  # fmt: skip
     session.add(artifact)
+    audit.record(
+        session, actor=f"user:{created_by}", action="ota.artifact_uploaded",
+        object=f"ota-artifact:{artifact.id}", now=now,
+        detail={"kind": kind, "name": name, "version": version, "hardware": wanted,
+                "sha256": blob.sha256, "length": blob.length},
+    )  # fmt: skip
     logger.info("artifact %s: %s %s %s (%d bytes) by %s", artifact.id, kind, name, version,
                 blob.length, created_by)  # fmt: skip
     return artifact

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import or_
 from sqlmodel import Session, col, func, select
 
+from fleet_server import audit
 from fleet_server.models import Node, new_id
 from fleet_server.models.ota import (
     CampaignCreate,
@@ -155,6 +156,10 @@ def create_campaign(
     session.add_all(
         OtaCampaignNode(campaign_id=campaign.id, node_id=n.node_id, updated_at=now) for n in fit
     )
+    _audit(session, campaign, "created", by=created_by, now=now, detail={
+        "name": campaign.name, "artifact": artifact.id, "target": campaign.target,
+        "waves": campaign.waves, "nodes": len(fit),
+    })  # fmt: skip
     logger.info("campaign %s (%s) by %s: %s to %d node(s)", campaign.id, campaign.name,
                 created_by, artifact.id, len(fit))  # fmt: skip
     return campaign
@@ -247,6 +252,15 @@ def list_campaigns(
     return data, session.exec(count_query).one()
 
 
+def _audit(session: Session, campaign: OtaCampaign, what: str, *, by: str, now: datetime,
+           detail: dict[str, Any] | None = None) -> None:  # fmt: skip
+    """The campaign's audit record (docs/audit.md), in the caller's transaction."""
+    audit.record(
+        session, actor=by if ":" in by else f"user:{by}", action=f"ota.campaign_{what}",
+        object=f"ota-campaign:{campaign.id}", now=now, detail=detail,
+    )  # fmt: skip
+
+
 def _move(campaign: OtaCampaign, *, allowed: Iterable[str], to: str, now: datetime,
           reason: str) -> OtaCampaign:  # fmt: skip
     allowed = set(allowed)
@@ -264,15 +278,19 @@ def _move(campaign: OtaCampaign, *, allowed: Iterable[str], to: str, now: dateti
 def pause_campaign(*, session: Session, campaign_id: str, now: datetime, by: str) -> OtaCampaign:
     """No more offers or waves until resumed (nodes already installing carry on)."""
     campaign = get_campaign(session=session, campaign_id=campaign_id)
-    return _move(campaign, allowed=[CampaignState.RUNNING], to=CampaignState.PAUSED, now=now,
-                 reason=f"paused by {by}")  # fmt: skip
+    moved = _move(campaign, allowed=[CampaignState.RUNNING], to=CampaignState.PAUSED, now=now,
+                  reason=f"paused by {by}")  # fmt: skip
+    _audit(session, moved, "paused", by=by, now=now)
+    return moved
 
 
 def resume_campaign(*, session: Session, campaign_id: str, now: datetime, by: str) -> OtaCampaign:
     """Carry on from where the campaign was paused."""
     campaign = get_campaign(session=session, campaign_id=campaign_id)
-    return _move(campaign, allowed=[CampaignState.PAUSED], to=CampaignState.RUNNING, now=now,
-                 reason="")  # fmt: skip
+    moved = _move(campaign, allowed=[CampaignState.PAUSED], to=CampaignState.RUNNING, now=now,
+                  reason="")  # fmt: skip
+    _audit(session, moved, "resumed", by=by, now=now)
+    return moved
 
 
 def abort_campaign(
@@ -281,8 +299,10 @@ def abort_campaign(
     """Stop for good: no offers, no waves (installed nodes keep what they run)."""
     campaign = get_campaign(session=session, campaign_id=campaign_id)
     why = f"aborted by {by}" + (f": {reason}" if reason else "")
-    return _move(campaign, allowed=[CampaignState.RUNNING, CampaignState.PAUSED],
-                 to=CampaignState.ABORTED, now=now, reason=why)  # fmt: skip
+    moved = _move(campaign, allowed=[CampaignState.RUNNING, CampaignState.PAUSED],
+                  to=CampaignState.ABORTED, now=now, reason=why)  # fmt: skip
+    _audit(session, moved, "aborted", by=by, now=now, detail={"reason": reason})
+    return moved
 
 
 def retry_failed(*, session: Session, campaign_id: str, now: datetime, by: str) -> int:
@@ -310,6 +330,8 @@ def retry_failed(*, session: Session, campaign_id: str, now: datetime, by: str) 
         campaign.state = CampaignState.RUNNING
         campaign.reason = f"{len(rows)} failed node(s) retried by {by}"
     campaign.updated_at = now
+    _audit(session, campaign, "retried", by=by, now=now,
+           detail={"nodes": sorted(r.node_id for r in rows)})  # fmt: skip
     return len(rows)
 
 
@@ -421,12 +443,17 @@ def record_ota_event(
     detail: str | None,
     reported_at: datetime,
     now: datetime,
+    reason: str | None = None,
+    bytes_done: int | None = None,
+    bytes_total: int | None = None,
 ) -> OtaCampaignNode | None:
     """Apply a node's `ota` event to its campaign progress; None when no campaign matches.
 
     Without a campaign id the node's newest running or paused campaign for
     that artifact name and version is meant. An event older (by the node's
-    clock) than the last one applied does not move the state back.
+    clock) than the last one applied does not move the state back. The
+    node's detail is kept as "<reason>: <words>" (the stable code first, so
+    an admin can sort and act on it), and a download's progress as bytes.
     """
     state = PHASE_STATE.get(phase)
     if state is None:
@@ -447,10 +474,17 @@ def record_ota_event(
     if row.reported_at is not None and reported_at < row.reported_at:
         return row
     row.state = state
-    row.detail = (detail or "")[:500]
+    row.detail = _detail(reason, detail, bytes_done, bytes_total)
     row.reported_at = reported_at
     row.updated_at = now
     return row
+
+
+def _detail(reason: str | None, words: str | None, done: int | None, total: int | None) -> str:
+    text = ": ".join(p for p in (reason, words) if p)
+    if done is not None and total:
+        text = f"{text} ({done}/{total} bytes)" if text else f"{done}/{total} bytes"
+    return text[:500]
 
 
 def tally(rows: Iterable[OtaCampaignNode]) -> dict[str, int]:

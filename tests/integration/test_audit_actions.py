@@ -281,6 +281,37 @@ def test_api_tokens_issued_and_revoked_are_recorded(client: TestClient) -> None:
     assert last(client, action="api_token.revoked").object == f"api-token:{token_id}"
 
 
+def test_ota_artifacts_and_campaigns_are_recorded(client: TestClient) -> None:
+    from fleet_server.models import Node
+
+    admin = auth(client, "admin")
+    with Session(runtime(client).engine) as session:
+        session.add(Node(node_id="aud-ota-1", lifecycle="active", hardware="sim", district="ota-d"))
+        session.commit()
+    r = client.post(
+        f"{API}/ota/artifacts", headers=admin,
+        data={"kind": "app", "name": "agent", "version": "1.0.0", "hardware": "sim"},
+        files={"file": ("agent.tar", b"agent bytes" * 100, "application/octet-stream")},
+    )  # fmt: skip
+    assert r.status_code == 201, r.text
+    artifact_id = r.json()["id"]
+    uploaded = last(client, action="ota.artifact_uploaded", object=f"ota-artifact:{artifact_id}")
+    assert (uploaded.actor, uploaded.detail["sha256"]) == ("user:admin", r.json()["sha256"])
+    body = {"name": "audit", "artifact_id": artifact_id, "target": {"districts": ["ota-d"]}}
+    r = client.post(f"{API}/ota/campaigns", json=body, headers=admin)
+    assert r.status_code == 201, r.text
+    campaign = f"ota-campaign:{r.json()['id']}"
+    for step in ("pause", "resume", "abort"):
+        done = client.post(f"{API}/ota/campaigns/{r.json()['id']}/{step}", headers=admin)
+        assert done.status_code == 200, done.text
+    actions = [row.action for row in records(client, object=campaign)]
+    assert actions == [
+        "ota.campaign_created", "ota.campaign_paused", "ota.campaign_resumed",
+        "ota.campaign_aborted",
+    ]  # fmt: skip
+    assert last(client, object=campaign).actor == "user:admin"
+
+
 def test_auditors_read_filter_and_export_and_no_one_writes(client: TestClient) -> None:
     aud = auth(client, "aud")
     client.post(f"{API}/login/access-token", data={"username": "aud", "password": "wrong!"})

@@ -23,6 +23,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 from sqlmodel import Session, col, delete, select
 
+from fleet_server import audit
 from fleet_server.api.deps import (
     AdminUser,
     Offset,
@@ -208,6 +209,11 @@ def remove_artifact(
         )
     except OtaServerError as exc:
         raise _refused(exc) from None
+    audit.record(
+        session, actor=f"user:{user.username}", action="ota.artifact_deleted",
+        object=f"ota-artifact:{artifact_id}",
+        detail={"name": artifact.name, "version": artifact.version, "sha256": artifact.sha256},
+    )  # fmt: skip
     session.commit()
     logger.info("artifact %s deleted by %s", artifact_id, user.username)
     return public_artifact(artifact)
