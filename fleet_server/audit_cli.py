@@ -2,7 +2,8 @@
 
 `verify` walks the whole chain in the server's database (or an export file
 an auditor took away) and names the first broken link; it exits 1 when the
-chain is broken, 0 when it holds. Checkpoint signers are checked against the
+chain is broken, 0 when it holds, 2 when it could not check (no database,
+an unreadable file). Checkpoint signers are checked against the
 fleet CA certificates (`--ca`, default `DATA_DIR/pki/ca-chain.pem`)::
 
     nigehbaan server --data-dir /var/lib/nigehbaan audit verify
@@ -51,6 +52,9 @@ def register_audit(commands: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def _audit(args: argparse.Namespace) -> int:
+    """Exit 0: the chain holds; 1: it is broken; 2: it could not be checked (says why)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from fleet_server.audit import AuditError
 
     settings = settings_or_none(args, prog="nigehbaan server audit")
@@ -62,6 +66,10 @@ def _audit(args: argparse.Namespace) -> int:
         return _verify(args, settings)
     except AuditError as exc:
         print(f"nigehbaan server audit: {exc}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as exc:
+        # Not a broken chain: no database, or one the server never migrated.
+        print(f"nigehbaan server audit: cannot read the audit log: {exc}", file=sys.stderr)
         return 2
 
 

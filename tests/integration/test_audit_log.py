@@ -287,3 +287,10 @@ def test_the_checkpoint_job_signs_at_most_every_interval(engine: Engine, pki: Pk
     assert signed() == [2, 3]
     tick(700)  # nothing new since record 3
     assert signed() == [2, 3]
+
+
+def test_a_database_without_the_log_is_not_called_broken(tmp_path: Path) -> None:
+    result = cli_verify(f"sqlite:///{tmp_path / 'never-migrated.db'}")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "cannot read the audit log" in result.stderr
+    assert "BROKEN" not in result.stdout
