@@ -1,8 +1,9 @@
 """The Users and roles page in a real Chromium against a real server and broker.
 
 Stories: a fleet admin follows the header's "Users" link, creates a
-technician, changes the role, resets the password (the old one stops
-working) and disables the account (it can no longer sign in); the admin
+technician scoped to an agency and two districts, changes the role and the
+scope, resets the password (the old one stops working) and disables the
+account (it can no longer sign in); the admin
 cannot switch off their own account; an operator and a technician see no
 "Users" link, and opening the page by its address shows the server's refusal
 and no user at all — the API answers them 403.
@@ -82,15 +83,34 @@ def test_an_admin_creates_a_technician_changes_the_role_resets_and_disables(
     page.get_by_label("User name").fill("tech-new")
     page.get_by_label("Role", exact=True).select_option("technician")
     page.get_by_label("First password").fill(first)
+    page.get_by_test_id("new-agency").fill("PSCA")
+    page.get_by_test_id("new-districts").fill("lahore-model, lahore-gulberg")
     page.get_by_test_id("user-create").click()
     row = _row(page, "tech-new")
     expect(row).to_be_visible()
     expect(row.get_by_label("Role of tech-new")).to_have_value("technician")
+    expect(row.get_by_test_id("user-scope")).to_have_text("PSCA · lahore-gulberg, lahore-model")
     assert _signs_in(server, "tech-new", first) == 200
 
     row.get_by_label("Role of tech-new").select_option("operator")
     expect(page.get_by_test_id("message-info").first).to_contain_text("tech-new is now operator")
     expect(_row(page, "tech-new").get_by_label("Role of tech-new")).to_have_value("operator")
+
+    _row(page, "tech-new").get_by_test_id("user-scope-edit").click()
+    scope = page.get_by_test_id("scope-dialog")
+    expect(scope).to_be_visible()
+    expect(scope.get_by_test_id("scope-all")).not_to_be_checked()
+    scope.get_by_test_id("scope-districts").fill("karachi-clifton")
+    scope.get_by_test_id("scope-submit").click()
+    expect(_row(page, "tech-new").get_by_test_id("user-scope")).to_have_text(
+        "PSCA · karachi-clifton"
+    )
+    _row(page, "tech-new").get_by_test_id("user-scope-edit").click()
+    scope.get_by_test_id("scope-all").check()
+    scope.get_by_test_id("scope-submit").click()
+    expect(_row(page, "tech-new").get_by_test_id("user-scope")).to_have_text(
+        "PSCA · every district"
+    )
 
     second = "second-" + secrets.token_hex(6)
     _row(page, "tech-new").get_by_test_id("user-reset").click()

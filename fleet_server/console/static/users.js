@@ -29,7 +29,14 @@
   const dialogTitle = document.getElementById("password-title");
   const resetInput = document.getElementById("reset-password");
   const resetError = document.getElementById("password-error");
+  const scopeDialog = document.getElementById("scope-dialog");
+  const scopeForm = document.getElementById("scope-form");
+  const scopeTitle = document.getElementById("scope-title");
+  const scopeAgency = document.getElementById("scope-agency");
+  const scopeDistricts = document.getElementById("scope-districts");
+  const scopeAll = document.getElementById("scope-all");
   let resetFor = null;
+  let scopeFor = null;
   let myId = null;
 
   document.getElementById("logout").addEventListener("click", () => NB.signOut("signed-out"));
@@ -61,6 +68,20 @@
     }
     row.append(td);
     return td;
+  }
+
+  /* "a, b ,c" → ["a", "b", "c"]; empty → null (every district). */
+  function districtList(text) {
+    const names = String(text || "")
+      .split(",")
+      .map((name) => name.trim())
+      .filter(Boolean);
+    return names.length ? names : null;
+  }
+
+  function scopeText(user) {
+    const districts = user.districts ? user.districts.join(", ") : "every district";
+    return user.agency ? `${user.agency} · ${districts}` : districts;
   }
 
   function button(text, testid, onClick) {
@@ -119,6 +140,8 @@
     status.dataset.testid = "user-status";
     status.textContent = user.is_active ? "active" : "disabled";
     cell(row, status);
+    const scope = cell(row, scopeText(user), "user-scope");
+    scope.dataset.testid = "user-scope";
     cell(row, when(user.created_at));
 
     const actions = document.createElement("div");
@@ -134,7 +157,9 @@
     toggle.setAttribute("aria-label", `${user.is_active ? "Disable" : "Enable"} ${user.username}`);
     const reset = button("Reset password", "user-reset", () => openReset(user));
     reset.setAttribute("aria-label", `Reset the password of ${user.username}`);
-    actions.append(toggle, reset);
+    const editScope = button("Scope", "user-scope-edit", () => openScope(user));
+    editScope.setAttribute("aria-label", `Change the scope of ${user.username}`);
+    actions.append(toggle, reset, editScope);
     cell(row, actions, "user-actions-cell");
     return row;
   }
@@ -147,6 +172,34 @@
     dialog.showModal();
     resetInput.focus();
   }
+
+  function openScope(user) {
+    scopeFor = user;
+    scopeTitle.textContent = `Scope of ${user.username}`;
+    scopeAgency.value = user.agency || "";
+    scopeDistricts.value = user.districts ? user.districts.join(", ") : "";
+    scopeAll.checked = !user.districts;
+    scopeDistricts.disabled = scopeAll.checked;
+    scopeDialog.showModal();
+    scopeAgency.focus();
+  }
+
+  scopeAll.addEventListener("change", () => {
+    scopeDistricts.disabled = scopeAll.checked;
+  });
+
+  scopeForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const user = scopeFor;
+    const districts = districtList(scopeDistricts.value);
+    const body = scopeAll.checked || !districts ? { all_districts: true } : { districts };
+    if (scopeAgency.value.trim()) {
+      body.agency = scopeAgency.value.trim();
+    }
+    scopeDialog.close();
+    await change(user, body, (u) => `${u.username} now sees ${scopeText(u)}.`);
+  });
+  document.getElementById("scope-cancel").addEventListener("click", () => scopeDialog.close());
 
   dialogForm.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -178,6 +231,14 @@
       role: String(data.get("role")),
       password: String(data.get("password") || ""),
     };
+    const agency = String(data.get("agency") || "").trim();
+    if (agency) {
+      body.agency = agency;
+    }
+    const districts = districtList(data.get("districts"));
+    if (districts) {
+      body.districts = districts;
+    }
     if (!body.username) {
       NB.say("Give the new user a name.", { kind: "error" });
       return;
