@@ -37,7 +37,8 @@ class OtaEventHandler:
             session=batch.session, node_id=message.node_id, phase=message.phase,
             artifact=message.artifact, version=message.version,
             campaign_id=message.campaign_id, detail=message.detail,
-            reported_at=message.ts, now=batch.now,
+            reported_at=message.ts, now=batch.now, reason=message.reason,
+            bytes_done=message.bytes_done, bytes_total=message.bytes_total,
         )  # fmt: skip
 
 

@@ -336,8 +336,9 @@ class Sent:
 
 
 def _report(
-    client: TestClient, node_id: str, phase: str, cid: str, *, seq: int, detail: str | None = None
-) -> None:
+    client: TestClient, node_id: str, phase: str, cid: str, *, seq: int,
+    detail: str | None = None, **extra: object,
+) -> None:  # fmt: skip
     """An `ota` event through the normal ingest path (decode, batch, store)."""
     event = OtaEvent(
         node_id=node_id,
@@ -349,6 +350,7 @@ def _report(
         phase=phase,
         campaign_id=cid,
         detail=detail,
+        **extra,
     )
     envelopes, _ = decode_all([(topic_for(event), encode(event))])
     with Session(runtime_of(client).engine, expire_on_commit=False) as session:
@@ -440,3 +442,27 @@ def test_a_node_enrolled_after_the_start_joins_the_next_wave(
     states = _states(client, cid)
     assert states["late-new-000"][0] == 1
     assert all(wave is not None for wave, _, _ in states.values())
+
+
+def test_a_node_s_refusal_reason_and_download_progress_show_in_its_status(
+    client: TestClient, artifact: dict[str, object], job: OtaWaveJob
+) -> None:
+    _nodes(client, "why", 2, hardware="sim", district="why-d")
+    cid = _campaign(client, artifact["id"], {"districts": ["why-d"]},
+                    waves=[{"name": "all", "percent": 100}]).json()["id"]  # fmt: skip
+    run_jobs_once(engine=runtime_of(client).engine, jobs=[job], now=utcnow())
+    _report(client, "why-000", "deferred", cid, seq=1, reason="battery_low",
+            detail="battery 22 % is below the policy's 30 %")  # fmt: skip
+    _report(client, "why-001", "downloading", cid, seq=1, bytes_done=4096, bytes_total=10240)
+    states = _states(client, cid)
+    assert states["why-000"][1:] == (
+        "deferred",
+        "battery_low: battery 22 % is below the policy's 30 %",
+    )
+    assert states["why-001"][1:] == ("downloading", "4096/10240 bytes")
+    _report(client, "why-001", "failed", cid, seq=2, reason="hash",
+            detail="sha256 of the download differs from the signed one")  # fmt: skip
+    assert _states(client, cid)["why-001"][1:] == (
+        "failed",
+        "hash: sha256 of the download differs from the signed one",
+    )
