@@ -257,6 +257,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             link_up=lambda: runtime.mqtt is not None and runtime.mqtt.connected.is_set(),
             ota_publisher=lambda: runtime.notify.publisher,  # OTA offers (fleet_server.ota)
             ota_repository=lambda: repository_for(settings),  # signed, when set up
+            plate_retention_days=settings.plate_retention_days,  # fleet_server.plates
         )
         + ([audit_job] if audit_job is not None else []),  # signed audit checkpoints
     )

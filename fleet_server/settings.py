@@ -110,6 +110,10 @@ class Settings(BaseModel):
         default=120.0, ge=1.0, description="acknowledged but not dispatched → re-escalate"
     )
     escalation_tick_s: float = Field(default=0.5, gt=0.0, le=60.0)
+    plate_retention_days: float | None = Field(
+        default=90.0, gt=0.0, le=36_500.0,
+        description="plate reads older than this are deleted (docs/anpr.md); unset: kept",
+    )  # fmt: skip
     sse_queue_max: int = Field(default=1000, ge=1, description="per-client SSE backlog")
     sse_keepalive_s: float = Field(default=15.0, gt=0.0)
     sse_replay_max: int = Field(

@@ -11,7 +11,8 @@ tick. Because every due time lives in the database, a restarted server picks
 up where the old one stopped.
 
 Today's jobs are the silence check, presence settling, escalation and OTA
-waves (`fleet_server.ota.job`); retention joins by adding a job to the list
+waves (`fleet_server.ota.job`) and plate read retention
+(`fleet_server.plates`); other retention joins by adding a job to the list
 (`default_jobs`), not by editing the loop.
 """
 
@@ -32,6 +33,7 @@ from fleet_server.ingest import Publisher
 from fleet_server.models import utcnow
 from fleet_server.ota.job import OtaWaveJob
 from fleet_server.ota.signing import SignedRepository
+from fleet_server.plates import PlateRetentionJob
 from fleet_server.presence import (
     OFFLINE_SWEEP_MAX,
     Silence,
@@ -139,6 +141,7 @@ def default_jobs(
     link_up: Callable[[], bool] | None = None,
     ota_publisher: Callable[[], Publisher | None] | None = None,
     ota_repository: Callable[[], SignedRepository | None] | None = None,
+    plate_retention_days: float | None = None,
 ) -> list[TimerJob]:
     """The server's jobs in the order they run.
 
@@ -148,10 +151,12 @@ def default_jobs(
     always); `ota_publisher` gives the MQTT publisher for update offers
     (None: no offers are sent and campaign nodes stay pending) and
     `ota_repository` the signed repository offers are assigned in (None:
-    offers go out unsigned, and nodes find nothing new).
+    offers go out unsigned, and nodes find nothing new). Plate reads older than
+    `plate_retention_days` are deleted in chunks (`fleet_server.plates`; None:
+    kept).
     """
     policies = PolicyCache(ack_timeout_s=ack_timeout_s)
-    return [
+    jobs: list[TimerJob] = [
         SilenceJob(silence=silence or Silence(), link_up=link_up),
         PresenceJob(policies=policies, grace_s=offline_grace_s),
         EscalationJob(policies),
@@ -160,6 +165,9 @@ def default_jobs(
             repository=ota_repository or (lambda: None),
         ),
     ]
+    if plate_retention_days is not None:
+        jobs.append(PlateRetentionJob(days=plate_retention_days))
+    return jobs
 
 
 def run_jobs_once(

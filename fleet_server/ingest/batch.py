@@ -3,7 +3,8 @@
 A `Batch` lives for one transaction of the ingest worker. Handlers read and
 write through it: the policies loaded once for the batch, the open alerts and
 other state preloaded for all its nodes in one query each (`want`), the
-history rows collected for multi-row inserts, and the `BatchOutcome` that
+history rows and other handlers' rows (`bulk`) collected for multi-row
+inserts, and the `BatchOutcome` that
 says what to acknowledge and announce after the commit.
 """
 
@@ -19,7 +20,7 @@ from fleet_server.alerting import AlertNotice, AlertRows, Policies
 from fleet_server.device_clock import DeviceTimeRules
 from fleet_server.models import Alert
 
-__all__ = ["Batch", "BatchOutcome", "Preload"]
+__all__ = ["Batch", "BatchOutcome", "BulkWriter", "Preload"]
 
 
 @dataclass
@@ -35,6 +36,7 @@ class BatchOutcome:
 
 
 Preload = Callable[["Batch", set[str]], None]
+BulkWriter = Callable[[Session, list[dict[str, object]]], None]
 
 
 @dataclass
@@ -61,6 +63,23 @@ class Batch:
     open_alerts: dict[tuple[str, str], Alert] = field(default_factory=dict)
     alert_rows: AlertRows = field(default_factory=AlertRows)
     preloads: dict[Preload, set[str]] = field(default_factory=dict)
+    # Rows handlers collected for one bulk write each after the events are written
+    # (a plate read per plate event, camera health per telemetry), by their writer.
+    bulk_rows: dict[BulkWriter, list[dict[str, object]]] = field(default_factory=dict)
+
+    def bulk(self, writer: BulkWriter, row: dict[str, object]) -> None:
+        """Collect `row` for `writer`, which `write_bulk` calls once with all its rows."""
+        rows = self.bulk_rows.get(writer)
+        if rows is None:
+            self.bulk_rows[writer] = [row]
+        else:
+            rows.append(row)
+
+    def write_bulk(self) -> None:
+        """Run each writer once over its rows (after the batch's events are written)."""
+        for writer, rows in self.bulk_rows.items():
+            writer(self.session, rows)
+        self.bulk_rows = {}
 
     def want(self, preload: Preload, node_id: str) -> None:
         """Ask for `preload` to run once for this batch, over every node that asked."""

@@ -16,7 +16,9 @@ once per kind of state rather than once per message:
   node's `last_seen_at`/`last_seq` are written in bulk);
 - `handle(batch, node, message, event)` applies the message. For an event,
   `event` is the row about to be inserted (the handler may set its
-  `alert_id`), and `handle` runs only when the node row was needed.
+  `alert_id`), and `handle` runs only when the node row was needed — or,
+  for a handler with ``rowless = True``, for every new event with ``node``
+  None when the row was not loaded (it writes through `Batch.bulk`).
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ from sqlalchemy import Table, bindparam, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-import fleet_server.ingest.handlers  # noqa: F401 - registers the built-in handlers
+import fleet_server.ingest.handlers  # registers the built-in handlers
+import fleet_server.ingest.plate_reads  # noqa: F401 - registers the plate read handler
 from fleet_server.alerting import Policies
 from fleet_server.device_clock import DeviceTimeRules
 from fleet_server.ingest.batch import Batch, BatchOutcome
@@ -146,7 +147,7 @@ def store_batch(
         known.add(message.event_id)
         out.inserted += 1
         event = _event_row(batch, node_id, message, received_payload(envelope))
-        if node is not None:
+        if node is not None or getattr(handler, "rowless", False):
             handler.handle(batch, node, message, event)
         event_rows.append(event)
     session.flush()  # new nodes first: events and the UPDATE below refer to them
@@ -157,6 +158,7 @@ def store_batch(
             [{"b_node_id": n, "b_n": count} for n, count in batch.implausible.items()],
         )
     batch.alert_rows.insert(session)
+    batch.write_bulk()
     return out
 
 

@@ -77,8 +77,8 @@ class WatchlistHits:
 
 def test_every_event_class_has_a_handler_and_the_lookup_is_by_class() -> None:
     assert isinstance(handler_for(PanicEvent), AlertEventHandler)
-    assert isinstance(handler_for(PlateEvent), PlainEventHandler)  # through EventBase
-    assert handler_for(FaceEvent) is handler_for(PlateEvent)
+    assert isinstance(handler_for(FaceEvent), PlainEventHandler)  # through EventBase
+    assert isinstance(handler_for(PlateEvent), PlainEventHandler)  # its own: a plate read too
     assert handler_for(PlateEvent).urgent_ack is False
     assert handler_for(PanicEvent).urgent_ack is True
 
@@ -87,6 +87,7 @@ def test_a_registered_handler_runs_for_its_messages_without_editing_the_batch_lo
     engine: Engine,
 ) -> None:
     rule = WatchlistHits()
+    plate_reads = handler_for(PlateEvent)
     register_handler(PlateEvent, rule)
     try:
         raw = [(topic_for(m), encode(m)) for m in (_plate("cam-0001", 1), _plate("cam-0002", 1))]
@@ -97,10 +98,12 @@ def test_a_registered_handler_runs_for_its_messages_without_editing_the_batch_lo
             session.commit()
     finally:
         unregister_handler(PlateEvent)
+        assert isinstance(handler_for(PlateEvent), PlainEventHandler)  # back to the default
+        register_handler(PlateEvent, plate_reads)
 
     assert rule.seen == [("cam-0001", "LE0001"), ("cam-0002", "LE0001")]
     assert rule.preloaded == [{"cam-0001", "cam-0002"}]  # one preload for the whole batch
     assert out.inserted == 2
     with Session(engine) as session:
         assert len(session.exec(select(Event)).all()) == 2  # still stored and acked as events
-    assert isinstance(handler_for(PlateEvent), PlainEventHandler)  # back to the default
+    assert handler_for(PlateEvent) is plate_reads
