@@ -22,6 +22,7 @@ from sqlmodel import Session, col, select
 
 from fleet_server.app import create_app
 from fleet_server.auth import create_user
+from fleet_server.broker import ManagedBroker
 from fleet_server.models import Role, UserCreate
 from fleet_server.models.audit import AuditCheckpoint, AuditRecord
 from fleet_server.runtime import Runtime
@@ -361,3 +362,26 @@ def test_a_sign_in_refused_by_the_rate_limit_is_recorded(tmp_path: Path) -> None
         assert c.post(f"{API}/login/access-token", data=form).status_code == 429
         row = last(c, action="login.blocked", object="user:admin")
     assert (row.actor, row.detail["limit"]) == ("anonymous", "account")
+
+
+def test_a_command_sent_to_a_node_is_recorded(broker: ManagedBroker, tmp_path: Path) -> None:
+    from fleet_server.models import Node
+
+    settings = Settings(
+        env="dev", data_dir=tmp_path, broker_url=broker.url, admin_password=PASSWORDS["admin"],
+        secret_key="audit-test-secret-key-long-enough", mqtt_client_id="audit-cmd-test",
+    )  # fmt: skip
+    with TestClient(create_app(settings)) as c:
+        with Session(runtime(c).engine) as session:
+            session.add(Node(node_id="aud-cmd-1", lifecycle="active"))
+            session.commit()
+        r = c.post(f"{API}/login/access-token",
+                   data={"username": "admin", "password": PASSWORDS["admin"]})  # fmt: skip
+        admin = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        body = {"name": "test_mode", "args": {"enabled": True}}
+        sent = c.post(f"{API}/nodes/aud-cmd-1/commands", json=body, headers=admin)
+        assert sent.status_code in (200, 201, 202), sent.text
+        row = last(c, action="node.command_sent", object="node:aud-cmd-1")
+    assert row.actor == "user:admin"
+    assert (row.detail["command"], row.detail["args"]) == ("test_mode", {"enabled": True})
+    assert row.detail["request_id"] == sent.json()["request_id"]

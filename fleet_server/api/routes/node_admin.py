@@ -183,6 +183,11 @@ def send_command(
         )
     except CommandRefused as exc:
         raise refusal(exc.reason, exc.message, status_code=422) from None
+    audit.record(
+        session, actor=f"user:{user.username}", action="node.command_sent",
+        object=f"node:{node_id}",
+        detail={"command": cmd.name, "args": cmd.args, "request_id": command.request_id},
+    )  # fmt: skip
     session.commit()
     runtime.mqtt.publish(topic_for(command), encode(command), qos=1)
     return NodeCommandOut(request_id=command.request_id)
