@@ -2,9 +2,10 @@
 
 The page would otherwise make a dozen calls (node, certificates, replies,
 events, alerts, power…) before it could draw; here they are one read. What
-the server does not record is said, not guessed: telemetry's CPU, temperature
-and per-camera frame counts are not stored (only power is), so the answer
-lists them under `not_recorded`.
+the server does not record is said, not guessed: telemetry's CPU and temperature
+are not stored, and of the cameras only each one's latest counters
+(`NodeCamera`, from telemetry), so the answer lists what is missing under
+`not_recorded`.
 
 Online history: the server keeps no table of every connect and disconnect;
 an outage longer than the offline grace period opens a `node_offline` alert
@@ -37,6 +38,7 @@ from fleet_server.models import (
 )
 from fleet_server.models.alert import OPEN_STATES
 from fleet_server.models.enrollment import EnrollmentRequest, NodeCommand, NodeReply
+from fleet_server.models.plate import NodeCamera, NodeCameraPublic
 from fleet_server.power import site_targets
 
 logger = logging.getLogger(__name__)
@@ -49,8 +51,7 @@ NOT_RECORDED = (
     "model versions (the birth names only the agent's firmware)",
     "cpu_percent",
     "temperature_c",
-    "frames per camera",
-    "frames_dropped per camera",
+    "frames and drops per camera over time (only each camera's latest counters are kept)",
 )
 
 
@@ -147,6 +148,7 @@ class NodeDetailPublic(SQLModel):
     certificates: list[NodeCertificatePublic]
     health: ComponentHealth | None
     power: PowerNow | None
+    cameras: list[NodeCameraPublic]
     online_history: OnlineHistory
     open_alerts: int
     alerts: list[AlertPublic]
@@ -336,6 +338,14 @@ def node_detail(*, session: Session, node_id: str, now: datetime | None = None) 
         certificates=[NodeCertificatePublic.model_validate(c) for c in certificates],
         health=_health(commands),
         power=_power(session, node),
+        cameras=[
+            NodeCameraPublic.model_validate(c, update={"district": node.district})
+            for c in session.exec(
+                select(NodeCamera)
+                .where(NodeCamera.node_id == node_id)
+                .order_by(col(NodeCamera.camera_id))
+            )
+        ],
         online_history=_online_history(session, node, now),
         open_alerts=open_alerts,
         alerts=[AlertPublic.model_validate(a) for a in alerts],

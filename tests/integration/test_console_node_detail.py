@@ -137,7 +137,8 @@ def test_an_operator_reads_a_node_and_pings_it_for_its_components_health(
     expect(page.get_by_test_id("node-outages")).to_contain_text("Offline")
     expect(page.get_by_test_id("node-power")).to_contain_text("80 %")
     expect(page.get_by_test_id("node-power-chart").locator("svg")).to_be_visible()
-    expect(page.get_by_test_id("not-recorded")).to_contain_text("frames per camera")
+    expect(page.get_by_test_id("not-recorded")).to_contain_text("per camera over time")
+    expect(page.get_by_test_id("cameras-note")).to_have_text("This node reports no camera.")
     expect(page.get_by_test_id("node-alert-row").first).to_contain_text("panic")
     expect(page.get_by_test_id("health-note")).to_contain_text("No ping answered yet")
 

@@ -9,6 +9,7 @@ from sqlmodel import Session
 
 from fleet_server.models import Alert, Node, utcnow
 from fleet_server.models.enrollment import NodeCommand, NodeReply
+from fleet_server.models.plate import NodeCamera
 from tests.support.api import API, login, runtime_of
 
 
@@ -20,6 +21,8 @@ def test_the_node_page_gets_health_from_the_latest_ping_and_outages_from_offline
         node = Node(node_id="nd-api-1", serial="S1", district="lahore-dha", online=True,
                     lat=31.47, lon=74.40, lifecycle="active")  # fmt: skip
         session.add(node)
+        session.add(NodeCamera(node_id="nd-api-1", camera_id="cam0", frames_in=900,
+                               frames_dropped=12, fault="camera_stalled"))  # fmt: skip
         session.add(Alert(node_id="nd-api-1", type="node_offline", severity="P3",
                           state="resolved", received_at=now - timedelta(hours=3),
                           resolved_at=now - timedelta(hours=2)))  # fmt: skip
@@ -43,7 +46,10 @@ def test_the_node_page_gets_health_from_the_latest_ping_and_outages_from_offline
     assert 99.0 < detail["online_history"]["availability_pct"] < 99.5
     assert [c["name"] for c in detail["commands"]] == ["ping", "ping"]
     assert detail["certificate"] is None
-    assert "frames per camera" in detail["not_recorded"]
+    ((camera),) = detail["cameras"]
+    assert (camera["camera_id"], camera["frames_in"], camera["frames_dropped"]) == ("cam0", 900, 12)
+    assert camera["fault"] == "camera_stalled"
+    assert any("per camera over time" in item for item in detail["not_recorded"])
 
 
 def test_an_unknown_node_is_a_404(client: TestClient) -> None:

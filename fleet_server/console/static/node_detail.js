@@ -199,6 +199,25 @@
         ["Shedding step", p.policy_step],
       ]);
     }
+    const cameras = d.cameras || [];
+    document.getElementById("cameras-note").textContent = cameras.length
+      ? "Each camera's counters as its latest telemetry reported them."
+      : "This node reports no camera.";
+    document.getElementById("camera-rows").replaceChildren(
+      ...cameras.map((c) => {
+        const dropped = c.frames_in ? ` (${((100 * c.frames_dropped) / c.frames_in).toFixed(1)} %)` : "";
+        const tr = row([
+          c.camera_id,
+          c.frames_in,
+          `${c.frames_dropped}${dropped}`,
+          c.plates_per_hour,
+          [c.fault, c.shed].filter(Boolean).join(", ") || "—",
+          pkt(c.updated_at),
+        ]);
+        tr.dataset.testid = "camera-row";
+        return tr;
+      }),
+    );
     document.getElementById("not-recorded").textContent =
       `Not recorded by the server: ${d.not_recorded.join(", ")}.`;
   }
