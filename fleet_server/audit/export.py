@@ -15,7 +15,7 @@ import io
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import func
@@ -66,18 +66,33 @@ class AuditFilter:
         if self.object:
             conditions.append(col(AuditRecord.object).startswith(self.object, autoescape=True))
         if self.since:
-            conditions.append(col(AuditRecord.at) >= self.since)
+            conditions.append(col(AuditRecord.at) >= _utc(self.since))
         if self.until:
-            conditions.append(col(AuditRecord.at) < self.until)
+            conditions.append(col(AuditRecord.at) < _utc(self.until))
         return conditions
 
     def as_dict(self) -> dict[str, str]:
         out = {k: v for k in ("actor", "action", "object") if (v := getattr(self, k))}
         if self.since:
-            out["since"] = format_time(self.since)
+            out["since"] = format_time(_utc(self.since))
         if self.until:
-            out["until"] = format_time(self.until)
+            out["until"] = format_time(_utc(self.until))
         return out
+
+
+def _utc(at: datetime) -> datetime:
+    """`at` in UTC; a time without a zone is UTC, the log's own (an auditor types `09:00`).
+
+    A time whose UTC falls outside what a datetime holds (year 1 at +14:00) is
+    the earliest or latest time there is, which is what it means as a bound.
+    """
+    if at.tzinfo is None:
+        return at.replace(tzinfo=timezone.utc)
+    try:
+        return at.astimezone(timezone.utc)
+    except OverflowError:
+        edge = datetime.min if at.year == datetime.min.year else datetime.max
+        return edge.replace(tzinfo=timezone.utc)
 
 
 def find_records(

@@ -385,3 +385,23 @@ def test_a_command_sent_to_a_node_is_recorded(broker: ManagedBroker, tmp_path: P
     assert row.actor == "user:admin"
     assert (row.detail["command"], row.detail["args"]) == ("test_mode", {"enabled": True})
     assert row.detail["request_id"] == sent.json()["request_id"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"since": "2026-01-01T00:00:00"},  # no zone: UTC, as the page sends it
+        {"until": "2026-01-01"},
+        {"since": "0001-01-01T00:00:00+14:00"},  # before the first datetime in UTC
+        {"until": "9999-12-31T23:59:59-14:00"},  # after the last
+    ],
+)
+def test_any_time_an_auditor_can_type_is_a_filter_not_a_server_error(
+    client: TestClient, query: dict[str, str]
+) -> None:
+    aud = auth(client, "aud")
+    assert client.get(f"{API}/audit/records", params=query, headers=aud).status_code == 200
+    exported = client.get(f"{API}/audit/export", params={**query, "format": "csv"}, headers=aud)
+    assert exported.status_code == 200
+    huge = client.get(f"{API}/audit/records", params={"offset": 10**30}, headers=aud)
+    assert huge.status_code == 422

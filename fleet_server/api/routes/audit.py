@@ -69,7 +69,7 @@ def read_audit_records(
     _fleet: FleetScope,
     where: FilterDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> AuditRecordsPublic:
     """Matching records, newest first, with their chain fields."""
     rows, count = find_records(session=session, where=where, limit=limit, offset=offset)
