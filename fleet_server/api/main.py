@@ -20,6 +20,7 @@ from fleet_server.api.routes import (
     node_detail,
     nodes,
     ota,
+    plate_reads,
     power,
     response_time_report,
     stream,
@@ -48,3 +49,5 @@ for module in (fleet_map, node_detail, response_time_report):
     api_router.include_router(module.router)
 # The audit log, read-only (docs/audit.md).
 api_router.include_router(audit.router)
+# Camera nodes' plate reads and camera health (docs/anpr.md).
+api_router.include_router(plate_reads.router)

@@ -1,0 +1,69 @@
+"""`/plate-reads` and `/cameras`: the camera nodes' plate reads and per-camera health.
+
+Plate reads are searched by the canonical key (exact, prefix, or one
+look-alike character away: `fleet_server.plates`), narrowed by node,
+district and receive-time range, newest first, one bounded page at a time.
+Both lists show only nodes in the caller's scope (docs/access.md).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, status
+
+from fleet_server.api.deps import Offset, SessionDep
+from fleet_server.api.scope import ScopeDep
+from fleet_server.models.plate import NodeCamerasPublic, PlateReadsPublic
+from fleet_server.plates import PlateMatch, PlateSearchError, camera_health, search_plate_reads
+
+router = APIRouter(tags=["plate reads"])
+
+NodeIdQuery = Annotated[str | None, Query(max_length=64, description="only this node")]
+
+
+@router.get("/plate-reads")
+def read_plate_reads(
+    session: SessionDep,
+    scope: ScopeDep,
+    plate: Annotated[
+        str | None,
+        Query(max_length=32, description="plate text; compared without spaces and dashes"),
+    ] = None,
+    match: Annotated[
+        PlateMatch, Query(description="exact, prefix, or fuzzy (one look-alike character)")
+    ] = PlateMatch.EXACT,
+    node_id: NodeIdQuery = None,
+    district: Annotated[str | None, Query(max_length=64)] = None,
+    since: Annotated[datetime | None, Query(description="received at or after (UTC)")] = None,
+    until: Annotated[datetime | None, Query(description="received before (UTC)")] = None,
+    offset: Offset = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> PlateReadsPublic:
+    """Plate reads newest first, with the whole match's `count` for paging."""
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and value.tzinfo is None:
+            raise HTTPException(
+                status_code=status.HTTP_422_UNPROCESSABLE_ENTITY,
+                detail=f"{name} needs a UTC offset (for example a trailing Z)",
+            )
+    try:
+        data, count = search_plate_reads(
+            session=session, query=plate, match=match, node_id=node_id, district=district,
+            since=since, until=until, scope=scope, offset=offset, limit=limit,
+        )  # fmt: skip
+    except PlateSearchError as exc:
+        raise HTTPException(
+            status_code=status.HTTP_422_UNPROCESSABLE_ENTITY, detail=str(exc)
+        ) from None
+    return PlateReadsPublic(data=data, count=count)
+
+
+@router.get("/cameras")
+def read_cameras(
+    session: SessionDep, scope: ScopeDep, node_id: NodeIdQuery = None
+) -> NodeCamerasPublic:
+    """Each camera's latest health from its node's telemetry (nodes in scope, at most 1,000)."""
+    data = camera_health(session=session, node_id=node_id, scope=scope)
+    return NodeCamerasPublic(data=data, count=len(data))
