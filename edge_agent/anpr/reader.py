@@ -48,6 +48,7 @@ __all__ = [
     "group_rows",
     "province_hint",
     "rows_of",
+    "without_captions",
 ]
 
 logger = logging.getLogger(__name__)
@@ -163,6 +164,13 @@ def rows_of(lines: Sequence[TextLine]) -> list[tuple[str, float]]:
     ]
 
 
+def without_captions(
+    rules: PlateRules, rows: Sequence[tuple[str, float]]
+) -> list[tuple[str, float]]:
+    """Rows that are not a caption word of the rules file (``PUNJAB``, ``SINDH``)."""
+    return [(text, score) for text, score in rows if normalise(text) not in rules.captions]
+
+
 def caption_province(rules: PlateRules, lines: Sequence[TextLine]) -> str | None:
     """The province a caption on the plate names (``PUNJAB``, ``KARACHI``), if one is read."""
     for line in lines:
@@ -243,9 +251,9 @@ class RapidOcrReader:
             return None
         hint = province_hint(crop) if self.use_colour else None
         lines = self.read_lines(crop, captions=hint is None and bool(self.rules.captions))
-        rows = rows_of(lines)
+        rows = without_captions(self.rules, rows_of(lines))
         if not rows:
-            return None
+            return None  # nothing but a caption (PUNJAB in a green strip) is no plate
         hint = caption_province(self.rules, lines) or hint
         ranked, confidence = choose(self.rules, rows, province_hint=hint)
         if not ranked.canonical:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edge_agent.anpr.reader import TextLine, choose, group_rows
+from edge_agent.anpr.reader import TextLine, choose, group_rows, without_captions
 from edge_agent.anpr.rules import load_rules
 
 
@@ -45,3 +45,9 @@ def test_a_read_no_layout_fits_comes_back_unknown_with_low_confidence() -> None:
     ranked, confidence = choose(load_rules("pk"), [("1234567890123", 0.9)])
     assert (ranked.layout, ranked.canonical) == ("unknown", "1234567890123")
     assert confidence < 0.5
+
+
+def test_a_caption_alone_is_no_plate() -> None:
+    rules = load_rules("pk")
+    assert without_captions(rules, [("PUNJAB", 0.99)]) == []
+    assert without_captions(rules, [("AKH-343", 0.9), ("SINDH", 0.99)]) == [("AKH-343", 0.9)]
