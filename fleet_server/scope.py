@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 from sqlmodel import Session, col, select
 
+from fleet_server import audit
 from fleet_server.errors import FleetServerError
 from fleet_server.models import DataAccess, Node, User, utcnow
 
@@ -186,6 +187,11 @@ def record_access(
         purpose_ref=purpose.reference,
     )
     session.add(row)
+    audit.record(
+        session, actor=actor[:120] if ":" in actor else f"user:{actor}"[:120],
+        action="data.viewed", object=f"{resource}:{object_id}"[:200], now=row.at,
+        detail={"agency": agency, "purpose": purpose.kind, "reference": purpose.reference},
+    )  # fmt: skip
     session.commit()
     logger.info("%s viewed %s %s for %s", actor, resource, object_id, purpose)
     return row

@@ -294,3 +294,18 @@ def test_a_database_without_the_log_is_not_called_broken(tmp_path: Path) -> None
     assert result.returncode == 2, result.stdout + result.stderr
     assert "cannot read the audit log" in result.stderr
     assert "BROKEN" not in result.stdout
+
+
+def test_a_view_of_data_with_its_stated_purpose_joins_the_chain(engine: Engine) -> None:
+    from fleet_server.scope import parse_purpose, record_access
+
+    purpose = parse_purpose("fir:FIR-123/2026 Gulberg")
+    with Session(engine) as session:
+        record_access(session=session, actor="alice", agency="CTD", resource="alert",
+                      object_id="01JABC", purpose=purpose)  # fmt: skip
+        row = session.exec(select(AuditRecord).where(AuditRecord.action == "data.viewed")).one()
+        assert (row.actor, row.object) == ("user:alice", "alert:01JABC")
+        assert row.detail == {
+            "agency": "CTD", "purpose": purpose.kind, "reference": purpose.reference,
+        }  # fmt: skip
+        assert audit.verify_database(session, trusted=None).ok
