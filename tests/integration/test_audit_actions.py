@@ -359,9 +359,11 @@ def test_a_sign_in_refused_by_the_rate_limit_is_recorded(tmp_path: Path) -> None
     with TestClient(create_app(settings)) as c:
         form = {"username": "admin", "password": "wrong-guess"}
         assert c.post(f"{API}/login/access-token", data=form).status_code == 401
-        assert c.post(f"{API}/login/access-token", data=form).status_code == 429
-        row = last(c, action="login.blocked", object="user:admin")
-    assert (row.actor, row.detail["limit"]) == ("anonymous", "account")
+        for _ in range(3):  # hammering a closed door is one record per wait
+            assert c.post(f"{API}/login/access-token", data=form).status_code == 429
+        blocked = records(c, action="login.blocked", object="user:admin")
+    assert len(blocked) == 1
+    assert (blocked[0].actor, blocked[0].detail["limit"]) == ("anonymous", "account")
 
 
 def test_a_command_sent_to_a_node_is_recorded(broker: ManagedBroker, tmp_path: Path) -> None:

@@ -4,10 +4,14 @@ Failed sign-ins are limited per account and per client address
 (`fleet_server.auth.SignInLimits`): past the limit the answer is 429 with
 `Retry-After` and a refusal saying which limit and how long to wait, and no
 password is checked at all until then.
+
+Every outcome is in the audit log (docs/audit.md): a sign-in, a failure, and
+a blocked client once per wait rather than once per request.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
@@ -21,6 +25,25 @@ from fleet_server.models import Token
 from proto.enrollment import RefusalReason, refusal_detail
 
 router = APIRouter(prefix="/login", tags=["login"])
+
+# When each blocked (limit, account, address) was last written to the audit log, so a
+# client hammering a closed door costs one record per wait, not one per request.
+_BLOCKS_NOTED: dict[str, float] = {}
+_BLOCKS_NOTED_MAX = 10_000
+
+
+def _first_block(key: str, *, wait_s: float) -> bool:
+    """True the first time `key` is blocked in a wait of `wait_s` seconds."""
+    now = time.monotonic()
+    if _BLOCKS_NOTED.get(key, 0.0) > now:
+        return False
+    if len(_BLOCKS_NOTED) >= _BLOCKS_NOTED_MAX:
+        for stale in [k for k, until in _BLOCKS_NOTED.items() if until <= now]:
+            del _BLOCKS_NOTED[stale]
+        if len(_BLOCKS_NOTED) >= _BLOCKS_NOTED_MAX:
+            _BLOCKS_NOTED.clear()
+    _BLOCKS_NOTED[key] = now + wait_s
+    return True
 
 
 @router.post(
@@ -46,12 +69,13 @@ def login_access_token(
     if blocked is not None:
         what, wait = blocked
         whose = "this account" if what == "account" else "your address"
-        audit.record(
-            session, actor="anonymous", action="login.blocked",
-            object=f"user:{form.username}"[:200],
-            detail={"address": address, "limit": what, "wait_s": wait},
-        )  # fmt: skip
-        session.commit()
+        if _first_block(f"{what}:{form.username}:{address}", wait_s=wait):
+            audit.record(
+                session, actor="anonymous", action="login.blocked",
+                object=f"user:{form.username}"[:200],
+                detail={"address": address, "limit": what, "wait_s": wait},
+            )  # fmt: skip
+            session.commit()
         raise HTTPException(
             status_code=status.HTTP_429_TOO_MANY_REQUESTS,
             detail=refusal_detail(
