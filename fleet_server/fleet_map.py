@@ -11,7 +11,8 @@ alerts as they happen on the SSE feed.
 A node's state is the most urgent of: ``alert`` (an open panic, tamper or
 ACL alert), ``offline``, ``power_risk`` (an open power alert, or autonomy
 below its site's target), ``lagging`` (firmware older than the fleet's most
-common version), ``online``. Decommissioned nodes are not drawn.
+common version), ``online``. Decommissioned nodes are not drawn, and a
+caller sees only the nodes of its scope's districts (docs/access.md).
 
 There are no surveyed district boundaries in the repository, so a district's
 outline is the convex hull of its own nodes' positions (`district_outlines`):
@@ -35,6 +36,7 @@ from sqlmodel import Session, SQLModel, col, func, select
 from fleet_server.models import Alert, AlertType, Node, PowerSite, PowerState, utcnow
 from fleet_server.models.alert import OPEN_STATES
 from fleet_server.models.power import DEFAULT_AUTONOMY_TARGET_H
+from fleet_server.scope import Scope
 
 logger = logging.getLogger(__name__)
 
@@ -154,16 +156,20 @@ def district_outlines(
 class _Fleet:
     """One read of the tables the states come from."""
 
-    def __init__(self, session: Session) -> None:
-        # Core select: six columns, no ORM objects for 8,333 rows.
-        self.rows: Sequence[tuple[Any, ...]] = session.execute(
+    def __init__(self, session: Session, scope: Scope) -> None:
+        # Core select: six columns, no ORM objects for 8,333 rows. Only the
+        # caller's districts (docs/access.md): the baseline firmware is theirs too.
+        query = (
             sa_select(
                 col(Node.node_id), col(Node.lat), col(Node.lon), col(Node.district),
                 col(Node.online), col(Node.firmware_version),
             )
             .where(col(Node.lifecycle) != _DECOMMISSIONED)
             .order_by(col(Node.node_id))
-        ).tuples().all()  # fmt: skip
+        )  # fmt: skip
+        self.rows: Sequence[tuple[Any, ...]] = (
+            session.execute(scope.filter(query, Node.district)).tuples().all()
+        )
         open_alerts = session.exec(
             select(Alert.node_id, Alert.type)
             .where(col(Alert.state).in_(OPEN_STATES))
@@ -202,9 +208,11 @@ def _counts(states: Iterable[int]) -> dict[str, int]:
     return {name: counted.get(code, 0) for code, name in enumerate(STATES)}
 
 
-def fleet_map(*, session: Session, tile_url: str | None = None) -> FleetMapPublic:
-    """Every positioned node with its state, and the district outlines (module docstring)."""
-    fleet = _Fleet(session)
+def fleet_map(
+    *, session: Session, scope: Scope | None = None, tile_url: str | None = None
+) -> FleetMapPublic:
+    """Every positioned node in `scope` with its state, and the district outlines."""
+    fleet = _Fleet(session, scope or Scope.everything())
     ids: list[str] = []
     lats: list[float] = []
     lons: list[float] = []
@@ -239,9 +247,9 @@ def fleet_map(*, session: Session, tile_url: str | None = None) -> FleetMapPubli
     )
 
 
-def map_states(*, session: Session) -> MapStatesPublic:
+def map_states(*, session: Session, scope: Scope | None = None) -> MapStatesPublic:
     """The states alone, in `fleet_map`'s order, for the page's periodic refresh."""
-    fleet = _Fleet(session)
+    fleet = _Fleet(session, scope or Scope.everything())
     ids: list[str] = []
     states: list[int] = []
     for node_id, lat, lon, _district, online, firmware in fleet.rows:

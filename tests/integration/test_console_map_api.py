@@ -49,6 +49,13 @@ def fleet(app_client: TestClient) -> SeededFleet:
             session=session,
             user_in=UserCreate(username="op-map-api", role=Role.OPERATOR, password="operator-pw"),
         )
+        create_user(
+            session=session,
+            user_in=UserCreate(
+                username="op-dha", role=Role.OPERATOR, password="operator-pw",
+                districts=["lahore-dha"],
+            ),
+        )  # fmt: skip
         session.commit()
     return seeded
 
@@ -169,3 +176,21 @@ def test_the_vendored_map_library_is_served_with_its_licence_beside_it(
     for package in ("leaflet", "markercluster"):
         assert (vendor / package / "LICENSE.txt").is_file()
     assert "leaflet 1.9.4" in (vendor / "VERSIONS").read_text(encoding="utf-8")
+
+
+def test_a_district_operator_sees_only_their_districts_nodes_and_outline(
+    app_client: TestClient, fleet: SeededFleet
+) -> None:
+    headers = _auth(app_client, "op-dha")
+    body = app_client.get(f"{API}/fleet-map", headers=headers).json()
+    assert body["districts"] == ["lahore-dha"]
+    assert [o["district"] for o in body["outlines"]] == ["lahore-dha"]
+    assert len(body["nodes"]["id"]) == len(fleet.node_ids) // len(TOWNS)
+    states = app_client.get(f"{API}/fleet-map/states", headers=headers).json()
+    assert len(states["state"]) == len(body["nodes"]["id"])
+    elsewhere = next(n for n in fleet.node_ids if n not in body["nodes"]["id"])
+    detail = app_client.get(f"{API}/node-detail/{elsewhere}", headers=headers)
+    assert detail.status_code == 404
+    assert detail.json() == {"detail": "node not found"}
+    report = app_client.get(f"{API}/response-times/report", headers=headers).json()
+    assert [row["district"] for row in report["figures"]["data"]] == ["lahore-dha"]

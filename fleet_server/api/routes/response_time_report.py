@@ -1,7 +1,8 @@
 """`/response-times`: the console's response-time page — target verdicts, CSV, SVG plots.
 
 The percentiles are `fleet_server.response_times`' (server receive time);
-`GET /metrics/response-times` stays the plain figures.
+`GET /metrics/response-times` stays the plain figures. Every answer holds only
+the districts of the caller's scope (docs/access.md).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from typing import Annotated, cast
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 
-from fleet_server.api.deps import CurrentUser, SessionDep
+from fleet_server.api.deps import SessionDep
+from fleet_server.api.scope import ScopeDep
 from fleet_server.models import AlertType
 from fleet_server.response_time_report import (
     STAGE_NAMES,
@@ -23,7 +25,8 @@ from fleet_server.response_time_report import (
     render_stage_svg,
     to_csv,
 )
-from fleet_server.response_times import ResponseTimesPublic, response_times
+from fleet_server.response_times import UNKNOWN_DISTRICT, ResponseTimesPublic, response_times
+from fleet_server.scope import Scope
 
 router = APIRouter(prefix="/response-times", tags=["metrics"])
 
@@ -52,32 +55,38 @@ TargetDep = Annotated[Target, Depends(_target)]
 
 
 def _figures(
-    session: SessionDep, alert_type: AlertType, since: datetime | None
+    session: SessionDep, scope: Scope, alert_type: AlertType, since: datetime | None
 ) -> ResponseTimesPublic:
-    return response_times(session=session, alert_type=alert_type, since=since)
+    # Per district only, no fleet total: leaving out other districts leaks nothing.
+    figures = response_times(session=session, alert_type=alert_type, since=since)
+    figures.data = [
+        row for row in figures.data
+        if scope.allows(None if row.district == UNKNOWN_DISTRICT else row.district)
+    ]  # fmt: skip
+    return figures
 
 
 @router.get("/report")
 def read_report(
     session: SessionDep,
-    _user: CurrentUser,
+    scope: ScopeDep,
     target: TargetDep,
     alert_type: AlertType = AlertType.PANIC,
     since: datetime | None = None,
 ) -> ResponseTimeReport:
     """Percentiles per district since `since`, each district's verdict on the target."""
-    return judge(_figures(session, alert_type, since), target)
+    return judge(_figures(session, scope, alert_type, since), target)
 
 
 @router.get("/export.csv", response_class=Response, responses={200: {"content": {"text/csv": {}}}})
 def export_csv(
     session: SessionDep,
-    _user: CurrentUser,
+    scope: ScopeDep,
     alert_type: AlertType = AlertType.PANIC,
     since: datetime | None = None,
 ) -> Response:
     """One row per district and stage (seconds, server clock), for a spreadsheet."""
-    body = to_csv(_figures(session, alert_type, since))
+    body = to_csv(_figures(session, scope, alert_type, since))
     stamp = since.strftime("%Y%m%d") if since else "all"
     name = f"response-times-{alert_type}-{stamp}.csv"
     return Response(
@@ -95,13 +104,13 @@ def export_csv(
 )
 def read_stage_svg(
     session: SessionDep,
-    _user: CurrentUser,
+    scope: ScopeDep,
     target: TargetDep,
     alert_type: AlertType = AlertType.PANIC,
     since: datetime | None = None,
 ) -> Response:
     """The target's stage per district (p50 bar, p90 mark, p99 whisker, target line)."""
-    svg = render_stage_svg(_figures(session, alert_type, since), target)
+    svg = render_stage_svg(_figures(session, scope, alert_type, since), target)
     return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "no-store"})
 
 
@@ -110,10 +119,10 @@ def read_stage_svg(
 )
 def read_chain_svg(
     session: SessionDep,
-    _user: CurrentUser,
+    scope: ScopeDep,
     alert_type: AlertType = AlertType.PANIC,
     since: datetime | None = None,
 ) -> Response:
     """Each district's p90 per consecutive stage, stacked."""
-    svg = render_chain_svg(_figures(session, alert_type, since))
+    svg = render_chain_svg(_figures(session, scope, alert_type, since))
     return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "no-store"})
