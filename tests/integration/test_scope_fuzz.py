@@ -6,7 +6,9 @@ every operation a bounded number of generated requests with the token of an
 *admin scoped to Clifton*, while the fleet also holds a node, an alert, a
 power site and an enrollment token in Gulberg. Any 5xx fails, and so does
 any answer that names a Gulberg object the request did not name itself.
-Bounded and derandomized; the SSE feed is left out (it never ends).
+Bounded and derandomized; the SSE feed is left out of the fuzz (it never
+ends) and checked on its own: the replay and the live frames a Clifton client
+gets over real HTTP hold no Gulberg alert.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ PASSWORD = "fuzz-admin-password"
 # expected failure that names them; a leak anywhere else fails it.
 NOT_YET_SCOPED = ("/api/v1/fleet-map", "/api/v1/node-detail/", "/api/v1/response-times/")
 MARKERS: set[str] = {"lhr-g-01", "Gulberg", "g-site"}
+ALERTS: dict[str, str] = {}  # node id → its alert
+ADMIN: dict[str, str] = {}  # the every-district admin's headers
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +52,7 @@ def outsider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerP
         data_dir=tmp_path_factory.mktemp("scope-fuzz"),
         broker_url=None,
         extra_args=("--managed-broker", "--managed-broker-port", "0"),
-        env={"NIGEHBAAN_MQTTS_PORT": "0", "FUZZ_PW": PASSWORD},
+        env={"NIGEHBAAN_MQTTS_PORT": "0", "FUZZ_PW": PASSWORD, "NIGEHBAAN_SSE_KEEPALIVE_S": "1"},
     )
     made = proc.run_cli("--create-admin", "fuzz-admin", "--password-env", "FUZZ_PW")
     assert made.returncode == 0, made.stderr
@@ -75,9 +79,10 @@ def outsider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerP
                     session=session, envelopes=envelopes, now=utcnow(), policies=policies
                 )
                 session.commit()
-                if node_id == "lhr-g-01":
-                    MARKERS.add(out.notices[0].alert.id)
+                ALERTS[node_id] = out.notices[0].alert.id
+            MARKERS.add(ALERTS["lhr-g-01"])
         engine.dispose()
+        ADMIN.update(admin)
         base = f"{proc.base_url}/api/v1"
         token = httpx.post(
             f"{base}/enrollment-tokens", json={"district": "Gulberg"}, headers=admin
@@ -91,6 +96,40 @@ def outsider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerP
         yield proc, proc.login("clifton-admin", PASSWORD)
     finally:
         proc.stop()
+
+
+def test_the_live_feed_gives_a_clifton_client_no_gulberg_alert_replayed_or_live(
+    outsider: tuple[ServerProcess, str],
+) -> None:
+    proc, token = outsider
+    base = f"{proc.base_url}/api/v1"
+    seen: list[str] = []
+    url = f"{base}/stream/alerts?since=2000-01-01T00:00:00.000000Z&access_token={token}"
+    with httpx.stream("GET", url, timeout=httpx.Timeout(10.0)) as feed:
+        lines = feed.iter_lines()
+
+        def read_until(text: str) -> None:
+            for line in lines:
+                seen.append(line)
+                if text in line:
+                    return
+            raise AssertionError(f"the feed ended before {text!r}")
+
+        # The replay: Gulberg's alert was made first, so a leak would come before Clifton's.
+        read_until(ALERTS["khi-c-01"])
+        # Live: Gulberg's alert changes first, then Clifton's.
+        for node_id in ("lhr-g-01", "khi-c-01"):
+            moved = httpx.post(
+                f"{base}/alerts/{ALERTS[node_id]}/transitions",
+                json={"to": "acknowledged"},
+                headers=ADMIN,
+            )
+            assert moved.status_code == 201, moved.text
+        read_until('"state":"acknowledged"')
+    text = "\n".join(seen)
+    assert '"op":"sync"' in text
+    assert ALERTS["lhr-g-01"] not in text
+    assert "Gulberg" not in text
 
 
 def _asked(case: schemathesis.Case[Any]) -> str:
