@@ -127,6 +127,8 @@ def test_an_admin_reads_the_page_at_phone_width(
     page.goto(f"{server.base_url}/console/response-times")
     expect(page.get_by_test_id("response-page")).to_have_attribute("data-state", "ready")
     expect(page.get_by_test_id("missing-district").first).to_be_visible()
+    expect(page.get_by_test_id("stage-chart").locator("svg")).to_be_attached()
+    expect(page.get_by_test_id("chain-chart").locator("svg")).to_be_attached()
     overflow = page.evaluate(
         "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
     )
