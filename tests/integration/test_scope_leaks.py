@@ -307,6 +307,20 @@ def test_an_out_of_scope_admin_changes_nothing_of_another_district(
         assert session.get(Node, "lhr-g-99") is None
 
 
+def test_another_districts_node_cannot_be_registered_into_ones_own(world: World) -> None:
+    answer = world.client.post(
+        f"{API}/nodes",
+        json={"node_id": "lhr-g-01", "serial": "SN-HIJACK", "district": "Clifton"},
+        headers=world.tokens["clifton_tech"],
+    )
+    assert answer.status_code == 409
+    assert "Gulberg" not in answer.text
+    with Session(world.runtime.engine) as session:
+        node = session.get(Node, "lhr-g-01")
+        assert node is not None
+        assert (node.district, node.serial) == ("Gulberg", None)
+
+
 def test_the_live_feed_replay_holds_only_the_clients_districts(world: World) -> None:
     since = __import__("fleet_server.stream", fromlist=["parse_cursor"]).parse_cursor(T_PAST)
     clifton = replay_frames(

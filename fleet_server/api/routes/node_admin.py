@@ -38,6 +38,7 @@ from fleet_server.node_commands import CommandRefused, make_command, reply_for
 from fleet_server.runtime import Runtime
 from fleet_server.scope import Scope
 from proto.codec import encode, topic_for
+from proto.enrollment import RefusalReason
 
 __all__ = ["router"]
 
@@ -69,6 +70,13 @@ def register(
     """A technician registers a node (lifecycle `registered`) in a district of their scope."""
     if not scope.allows(node_in.district):
         raise refusal("forbidden", "that district is outside your scope", status_code=403)
+    existing = session.get(NodeRow, node_in.node_id)
+    if existing is not None and not scope.allows(existing.district):
+        # Not another district's node re-registered into this one, and not its serial
+        # in the refusal: only that the id is taken (ids are fleet-wide).
+        raise refusal(
+            RefusalReason.NODE_ID_TAKEN, "another node already uses this node id", status_code=409
+        )
     try:
         node = register_node(session=session, node_in=node_in, now=utcnow())
     except EnrollmentRefused as exc:
