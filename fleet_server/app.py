@@ -44,6 +44,7 @@ from fleet_server.broker.fleet import FLEET_SERVER_USER
 from fleet_server.console.audit_pages import router as audit_pages_router
 from fleet_server.console.fleet_pages import router as fleet_pages_router
 from fleet_server.console.ota_pages import router as ota_pages_router
+from fleet_server.console.plate_pages import router as plate_pages_router
 from fleet_server.console.routes import router as console_router
 from fleet_server.db import make_engine
 from fleet_server.device_clock import DeviceTimeRules
@@ -309,6 +310,7 @@ def _include_console(app: FastAPI) -> None:
     app.include_router(ota_pages_router)  # OTA artifacts and campaigns
     app.include_router(audit_pages_router)  # the audit log (docs/audit.md)
     app.include_router(fleet_pages_router)  # map, node, response times
+    app.include_router(plate_pages_router)  # plate reads and camera health (docs/anpr.md)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
