@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     Frame = npt.NDArray[np.uint8]
 
-__all__ = ["OcrLineDetector", "PlateShape", "join_pieces", "merge_lines", "plate_boxes"]
+__all__ = ["OcrLineDetector", "PlateShape", "join_pieces", "merge_lines", "plate_boxes", "reach"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +48,13 @@ class PlateShape:
     # overlap vertically by half the lower one, and the gap between them is
     # under this much of the taller one's height.
     join_gap: float = 0.8
+    # A one-line box (aspect above `reach_aspect`) reaches up by this much of its
+    # height: the letter row of a two-row plate the frame-level detector missed
+    # (small, low-contrast letters) is then inside the reader's crop, where the
+    # detector sees it magnified. Sideways it reaches by `reach_side` of its width.
+    reach_up: float = 0.7
+    reach_side: float = 0.05
+    reach_aspect: float = 2.2
 
 
 def _overlap_x(a: Box, b: Box) -> float:
@@ -124,6 +131,18 @@ def plate_boxes(
     return sorted(kept, key=lambda b: b.w * b.h, reverse=True)
 
 
+def reach(box: Box, width: int, height: int, shape: PlateShape | None = None) -> Box:
+    """A one-line box grown upwards and sideways (`PlateShape.reach_up`), clipped to the frame."""
+    shape = shape or PlateShape()
+    if box.w / box.h <= shape.reach_aspect:
+        return box
+    up = round(shape.reach_up * box.h)
+    side = round(shape.reach_side * box.w)
+    x0, y0 = max(0, box.x - side), max(0, box.y - up)
+    x1, y1 = min(width, box.x + box.w + side), min(height, box.y + box.h)
+    return Box(x0, y0, x1 - x0, y1 - y0, score=box.score)
+
+
 class OcrLineDetector:
     """Plate detector on PP-OCR's text detector (rapidocr, ONNX Runtime, CPU).
 
@@ -153,7 +172,7 @@ class OcrLineDetector:
             if x1 - x0 < 16 or y1 - y0 < 16:
                 continue
             lines.extend(self._lines(frame[y0:y1, x0:x1], x0, y0))
-        return plate_boxes(lines, height, self.shape)
+        return [reach(b, width, height, self.shape) for b in plate_boxes(lines, height, self.shape)]
 
     def _lines(self, image: Frame, dx: int, dy: int) -> list[Box]:
         result = self._engine(image, use_det=True, use_cls=False, use_rec=False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edge_agent.anpr.detector import merge_lines, plate_boxes
+from edge_agent.anpr.detector import merge_lines, plate_boxes, reach
 from edge_agent.anpr.types import Box
 
 
@@ -34,3 +34,12 @@ def test_pieces_of_one_row_join_before_rows_stack() -> None:
 
 def test_words_far_apart_on_one_line_stay_apart() -> None:
     assert len(merge_lines([Box(0, 0, 60, 20), Box(200, 0, 60, 20)])) == 2
+
+
+def test_a_one_line_box_reaches_up_for_a_letter_row_the_frame_detector_missed() -> None:
+    number_row = Box(200, 300, 100, 30)
+    assert reach(number_row, 1280, 720) == Box(195, 279, 110, 51)
+    two_rows = Box(200, 300, 100, 60)
+    assert reach(two_rows, 1280, 720) == two_rows
+    at_the_top = Box(0, 5, 100, 30)
+    assert reach(at_the_top, 1280, 720) == Box(0, 0, 105, 35)
