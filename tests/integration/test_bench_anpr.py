@@ -126,3 +126,10 @@ def test_bench_anpr_refuses_truth_it_cannot_use(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "file,plate header" in result.stderr
+
+
+def test_the_camera_pipeline_finds_the_shipped_detector_and_reader_by_name() -> None:
+    from edge_agent.camera.plugins import load_detector, load_reader
+
+    assert load_detector("ocr-lines").name == "ocr-lines"
+    assert load_reader("rapidocr").name == "rapidocr"
