@@ -11,7 +11,7 @@ strict Content-Security-Policy, and every text is escaped.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from html import escape
 
 from fleet_server.models.power import PowerHistoryPublic
@@ -21,6 +21,9 @@ __all__ = ["render_history_svg"]
 
 WIDTH, HEIGHT = 760, 260
 LEFT, RIGHT, TOP, BOTTOM = 48, 56, 22, 40
+# Sites are in Pakistan (UTC+5, no daylight saving since 2009): every console page
+# shows times in PKT with the zone written, and so does this chart's time axis.
+PKT = timezone(timedelta(hours=5), "PKT")
 STEP_COLOURS = ("#2e7d32", "#9e9d24", "#f9a825", "#ef6c00", "#c62828", "#6a1b9a")
 
 
@@ -98,7 +101,7 @@ def render_history_svg(
         xx = _fmt(x(at))
         out.append(
             f'<text x="{xx}" y="{HEIGHT - BOTTOM + 14}" font-size="10" text-anchor="middle" '
-            f'fill="#37474f">{at:%d %b %H:%M}Z</text>'
+            f'fill="#37474f">{at.astimezone(PKT):%d %b %H:%M} PKT</text>'
         )
     if points:
         # Panel output as an area (own scale).
