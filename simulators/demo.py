@@ -5,7 +5,11 @@ generated config, loopback) with a SQLite database, and simulated panic
 pillars running the real edge agent on mock pins, each on a simulated solar
 site (panel, battery, load; `hardware.solar_site`) so the console's Power
 page shows what a pillar on solar does; presses a random pillar now and then
-so the console has something to show. State lives in `var/demo/` and
+so the console has something to show. With the ``anpr`` extra installed, the
+first ``--camera-nodes`` nodes (2 by default) also carry a simulated camera
+whose rendered street scenes (`simulators.camera_scenes`) go through the real
+camera pipeline, so the console's Plate reads page fills with what they read;
+without it the demo says so and runs pillars only. State lives in `var/demo/` and
 survives restarts of the demo. It says plainly what is not built yet.
 
 The demo owns what it starts: Ctrl-C and SIGTERM stop the pillars, then the
@@ -40,8 +44,7 @@ if TYPE_CHECKING:
     from simulators.server_process import ServerProcess
 
 NOT_BUILT = (
-    "the camera pipeline (ANPR and face recognition; camera nodes in `nigehbaan sim` "
-    "send synthetic plate reads)",
+    "face recognition and watchlists (camera nodes read plates only)",
     "OTA updates (`nigehbaan ota`)",
     "evidence export, watchlists, webhooks and CAP 1.2 for command centres",
 )
@@ -59,6 +62,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--duration", type=float, default=0.0, help="stop after this many seconds (0: Ctrl-C)"
     )
+    parser.add_argument(
+        "--camera-nodes", type=int, default=2, choices=range(0, 9), metavar="0-8",
+        help="nodes that also read plates from rendered scenes (needs the anpr extra)",
+    )  # fmt: skip
     parser.set_defaults(func=_run)
 
 
@@ -220,6 +227,35 @@ def on_solar(config: dict[str, Any], index: int) -> dict[str, Any]:
     return {**config, **pillar_site(index, str(config.get("district") or ""))}
 
 
+def with_cameras(configs: list[dict[str, Any]], count: int) -> tuple[list[dict[str, Any]], str]:
+    """The first `count` configs with a simulated camera and the real pipeline, and a line
+    saying which nodes read plates (or why none do: the ``anpr`` extra is not installed)."""
+    if count <= 0:
+        return configs, "none (--camera-nodes 0)"
+    from simulators.camera_scenes import anpr_missing, camera_analytics
+
+    missing = anpr_missing()
+    if missing is not None:
+        return configs, f"none: the camera pipeline cannot run here ({missing})"
+    count = min(count, len(configs))
+    out = [{**c, **camera_analytics("gate")} if i < count else c for i, c in enumerate(configs)]
+    names = ", ".join(str(c["node_id"]) for c in out[:count])
+    return out, f"{names} read plates from rendered street scenes (console: Plate reads)"
+
+
+def start_scene_players(fleet: SimFleet, count: int) -> list[Any]:
+    """A `ScenePlayer` on each of the first `count` nodes' simulated camera, started."""
+    from simulators.camera_scenes import ScenePlayer, pipeline_camera
+
+    players = [
+        ScenePlayer(pipeline_camera(node.agent.node, "gate"), seed=i)
+        for i, node in enumerate(fleet.nodes[:count])
+    ]
+    for player in players:
+        player.start()
+    return players
+
+
 def _cancel_on_sigterm(task: asyncio.Task[Any]) -> Any:
     """SIGTERM stops the demo like Ctrl-C: the main task is cancelled and cleans up in order.
 
@@ -311,15 +347,21 @@ async def _run_fleet(args: argparse.Namespace) -> int:
             on_solar({**config, "mqtt": {**config["mqtt"], "url": mqtts_url}}, i)
             for i, config in enumerate(enrolled)
         ]
+        configs, args.camera_line = with_cameras(configs, args.camera_nodes)
+        cameras = sum(1 for c in configs if "cameras" in c)
         fleet = SimFleet(
             broker_url=mqtts_url, data_dir=data_dir / "nodes", count=len(configs),
             node_configs=configs,
         )  # fmt: skip
+        players: list[Any] = []
         try:
             await fleet.start()
+            players = start_scene_players(fleet, cameras)
             await _announce_and_press(args, server=server, fleet=fleet, password=password,
                                       plain_port=plain_port, mqtts_url=mqtts_url)  # fmt: skip
         finally:
+            for player in players:
+                player.stop()
             await fleet.stop()
     return 0
 
@@ -343,6 +385,7 @@ Nigehbaan demo fleet is running.
   broker    {mqtts_url} (mutual TLS)   watch (read-only): {watch}
   pillars   {len(fleet.nodes)} simulated nodes ({fleet.nodes[0].node_id} …) on simulated solar
             sites, enrolled with certificates from the dev CA in {server.data_dir / "pki"}
+  cameras   {getattr(args, "camera_line", "none")}
   state     {data_dir}
 Not built yet: {"; ".join(NOT_BUILT)}.
 Press Ctrl-C to stop.
