@@ -16,7 +16,7 @@ import queue
 import secrets
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,8 @@ from fleet_server.broker import ManagedBroker
 from fleet_server.db import make_engine
 from proto.codec import decode, encode
 from proto.errors import ProtoError
-from proto.messages import PingCommand, Reply
-from proto.topics import reply_topic
+from proto.messages import PingCommand, PowerTelemetry, Reply, Telemetry
+from proto.topics import reply_topic, telemetry_topic
 from simulators.console_fleet import SeededFleet, seed_fleet
 from simulators.server_process import ServerProcess
 from tests.support.browser import BROWSER_MARKS
@@ -79,6 +79,19 @@ class AnsweringPillar(FakePillar):
         else:
             FakePillar._on_message(self, client, userdata, msg)
 
+    def report_power(self, hours: int) -> None:
+        """An hour of power telemetry each for the last `hours` hours, as a pillar reports it."""
+        now = datetime.now(timezone.utc)
+        for back in range(hours, -1, -1):
+            power = PowerTelemetry(
+                panel_w=0.0, battery_v=12.6, battery_soc=0.9 - back / 100, load_w=4.0,
+                autonomy_h=30.0 - back / 4, mains_present=False, policy_step=0,
+            )  # fmt: skip
+            report = Telemetry(
+                node_id=self.node_id, ts=now - timedelta(hours=back), uptime_s=1.0, power=power
+            )
+            self._publish(telemetry_topic(self.node_id), encode(report))
+
 
 @pytest.fixture(scope="module")
 def server(
@@ -123,6 +136,7 @@ def test_an_operator_reads_a_node_and_pings_it_for_its_components_health(
     page: Page, server: ServerProcess, pillar: AnsweringPillar, tmp_path: Path
 ) -> None:
     node_id = pillar.node_id
+    pillar.report_power(hours=6)
     pillar.press()
     _open(page, server, OPERATOR, node_id)
 
@@ -135,8 +149,11 @@ def test_an_operator_reads_a_node_and_pings_it_for_its_components_health(
     expect(page.get_by_test_id("node-online")).to_have_text("online")
     # It was offline before this birth: the outage is in its history.
     expect(page.get_by_test_id("node-outages")).to_contain_text("Offline")
-    expect(page.get_by_test_id("node-power")).to_contain_text("80 %")
-    expect(page.get_by_test_id("node-power-chart").locator("svg")).to_be_visible()
+    # The latest reading, and the Power page's chart (server SVG) with the six hours in it.
+    expect(page.get_by_test_id("node-power")).to_contain_text("90 %")
+    chart = page.get_by_test_id("node-power-chart").locator("svg")
+    expect(chart).to_be_visible()
+    assert int(chart.get_attribute("data-points") or 0) >= 6
     expect(page.get_by_test_id("not-recorded")).to_contain_text("per camera over time")
     expect(page.get_by_test_id("cameras-note")).to_have_text("This node reports no camera.")
     expect(page.get_by_test_id("node-alert-row").first).to_contain_text("panic")

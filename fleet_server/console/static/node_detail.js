@@ -192,7 +192,7 @@
     } else {
       facts(document.getElementById("power-now"), [
         ["Read at", `${pkt(p.ts)} (node clock)`],
-        ["Battery", `${show(pct(p.battery_soc))}, ${show(unit(p.battery_v, "V"))}, ${show(unit(p.battery_temp_c, "°C"))}`, "power-battery"],
+        ["Battery", [pct(p.battery_soc), unit(p.battery_v, "V"), unit(p.battery_temp_c, "°C")].filter(Boolean).join(", "), "power-battery"],
         ["Autonomy", p.autonomy_h === null ? null : `${p.autonomy_h.toFixed(1)} h (target ${p.autonomy_target_h} h)`, "power-autonomy"],
         ["Load / panel", `${show(unit(p.load_w, "W"))} / ${show(unit(p.panel_w, "W"))}`],
         ["Supply", p.mains_present ? "mains" : "battery"],
