@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, Request, status
+from fastapi import Path as PathParam
 from fastapi.security import OAuth2PasswordBearer
 from sqlmodel import Session
 
@@ -42,6 +43,8 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 # Far more rows than any table holds, and far below SQLite's and PostgreSQL's 2**63.
 MAX_OFFSET = 2**31 - 1
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="rows to skip")]
+# Integer row ids in paths: bounded like Offset, so 2**80 is a 422, not a driver overflow.
+RowId = Annotated[int, PathParam(ge=1, le=MAX_OFFSET, description="row id")]
 
 
 def get_sign_in_limits(request: Request) -> SignInLimits:

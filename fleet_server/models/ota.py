@@ -127,7 +127,7 @@ class WaveSpec(BaseModel):
 
     name: str = PydanticField(min_length=1, max_length=32)
     percent: float | None = PydanticField(default=None, gt=0, le=100)
-    count: int | None = PydanticField(default=None, ge=1)
+    count: int | None = PydanticField(default=None, ge=1, le=1_000_000)
 
     @model_validator(mode="after")
     def _one_size(self) -> WaveSpec:
@@ -169,7 +169,10 @@ class CampaignCreate(BaseModel):
         default_factory=lambda: list(DEFAULT_WAVES), min_length=1, max_length=10
     )
     min_sample: int = PydanticField(
-        default=3, ge=1, description="finished nodes a wave needs before it is judged"
+        default=3,
+        ge=1,
+        le=1_000_000,
+        description="finished nodes a wave needs before it is judged",
     )
     failure_threshold: float = PydanticField(
         default=0.05,

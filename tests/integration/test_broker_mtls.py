@@ -400,7 +400,12 @@ def test_revocations_inside_the_restart_window_share_one_later_restart(fleet: Fl
         assert pki.publish_revocation(["lhr-window-3"]) == "restart-scheduled"
         wait_for_reload(fleet, reloads)
         assert fleet.broker.pid == pid, "a revocation inside the window restarted the broker"
-        assert not connects(third, host="127.0.0.1", port=fleet.port), "CRL not enforced at once"
+        # The two SIGHUPs may be handled as one or two reloads, and the first may
+        # have read the CRL before the third revocation was in it: poll, bounded.
+        # (A probe that gets in harms nothing: lhr-window-3 has no live session.)
+        deadline = time.monotonic() + 5
+        while connects(third, host="127.0.0.1", port=fleet.port, timeout=1):
+            assert time.monotonic() < deadline, "CRL not enforced after the SIGHUP"
         assert len(scheduled) == 1, "the window's revocations were not coalesced"
         delay, restart = scheduled[0]
         assert 0 < delay <= 60.0

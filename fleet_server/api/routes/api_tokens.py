@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, status
 
-from fleet_server.api.deps import AdminUser, SessionDep
+from fleet_server.api.deps import AdminUser, RowId, SessionDep
 from fleet_server.api.scope import FleetScope
 from fleet_server.auth import (
     ApiTokenNotFound,
@@ -51,7 +51,7 @@ def read_api_tokens(session: SessionDep, _admin: AdminUser, _fleet: FleetScope) 
 
 @router.post("/{token_id}/revoke", responses={404: {"description": "no such token"}})
 def revoke(
-    session: SessionDep, admin: AdminUser, _fleet: FleetScope, token_id: int
+    session: SessionDep, admin: AdminUser, _fleet: FleetScope, token_id: RowId
 ) -> ApiTokenPublic:
     """Revoke a token: every later request with it is 401."""
     try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, status
 from sqlmodel import SQLModel
 
-from fleet_server.api.deps import AdminUser, SessionDep
+from fleet_server.api.deps import AdminUser, RowId, SessionDep
 from fleet_server.api.scope import FleetScope
 from fleet_server.models import UserPublic
 from fleet_server.users import (
@@ -48,7 +48,7 @@ def read_users(session: SessionDep, _admin: AdminUser, _fleet: FleetScope) -> Us
     responses={404: {"description": "no such user"}, 409: {"description": "admin lockout"}},
 )
 def update_user(
-    session: SessionDep, admin: AdminUser, _fleet: FleetScope, user_id: int, change: UserChange
+    session: SessionDep, admin: AdminUser, _fleet: FleetScope, user_id: RowId, change: UserChange
 ) -> UserPublic:
     """Change a user's role or disable/enable them (admins only).
 
@@ -70,7 +70,7 @@ def update_user(
     responses={404: {"description": "no such user"}},
 )
 def set_password(
-    session: SessionDep, admin: AdminUser, _fleet: FleetScope, user_id: int, reset: PasswordReset
+    session: SessionDep, admin: AdminUser, _fleet: FleetScope, user_id: RowId, reset: PasswordReset
 ) -> None:
     """Set a new password for a user (admins only)."""
     try:

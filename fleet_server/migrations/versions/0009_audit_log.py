@@ -75,7 +75,7 @@ def _append_only_triggers() -> None:
     if dialect == "postgresql":
         op.execute(
             """
-            CREATE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+            CREATE OR REPLACE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
                 RAISE EXCEPTION 'the audit log is append-only: % on % refused',
                     TG_OP, TG_TABLE_NAME USING ERRCODE = 'insufficient_privilege';
