@@ -101,6 +101,18 @@ def test_an_operator_sees_every_node_by_state_with_district_outlines_and_nothing
         url for url in requested if not url.startswith(server.base_url)
     ]
     assert page.evaluate("() => window.nbMapMetrics.ready_ms") > 0
+    expect(the_map).to_have_attribute("data-shown", str(NODES))
+
+    # The legend filters: only the nodes with an alert stay on the map.
+    for state in ("offline", "power_risk", "lagging", "online"):
+        page.get_by_test_id(f"legend-toggle-{state}").uncheck()
+    expect(the_map).to_have_attribute("data-shown", str(len(fleet.alerting)))
+    _shot(page, tmp_path, "map-operator-alerts-only-1280")
+    page.get_by_test_id("legend-toggle-online").check()
+    expect(the_map).to_have_attribute(
+        "data-shown", str(len(fleet.alerting) + NODES - len(fleet.offline) - len(fleet.power_risk)
+                          - len(fleet.lagging) - len(fleet.alerting))
+    )  # fmt: skip
     _shot(page, tmp_path, "map-operator-1280")
 
 

@@ -58,6 +58,7 @@
   let outlines = null;
   let renderer = null;
   let soonTimer = null;
+  const hidden = new Set(); /* states unticked in the legend */
 
   function styleFor(code) {
     const name = fleet.states[code];
@@ -88,25 +89,67 @@
     });
   }
 
+  /* The legend is also the filter: unticking a state hides its nodes (and
+   * takes them out of the clusters' counts). Built once; counts updated. */
   function renderLegend(counts) {
-    const items = fleet.states.map((name) => {
-      const li = document.createElement("li");
-      li.dataset.testid = "legend-item";
-      li.dataset.state = name;
-      const swatch = document.createElement("span");
-      swatch.className = `swatch swatch-${name}`;
-      swatch.setAttribute("aria-hidden", "true");
-      const label = document.createElement("span");
-      label.textContent = LABELS[name] || name;
-      const count = document.createElement("span");
-      count.className = "legend-count";
-      count.dataset.testid = `count-${name}`;
-      count.textContent = String(counts[name] || 0);
-      li.append(swatch, label, count);
-      return li;
-    });
-    legend.replaceChildren(...items);
+    if (legend.childElementCount !== fleet.states.length) {
+      const items = fleet.states.map((name) => {
+        const li = document.createElement("li");
+        li.dataset.testid = "legend-item";
+        li.dataset.state = name;
+        const label = document.createElement("label");
+        label.className = "legend-toggle";
+        const box = document.createElement("input");
+        box.type = "checkbox";
+        box.checked = !hidden.has(name);
+        box.dataset.testid = `legend-toggle-${name}`;
+        box.addEventListener("change", () => {
+          if (box.checked) {
+            hidden.delete(name);
+          } else {
+            hidden.add(name);
+          }
+          applyFilter();
+        });
+        const swatch = document.createElement("span");
+        swatch.className = `swatch swatch-${name}`;
+        swatch.setAttribute("aria-hidden", "true");
+        const text = document.createElement("span");
+        text.textContent = LABELS[name] || name;
+        label.append(box, swatch, text);
+        const count = document.createElement("span");
+        count.className = "legend-count";
+        count.dataset.testid = `count-${name}`;
+        li.append(label, count);
+        return li;
+      });
+      legend.replaceChildren(...items);
+    }
+    for (const name of fleet.states) {
+      legend.querySelector(`[data-testid="count-${name}"]`).textContent = String(counts[name] || 0);
+    }
     total.textContent = String(fleet.nodes.id.length);
+  }
+
+  function applyFilter() {
+    const shown = hidden.size
+      ? markers.filter((m) => !hidden.has(fleet.states[m.nbState]))
+      : markers;
+    cluster.clearLayers();
+    cluster.addLayers(shown);
+    mapEl.dataset.shown = String(shown.length);
+  }
+
+  /* Markers whose state changed: re-cluster them, or re-filter when a state is hidden. */
+  function restyled(changed) {
+    if (!changed.length) {
+      return;
+    }
+    if (hidden.size) {
+      applyFilter();
+    } else {
+      cluster.refreshClusters(changed);
+    }
   }
 
   function buildMap() {
@@ -198,8 +241,8 @@
         event.layer.bindTooltip(`${fleet.nodes.id[i]} · ${district} · ${state}`).openTooltip();
       }
     });
-    cluster.addLayers(markers);
     map.addLayer(cluster);
+    applyFilter();
     const ids = document.getElementById("map-node-ids");
     ids.replaceChildren(
       ...nodes.id.slice(0, 2000).map((id) => {
@@ -291,9 +334,7 @@
         changed.push(markers[i]);
       }
     });
-    if (changed.length) {
-      cluster.refreshClusters(changed);
-    }
+    restyled(changed);
     renderLegend(states.counts);
     metrics.last_update_ms = performance.now() - t0;
     metrics.last_update_changed = changed.length;
@@ -320,7 +361,7 @@
     if (OPEN.has(alert.state) && ALERTING.has(alert.type)) {
       const t0 = performance.now();
       if (setState(i, fleet.states.indexOf("alert"))) {
-        cluster.refreshClusters([markers[i]]);
+        restyled([markers[i]]);
       }
       metrics.last_alert_ms = performance.now() - t0;
       metrics.alerts_live = (metrics.alerts_live || 0) + 1;
