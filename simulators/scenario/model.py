@@ -39,6 +39,7 @@ class _Model(BaseModel):
 
 
 NodeKind = Literal["panic_pillar", "camera_node", "mixed"]
+MAX_RENDERED_CAMERAS = 16  # real detector and reader per camera: a few on one machine
 
 
 class Spell(_Model):
@@ -103,6 +104,11 @@ class SiteGroup(_Model):
     plates_per_min: float = Field(
         default=2.0, ge=0.0, le=600.0, description="synthetic plate reads per camera node a minute"
     )
+    scenes: Literal["synthetic", "rendered"] = Field(
+        default="synthetic",
+        description="camera nodes' plates: synthetic reads with no pixels (city-sized runs) | "
+        "rendered street scenes through the real camera pipeline (anpr extra; a few nodes)",
+    )
 
     @model_validator(mode="after")
     def _place(self) -> SiteGroup:
@@ -112,6 +118,13 @@ class SiteGroup(_Model):
             raise ValueError(f"unknown city {self.city!r}: use one of {sorted(CITIES)} or lat/lon")
         if self.district is not None and self.districts:
             raise ValueError("give district or districts, not both")
+        if self.scenes == "rendered" and not self.has_camera:
+            raise ValueError("scenes = rendered needs a camera_node or mixed group")
+        if self.scenes == "rendered" and self.count * self.cameras > MAX_RENDERED_CAMERAS:
+            raise ValueError(
+                f"scenes = rendered runs the real models: at most {MAX_RENDERED_CAMERAS} "
+                "cameras in a group (use synthetic scenes for city-sized groups)"
+            )
         for name in self.districts:
             if not re.match(NAME_PATTERN, name):
                 raise ValueError(f"districts: {name!r} is not a district name (a-z, 0-9, -, _)")

@@ -12,6 +12,7 @@ assembled changes here and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -65,6 +66,8 @@ class SimSite:
     config: dict[str, Any]
     district: str = ""
     scene: SyntheticScene | None = None
+    # Rendered scenes (``scenes = "rendered"``): one player per camera, started at first boot.
+    players: list[Any] = field(default_factory=list)
     agent: Agent | None = None
     task: asyncio.Task[None] | None = None
     boots: int = 0
@@ -183,6 +186,13 @@ def make_site(
             "autonomy_target_h": group.autonomy_target_h,
         },
     }
+    rendered = group.has_camera and group.scenes == "rendered"
+    if rendered:  # the real pipeline: [[cameras]] type sim, [analytics.<id>] with the models
+        from simulators.camera_scenes import camera_analytics
+
+        sections = [camera_analytics(f"cam-{n}") for n in range(group.cameras)]
+        config["cameras"] = [s["cameras"][0] for s in sections]
+        config["analytics"] = {k: v for s in sections for k, v in s["analytics"].items()}
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(config.get(key), dict):
             config[key] = {**config[key], **value}
@@ -196,7 +206,11 @@ def make_site(
         monitor=SimPowerMonitor(site=solar, clock=clock),
         config=config,
         district=district,
-        scene=SyntheticScene(node_id=node_id, cameras=group.cameras) if group.has_camera else None,
+        scene=(
+            SyntheticScene(node_id=node_id, cameras=group.cameras)
+            if group.has_camera and not rendered
+            else None
+        ),
     )
 
 
@@ -227,3 +241,33 @@ def start_node(
     site.agent = agent
     site.task = asyncio.ensure_future(agent.run())
     site.boots += 1
+    if "cameras" in site.config and not site.players:
+        start_scene_players(site)
+
+
+def start_scene_players(site: SimSite) -> None:
+    """Play rendered vehicle passes into each of the site's cameras, whichever boot is running.
+
+    The players look the camera up through the site's current agent, so a
+    node that went dark or offline and booted again is fed again; they stop
+    with the scenario (`stop_scene_players`).
+    """
+    from simulators.camera_scenes import ScenePlayer, pipeline_camera
+
+    for n, camera in enumerate(site.config["cameras"]):
+
+        def lookup(camera_id: str = str(camera["id"])) -> Any:
+            agent = site.agent
+            if agent is None or not site.running:
+                return None
+            return pipeline_camera(agent.node, camera_id)()
+
+        player = ScenePlayer(lookup, seed=zlib.crc32(f"{site.node_id}:{n}".encode()))
+        player.start()
+        site.players.append(player)
+
+
+def stop_scene_players(site: SimSite) -> None:
+    """Stop the site's scene players (each after its current frame)."""
+    for player in site.players:
+        player.stop()

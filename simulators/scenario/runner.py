@@ -37,7 +37,14 @@ from hardware.errors import HardwareError
 from hardware.sim_clock import ScaledClock, sleep_on
 from simulators.netcut import NetCut
 from simulators.scenario.model import AnyStep, Scenario, ScenarioError, TargetedStep
-from simulators.scenario.nodes import PressResult, SimSite, build_weather, make_site, start_node
+from simulators.scenario.nodes import (
+    PressResult,
+    SimSite,
+    build_weather,
+    make_site,
+    start_node,
+    stop_scene_players,
+)
 from simulators.scenario.plan import Shard, check_runnable, fleet_positions, pick_targets
 from simulators.scenario.registry import BrokerControl, StepBook, StepWork, step_kind, until
 from simulators.scenario.report import ScenarioReport, build_report, format_summary
@@ -400,7 +407,9 @@ class ScenarioRunner:
         await until(empty, timeout=timeout)
 
     async def stop(self) -> None:
-        """Stop every running agent and every relay."""
+        """Stop every scene player, running agent and relay."""
+        for site in self.sites.values():
+            stop_scene_players(site)
         for site in self.sites.values():
             if site.agent is not None and site.running:
                 site.agent.stop()
