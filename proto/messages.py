@@ -207,6 +207,10 @@ class Telemetry(WireModel):
     cameras: CameraList | None = Field(
         default=None, description="per-camera health of the camera pipeline"
     )
+    # Added for the watchlist issue (optional):
+    watchlists: Annotated[dict[Name, Annotated[int, Field(ge=1)]], Field(max_length=64)] | None = (
+        Field(default=None, description="watchlist id → the signed bundle version the node holds")
+    )
 
 
 # ---------------------------------------------------------------------- events
@@ -352,8 +356,44 @@ class NodeFaultEvent(EventBase):
     detail: Detail | None = None
 
 
+class WatchlistHitEvent(EventBase):
+    """A pass (or face track) that matched an entry of a signed watchlist the node holds.
+
+    Added for the watchlist issue. ``match`` says how: ``exact`` (the voted
+    plate's canonical key is the listed key) or ``confusable`` (they differ in
+    one look-alike character, proto.plates). A person must confirm it at the
+    server before anyone is dispatched.
+    """
+
+    type: Literal["watchlist_hit"] = "watchlist_hit"
+    watchlist_id: Name
+    watchlist_version: Annotated[int, Field(ge=1, le=2**63 - 1)]
+    entry_id: Name
+    subject: Literal["plate", "person"] = "plate"
+    match: Literal["exact", "confusable"]
+    camera_id: Name
+    track_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    plate: Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{1,16}$")] | None = Field(
+        default=None, description="the canonical key the node read"
+    )
+    listed: Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{1,16}$")] | None = Field(
+        default=None, description="the canonical key on the watchlist"
+    )
+    confidence: Fraction
+    frames: Annotated[int, Field(ge=1, le=10_000)]
+    source_event_id: Ulid | None = Field(default=None, description="the plate event's id")
+    snapshot_sha256: Sha256Hex | None = None
+
+
 Event = Annotated[
-    PanicEvent | TamperEvent | PowerEvent | PlateEvent | FaceEvent | OtaEvent | NodeFaultEvent,
+    PanicEvent
+    | TamperEvent
+    | PowerEvent
+    | PlateEvent
+    | FaceEvent
+    | OtaEvent
+    | NodeFaultEvent
+    | WatchlistHitEvent,
     Field(discriminator="type"),
 ]
 EVENT_MODELS: dict[str, type[EventBase]] = {
@@ -364,6 +404,7 @@ EVENT_MODELS: dict[str, type[EventBase]] = {
     "face": FaceEvent,
     "ota": OtaEvent,
     "node_fault": NodeFaultEvent,
+    "watchlist_hit": WatchlistHitEvent,
 }
 
 
@@ -438,8 +479,25 @@ class OtaCheckCommand(CommandBase):
     version: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
 
 
+class WatchlistCommand(CommandBase):
+    """Install a signed watchlist bundle (proto.watchlist.SignedWatchlist as JSON text).
+
+    Added for the watchlist issue. The node verifies the bundle before use and
+    answers with the version it now holds, or why it refused (signature,
+    expired, version, format).
+    """
+
+    name: Literal["watchlist"] = "watchlist"
+    bundle: Annotated[str, StringConstraints(min_length=2, max_length=15 * 1024)]
+
+
 Command = Annotated[
-    PingCommand | SetConfigCommand | TestModeCommand | AlertStateCommand | OtaCheckCommand,
+    PingCommand
+    | SetConfigCommand
+    | TestModeCommand
+    | AlertStateCommand
+    | OtaCheckCommand
+    | WatchlistCommand,
     Field(discriminator="name"),
 ]
 COMMAND_MODELS: dict[str, type[CommandBase]] = {
@@ -448,6 +506,7 @@ COMMAND_MODELS: dict[str, type[CommandBase]] = {
     "test_mode": TestModeCommand,
     "alert_state": AlertStateCommand,
     "ota_check": OtaCheckCommand,
+    "watchlist": WatchlistCommand,
 }
 
 

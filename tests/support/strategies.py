@@ -95,6 +95,7 @@ MESSAGES: dict[str, st.SearchStrategy[m.WireModel]] = {
         rssi_dbm=_opt(_floats(-200, 0)),
         test_mode=st.booleans(),
         power=_opt(power),
+        watchlists=_opt(st.dictionaries(names, st.integers(1, 2**40), max_size=4)),
     ),
     "event.panic": st.builds(
         m.PanicEvent,
@@ -165,6 +166,23 @@ MESSAGES: dict[str, st.SearchStrategy[m.WireModel]] = {
         active=st.booleans(),
         detail=_opt(texts),
     ),
+    "event.watchlist_hit": st.builds(
+        m.WatchlistHitEvent,
+        **event_common,
+        watchlist_id=names,
+        watchlist_version=st.integers(1, 2**63 - 1),
+        entry_id=names,
+        subject=st.sampled_from(["plate", "person"]),
+        match=st.sampled_from(["exact", "confusable"]),
+        camera_id=names,
+        track_id=st.text(min_size=1, max_size=64),
+        plate=_opt(st.from_regex(r"\A[A-Z0-9]{1,16}\Z")),
+        listed=_opt(st.from_regex(r"\A[A-Z0-9]{1,16}\Z")),
+        confidence=fractions,
+        frames=st.integers(1, 10_000),
+        source_event_id=_opt(ulids),
+        snapshot_sha256=_opt(sha),
+    ),
     "cmd.ping": st.builds(m.PingCommand, **cmd_common),
     "cmd.set_config": st.builds(
         m.SetConfigCommand,
@@ -192,6 +210,9 @@ MESSAGES: dict[str, st.SearchStrategy[m.WireModel]] = {
         group=_opt(names),
         artifact_kind=_opt(st.sampled_from(["app", "model", "config", "os"])),
         version=_opt(st.text(min_size=1, max_size=64)),
+    ),
+    "cmd.watchlist": st.builds(
+        m.WatchlistCommand, **cmd_common, bundle=st.text(min_size=2, max_size=200)
     ),
     "reply": st.builds(
         m.Reply,
