@@ -15,6 +15,7 @@ import io
 import os
 import secrets
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,8 @@ SHOTS = os.environ.get("NIGEHBAAN_CONSOLE_SHOTS")
 # Towns whose control room takes 22 s or more to acknowledge (p50): their p90 is far past 15 s.
 SLOW = {name for name, *_, ack_p50 in TOWNS if ack_p50 >= 22}
 FAST = {name for name, *_, ack_p50 in TOWNS if ack_p50 <= 7.5}
+
+PKT = timezone(timedelta(hours=5))
 
 pytestmark = BROWSER_MARKS
 
@@ -117,6 +120,18 @@ def test_a_short_period_has_fewer_alerts_than_the_whole_month(
     )
     assert month > 0
     assert day < month
+
+    # A chosen start date: ten days ago, PKT midnight; between a day and the month.
+    page.get_by_test_id("period").select_option("date")
+    since = (datetime.now(PKT) - timedelta(days=10)).date().isoformat()
+    page.get_by_test_id("since-date").fill(since)
+    page.get_by_test_id("period-apply").click()
+    expect(page.get_by_test_id("period-text")).to_contain_text("00:00")
+    ten_days = sum(
+        int(row.locator("td").nth(1).inner_text())
+        for row in page.get_by_test_id("response-row").all()
+    )
+    assert day < ten_days < month
 
 
 def test_an_admin_reads_the_page_at_phone_width(

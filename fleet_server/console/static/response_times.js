@@ -62,7 +62,12 @@
     const params = new URLSearchParams();
     const period = document.getElementById("period").value;
     let since = null;
-    if (period !== "all") {
+    const day = document.getElementById("since-date").value;
+    if (period === "date" && day) {
+      /* Midnight of that day in Pakistan (UTC+5, no daylight saving). */
+      since = new Date(`${day}T00:00:00+05:00`);
+      params.set("since", since.toISOString());
+    } else if (period !== "all" && period !== "date") {
       since = new Date(Date.now() - Number(period) * 3600000);
       params.set("since", since.toISOString());
     }
@@ -189,6 +194,11 @@
     } catch (err) {
       NB.say(`CSV export failed: ${err.message}`, { kind: "error" });
     }
+  });
+
+  const periodSelect = document.getElementById("period");
+  periodSelect.addEventListener("change", () => {
+    document.getElementById("since-label").hidden = periodSelect.value !== "date";
   });
 
   form.addEventListener("submit", (event) => {
