@@ -22,6 +22,7 @@
   }
   const REFRESH_MS = 30000;
   const SOON_MS = 1500;
+  const LABELS_MIN_ZOOM = 11;
   const OPEN = new Set(["new", "acknowledged", "dispatched", "on_scene"]);
   const ALERTING = new Set(["panic", "tamper", "acl_denied"]);
   const COLOURS = {
@@ -165,6 +166,10 @@
         maxZoom: 19,
       });
       renderer = L.canvas();
+      /* Zoomed far out (a phone showing the whole city) the names would pile up. */
+      const labels = () => mapEl.classList.toggle("labels-off", map.getZoom() < LABELS_MIN_ZOOM);
+      map.on("zoomend", labels);
+      map.whenReady(labels);
       if (fleet.tile_url) {
         L.tileLayer(fleet.tile_url, { maxZoom: 19 }).addTo(map);
         mapEl.dataset.tiles = "on";
