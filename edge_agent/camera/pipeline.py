@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.component import CommandHandler, Health, NodeContext
+from edge_agent.watchlist import write_hits
 from hardware.camera import CameraConfig, CameraReadError, CameraSource, Frame
 from hardware.clock import Clock
 from hardware.errors import HardwareError
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
     from edge_agent.camera.analysis import CameraAnalysis, CameraStats, PlatePass
     from edge_agent.config import AgentConfig, CameraAnalyticsConfig
     from edge_agent.evidence import EvidenceStore
+    from edge_agent.watchlist import WatchlistStore
 
 __all__ = ["CameraFeed", "CameraPipeline", "CameraWorker"]
 
@@ -347,6 +349,7 @@ class CameraPipeline:
         *,
         evidence: EvidenceStore | None = None,
         poll_s: float = 1.0,
+        watchlists: WatchlistStore | None = None,
     ) -> None:
         if not feeds:
             raise ValueError("a camera pipeline needs at least one camera")
@@ -356,6 +359,7 @@ class CameraPipeline:
         self.feeds = list(feeds)
         self.evidence = evidence
         self.poll_s = poll_s
+        self.watchlists = watchlists  # hotlists a pass is matched against (edge_agent.watchlist)
         self.workers: dict[str, CameraWorker] = {}
         self.shed = ""  # what the power policy has shed, for health and stats
         self.sheds = 0
@@ -535,7 +539,10 @@ class CameraPipeline:
             )
 
         ctx.counters["plate_events"] += 1
-        ctx.write_event(build)
+        stored = ctx.write_event(build)
+        if self.watchlists is not None and stored is not None:
+            write_hits(ctx, self.watchlists, PlateEvent.model_validate_json(stored.payload),
+                       stored.event_id)  # fmt: skip
 
     def _write_fault(self, ctx: NodeContext, code: str, active: bool, detail: str) -> None:
         node_id, clock = ctx.node_id, ctx.clock
