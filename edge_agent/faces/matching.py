@@ -1,0 +1,191 @@
+"""Matching embeddings against watchlist templates, and the per-track vote that makes a hit.
+
+One frame's best match is never a hit: faces in a street camera are small,
+blurred and turned, and one lucky frame of a stranger can score above any
+threshold. A hit needs several frames of one track (the tracker's id) that
+agree on the same watchlist entry above that entry's category threshold,
+and those frames must carry most of the track's weight, where a frame
+weighs its face area times its quality weight (so a big sharp frontal face
+counts more than a small blurred one). Thresholds are per watchlist
+category because the cost of a false accept differs (a wanted person
+versus a missing child); the shipped defaults come from the false-accept
+rates `nigehbaan bench faces` measured (docs/faces.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edge_agent.faces.errors import FaceError
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    Array = npt.NDArray[Any]
+
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "FaceHit",
+    "FaceMatcher",
+    "Match",
+    "Template",
+    "TrackVoter",
+    "VoterConfig",
+]
+
+# SFace cosine similarity shipped for every category not configured otherwise: between the
+# highest different-person (0.396) and lowest same-person (0.435) score of the dev pairs,
+# nearer the latter (a false accept costs more than a miss); docs/faces.md has the figures.
+DEFAULT_THRESHOLD = 0.42
+
+
+@dataclass(frozen=True)
+class Template:
+    """One enrolled face: its watchlist entry, the watchlist's category, its vector."""
+
+    entry_id: str
+    category: str
+    vector: Array
+
+
+@dataclass(frozen=True)
+class Match:
+    """The best template for one embedding and its cosine similarity."""
+
+    entry_id: str
+    category: str
+    score: float
+
+
+class FaceMatcher:
+    """Cosine similarity of an embedding against every template (one matrix product)."""
+
+    def __init__(self, templates: Sequence[Template], *, dim: int = 128) -> None:
+        self.templates = list(templates)
+        if not self.templates:
+            self._matrix: Array = np.zeros((0, dim), dtype=np.float32)
+            return
+        rows = []
+        for template in self.templates:
+            vec = np.asarray(template.vector, dtype=np.float32).reshape(-1)
+            if vec.shape[0] != dim:
+                raise FaceError(
+                    f"template {template.entry_id}: {vec.shape[0]} dimensions, expected {dim}"
+                )
+            norm = float(np.linalg.norm(vec))
+            if norm < 1e-12:
+                raise FaceError(f"template {template.entry_id}: an all-zero vector")
+            rows.append(vec / norm)
+        self._matrix = np.stack(rows)
+
+    def best(self, embedding: Array) -> Match | None:
+        """The closest template, or None when there are none."""
+        if not self.templates:
+            return None
+        vec = np.asarray(embedding, dtype=np.float32).reshape(-1)
+        norm = float(np.linalg.norm(vec))
+        scores = self._matrix @ (vec / norm if norm > 1e-12 else vec)
+        i = int(np.argmax(scores))
+        return Match(self.templates[i].entry_id, self.templates[i].category, float(scores[i]))
+
+
+@dataclass(frozen=True)
+class VoterConfig:
+    """How a track's frames turn into a hit; thresholds per watchlist category."""
+
+    min_frames: int = 3
+    min_weight_share: float = 0.6
+    default_threshold: float = DEFAULT_THRESHOLD
+    category_thresholds: Mapping[str, float] = field(default_factory=dict)
+    max_frames_per_track: int = 50
+
+    def threshold(self, category: str) -> float:
+        """The cosine threshold for a watchlist category (the default if not configured)."""
+        return float(self.category_thresholds.get(category, self.default_threshold))
+
+
+@dataclass(frozen=True)
+class FaceHit:
+    """A track that agreed on one entry: the frames that agreed and the weighted score."""
+
+    track_id: str
+    entry_id: str
+    category: str
+    score: float
+    frames: tuple[int, ...]
+    best_frame: int
+
+
+@dataclass
+class _Vote:
+    frame: int
+    match: Match | None
+    weight: float
+
+
+class TrackVoter:
+    """Collects each track's per-frame matches; says when (and once) a track is a hit."""
+
+    def __init__(self, config: VoterConfig | None = None) -> None:
+        self.config = config or VoterConfig()
+        self._votes: dict[str, list[_Vote]] = {}
+        self._hit: set[str] = set()
+
+    def add(
+        self, track_id: str, *, frame: int, match: Match | None, area: float, quality: float
+    ) -> FaceHit | None:
+        """Record one frame of a track (match None: no face passed the gates); a new hit or None.
+
+        A frame with no usable face still counts in the track's weight, so a
+        track that is mostly unusable needs more agreeing frames to win.
+        """
+        votes = self._votes.setdefault(track_id, [])
+        votes.append(_Vote(frame=frame, match=match, weight=max(0.0, area) * max(0.0, quality)))
+        if len(votes) > self.config.max_frames_per_track:
+            del votes[0]
+        if track_id in self._hit:
+            return None
+        hit = self._decide(track_id, votes)
+        if hit is not None:
+            self._hit.add(track_id)
+        return hit
+
+    def _decide(self, track_id: str, votes: list[_Vote]) -> FaceHit | None:
+        total = sum(v.weight for v in votes)
+        if total <= 0:
+            return None
+        by_entry: dict[str, list[_Vote]] = {}
+        for vote in votes:
+            m = vote.match
+            if m is not None and vote.weight > 0 and m.score >= self.config.threshold(m.category):
+                by_entry.setdefault(m.entry_id, []).append(vote)
+        best: FaceHit | None = None
+        for entry_id, agreeing in by_entry.items():
+            weight = sum(v.weight for v in agreeing)
+            if len(agreeing) < self.config.min_frames:
+                continue
+            if weight / total < self.config.min_weight_share:
+                continue
+            score = sum(v.weight * v.match.score for v in agreeing if v.match) / weight
+            top = max(agreeing, key=lambda v: v.weight)
+            category = agreeing[0].match.category if agreeing[0].match else ""
+            hit = FaceHit(
+                track_id=track_id,
+                entry_id=entry_id,
+                category=category,
+                score=score,
+                frames=tuple(v.frame for v in agreeing),
+                best_frame=top.frame,
+            )
+            if best is None or hit.score > best.score:
+                best = hit
+        return best
+
+    def end_track(self, track_id: str) -> None:
+        """Forget a track the tracker has closed."""
+        self._votes.pop(track_id, None)
+        self._hit.discard(track_id)
