@@ -38,6 +38,7 @@ class AlertType(StrEnum):
     POWER = "power"
     NODE_OFFLINE = "node_offline"
     ACL_DENIED = "acl_denied"  # the broker refused a node's publishes (fleet_server.broker)
+    WATCHLIST_HIT = "watchlist_hit"  # a node matched a signed watchlist (fleet_server.watchlists)
 
 
 class Severity(StrEnum):

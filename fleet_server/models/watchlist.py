@@ -1,0 +1,161 @@
+"""Watchlists, their entries, the versions nodes hold, and the hits a person must confirm.
+
+`Watchlist` is one list (purpose, category, owner agency, scope, expiry) at
+a `version` that grows with every change; `WatchlistEntry` is a plate
+(canonical key) or a person (enrolment photos and face templates are not
+built yet: a person entry is kept, counted in the bundle, never matched).
+`NodeWatchlist` is the version each node says it holds (telemetry or the
+command's reply), for the list of nodes that lag. `WatchlistHit` is one hit
+a node reported, with the alert it opened and the operator's decision
+(confirmed or rejected; rejections are the false-accept figures). The rules
+live in `fleet_server.watchlists`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import field_validator
+from sqlalchemy import JSON, Column, Index
+from sqlmodel import Field, SQLModel
+
+from fleet_server.models.common import UtcDateTime, new_id, utcnow
+from proto.plates import normalise_plate
+from proto.watchlist import Category
+
+__all__ = [
+    "HitDecisionIn",
+    "NodeWatchlist",
+    "Watchlist",
+    "WatchlistEntry",
+    "WatchlistEntryIn",
+    "WatchlistHit",
+    "WatchlistIn",
+    "WatchlistLag",
+]
+
+NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+class WatchlistIn(SQLModel):
+    """What an authorised user sends to create or change a watchlist."""
+
+    name: str = Field(regex=NAME, description="stable id, quoted by nodes in their hits")
+    category: Category
+    purpose: str = Field(min_length=1, max_length=120)
+    owner_agency: str = Field(min_length=1, max_length=120)
+    districts: list[str] = Field(default_factory=list, max_length=256)
+    sites: list[str] = Field(default_factory=list, max_length=1024)
+    expires_at: datetime
+
+
+class Watchlist(SQLModel, table=True):
+    """One watchlist at its current version."""
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=26)
+    name: str = Field(max_length=64, unique=True)
+    category: str = Field(max_length=32)
+    purpose: str = Field(max_length=120)
+    owner_agency: str = Field(max_length=120)
+    districts: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    sites: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    expires_at: datetime = Field(sa_type=UtcDateTime)
+    version: int = 1
+    created_by: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+
+
+class WatchlistEntryIn(SQLModel):
+    """A plate (its text; the server keeps the canonical key) or a person (not built yet)."""
+
+    kind: Literal["plate", "person"] = "plate"
+    plate: str | None = Field(default=None, max_length=32)
+    note: str | None = Field(default=None, max_length=120)
+
+    @field_validator("plate")
+    @classmethod
+    def _plate_key(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        key = normalise_plate(value)
+        if not 1 <= len(key) <= 16:
+            raise ValueError("a plate needs 1 to 16 letters or digits")
+        return key
+
+
+class WatchlistEntry(SQLModel, table=True):
+    """A plate (canonical key) or a person entry of a watchlist."""
+
+    __tablename__ = "watchlistentry"
+    __table_args__ = (Index("ix_watchlistentry_watchlist", "watchlist_id"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=26)
+    watchlist_id: str = Field(max_length=26, foreign_key="watchlist.id")
+    kind: str = Field(max_length=8)
+    plate_key: str | None = Field(default=None, max_length=16)
+    note: str | None = Field(default=None, max_length=120)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+
+
+class NodeWatchlist(SQLModel, table=True):
+    """The version of a watchlist a node says it holds."""
+
+    __tablename__ = "nodewatchlist"
+
+    node_id: str = Field(primary_key=True, max_length=64)
+    watchlist_name: str = Field(primary_key=True, max_length=64)
+    version: int
+    reported_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+
+
+class WatchlistLag(SQLModel):
+    """A node in a watchlist's scope that holds an older version, or none."""
+
+    node_id: str
+    district: str | None
+    site_id: str | None
+    held: int | None
+    current: int
+
+
+class WatchlistHit(SQLModel, table=True):
+    """A hit a node reported, the alert it opened, and what an operator decided."""
+
+    __tablename__ = "watchlisthit"
+    __table_args__ = (
+        Index("ix_watchlisthit_watchlist", "watchlist_name", "received_at"),
+        Index("ix_watchlisthit_node", "node_id", "received_at"),
+    )
+
+    event_id: str = Field(primary_key=True, max_length=26)
+    alert_id: str | None = Field(default=None, max_length=26)
+    node_id: str = Field(max_length=64)
+    watchlist_name: str = Field(max_length=64)
+    watchlist_version: int
+    entry_id: str = Field(max_length=64)
+    subject: str = Field(max_length=8)
+    match: str = Field(max_length=16)
+    camera_id: str = Field(max_length=64)
+    plate: str | None = Field(default=None, max_length=16)
+    listed: str | None = Field(default=None, max_length=16)
+    confidence: float
+    ts: datetime = Field(sa_type=UtcDateTime)
+    received_at: datetime = Field(sa_type=UtcDateTime)
+    decision: str = Field(default="pending", max_length=16)
+    decided_by: str | None = Field(default=None, max_length=64)
+    decided_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    decision_note: str | None = Field(default=None, max_length=500)
+
+
+class HitDecisionIn(SQLModel):
+    """An operator's decision on a hit, before anyone is dispatched."""
+
+    decision: Literal["confirmed", "rejected"]
+    note: str | None = Field(default=None, max_length=500)
+
+
+def public(row: SQLModel) -> dict[str, Any]:
+    """A row as JSON-ready data."""
+    return row.model_dump(mode="json")
