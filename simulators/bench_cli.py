@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from simulators.bench_console import register_console
+from simulators.bench_faces import register_faces
 from simulators.bench_harness import add_output_options, publish, raise_fd_limit
 
 
@@ -92,6 +93,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_output_options(anpr)
     anpr.set_defaults(func=_anpr)
     register_console(sub)  # `bench console`: the fleet map's cost (simulators/bench_console.py)
+    register_faces(sub)  # `bench faces`: face verification (simulators/bench_faces.py)
 
 
 def _panic(args: argparse.Namespace) -> int:
