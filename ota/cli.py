@@ -110,10 +110,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 class _NodeSettings:
     def __init__(self, path: Path) -> None:
-        try:
+        if sys.version_info >= (3, 11):
             import tomllib
-        except ModuleNotFoundError:  # Python 3.10 on JetPack 6
-            import tomli as tomllib  # type: ignore[import-not-found, no-redef, unused-ignore]
+        else:  # Python 3.10 on JetPack 6
+            import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
         try:
             data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:

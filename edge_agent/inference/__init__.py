@@ -165,7 +165,7 @@ def load_manifest(path: Path) -> ModelManifest:
 
 def builtin_manifest(name: str) -> ModelManifest:
     """A manifest shipped with the agent (``edge_agent/inference/models/<name>.yaml``)."""
-    ref = resources.files(__package__).joinpath("models", f"{name}.yaml")
+    ref = resources.files(__package__).joinpath("models").joinpath(f"{name}.yaml")
     if not ref.is_file():
         raise ModelError(f"no built-in model manifest {name!r}")
     return load_manifest(Path(str(ref)))
