@@ -27,6 +27,7 @@ from fleet_server.api.routes import (
     technician,
     users,
     users_admin,
+    watchlists,
 )
 
 API_PREFIX = "/api/v1"
@@ -51,3 +52,4 @@ for module in (fleet_map, node_detail, response_time_report):
 api_router.include_router(audit.router)
 # Camera nodes' plate reads and camera health (docs/anpr.md).
 api_router.include_router(plate_reads.router)
+api_router.include_router(watchlists.router)  # watchlists and their hits (docs/watchlists.md)

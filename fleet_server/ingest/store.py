@@ -26,6 +26,7 @@ from fleet_server.device_clock import DeviceTimeRules
 from fleet_server.ingest.batch import Batch, BatchOutcome
 from fleet_server.ingest.decode import received_payload
 from fleet_server.ingest.registry import handler_for
+from fleet_server.ingest.watchlist_hits import register as _register_watchlists  # noqa: F401
 from fleet_server.ingest.writer import write_events_and_nodes
 from fleet_server.models import Event, Node, SequenceGap
 from fleet_server.presence import prove_connected

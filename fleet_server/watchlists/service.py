@@ -1,0 +1,281 @@
+"""Watchlist model functions: lists and entries (versioned, audited), bundles, lag, hits.
+
+Every change bumps the list's `version` and is recorded with
+`fleet_server.audit.record` in the caller's transaction; the API commits.
+A bundle is the list as it stands, signed (`signing.sign_bundle`); the nodes
+in its scope get it as a ``watchlist`` command. A hit a node reports opens
+an alert whose severity follows the list's category; an operator confirms
+or rejects it, and the rejections are the false-accept figures per node and
+per watchlist.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_
+from sqlmodel import Session, col, select
+
+from fleet_server import audit
+from fleet_server.models import Node, NodeCommand, Severity
+from fleet_server.models.common import new_id
+from fleet_server.models.watchlist import (
+    NodeWatchlist,
+    Watchlist,
+    WatchlistEntry,
+    WatchlistEntryIn,
+    WatchlistHit,
+    WatchlistIn,
+    WatchlistLag,
+)
+from fleet_server.watchlists.errors import WatchlistError, WatchlistNotFound
+from fleet_server.watchlists.signing import WatchlistSigner, sign_bundle
+from proto.messages import WatchlistCommand
+from proto.watchlist import SignedWatchlist, WatchlistBody, WatchlistPlate
+
+__all__ = [
+    "SEVERITY_BY_CATEGORY",
+    "add_entry",
+    "build_bundle",
+    "bundle_commands",
+    "create_watchlist",
+    "decide_hit",
+    "false_accepts",
+    "lagging_nodes",
+    "nodes_in_scope",
+    "record_versions",
+    "remove_entry",
+    "watchlist_by_name",
+]
+
+logger = logging.getLogger(__name__)
+
+SEVERITY_BY_CATEGORY: dict[str, Severity] = {
+    "wanted_person": Severity.P1,
+    "missing_child": Severity.P1,
+    "stolen_vehicle": Severity.P2,
+    "missing_person": Severity.P2,
+    "suspect": Severity.P2,
+    "other": Severity.P3,
+}
+COMMAND_TTL = timedelta(hours=1)
+
+
+def watchlist_by_name(session: Session, name: str) -> Watchlist:
+    """The list called `name`; `WatchlistNotFound` if none."""
+    row = session.exec(select(Watchlist).where(col(Watchlist.name) == name)).first()
+    if row is None:
+        raise WatchlistNotFound(f"no watchlist {name!r}")
+    return row
+
+
+def create_watchlist(
+    session: Session, data: WatchlistIn, *, actor: str, now: datetime
+) -> Watchlist:
+    """A new list at version 1 (not committed); `WatchlistError` if the name is taken."""
+    if session.exec(select(Watchlist).where(col(Watchlist.name) == data.name)).first():
+        raise WatchlistError(f"a watchlist {data.name!r} exists")
+    if data.expires_at <= now:
+        raise WatchlistError("the expiry is in the past")
+    row = Watchlist(
+        name=data.name, category=data.category, purpose=data.purpose,
+        owner_agency=data.owner_agency, districts=sorted(set(data.districts)),
+        sites=sorted(set(data.sites)), expires_at=data.expires_at, version=1,
+        created_by=actor, created_at=now, updated_at=now,
+    )  # fmt: skip
+    session.add(row)
+    audit.record(
+        session, actor=actor, action="watchlist.created", object=f"watchlist:{data.name}",
+        detail=data.model_dump(mode="json"), now=now,
+    )  # fmt: skip
+    return row
+
+
+def _bump(session: Session, wl: Watchlist, *, now: datetime) -> None:
+    wl.version += 1
+    wl.updated_at = now
+    session.add(wl)
+
+
+def add_entry(
+    session: Session, wl: Watchlist, data: WatchlistEntryIn, *, actor: str, now: datetime
+) -> WatchlistEntry:
+    """Add a plate or person entry; the list's version grows (not committed)."""
+    if data.kind == "plate" and not data.plate:
+        raise WatchlistError("a plate entry needs a plate")
+    if data.kind == "person" and data.plate:
+        raise WatchlistError("a person entry carries no plate")
+    entry = WatchlistEntry(
+        id=new_id(), watchlist_id=wl.id, kind=data.kind, plate_key=data.plate, note=data.note,
+        created_at=now,
+    )  # fmt: skip
+    session.add(entry)
+    _bump(session, wl, now=now)
+    audit.record(
+        session, actor=actor, action="watchlist.entry_added", object=f"watchlist:{wl.name}",
+        detail={"entry": entry.id, "kind": data.kind, "plate": data.plate,
+                "version": wl.version},
+        now=now,
+    )  # fmt: skip
+    return entry
+
+
+def remove_entry(
+    session: Session, wl: Watchlist, entry_id: str, *, actor: str, now: datetime
+) -> None:
+    """Remove an entry; the list's version grows (not committed)."""
+    entry = session.get(WatchlistEntry, entry_id)
+    if entry is None or entry.watchlist_id != wl.id:
+        raise WatchlistNotFound(f"no entry {entry_id!r} on {wl.name!r}")
+    session.delete(entry)
+    _bump(session, wl, now=now)
+    audit.record(
+        session, actor=actor, action="watchlist.entry_removed", object=f"watchlist:{wl.name}",
+        detail={"entry": entry_id, "version": wl.version}, now=now,
+    )  # fmt: skip
+
+
+def build_bundle(
+    session: Session, wl: Watchlist, *, signer: WatchlistSigner, now: datetime
+) -> SignedWatchlist:
+    """The list as it stands, signed for the nodes."""
+    entries = session.exec(
+        select(WatchlistEntry)
+        .where(col(WatchlistEntry.watchlist_id) == wl.id)
+        .order_by(col(WatchlistEntry.id))
+    ).all()
+    body = WatchlistBody(
+        watchlist_id=wl.name, version=wl.version, category=wl.category,
+        purpose=wl.purpose, owner_agency=wl.owner_agency, issued_at=now,
+        expires_at=wl.expires_at, districts=list(wl.districts), sites=list(wl.sites),
+        plates=[
+            WatchlistPlate(entry_id=e.id.lower(), key=e.plate_key, note=e.note)
+            for e in entries
+            if e.kind == "plate" and e.plate_key
+        ],
+        persons=sum(1 for e in entries if e.kind == "person"),
+    )  # fmt: skip
+    return sign_bundle(body, signer=signer)
+
+
+def nodes_in_scope(session: Session, wl: Watchlist) -> list[Node]:
+    """The nodes where the list is active (its districts or sites; all when neither)."""
+    query = select(Node)
+    if wl.districts or wl.sites:
+        query = query.where(
+            or_(col(Node.district).in_(wl.districts), col(Node.site_id).in_(wl.sites))
+        )
+    return list(session.exec(query.order_by(col(Node.node_id))).all())
+
+
+def bundle_commands(
+    session: Session,
+    wl: Watchlist,
+    bundle: SignedWatchlist,
+    *,
+    nodes: Iterable[Node],
+    actor: str,
+    now: datetime,
+) -> list[WatchlistCommand]:
+    """A ``watchlist`` command per node, recorded (not committed); publish after the commit."""
+    text = bundle.model_dump_json()
+    commands = []
+    for node in nodes:
+        command = WatchlistCommand(
+            node_id=node.node_id, ts=now, request_id=new_id(), expires_at=now + COMMAND_TTL,
+            bundle=text,
+        )  # fmt: skip
+        session.add(
+            NodeCommand(
+                request_id=command.request_id, node_id=node.node_id, name="watchlist",
+                args={"watchlist": wl.name, "version": wl.version}, sent_by=actor, sent_at=now,
+            )
+        )  # fmt: skip
+        commands.append(command)
+    audit.record(
+        session, actor=actor, action="watchlist.delivered", object=f"watchlist:{wl.name}",
+        detail={"version": wl.version, "nodes": [c.node_id for c in commands]}, now=now,
+    )  # fmt: skip
+    return commands
+
+
+def record_versions(
+    session: Session, node_id: str, versions: Mapping[str, int], *, now: datetime
+) -> None:
+    """Remember the versions a node says it holds (telemetry or a command's reply)."""
+    for name, version in versions.items():
+        row = session.get(NodeWatchlist, (node_id, name))
+        if row is None:
+            row = NodeWatchlist(node_id=node_id, watchlist_name=name, version=version)
+        row.version, row.reported_at = version, now
+        session.add(row)
+
+
+def lagging_nodes(session: Session, wl: Watchlist) -> list[WatchlistLag]:
+    """Nodes in the list's scope that hold an older version, or none."""
+    held = {
+        row.node_id: row.version
+        for row in session.exec(
+            select(NodeWatchlist).where(col(NodeWatchlist.watchlist_name) == wl.name)
+        ).all()
+    }
+    return [
+        WatchlistLag(
+            node_id=node.node_id,
+            district=node.district,
+            site_id=node.site_id,
+            held=held.get(node.node_id),
+            current=wl.version,
+        )
+        for node in nodes_in_scope(session, wl)
+        if held.get(node.node_id, 0) < wl.version
+    ]
+
+
+def decide_hit(
+    session: Session,
+    hit: WatchlistHit,
+    *,
+    decision: str,
+    note: str | None,
+    actor: str,
+    now: datetime,
+) -> WatchlistHit:
+    """Confirm or reject a pending hit (not committed); a decided hit is not decided again."""
+    if hit.decision != "pending":
+        raise WatchlistError(f"hit {hit.event_id} was already {hit.decision}")
+    hit.decision, hit.decided_by, hit.decided_at, hit.decision_note = decision, actor, now, note
+    session.add(hit)
+    audit.record(
+        session, actor=actor, action=f"watchlist.hit_{decision}",
+        object=f"watchlist_hit:{hit.event_id}",
+        detail={"watchlist": hit.watchlist_name, "node": hit.node_id, "alert": hit.alert_id,
+                "note": note},
+        now=now,
+    )  # fmt: skip
+    return hit
+
+
+def false_accepts(session: Session, *, node_ids: Any = None) -> dict[str, Any]:
+    """Decided hits per watchlist and per node: confirmed, rejected, and the rejected share."""
+    out: dict[str, Any] = {}
+    for key, column in (("by_watchlist", WatchlistHit.watchlist_name),
+                        ("by_node", WatchlistHit.node_id)):  # fmt: skip
+        query = select(column, col(WatchlistHit.decision), func.count()).group_by(
+            column, col(WatchlistHit.decision)
+        )
+        if node_ids is not None:
+            query = query.where(col(WatchlistHit.node_id).in_(node_ids))
+        figures: dict[str, dict[str, Any]] = {}
+        for name, decision, count in session.exec(query).all():
+            figures.setdefault(name, {"confirmed": 0, "rejected": 0, "pending": 0})[decision] = (
+                count
+            )
+        for fig in figures.values():
+            decided = fig["confirmed"] + fig["rejected"]
+            fig["false_accept_rate"] = fig["rejected"] / decided if decided else None
+        out[key] = figures
+    return out
