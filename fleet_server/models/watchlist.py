@@ -14,9 +14,9 @@ live in `fleet_server.watchlists`.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import field_validator
+from pydantic import StringConstraints, field_validator
 from sqlalchemy import JSON, Column, Index
 from sqlmodel import Field, SQLModel
 
@@ -36,18 +36,26 @@ __all__ = [
 ]
 
 NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+ScopeName = Annotated[str, StringConstraints(pattern=NAME)]
 
 
 class WatchlistIn(SQLModel):
     """What an authorised user sends to create or change a watchlist."""
 
-    name: str = Field(regex=NAME, description="stable id, quoted by nodes in their hits")
+    name: ScopeName = Field(description="stable id, quoted by nodes in their hits")
     category: Category
     purpose: str = Field(min_length=1, max_length=120)
     owner_agency: str = Field(min_length=1, max_length=120)
-    districts: list[str] = Field(default_factory=list, max_length=256)
-    sites: list[str] = Field(default_factory=list, max_length=1024)
+    districts: list[ScopeName] = Field(default_factory=list, max_length=256)
+    sites: list[ScopeName] = Field(default_factory=list, max_length=1024)
     expires_at: datetime
+
+    @field_validator("expires_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("expires_at needs a UTC offset (for example a trailing Z)")
+        return value
 
 
 class Watchlist(SQLModel, table=True):

@@ -62,6 +62,7 @@ SEVERITY_BY_CATEGORY: dict[str, Severity] = {
     "other": Severity.P3,
 }
 COMMAND_TTL = timedelta(hours=1)
+MAX_COMMAND_BUNDLE = 15 * 1024  # proto.messages.WatchlistCommand.bundle (a 16 KiB command)
 
 
 def watchlist_by_name(session: Session, name: str) -> Watchlist:
@@ -141,7 +142,9 @@ def remove_entry(
 def build_bundle(
     session: Session, wl: Watchlist, *, signer: WatchlistSigner, now: datetime
 ) -> SignedWatchlist:
-    """The list as it stands, signed for the nodes."""
+    """The list as it stands, signed for the nodes; `WatchlistError` once it has expired."""
+    if wl.expires_at <= now:
+        raise WatchlistError(f"{wl.name!r} expired at {wl.expires_at.isoformat()}")
     entries = session.exec(
         select(WatchlistEntry)
         .where(col(WatchlistEntry.watchlist_id) == wl.id)
@@ -182,6 +185,11 @@ def bundle_commands(
 ) -> list[WatchlistCommand]:
     """A ``watchlist`` command per node, recorded (not committed); publish after the commit."""
     text = bundle.model_dump_json()
+    if len(text) > MAX_COMMAND_BUNDLE:
+        raise WatchlistError(
+            f"the signed list is too large for one watchlist command ({len(text)} bytes, at "
+            f"most {MAX_COMMAND_BUNDLE}; about 150 plates); delivery in parts is not built yet"
+        )
     commands = []
     for node in nodes:
         command = WatchlistCommand(

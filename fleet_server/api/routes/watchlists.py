@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, status
+from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
 from fleet_server.api.deps import AdminUser, OperatorUser, RuntimeDep, SessionDep
@@ -160,11 +161,21 @@ def deliver(
     """Sign the list as it stands and send it to every node in its scope (``watchlist`` cmd)."""
     wl = _list(session, scope, name)
     now = utcnow()
-    bundle = service.build_bundle(session, wl, signer=_signer(runtime), now=now)
-    nodes = service.nodes_in_scope(session, wl)
-    commands = service.bundle_commands(
-        session, wl, bundle, nodes=nodes, actor=_actor(user), now=now
-    )
+    try:
+        bundle = service.build_bundle(session, wl, signer=_signer(runtime), now=now)
+        nodes = service.nodes_in_scope(session, wl)
+        commands = service.bundle_commands(
+            session, wl, bundle, nodes=nodes, actor=_actor(user), now=now
+        )
+    except WatchlistError as exc:
+        raise _refused(exc) from None
+    except ValidationError:
+        # One command carries one bundle (proto.limits: 16 KiB); chunking is not built yet.
+        raise HTTPException(
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail="the signed list is too large for one watchlist command (about 150 plates); "
+            "delivery in parts is not built yet (docs/watchlists.md)",
+        ) from None
     session.commit()
     if runtime.mqtt is not None:
         for command in commands:
