@@ -143,6 +143,10 @@ def test_a_hit_alert_follows_the_category_and_a_rejection_is_a_false_accept(
         "confirmed": 1, "rejected": 1, "pending": 0, "false_accept_rate": 0.5,
     }  # fmt: skip
     assert figures["by_node"][NODE]["rejected"] == 1
+    with Session(runtime_of(client).engine) as session:
+        states = {a.first_event_id: a.state for a in session.exec(select(Alert)).all()}
+    assert states[first.event_id] == "false_alarm"  # a rejected hit closes its alert
+    assert states[second.event_id] == "new"  # a confirmed one waits for dispatch
     # hits are evidence-like: the list needs a purpose, and the view is recorded
     assert client.get(f"{API}/watchlist-hits", headers=op).status_code == 428
     listed = client.get(f"{API}/watchlist-hits", headers={**op, "X-Purpose": "case:ICT-9"})

@@ -16,9 +16,10 @@ from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
+from fleet_server.alerting import AlertNotFound, IllegalTransition, transition_alert
 from fleet_server.api.deps import AdminUser, OperatorUser, RuntimeDep, SessionDep
 from fleet_server.api.scope import PurposeDep, ScopeDep, not_in_scope
-from fleet_server.models import User, utcnow
+from fleet_server.models import AlertState, User, utcnow
 from fleet_server.models.watchlist import (
     HitDecisionIn,
     Watchlist,
@@ -223,9 +224,14 @@ def read_hits(
 
 @router.post("/watchlist-hits/{event_id}/decision")
 def decide_hit(
-    session: SessionDep, user: OperatorUser, scope: ScopeDep, event_id: str, data: HitDecisionIn
+    session: SessionDep,
+    runtime: RuntimeDep,
+    user: OperatorUser,
+    scope: ScopeDep,
+    event_id: str,
+    data: HitDecisionIn,
 ) -> dict[str, Any]:
-    """Confirm or reject a hit before dispatch (once); the decision is recorded."""
+    """Confirm or reject a hit before dispatch (once); a rejection closes its alert as false."""
     hit = session.get(WatchlistHit, event_id)
     if hit is None or not scope.allows_node(session, hit.node_id):
         raise not_in_scope(f"hit {event_id!r}")
@@ -236,7 +242,18 @@ def decide_hit(
         )  # fmt: skip
     except WatchlistError as exc:
         raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(exc)) from None
-    session.commit()
+    if data.decision == "rejected" and hit.alert_id is not None:
+        try:  # commits the decision with the transition
+            _, notice = transition_alert(
+                session=session, alert_id=hit.alert_id, to=AlertState.FALSE_ALARM,
+                actor=_actor(user), note=f"watchlist hit rejected: {data.note or ''}"[:500],
+                ack_timeout_s=runtime.settings.ack_followup_s,
+            )  # fmt: skip
+            runtime.notify([notice])
+        except (IllegalTransition, AlertNotFound):  # already closed or moved on: keep it
+            session.commit()
+    else:
+        session.commit()
     return hit.model_dump(mode="json")
 
 
