@@ -48,6 +48,9 @@ CATEGORIES: tuple[str, ...] = (
 )  # fmt: skip
 PlateKey = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{1,16}$")]
 MAX_BUNDLE_PLATES = 5_000
+# District and site names as the fleet stores them (nodes registered through the API may
+# carry "Gulberg"; a birth's are lower-case names): compared as they are.
+ScopeName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
 class _Model(BaseModel):
@@ -75,8 +78,8 @@ class WatchlistBody(_Model):
     owner_agency: ShortText
     issued_at: UtcDatetime
     expires_at: UtcDatetime
-    districts: Annotated[list[Name], Field(max_length=256)] = Field(default_factory=list)
-    sites: Annotated[list[Name], Field(max_length=1024)] = Field(default_factory=list)
+    districts: Annotated[list[ScopeName], Field(max_length=256)] = Field(default_factory=list)
+    sites: Annotated[list[ScopeName], Field(max_length=1024)] = Field(default_factory=list)
     plates: Annotated[list[WatchlistPlate], Field(max_length=MAX_BUNDLE_PLATES)] = Field(
         default_factory=list
     )

@@ -37,6 +37,7 @@ __all__ = [
 
 NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 ScopeName = Annotated[str, StringConstraints(pattern=NAME)]
+PlaceName = Annotated[str, StringConstraints(min_length=1, max_length=64)]  # as nodes carry them
 
 
 class WatchlistIn(SQLModel):
@@ -46,8 +47,8 @@ class WatchlistIn(SQLModel):
     category: Category
     purpose: str = Field(min_length=1, max_length=120)
     owner_agency: str = Field(min_length=1, max_length=120)
-    districts: list[ScopeName] = Field(default_factory=list, max_length=256)
-    sites: list[ScopeName] = Field(default_factory=list, max_length=1024)
+    districts: list[PlaceName] = Field(default_factory=list, max_length=256)
+    sites: list[PlaceName] = Field(default_factory=list, max_length=1024)
     expires_at: datetime
 
     @field_validator("expires_at")

@@ -146,6 +146,8 @@ def _path_values(world: World) -> dict[str, str]:
         "user_id": "1",
         "artifact_id": "01J0000000000000000000000Z",
         "campaign_id": "01J0000000000000000000000Z",
+        "entry_id": "01J0000000000000000000000Z",
+        "event_id": "01J0000000000000000000000Z",
     }
 
 
@@ -206,7 +208,8 @@ def test_an_out_of_scope_user_reads_nothing_of_another_district(
     world: World, who: str, method: str, path: str
 ) -> None:
     url = _fill(world, path)
-    answer = world.client.get(url, params=QUERIES.get(path), headers=world.tokens[who])
+    headers = {**world.tokens[who], "X-Purpose": "case:LEAK-1"}  # routes that need one
+    answer = world.client.get(url, params=QUERIES.get(path), headers=headers)
     where = f"{who} GET {url}"
     assert answer.status_code in (200, 403, 404), f"{where}: {answer.status_code} {answer.text}"
     markers = world.markers("lhr-g-01", "lhr-m-01", "nowhere-01")
@@ -244,6 +247,12 @@ def test_an_out_of_scope_object_is_404_exactly_like_a_missing_one(world: World) 
         assert a.json()["detail"].split("'")[0] == b.json()["detail"].split("'")[0]
 
 
+WATCHLIST_IN = {
+    "name": "x", "category": "other", "purpose": "p", "owner_agency": "a",
+    "districts": ["Gulberg"], "expires_at": "2099-01-01T00:00:00Z",
+}  # fmt: skip
+
+
 def _mutations(world: World) -> dict[tuple[str, str], tuple[Any, int]]:
     """(method, path) → (body, status an outsider gets) for every route that changes data."""
     return {
@@ -277,6 +286,11 @@ def _mutations(world: World) -> dict[tuple[str, str], tuple[Any, int]]:
         ("POST", f"{API}/ota/campaigns/{{campaign_id}}/retry-failed"): (None, 403),
         ("PUT", f"{API}/ota/nodes/{{node_id}}/tags"): (["x"], 403),
         ("PUT", f"{API}/ota/sites/{{site_id}}/window"): ({"start": "01:00", "end": "02:00"}, 403),
+        ("POST", f"{API}/watchlists"): (WATCHLIST_IN, 403),
+        ("POST", f"{API}/watchlists/{{name}}/entries"): ({"plate": "LEA1"}, 404),
+        ("DELETE", f"{API}/watchlists/{{name}}/entries/{{entry_id}}"): (None, 404),
+        ("POST", f"{API}/watchlists/{{name}}/deliver"): (None, 404),
+        ("POST", f"{API}/watchlist-hits/{{event_id}}/decision"): ({"decision": "rejected"}, 404),
     }
 
 
