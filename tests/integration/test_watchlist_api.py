@@ -60,7 +60,8 @@ def test_only_admins_change_lists_and_bad_lists_are_refused(client: TestClient) 
     for bad in (
         naive,
         watchlist("wl-past", expires_at=(utcnow() - timedelta(days=1)).isoformat()),
-        watchlist("wl-district", districts=["Not A District!"]),
+        watchlist("wl-district", districts=[""]),
+        watchlist("wl-site", sites=["x" * 65]),
         watchlist("wl-category", category="ex_spouse"),
         watchlist("Bad Name"),
     ):
