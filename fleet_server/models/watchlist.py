@@ -13,7 +13,7 @@ live in `fleet_server.watchlists`.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 from pydantic import StringConstraints, field_validator
@@ -56,7 +56,10 @@ class WatchlistIn(SQLModel):
     def _utc(cls, value: datetime) -> datetime:
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError("expires_at needs a UTC offset (for example a trailing Z)")
-        return value
+        try:
+            return value.astimezone(timezone.utc)
+        except OverflowError:
+            raise ValueError("expires_at is out of range") from None
 
 
 class Watchlist(SQLModel, table=True):
