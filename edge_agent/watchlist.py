@@ -58,6 +58,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+EXPIRY_CHECK_S = 60.0
 RefusalReason = Literal["format", "signer", "signature", "expired", "version", "scope"]
 
 
@@ -335,6 +336,18 @@ class WatchlistComponent(ComponentBase):
     def telemetry(self) -> Mapping[str, Any]:
         versions = self.store.versions()
         return {"watchlists": versions} if versions else {}
+
+    async def run(self, ctx: NodeContext) -> None:
+        """Hold the bundles kept on disk (verified again), then let expired lists go."""
+        if not self.store.lists:
+            refused = self.store.load(now=ctx.clock.now())
+            for watchlist_id in refused:
+                ctx.counters["watchlist_refused_on_load"] += 1
+                logger.warning("%s: kept watchlist %s refused on load", ctx.node_id, watchlist_id)
+        while True:
+            await ctx.clock.sleep(EXPIRY_CHECK_S)
+            for watchlist_id in self.store.drop_expired(now=ctx.clock.now()):
+                logger.info("%s: watchlist %s expired", ctx.node_id, watchlist_id)
 
     def _install(self, command: CommandBase) -> Mapping[str, Any] | None:
         if not isinstance(command, WatchlistCommand):

@@ -174,19 +174,24 @@ def test_a_stolen_plate_is_delivered_hit_alerted_and_confirmed(
                 camera.push_frame(frame)
             await until(lambda: transport.messages(WatchlistHitEvent), "a watchlist hit")
             await until(lambda: transport.messages(PlateEvent), "the plate event")
+            # the node reports the version it holds in its telemetry
+            await clock.elapse(node.config.telemetry.interval_s + 1)
+            await until(lambda: [t for t in transport.messages(Telemetry) if t.watchlists])
         finally:
             node.stop()
             await asyncio.wait_for(task, 10)
         return transport
 
     transport = asyncio.run(asyncio.wait_for(body(), 60))
-    [hit] = transport.messages(WatchlistHitEvent)
-    [plate] = transport.messages(PlateEvent)
+    # (the outbox may have sent an event again while the clock ran: same id, one event)
+    [hit] = {e.event_id: e for e in transport.messages(WatchlistHitEvent)}.values()
+    [plate] = {e.event_id: e for e in transport.messages(PlateEvent)}.values()
     assert (hit.watchlist_id, hit.match, hit.listed) == ("stolen-lhr", "exact", "LEB6881")
     assert hit.source_event_id == plate.event_id
 
     # the server: the hit opens an alert (stolen vehicle: P2) awaiting a decision
-    telemetry = Telemetry(node_id=NODE, ts=utcnow(), uptime_s=5, watchlists={"stolen-lhr": 2})
+    [telemetry, *_] = [t for t in transport.messages(Telemetry) if t.watchlists]
+    assert telemetry.watchlists == {"stolen-lhr": 2}
     to_server(client, plate, hit, telemetry)
     with Session(runtime_of(client).engine) as session:
         row = session.get(WatchlistHit, hit.event_id)

@@ -193,3 +193,15 @@ def test_a_hit_event_carries_the_pass_and_the_entry(
 def test_signature_bytes_are_base64_der(signer: WatchlistSigner) -> None:
     sig = sign_bundle(body(), signer=signer).signature
     assert base64.b64decode(sig, validate=True)[0] == 0x30  # DER SEQUENCE
+
+
+def test_a_bundle_edited_on_the_node_s_disk_is_refused_at_the_next_start(
+    signer: WatchlistSigner, trusted: list[x509.Certificate], tmp_path: Path
+) -> None:
+    WatchlistStore(trusted=trusted, directory=tmp_path).install(signed(signer, body()), now=T0)
+    kept = tmp_path / "wl-stolen-lhr.json"
+    kept.write_text(kept.read_text().replace("LEA1234", "LEA1235"))
+    again = WatchlistStore(trusted=trusted, directory=tmp_path)
+    assert again.load(now=T0) == ["wl-stolen-lhr"]
+    assert again.versions() == {}
+    assert again.refusals == {"signature": 1}
