@@ -481,8 +481,12 @@ def build_node(
     if config.cameras and not any(part.name == "camera" for part in parts):
         # The camera pipeline runs the [[cameras]] entries; it imports numpy/cv2 only in run().
         from edge_agent.camera.pipeline import CameraPipeline
+        from edge_agent.watchlist import WatchlistComponent, watchlist_store_for
 
-        parts.append(CameraPipeline.from_config(config, clock=node_clock))
+        store = watchlist_store_for(config)  # plate hotlists (docs/watchlists.md); None: no CA
+        parts.append(CameraPipeline.from_config(config, clock=node_clock, watchlists=store))
+        if store is not None and not any(part.name == "watchlist" for part in parts):
+            parts.append(WatchlistComponent(store, now=node_clock.now))
     if config.ota.enabled and not any(part.name == "ota" for part in parts):
         # The OTA client (docs/ota.md); it imports python-tuf only when it first checks.
         from edge_agent.ota import OtaComponent

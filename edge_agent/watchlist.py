@@ -41,6 +41,7 @@ from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
 from edge_agent.component import CommandHandler, CommandRefused, ComponentBase, NodeContext
+from edge_agent.config import AgentConfig
 from edge_agent.errors import AgentError
 from proto.messages import CommandBase, EventBase, PlateEvent, WatchlistCommand, WatchlistHitEvent
 from proto.plates import normalise_plate, one_confusion_variants
@@ -319,6 +320,28 @@ def write_hits(ctx: NodeContext, store: WatchlistStore, event: PlateEvent, sourc
         ctx.counters["watchlist_hits"] += 1
         ctx.write_event(hit_builder(event, match, source_event_id=source_id))
     return len(matches)
+
+
+def watchlist_store_for(config: AgentConfig) -> WatchlistStore | None:
+    """The store a node with cameras matches against: trusts its fleet CA file; None without one.
+
+    The CA file is the one enrolment wrote (``identity.ca_file``, else
+    ``mqtt.ca_file``); a node with no CA file cannot verify a bundle, so it
+    holds no watchlists at all rather than unverified ones.
+    """
+    ca_file = config.identity.ca_file or config.mqtt.ca_file
+    if ca_file is None or not ca_file.is_file():
+        logger.info("%s: no fleet CA file, so no watchlists", config.node_id)
+        return None
+    try:
+        trusted = load_trusted(ca_file.read_bytes())
+    except ValueError as exc:
+        logger.warning("%s: cannot read %s (%s), so no watchlists", config.node_id, ca_file, exc)
+        return None
+    return WatchlistStore(
+        trusted=trusted, directory=config.data_dir / "watchlists", district=config.district,
+        site_id=config.site_id,
+    )  # fmt: skip
 
 
 class WatchlistComponent(ComponentBase):

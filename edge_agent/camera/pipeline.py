@@ -365,7 +365,9 @@ class CameraPipeline:
         self.sheds = 0
 
     @classmethod
-    def from_config(cls, config: AgentConfig, *, clock: Clock) -> CameraPipeline:
+    def from_config(
+        cls, config: AgentConfig, *, clock: Clock, watchlists: WatchlistStore | None = None
+    ) -> CameraPipeline:
         """One feed per ``[[cameras]]`` entry, opened (and reopened) from its config.
 
         Imports neither numpy nor the plugins: a camera that cannot load fails
@@ -384,7 +386,7 @@ class CameraPipeline:
             )
             for camera in config.cameras
         ]
-        return cls(feeds)
+        return cls(feeds, watchlists=watchlists)
 
     # ------------------------------------------------------------- component
 

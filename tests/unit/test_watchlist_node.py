@@ -205,3 +205,38 @@ def test_a_bundle_edited_on_the_node_s_disk_is_refused_at_the_next_start(
     assert again.load(now=T0) == ["wl-stolen-lhr"]
     assert again.versions() == {}
     assert again.refusals == {"signature": 1}
+
+
+def test_a_node_with_cameras_and_a_fleet_ca_holds_watchlists_and_one_without_does_not(
+    pki: PkiPaths, tmp_path: Path
+) -> None:
+    from edge_agent.camera.pipeline import CameraPipeline
+    from edge_agent.config import config_from_dict
+    from edge_agent.memory import memory_transport
+    from edge_agent.node import build_node
+    from edge_agent.watchlist import WatchlistComponent
+    from hardware import ManualClock, SimBackend
+
+    def node(name: str, **extra: object) -> object:
+        config = config_from_dict(
+            {
+                "node_id": name, "serial": "SN-WL", "data_dir": str(tmp_path / name),
+                "hardware": {"type": "sim"}, "cameras": [{"type": "sim", "id": "gate"}],
+                "district": "lahore", **extra,
+            }
+        )  # fmt: skip
+        clock = ManualClock(start=0.0)
+        return build_node(
+            config, backend=SimBackend(clock=clock), transport_factory=memory_transport(),
+            renewal=False,
+        )  # fmt: skip
+
+    with_ca = node("lhr-wl-0101", mqtt={"ca_file": str(pki.chain)})
+    component = with_ca.component("watchlist")  # type: ignore[attr-defined]
+    pipeline = with_ca.component("camera")  # type: ignore[attr-defined]
+    assert isinstance(component, WatchlistComponent)
+    assert isinstance(pipeline, CameraPipeline)
+    assert pipeline.watchlists is component.store
+    assert component.store.district == "lahore"
+    without = node("lhr-wl-0102")
+    assert without.component("camera").watchlists is None  # type: ignore[attr-defined]
