@@ -86,7 +86,7 @@ class BalenaBackend:
     ) -> BalenaBackend:
         """Sign in to balena with an API key; `api_url` overrides the host (tests, proxies)."""
         try:
-            from balena import Balena  # type: ignore[import-untyped, unused-ignore]
+            from balena import Balena  # type: ignore[import-untyped, import-not-found, unused-ignore]
         except ImportError as exc:  # pragma: no cover - the extra is missing
             raise BalenaError(
                 "balena_sdk_missing", "install the balena extra: pip install 'nigehbaan[balena]'"
