@@ -28,7 +28,9 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy --python-version 3.11 fleet_server simulators tests
 
 pytest: $(STAMP)
-	NIGEHBAAN_REQUIRE_BROWSER=1 $(VENV)/bin/pytest
+	# Most tests wait on brokers, servers and browsers rather than the CPU: four workers,
+	# one test file each at a time (module fixtures stay per file), fit two cores.
+	NIGEHBAAN_REQUIRE_BROWSER=1 $(VENV)/bin/pytest -n 4 --dist loadfile
 
 test: lint typecheck pytest
 
