@@ -32,10 +32,26 @@ NODES = ["lhr-keys-0001", "lhr-keys-0002", "lhr-keys-0003", "lhr-keys-0004"]
 
 
 @pytest.fixture(scope="module")
+def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedBroker]:
+    """A broker of this module's own: the queue must hold exactly the alerts seeded here.
+
+    On the session's shared broker, events other test files published for an
+    earlier fleet server (same client id, persistent session) are delivered to
+    this one when it connects, and show up as extra rows.
+    """
+    managed = ManagedBroker.loopback(tmp_path_factory.mktemp("keys-broker"))
+    managed.start()
+    try:
+        yield managed
+    finally:
+        managed.stop()
+
+
+@pytest.fixture(scope="module")
 def server(
-    broker: ManagedBroker, tmp_path_factory: pytest.TempPathFactory
+    own_broker: ManagedBroker, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
-    with console_server(broker, tmp_path_factory.mktemp("fleet-keys"), [OPERATOR]) as proc:
+    with console_server(own_broker, tmp_path_factory.mktemp("fleet-keys"), [OPERATOR]) as proc:
         # Oldest first within P1, so the queue's order is NODES' order.
         seed_alerts(proc, [alert_at(node, minutes_ago=30 - i) for i, node in enumerate(NODES)])
         yield proc
@@ -132,9 +148,9 @@ def test_the_queue_is_one_tab_stop_however_many_alerts_are_open(
 
 @pytest.fixture(scope="module")
 def busy_server(
-    broker: ManagedBroker, tmp_path_factory: pytest.TempPathFactory
+    own_broker: ManagedBroker, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
-    with console_server(broker, tmp_path_factory.mktemp("fleet-busy"), [OPERATOR]) as proc:
+    with console_server(own_broker, tmp_path_factory.mktemp("fleet-busy"), [OPERATOR]) as proc:
         seed_alerts(
             proc,
             [
