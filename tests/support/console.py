@@ -10,6 +10,7 @@ server's database, for stories that need a busy night behind them.
 from __future__ import annotations
 
 import queue
+import secrets
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -144,8 +145,14 @@ class Account:
 def console_server(
     broker: ManagedBroker, data_dir: Path, accounts: Sequence[Account]
 ) -> Iterator[ServerProcess]:
-    """A real `nigehbaan server` with these accounts, made through its CLI."""
+    """A real `nigehbaan server` with these accounts, made through its CLI.
+
+    Each server gets an MQTT client id of its own: on the session's shared
+    broker, a persistent session named "fleet-server" would hand this server
+    the events other test files published after an earlier server left.
+    """
     env = {f"CONSOLE_PW_{n}": account.password for n, account in enumerate(accounts)}
+    env["NIGEHBAAN_MQTT_CLIENT_ID"] = f"fleet-server-{secrets.token_hex(6)}"
     proc = ServerProcess(data_dir=data_dir, broker_url=broker.url, env=env)
     for n, account in enumerate(accounts):
         made = proc.run_cli(
