@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -36,8 +35,8 @@ from sqlmodel import Session, col, select
 from fleet_server.audit.chain import format_time
 from fleet_server.audit.errors import AuditError
 from fleet_server.models.audit import AuditChainHead, AuditCheckpoint
-from fleet_server.pki.ca import cert_pem, generate_key, load_key, private_key_pem, verify_issued_by
-from fleet_server.pki.store import IssuingCa, PkiPaths, load_cert, write_private, write_public
+from fleet_server.pki.ca import verify_issued_by
+from fleet_server.pki.signer import DocumentSigner
 from proto.codec import encode_canonical
 
 __all__ = [
@@ -54,8 +53,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SIGNER_NAME = "audit-signer"
-SIGNER_DAYS = 365
-RENEW_BEFORE = timedelta(days=30)
 PAYLOAD_TYPE = "nigehbaan.audit.checkpoint.v1"
 
 
@@ -65,64 +62,10 @@ def checkpoint_payload(*, seq: int, hash: str, at: datetime | str) -> bytes:
     return encode_canonical({"type": PAYLOAD_TYPE, "seq": seq, "hash": hash, "at": when})
 
 
-def _issue_signer(
-    ca: IssuingCa, key: ec.EllipticCurvePrivateKey, now: datetime
-) -> x509.Certificate:
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Nigehbaan"),
-            x509.NameAttribute(NameOID.COMMON_NAME, SIGNER_NAME),
-        ]
-    )
-    usage = x509.KeyUsage(
-        digital_signature=True, content_commitment=True, key_encipherment=False,
-        data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
-        encipher_only=False, decipher_only=False,
-    )  # fmt: skip
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(ca.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(min(now + timedelta(days=SIGNER_DAYS), ca.cert.not_valid_after_utc))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(usage, critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(ca.key, hashes.SHA256())
-    )
+class CheckpointSigner(DocumentSigner):
+    """The audit signing key (``pki/audit-signer.key``) and its certificate."""
 
-
-@dataclass(frozen=True)
-class CheckpointSigner:
-    """The audit signing key and its certificate."""
-
-    key: ec.EllipticCurvePrivateKey
-    cert: x509.Certificate
-    issuer: x509.Certificate  # the issuing CA, carried in each checkpoint after the signer
-
-    @classmethod
-    def from_pki(cls, paths: PkiPaths, *, now: datetime) -> CheckpointSigner:
-        """Load the signer from `paths`, (re)issuing it when missing, expiring or from an old CA."""
-        cert_path, key_path = paths.root / f"{SIGNER_NAME}.pem", paths.root / f"{SIGNER_NAME}.key"
-        ca = IssuingCa(paths)
-        if cert_path.exists() and key_path.exists():
-            cert = load_cert(cert_path)
-            key = load_key(key_path.read_bytes())
-            fresh = cert.not_valid_after_utc - now > RENEW_BEFORE
-            if fresh and cert.issuer == ca.cert.subject:
-                return cls(key=key, cert=cert, issuer=ca.cert)
-        key = generate_key()
-        cert = _issue_signer(ca, key, now)
-        write_private(key_path, private_key_pem(key))
-        write_public(cert_path, cert_pem(cert))
-        logger.info("audit checkpoint signer issued: %s", cert_path)
-        return cls(key=key, cert=cert, issuer=ca.cert)
-
-    def sign(self, payload: bytes) -> str:
-        """Base64 DER ECDSA-SHA256 signature of `payload`."""
-        return base64.b64encode(self.key.sign(payload, ec.ECDSA(hashes.SHA256()))).decode()
+    name = SIGNER_NAME
 
 
 def make_checkpoint(
@@ -146,7 +89,7 @@ def make_checkpoint(
     payload = checkpoint_payload(seq=head.seq, hash=head.hash, at=now)
     row = AuditCheckpoint(
         at=now, seq=head.seq, hash=head.hash, signature=signer.sign(payload),
-        signer_pem=(cert_pem(signer.cert) + cert_pem(signer.issuer)).decode("ascii"),
+        signer_pem=signer.chain_pem,
     )  # fmt: skip
     session.add(row)
     logger.info("audit checkpoint at record %s", head.seq)
