@@ -446,6 +446,15 @@ class CameraAnalyticsConfig(_Section):
         default=0.2, gt=0.0, le=1.0, description="box overlap that continues a track"
     )
     max_reads: int = Field(default=12, ge=1, le=1000, description="reader calls per track at most")
+    max_track_frames: int | None = Field(
+        default=600,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "analysed frames a plate track may live before its pass is reported (a parked car:"
+            " one event, then the track only holds its box); None: no limit"
+        ),
+    )
     stall_after_s: float = Field(
         default=10.0, ge=0.1, le=3600.0, description="no frame this long: the camera stalled"
     )

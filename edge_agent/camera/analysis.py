@@ -165,6 +165,11 @@ class CameraAnalysis:
             iou_min=settings.iou_min,
             confirm_hits=settings.confirm_hits,
             max_misses=settings.max_misses,
+            max_age=(
+                None
+                if settings.max_track_frames is None
+                else max(settings.confirm_hits, settings.max_track_frames)
+            ),
             prefix=prefix,
         )
         self._voters: dict[str, Voter[Image]] = {}

@@ -7,6 +7,19 @@ frames still matches), greedily, best overlap first. A track is confirmed
 after `confirm_hits` matched frames (a single false detection never becomes
 an event) and ends after `max_misses` analysed frames without a match; only
 confirmed tracks are reported as ended. Pure: boxes in, tracks out.
+
+Track age. A plate that never leaves the view — a parked car inside a
+motion region (people walking past keep the detector running) — would keep
+its track alive for ever, and its pass would never become an event. So a
+track has a `max_age` (analysed frames since its first sighting; None: no
+limit): a confirmed track that reaches it is reported as ended *once*, then
+stays as a ``reported`` track that still claims its box (so the parked car
+does not start a second track and a second event), is never read again,
+and is not reported a second time when it finally leaves or at `flush`. A
+reported track holds only its box and counters, so a camera watching a car
+park for a week uses no more memory than for one minute. If the plate is
+lost for more than `max_misses` frames and seen again, that is a new track
+and a new event: one event per pass, where a pass is an unbroken track.
 """
 
 from __future__ import annotations
@@ -41,6 +54,12 @@ class Track:
     first_frame: int = 0
     last_frame: int = 0
     step: tuple[int, int] = (0, 0)
+    # Ended at `max_age` and still in view: claims its box, never read or reported again.
+    reported: bool = False
+
+    def age(self, frame: int) -> int:
+        """Analysed frames from the first sighting to `frame`, both included."""
+        return frame - self.first_frame + 1
 
     def predicted(self) -> Box:
         """Where the box should be next, moving as it moved last (scaled by frames missed)."""
@@ -67,11 +86,15 @@ class PlateTracker:
         iou_min: float = 0.2,
         confirm_hits: int = 3,
         max_misses: int = 5,
+        max_age: int | None = None,
         reach: float = 1.0,
         prefix: str = "t",
     ) -> None:
         if not 0.0 < iou_min <= 1.0 or confirm_hits < 1 or max_misses < 0:
             raise ValueError("iou_min in (0, 1], confirm_hits >= 1, max_misses >= 0")
+        if max_age is not None and max_age < confirm_hits:
+            raise ValueError("max_age must be at least confirm_hits (or None: no limit)")
+        self.max_age = max_age
         self.iou_min = iou_min
         self.confirm_hits = confirm_hits
         self.max_misses = max_misses
@@ -114,7 +137,7 @@ class PlateTracker:
             track.last_frame = self.frame
             if track.hits >= self.confirm_hits:
                 track.confirmed = True
-            if track.confirmed:
+            if track.confirmed and not track.reported:
                 seen.append((track, box))
         ended: list[Track] = []
         alive: list[Track] = []
@@ -122,9 +145,17 @@ class PlateTracker:
             if ti not in used_tracks:
                 track.misses += 1
                 if track.misses > self.max_misses:
-                    if track.confirmed:
+                    if track.confirmed and not track.reported:
                         ended.append(track)
                     continue
+            if (
+                self.max_age is not None
+                and track.confirmed
+                and not track.reported
+                and track.age(self.frame) >= self.max_age
+            ):
+                track.reported = True  # its pass is reported now; it stays to claim its box
+                ended.append(track)
             alive.append(track)
         for bi, box in enumerate(boxes):
             if bi in used_boxes:
@@ -157,7 +188,7 @@ class PlateTracker:
         return 1.0 - distance / limit if distance < limit else 0.0
 
     def flush(self) -> list[Track]:
-        """End every track now (the camera stopped): the confirmed ones are returned."""
-        ended = [t for t in self.tracks if t.confirmed]
+        """End every track now (the camera stopped): the confirmed, unreported ones are returned."""
+        ended = [t for t in self.tracks if t.confirmed and not t.reported]
         self.tracks = []
         return ended

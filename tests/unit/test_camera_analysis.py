@@ -156,3 +156,44 @@ def test_stage_timings_are_kept_as_p50_and_p95() -> None:
     assert figures["plates_per_hour"] == 1
     assert percentiles([]) is None
     assert percentiles([1.0, 2.0, 3.0, 4.0]) == {"p50": 3.0, "p95": 4.0}
+
+
+def parked_car_with_passers_by(*, parked_frames: int, leave_after: int = 8) -> list[object]:
+    """A car drives in and parks; someone keeps walking about beside it (motion every frame)."""
+    import cv2
+
+    background = street()
+    frames: list[object] = []
+    for i in range(parked_frames + leave_after):
+        frame = background.copy()
+        if i < parked_frames:
+            x, y = (100 + 20 * min(i, 5), 200)
+            cv2.rectangle(frame, (x - 30, y - 60), (x + 170, y + 60), (25, 25, 35), -1)
+            cv2.rectangle(frame, (x, y), (x + 140, y + 40), (245, 245, 245), -1)
+        walker = 380 + (i * 37) % 220
+        colour = (10, 90, 10) if i % 2 else (200, 40, 200)
+        cv2.rectangle(frame, (walker, 60), (walker + 30, 150), colour, -1)
+        frames.append(frame)
+    return frames
+
+
+def test_a_parked_car_among_passers_by_is_one_pass_reported_at_the_age_limit() -> None:
+    reader = ScriptedReader(["LEB6881"])
+    cam = analysis(reader=reader, detect_in_regions=False, max_track_frames=30, max_reads=5)
+    passes_at: list[int] = []
+    for i, frame in enumerate(parked_car_with_passers_by(parked_frames=300)):
+        passes_at.extend(i for _ in cam.process(frame))
+        assert len(cam.tracker.tracks) <= 2
+        assert len(cam._voters) <= 1
+    assert len(passes_at) == 1
+    assert passes_at[0] < 60  # reported while still parked, not when it drove away
+    assert reader.calls <= 5
+    assert cam.flush() == []
+
+
+def test_with_no_track_age_limit_the_parked_car_is_reported_when_it_leaves() -> None:
+    cam = analysis(detect_in_regions=False, max_track_frames=None)
+    frames = parked_car_with_passers_by(parked_frames=120)
+    passes_at = [i for i, frame in enumerate(frames) for _ in cam.process(frame)]
+    assert len(passes_at) == 1
+    assert passes_at[0] >= 120

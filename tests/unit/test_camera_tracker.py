@@ -65,3 +65,45 @@ def test_a_track_survives_a_missed_frame_and_flush_ends_the_confirmed_ones() -> 
     assert [t.track_id for t, _ in update.seen] == ["t1"]
     tracker.update([Box(600, 500, 100, 30)])  # a new, unconfirmed one
     assert [t.track_id for t in tracker.flush()] == ["t1"]
+
+
+def test_a_parked_plate_is_reported_once_at_max_age_and_never_again() -> None:
+    # A parked car inside a motion region: the detector sees it on every frame.
+    tracker = PlateTracker(confirm_hits=2, max_misses=2, max_age=10)
+    ended_at: list[tuple[int, str]] = []
+    seen_after_report = 0
+    for frame in range(1, 501):
+        update = tracker.update([Box(200, 300, 120, 40)])
+        if ended_at:
+            seen_after_report += len(update.seen)
+        ended_at.extend((frame, t.track_id) for t in update.ended)
+        assert len(tracker.tracks) == 1  # the parked car never piles up tracks
+    assert ended_at == [(10, "t1")]
+    assert seen_after_report == 0  # reported: it is not read again
+    assert tracker.tracks[0].reported
+    # It drives away: the track ends without a second report, and flush has nothing either.
+    assert [tracker.update([]).ended for _ in range(3)] == [[], [], []]
+    assert tracker.tracks == []
+    assert tracker.flush() == []
+
+
+def test_a_reported_parked_plate_is_not_returned_by_flush_but_a_fresh_one_is() -> None:
+    tracker = PlateTracker(confirm_hits=1, max_misses=2, max_age=3)
+    for _ in range(5):
+        tracker.update([Box(200, 300, 120, 40)])
+    tracker.update([Box(200, 300, 120, 40), Box(600, 300, 120, 40)])
+    assert [t.track_id for t in tracker.flush()] == ["t2"]
+
+
+def test_without_max_age_a_parked_plate_is_reported_only_when_it_leaves() -> None:
+    tracker = PlateTracker(confirm_hits=2, max_misses=1)
+    assert all(not tracker.update([Box(200, 300, 120, 40)]).ended for _ in range(200))
+    tracker.update([])
+    assert [t.track_id for t in tracker.update([]).ended] == ["t1"]
+
+
+def test_max_age_below_confirm_hits_is_refused() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="max_age"):
+        PlateTracker(confirm_hits=3, max_age=2)
