@@ -22,6 +22,7 @@ from pydantic import (
     JsonValue,
     PlainSerializer,
     StringConstraints,
+    model_validator,
 )
 
 from proto.ids import ULID_PATTERN
@@ -370,7 +371,7 @@ class WatchlistHitEvent(EventBase):
     watchlist_version: Annotated[int, Field(ge=1, le=2**63 - 1)]
     entry_id: Name
     subject: Literal["plate", "person"] = "plate"
-    match: Literal["exact", "confusable"]
+    match: Literal["exact", "confusable", "face"]
     camera_id: Name
     track_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     plate: Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{1,16}$")] | None = Field(
@@ -383,6 +384,10 @@ class WatchlistHitEvent(EventBase):
     frames: Annotated[int, Field(ge=1, le=10_000)]
     source_event_id: Ulid | None = Field(default=None, description="the plate event's id")
     snapshot_sha256: Sha256Hex | None = None
+    # Added for face watchlists (optional): a face track's weighted cosine similarity.
+    score: Fraction | None = Field(
+        default=None, description="face hits: the agreeing frames' weighted cosine similarity"
+    )
 
 
 Event = Annotated[
@@ -479,6 +484,18 @@ class OtaCheckCommand(CommandBase):
     version: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
 
 
+class WatchlistFetch(BaseModel):
+    """Where a node fetches a signed watchlist bundle over HTTPS (mTLS) and what it must be."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    watchlist_id: Name
+    version: Annotated[int, Field(ge=1, le=2**63 - 1)]
+    url: Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=r"^(https?://|/)")]
+    sha256: Sha256Hex = Field(description="SHA-256 of the bundle's bytes as served")
+    size: Annotated[int, Field(ge=2, le=64 * 1024 * 1024)] = Field(description="bytes")
+
+
 class WatchlistCommand(CommandBase):
     """Install a signed watchlist bundle (proto.watchlist.SignedWatchlist as JSON text).
 
@@ -488,7 +505,20 @@ class WatchlistCommand(CommandBase):
     """
 
     name: Literal["watchlist"] = "watchlist"
-    bundle: Annotated[str, StringConstraints(min_length=2, max_length=15 * 1024)]
+    bundle: Annotated[str, StringConstraints(min_length=2, max_length=15 * 1024)] | None = Field(
+        default=None, description="the bundle itself (small lists; older servers)"
+    )
+    # Added for large lists (optional): where to fetch the bundle over HTTPS with the node's
+    # client certificate, and what it must hash to. One of `bundle` and `fetch` is given.
+    fetch: WatchlistFetch | None = Field(
+        default=None, description="fetch the bundle over HTTPS instead (large lists)"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> WatchlistCommand:
+        if (self.bundle is None) == (self.fetch is None):
+            raise ValueError("a watchlist command carries either bundle or fetch")
+        return self
 
 
 Command = Annotated[
