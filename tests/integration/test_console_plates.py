@@ -1,7 +1,8 @@
 """The Plate reads page in a real Chromium against a real server and broker.
 
-Story: an operator follows the header's "Plate reads" link, sees the newest
-reads and the cameras' health, searches a plate exactly, then with one
+Story: an operator follows the header's "Plate reads" link, is asked once for
+the purpose of the session (no read is shown before), states a case number,
+sees the newest reads and the cameras' health, searches a plate exactly, then with one
 look-alike character off (a read of LE8-6881 for LEB-6881), narrows by node,
 pages through a busy camera's reads; on a phone the page is no wider than the
 screen. The reads are written by the server's own ingest (`store_batch`) into
@@ -18,13 +19,13 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from fleet_server.alerting import load_policies
 from fleet_server.broker import ManagedBroker
 from fleet_server.db import make_engine
 from fleet_server.ingest import decode_all, store_batch
-from fleet_server.models import utcnow
+from fleet_server.models import DataAccess, utcnow
 from proto.codec import encode, topic_for
 from proto.ids import new_event_id
 from proto.messages import PlateEvent, Telemetry, WireModel
@@ -102,6 +103,14 @@ def test_an_operator_finds_a_plate_exactly_and_one_lookalike_off_and_pages(
     sign_in(page, server, OPERATOR)
     page.get_by_test_id("nav-plate-reads").click()
     expect(page.get_by_role("heading", name="Find a plate")).to_be_visible()
+    expect(page.get_by_test_id("purpose-form")).to_be_visible()
+    expect(page.get_by_test_id("plates-search")).to_be_disabled()
+    expect(page.get_by_test_id("plate-row")).to_have_count(0)
+    page.get_by_test_id("f-purpose-kind").select_option("case")
+    page.get_by_test_id("f-purpose-ref").fill("PR-2026-9")
+    page.get_by_test_id("purpose-save").click()
+    expect(page.get_by_test_id("purpose-text")).to_have_text("case:PR-2026-9")
+    expect(page.get_by_test_id("purpose-form")).to_be_hidden()
     expect(page.get_by_test_id("read-count")).to_have_text("62")
     camera = page.locator('[data-testid="camera-row"][data-camera="lhr-cam-0001/gate"]')
     expect(camera).to_contain_text("Slowed to 50 %")
@@ -134,3 +143,30 @@ def test_an_operator_finds_a_plate_exactly_and_one_lookalike_off_and_pages(
     )
     assert int(overflow) <= 0, "the plate reads page is wider than a phone"
     _shot(page, tmp_path, "plates-phone")
+
+    # Once per session: a reload keeps the purpose; every search was recorded with it.
+    page.reload()
+    expect(page.get_by_test_id("purpose-text")).to_have_text("case:PR-2026-9")
+    expect(page.get_by_test_id("read-count")).to_have_text("62")
+    engine = make_engine(server.db_url)
+    try:
+        with Session(engine) as session:
+            views = session.exec(
+                select(DataAccess)
+                .where(col(DataAccess.actor) == OPERATOR.username)
+                .where(col(DataAccess.resource) == "plate_reads")
+            ).all()
+    finally:
+        engine.dispose()
+    assert len(views) >= 6
+    assert {(v.purpose_kind, v.purpose_ref) for v in views} == {("case", "PR-2026-9")}
+    assert "plate=leb 6881 match=fuzzy" in {v.object_id for v in views}
+
+    # A purpose the server refuses is asked for again, and nothing is shown.
+    page.get_by_test_id("purpose-change").click()
+    page.get_by_test_id("f-purpose-kind").select_option("note")
+    page.get_by_test_id("f-purpose-ref").fill("too short")
+    page.get_by_test_id("purpose-save").click()
+    expect(page.get_by_test_id("message-error").first).to_contain_text("note")
+    expect(page.get_by_test_id("purpose-form")).to_be_visible()
+    expect(page.get_by_test_id("plate-row")).to_have_count(0)

@@ -1,6 +1,6 @@
 """An operator searches plate reads through the API: exact, prefix, one look-alike away,
 by node, district and time, in bounded pages; a district-scoped user sees only its district;
-camera health is listed per camera.
+camera health is listed per camera. A search needs a stated purpose and is recorded with it.
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from fleet_server.alerting import load_policies
 from fleet_server.app import create_app
 from fleet_server.auth import create_user
 from fleet_server.ingest import decode_all, store_batch
-from fleet_server.models import Node, Role, UserCreate, utcnow
+from fleet_server.models import DataAccess, Node, Role, UserCreate, utcnow
+from fleet_server.models.audit import AuditRecord
 from fleet_server.runtime import Runtime
 from fleet_server.settings import Settings
 from proto.codec import encode, topic_for
@@ -25,6 +26,7 @@ from proto.ids import new_event_id
 from proto.messages import PlateEvent, Telemetry, WireModel
 
 API = "/api/v1"
+PURPOSE = {"X-Purpose": "case:PR-2026-114"}
 PASSWORD = "plate-reads-password"
 NOW = utcnow()
 
@@ -92,7 +94,7 @@ def search(
     api: tuple[TestClient, dict[str, dict[str, str]]], user: str = "admin", **params: object
 ) -> dict[str, Any]:
     client, tokens = api
-    answer = client.get(f"{API}/plate-reads", params=params, headers=tokens[user])
+    answer = client.get(f"{API}/plate-reads", params=params, headers={**tokens[user], **PURPOSE})
     assert answer.status_code == 200, answer.text
     body: dict[str, Any] = answer.json()
     return body
@@ -122,9 +124,13 @@ def test_pages_are_bounded(api: tuple[TestClient, dict[str, dict[str, str]]]) ->
     assert len(page["data"]) == 2
     client, tokens = api
     for params in ({"limit": 501}, {"limit": 0}, {"offset": -1}, {"plate": "X" * 33}):
-        answer = client.get(f"{API}/plate-reads", params=params, headers=tokens["admin"])
+        answer = client.get(
+            f"{API}/plate-reads", params=params, headers={**tokens["admin"], **PURPOSE}
+        )
         assert answer.status_code == 422, params
-    answer = client.get(f"{API}/plate-reads", params={"plate": "--"}, headers=tokens["admin"])
+    answer = client.get(
+        f"{API}/plate-reads", params={"plate": "--"}, headers={**tokens["admin"], **PURPOSE}
+    )
     assert answer.status_code == 422
 
 
@@ -149,3 +155,50 @@ def test_camera_health_lists_each_camera_in_scope(
     )  # fmt: skip
     assert camera["district"] == "Clifton"
     assert client.get(f"{API}/plate-reads").status_code == 401
+
+
+def test_a_search_without_a_stated_purpose_is_refused_and_nothing_is_shown(
+    api: tuple[TestClient, dict[str, dict[str, str]]],
+) -> None:
+    client, tokens = api
+    answer = client.get(f"{API}/plate-reads", params={"plate": "LEB6881"}, headers=tokens["admin"])
+    assert answer.status_code == 428, answer.text
+    assert "X-Purpose" in answer.json()["detail"]
+    assert "LEB" not in answer.text
+    for bad in ("because", "note:short", "case:", "alert:not-an-alert-id"):
+        answer = client.get(
+            f"{API}/plate-reads", params={"plate": "LEB6881"},
+            headers={**tokens["admin"], "X-Purpose": bad},
+        )  # fmt: skip
+        assert answer.status_code == 422, bad
+        assert "LEB" not in answer.text
+    # Camera health is not evidence: no purpose needed.
+    assert client.get(f"{API}/cameras", headers=tokens["admin"]).status_code == 200
+
+
+def test_each_search_is_recorded_with_its_purpose_in_the_audit_log(
+    api: tuple[TestClient, dict[str, dict[str, str]]],
+) -> None:
+    client, tokens = api
+    runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    answer = client.get(
+        f"{API}/plate-reads", params={"plate": "LEA 1234", "match": "prefix"},
+        headers={**tokens["clifton-op"], "X-Purpose": "fir:FIR 77/2026 Clifton"},
+    )  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    with Session(runtime.engine) as session:
+        access = session.exec(
+            select(DataAccess).where(col(DataAccess.purpose_ref) == "FIR 77/2026 Clifton")
+        ).one()
+        assert (access.actor, access.resource, access.purpose_kind) == (
+            "clifton-op", "plate_reads", "fir",
+        )  # fmt: skip
+        assert access.object_id == "plate=LEA 1234 match=prefix"
+        record = session.exec(
+            select(AuditRecord)
+            .where(col(AuditRecord.action) == "data.viewed")
+            .where(col(AuditRecord.object) == "plate_reads:plate=LEA 1234 match=prefix")
+        ).one()
+        assert record.actor == "user:clifton-op"
+        assert record.detail["purpose"] == "fir"
+        assert record.detail["reference"] == "FIR 77/2026 Clifton"

@@ -56,7 +56,7 @@ def test_demo_camera_nodes_reads_reach_the_server_as_plate_reads(
 
     with console_server(broker, tmp_path / "server", [OPERATOR]) as server:
         token = server.login(OPERATOR.username, OPERATOR.password)
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = {"Authorization": f"Bearer {token}", "X-Purpose": "note:demo plate reads check"}
 
         async def run() -> tuple[list[str], dict[str, Any]]:
             fleet = SimFleet(

@@ -115,8 +115,8 @@ const NB = (() => {
 
   /* Call the API with the session's token. A 401 means the token expired or
    * was revoked: back to the sign-in page, saying why. */
-  async function api(path, { method = "GET", json, form, auth = true } = {}) {
-    const headers = { Accept: "application/json" };
+  async function api(path, { method = "GET", json, form, auth = true, headers: extra } = {}) {
+    const headers = { Accept: "application/json", ...(extra || {}) };
     let requestBody;
     if (json !== undefined) {
       headers["Content-Type"] = "application/json";

@@ -5,6 +5,12 @@
  * its node's telemetry (GET /cameras). Both answers hold only the user's
  * districts. Everything from the server is written with textContent. Times
  * in the filter are taken as UTC, the way the server stores them.
+ *
+ * A search needs a stated purpose (X-Purpose: case, FIR, alert or note). The
+ * page asks for it once per session (kept in sessionStorage with the token
+ * it was given under, so a new sign-in asks again) and sends it with every
+ * search; the server records each search with it. A purpose the server
+ * refuses is forgotten and asked for again.
  */
 "use strict";
 
@@ -22,9 +28,46 @@
   const older = document.getElementById("older");
   const cameraRows = document.getElementById("camera-rows");
   const cameraCount = document.getElementById("camera-count");
+  const purposeForm = document.getElementById("purpose-form");
+  const purposeShown = document.getElementById("purpose-shown");
+  const PURPOSE_KEY = "nb.platePurpose";
   let offset = 0;
 
   document.getElementById("logout").addEventListener("click", () => NB.signOut("signed-out"));
+
+  /* The purpose stated in this session, or "" (one given under another token is stale). */
+  function purpose() {
+    try {
+      const kept = JSON.parse(sessionStorage.getItem(PURPOSE_KEY) || "null");
+      if (kept && kept.token === (NB.token() || "").slice(-16) && kept.purpose) {
+        return kept.purpose;
+      }
+    } catch (_err) {
+      /* unreadable: ask again */
+    }
+    return "";
+  }
+
+  function showPurpose() {
+    const current = purpose();
+    purposeForm.hidden = Boolean(current);
+    purposeShown.hidden = !current;
+    form.querySelector("[data-testid=plates-search]").disabled = !current;
+    document.getElementById("purpose-text").textContent = current;
+    if (!current) {
+      rows.replaceChildren();
+      count.textContent = "0";
+      pageInfo.textContent = "State a purpose to search";
+      newer.disabled = true;
+      older.disabled = true;
+    }
+    return current;
+  }
+
+  function forgetPurpose() {
+    sessionStorage.removeItem(PURPOSE_KEY);
+    showPurpose();
+  }
 
   /* The filter as query parameters; a datetime-local value is UTC here. */
   function filterParams() {
@@ -116,11 +159,18 @@
     const params = filterParams();
     params.set("limit", String(PAGE));
     params.set("offset", String(offset));
+    const stated = showPurpose();
+    if (!stated) {
+      return;
+    }
     let page;
     try {
-      page = await NB.api(`/plate-reads?${params}`);
+      page = await NB.api(`/plate-reads?${params}`, { headers: { "X-Purpose": stated } });
     } catch (err) {
       NB.say(err.message, { kind: "error" });
+      if (err.status === 428 || err.status === 422) {
+        forgetPurpose();
+      }
       return;
     }
     rows.replaceChildren(...page.data.map(renderRead));
@@ -140,6 +190,24 @@
       NB.say(err.message, { kind: "error" });
     }
   }
+
+  purposeForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const kind = purposeForm.elements.kind.value;
+    const reference = purposeForm.elements.reference.value.trim();
+    if (!reference) {
+      NB.say("Give the case or FIR number, alert id or a note.", { kind: "error" });
+      return;
+    }
+    sessionStorage.setItem(
+      PURPOSE_KEY,
+      JSON.stringify({ token: (NB.token() || "").slice(-16), purpose: `${kind}:${reference}` }),
+    );
+    purposeForm.reset();
+    offset = 0;
+    load();
+  });
+  document.getElementById("purpose-change").addEventListener("click", forgetPurpose);
 
   form.addEventListener("submit", (event) => {
     event.preventDefault();
