@@ -49,6 +49,7 @@ from fleet_server.console.routes import router as console_router
 from fleet_server.db import make_engine
 from fleet_server.device_clock import DeviceTimeRules
 from fleet_server.ingest import IngestWorker
+from fleet_server.leases import leases_for
 from fleet_server.models import Role, User, UserCreate, utcnow
 from fleet_server.mqtt import MqttLink
 from fleet_server.node_commands import RecordingPublisher, SentCommands
@@ -261,6 +262,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             plate_retention_days=settings.plate_retention_days,  # fleet_server.plates
         )
         + ([audit_job] if audit_job is not None else []),  # signed audit checkpoints
+        leases=leases_for(engine),  # N workers on PostgreSQL: singletons by lease
     )
     try:
         async with asyncio.TaskGroup() as tasks:

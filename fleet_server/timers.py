@@ -14,6 +14,13 @@ Today's jobs are the silence check, presence settling, escalation and OTA
 waves (`fleet_server.ota.job`) and plate read retention
 (`fleet_server.plates`); other retention joins by adding a job to the list
 (`default_jobs`), not by editing the loop.
+
+With N workers on one PostgreSQL database (docs/scaling-postgresql.md) the
+loop is given `Leases` (`fleet_server.leases`): a job that claims its own due
+rows with `FOR UPDATE SKIP LOCKED` says so (`claims_rows = True`, the
+escalation job) and runs on every worker; every other job runs only on the
+worker holding its lease, fenced inside its transaction. Without leases
+(SQLite, one process) every job runs every tick, as before.
 """
 
 from __future__ import annotations
@@ -23,13 +30,14 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from fleet_server.alerting import AlertNotice, Notifier, PolicyCache, escalate_due
 from fleet_server.ingest import Publisher
+from fleet_server.leases import Leases
 from fleet_server.models import utcnow
 from fleet_server.ota.job import OtaWaveJob
 from fleet_server.ota.signing import SignedRepository
@@ -57,7 +65,12 @@ logger = logging.getLogger(__name__)
 
 
 class TimerJob(Protocol):
-    """One kind of timed work, run every tick inside its own transaction."""
+    """One kind of timed work, run every tick inside its own transaction.
+
+    A job may also say `claims_rows = True`: it locks the rows it works on
+    with `SELECT … FOR UPDATE SKIP LOCKED`, so it is safe on every worker at
+    once. Without it the job is a singleton under `Leases`.
+    """
 
     @property
     def name(self) -> str: ...
@@ -124,13 +137,22 @@ class PresenceJob:
 
 @dataclass
 class EscalationJob:
-    """Alerts whose next escalation step is due take it."""
+    """Alerts whose next escalation step is due take it.
+
+    `escalate_due` claims the due alerts with `FOR UPDATE SKIP LOCKED`, at
+    most `limit` per tick, so every worker runs this job and each due step is
+    taken once (`claims_rows`).
+    """
 
     policies: PolicyCache
     name: str = "escalation"
+    limit: int = 500
+    claims_rows: ClassVar[bool] = True
 
     def run(self, session: Session, now: datetime) -> Sequence[AlertNotice]:
-        return escalate_due(session=session, now=now, policies=self.policies.get(session))
+        return escalate_due(
+            session=session, now=now, policies=self.policies.get(session), limit=self.limit
+        )
 
 
 def default_jobs(
@@ -171,13 +193,31 @@ def default_jobs(
 
 
 def run_jobs_once(
-    *, engine: Engine, jobs: Sequence[TimerJob], now: datetime, notify: Notifier | None = None
+    *,
+    engine: Engine,
+    jobs: Sequence[TimerJob],
+    now: datetime,
+    notify: Notifier | None = None,
+    leases: Leases | None = None,
 ) -> list[AlertNotice]:
-    """One tick: every job in its own transaction; each job's notices after its commit."""
+    """One tick: every job in its own transaction; each job's notices after its commit.
+
+    With `leases` (N workers on PostgreSQL) a singleton job runs only where
+    its lease is held, and only if its fence is free (module docstring).
+    """
     notices: list[AlertNotice] = []
+    if leases is not None:
+        leases.check()
     for job in jobs:
+        # A singleton's leases; None: the job runs here (one process, or it claims rows).
+        lease = None if leases is None or getattr(job, "claims_rows", False) else leases
+        if lease is not None and not lease.hold(job.name):
+            continue
         try:
             with Session(engine, expire_on_commit=False) as session:
+                if lease is not None and not lease.fence(session, job.name):
+                    logger.info("timer job %s is running elsewhere; skipped", job.name)
+                    continue
                 done = list(job.run(session, now))
                 session.commit()
         except Exception:
@@ -210,21 +250,27 @@ class TimerLoop:
     tick_s: float
     jobs: Sequence[TimerJob]
     clock: Callable[[], datetime] = utcnow
+    leases: Leases | None = None  # N workers on PostgreSQL (`fleet_server.leases`)
     ticks: int = field(default=0, init=False)
 
     async def run(self) -> None:
         names = ", ".join(job.name for job in self.jobs)
         logger.info("timer loop running every %.2fs: %s", self.tick_s, names)
-        while True:
-            try:
-                await asyncio.to_thread(
-                    run_jobs_once,
-                    engine=self.engine,
-                    jobs=self.jobs,
-                    now=self.clock(),
-                    notify=self.notify,
-                )
-            except Exception:
-                logger.exception("timer tick failed; retrying next tick")
-            self.ticks += 1
-            await asyncio.sleep(self.tick_s)
+        try:
+            while True:
+                try:
+                    await asyncio.to_thread(
+                        run_jobs_once,
+                        engine=self.engine,
+                        jobs=self.jobs,
+                        now=self.clock(),
+                        notify=self.notify,
+                        leases=self.leases,
+                    )
+                except Exception:
+                    logger.exception("timer tick failed; retrying next tick")
+                self.ticks += 1
+                await asyncio.sleep(self.tick_s)
+        finally:
+            if self.leases is not None:  # a clean stop hands the singletons over at once
+                self.leases.close()
