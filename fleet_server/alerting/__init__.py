@@ -5,6 +5,7 @@
 - `changes`: an admin's policy change, checked, recorded and applied to open alerts;
 - `escalation`: the pure `decide(alert, plan, now)` and `escalate_due` around it,
   and the pure `replan` that puts open alerts on a changed ladder;
+- `gates`: what must be true before an alert is dispatched (a confirmed watchlist hit);
 - `history`: the transition and escalation rows;
 - `notices`: `AlertNotice`, announced after the commit by a `Notifier`.
 
@@ -18,6 +19,7 @@ Errors::
      └── AlertError
           ├── AlertNotFound
           ├── IllegalTransition
+          │    └── DispatchBlocked
           └── PolicyRefused
                ├── PolicyInvalid
                └── PolicyConflict
@@ -45,6 +47,7 @@ from fleet_server.alerting.escalation import (
     replan,
     replan_open_alerts,
 )
+from fleet_server.alerting.gates import DispatchBlocked, dispatch_blocker
 from fleet_server.alerting.history import AlertRows
 from fleet_server.alerting.lifecycle import (
     SEVERITY_BY_TYPE,
@@ -81,6 +84,7 @@ __all__ = [
     "AlertNotFound",
     "AlertNotice",
     "AlertRows",
+    "DispatchBlocked",
     "EscalationStep",
     "IllegalTransition",
     "Notifier",
@@ -99,6 +103,7 @@ __all__ = [
     "check_policy",
     "decide",
     "delete_policy",
+    "dispatch_blocker",
     "ensure_default_policies",
     "escalate_due",
     "find_open_alert",

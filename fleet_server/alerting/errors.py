@@ -6,6 +6,7 @@ Errors::
      └── AlertError
           ├── AlertNotFound
           ├── IllegalTransition
+          │    └── DispatchBlocked   (alerting.gates: e.g. an unconfirmed watchlist hit)
           └── PolicyRefused
                ├── PolicyInvalid     (the policy itself makes no sense)
                └── PolicyConflict    (it clashes with what is stored)

@@ -22,6 +22,7 @@ from sqlmodel import Session, col, select
 from fleet_server import audit
 from fleet_server.alerting.errors import AlertError, AlertNotFound, IllegalTransition
 from fleet_server.alerting.escalation import next_due
+from fleet_server.alerting.gates import DispatchBlocked, dispatch_blocker
 from fleet_server.alerting.history import AlertRows, record_created, record_escalation
 from fleet_server.alerting.notices import AlertNotice, notice
 from fleet_server.alerting.policies import Policies, load_policies
@@ -173,6 +174,10 @@ def apply_transition(
         raise IllegalTransition(
             f"alert {alert.id} cannot go from {alert.state!r} to {to!r}; allowed: {options}"
         )
+    if to == S.DISPATCHED:  # e.g. a watchlist hit nobody has confirmed (alerting.gates)
+        blocked = dispatch_blocker(session, alert)
+        if blocked is not None:
+            raise DispatchBlocked(blocked)
     row = AlertTransition(
         alert_id=alert.id, from_state=alert.state, to_state=to, actor=actor, note=note, at=now
     )

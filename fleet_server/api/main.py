@@ -27,6 +27,7 @@ from fleet_server.api.routes import (
     technician,
     users,
     users_admin,
+    watchlist_hit_queue,
     watchlists,
 )
 
@@ -53,3 +54,4 @@ api_router.include_router(audit.router)
 # Camera nodes' plate reads and camera health (docs/anpr.md).
 api_router.include_router(plate_reads.router)
 api_router.include_router(watchlists.router)  # watchlists and their hits (docs/watchlists.md)
+api_router.include_router(watchlist_hit_queue.router)  # hit console (watchlists-operations.md)
