@@ -46,8 +46,11 @@ from fleet_server.console.fleet_pages import router as fleet_pages_router
 from fleet_server.console.ota_pages import router as ota_pages_router
 from fleet_server.console.plate_pages import router as plate_pages_router
 from fleet_server.console.routes import router as console_router
+from fleet_server.console.watchlist_hit_pages import router as watchlist_hit_pages_router
 from fleet_server.db import make_engine
 from fleet_server.device_clock import DeviceTimeRules
+from fleet_server.evidence.retention import evidence_retention_job
+from fleet_server.feed_notify import feed_fanout_for
 from fleet_server.ingest import IngestWorker
 from fleet_server.leases import leases_for
 from fleet_server.models import Role, User, UserCreate, utcnow
@@ -202,11 +205,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine=engine,
         signing_key=settings.signing_key(),
         broadcaster=broadcaster,
-        notify=LiveNotifier(broadcaster=broadcaster, publisher=None),
+        notify=LiveNotifier(
+            broadcaster=broadcaster,
+            publisher=None,
+            fanout=feed_fanout_for(engine, broadcaster),  # N workers: every worker's feed
+        ),
         broker=broker,
         pki=pki,
         enroll_limiter=TokenBucketLimiter(per_minute=settings.enroll_rate_per_min),
     )
+    if runtime.notify.fanout is not None:
+        runtime.notify.fanout.start()
     if broker is not None:  # a node probing other nodes' topics becomes an alert
         alert_on_denials(broker.denials, engine=engine, notify=runtime.notify, settings=settings)
     if broker_url:
@@ -261,7 +270,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             ota_repository=lambda: repository_for(settings),  # signed, when set up
             plate_retention_days=settings.plate_retention_days,  # fleet_server.plates
         )
-        + ([audit_job] if audit_job is not None else []),  # signed audit checkpoints
+        + ([audit_job] if audit_job is not None else [])  # signed audit checkpoints
+        + [evidence_retention_job(settings)],  # evidence retention (docs/evidence.md)
         leases=leases_for(engine),  # N workers on PostgreSQL: singletons by lease
     )
     try:
@@ -291,6 +301,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await asyncio.to_thread(runtime.ingest.stop)
         if runtime.mqtt is not None:
             await asyncio.to_thread(runtime.mqtt.stop)
+        if runtime.notify.fanout is not None:
+            await asyncio.to_thread(runtime.notify.fanout.stop)
         engine.dispose()
         if broker is not None:
             await asyncio.to_thread(broker.stop)
@@ -313,6 +325,7 @@ def _include_console(app: FastAPI) -> None:
     app.include_router(audit_pages_router)  # the audit log (docs/audit.md)
     app.include_router(fleet_pages_router)  # map, node, response times
     app.include_router(plate_pages_router)  # plate reads and camera health (docs/anpr.md)
+    app.include_router(watchlist_hit_pages_router)  # docs/watchlists-operations.md
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

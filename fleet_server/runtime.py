@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 
 from fleet_server.alerting import AlertNotice
 from fleet_server.broker import ManagedBroker
+from fleet_server.feed_notify import FeedFanout
 from fleet_server.ingest import IngestWorker, Publisher
 from fleet_server.mqtt import MqttLink
 from fleet_server.pki.runtime import PkiRuntime
@@ -26,14 +27,27 @@ logger = logging.getLogger(__name__)
 
 
 class LiveNotifier:
-    """Announces committed alert changes: SSE first (operators), then the node's command."""
+    """Announces committed alert changes: SSE first (operators), then the node's command.
 
-    def __init__(self, *, broadcaster: Broadcaster, publisher: Publisher | None) -> None:
+    With `fanout` (N workers on PostgreSQL, `fleet_server.feed_notify`) the
+    other workers' SSE clients are told too.
+    """
+
+    def __init__(
+        self,
+        *,
+        broadcaster: Broadcaster,
+        publisher: Publisher | None,
+        fanout: FeedFanout | None = None,
+    ) -> None:
         self.broadcaster = broadcaster
         self.publisher = publisher
+        self.fanout = fanout
 
     def __call__(self, notices: Sequence[AlertNotice]) -> None:
         self.broadcaster.publish_threadsafe([alert_frame(n) for n in notices])
+        if self.fanout is not None:
+            self.fanout.announce(notices)
         if self.publisher is None:
             return
         for n in notices:
