@@ -40,6 +40,7 @@ from pydantic import (
     model_validator,
 )
 
+from edge_agent.camera.privacy import PrivacyPolicy, policy_from_text
 from edge_agent.errors import AgentError
 from edge_agent.ota import OtaConfig
 from edge_agent.power import PowerConfig
@@ -71,6 +72,7 @@ __all__ = [
     "OutboxConfig",
     "PanicConfig",
     "PowerConfig",
+    "PrivacyConfig",
     "TelemetryConfig",
     "apply_changes",
     "config_from_dict",
@@ -87,6 +89,7 @@ RUNTIME_KEYS = frozenset(
         "panic.hold_to_confirm_ms",
         "panic.debounce_ms",
         "panic.stuck_after_s",
+        "privacy.policy",  # issue 15: masks and private-camera terms (edge_agent.camera.privacy)
     }
 )
 
@@ -466,6 +469,21 @@ class CameraAnalyticsConfig(_Section):
     )
 
 
+class PrivacyConfig(_Section):
+    """Privacy masks and private-camera terms (`edge_agent.camera.privacy`, docs/privacy.md)."""
+
+    policy: PrivacyPolicy | None = Field(
+        default=None,
+        description="the node's privacy policy as the fleet server sends it (set_config key "
+        "privacy.policy, JSON text); None: nothing masked",
+    )
+
+    @field_validator("policy", mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        return policy_from_text(value)
+
+
 class EvidenceConfig(_Section):
     """The local evidence store (`edge_agent.evidence`): crops kept by SHA-256, bounded."""
 
@@ -537,6 +555,9 @@ class AgentConfig(_Section):
     )
     ota: OtaConfig = Field(
         default_factory=OtaConfig, description="signed updates: repository, window, health gate"
+    )
+    privacy: PrivacyConfig = Field(
+        default_factory=PrivacyConfig, description="privacy masks and private-camera terms"
     )
 
     def camera_analytics(self, camera_id: str) -> CameraAnalyticsConfig:

@@ -212,6 +212,10 @@ class Telemetry(WireModel):
     watchlists: Annotated[dict[Name, Annotated[int, Field(ge=1)]], Field(max_length=64)] | None = (
         Field(default=None, description="watchlist id → the signed bundle version the node holds")
     )
+    # Added for the lawful-use issue (optional): privacy masks and private-camera terms.
+    privacy_version: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = Field(
+        default=None, description="the version of the privacy policy the node applies"
+    )
 
 
 # ---------------------------------------------------------------------- events

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import threading
 import time
@@ -63,6 +64,7 @@ from proto.plates import MAX_PLATE_KEY, normalise_plate
 if TYPE_CHECKING:
     from edge_agent.anpr.types import PlateDetector, PlateReader
     from edge_agent.camera.analysis import CameraAnalysis, CameraStats, PlatePass
+    from edge_agent.camera.privacy import PrivacyGuard
     from edge_agent.config import AgentConfig, CameraAnalyticsConfig
     from edge_agent.evidence import EvidenceStore
     from edge_agent.watchlist import WatchlistStore
@@ -121,8 +123,10 @@ class CameraWorker:
         analysis: CameraAnalysis,
         on_pass: Callable[[PlatePass], None],
         on_fault: FaultReport,
+        privacy: PrivacyGuard | None = None,
     ) -> None:
         self.feed = feed
+        self.privacy = privacy  # masks and private-camera terms, applied before the queue
         self.camera_id = feed.camera_id
         self.settings = feed.settings
         self.analysis = analysis
@@ -256,6 +260,12 @@ class CameraWorker:
                 backoff = settings.retry_min_s
                 self._recovered()
                 self.stats.frames_in += 1
+                if self.privacy is not None:  # issue 15: nothing downstream sees masked pixels
+                    image = self.privacy.admit(self.camera_id, frame.image)
+                    if image is None:
+                        self.stats.frames_skipped += 1
+                        continue
+                    frame = dataclasses.replace(frame, image=image)
                 with self._ready:
                     if len(self._queue) >= settings.queue_size:
                         self.stats.frames_dropped += 1
@@ -363,6 +373,7 @@ class CameraPipeline:
         self.workers: dict[str, CameraWorker] = {}
         self.shed = ""  # what the power policy has shed, for health and stats
         self.sheds = 0
+        self.privacy: PrivacyGuard | None = None  # set in run (edge_agent.camera.privacy)
 
     @classmethod
     def from_config(
@@ -409,6 +420,7 @@ class CameraPipeline:
         return {
             "frames_dropped": sum(w.stats.frames_dropped for w in self.workers.values()),
             "cameras": cameras,
+            "privacy_version": self.privacy.version if self.privacy is not None else None,
         }
 
     def health(self) -> Health:
@@ -431,11 +443,19 @@ class CameraPipeline:
             figures["analytics_rate"] = worker.analytics_rate
             figures["camera_on"] = worker.cameras_on
             cameras[camera_id] = figures
-        return {"cameras": cameras, "shed": self.shed or None}
+        privacy = self.privacy.stats() if self.privacy is not None else None
+        return {"cameras": cameras, "shed": self.shed or None, "privacy": privacy}
 
     async def run(self, ctx: NodeContext) -> None:
         from edge_agent.camera.analysis import CameraAnalysis
         from edge_agent.camera.plugins import load_detector, load_reader
+        from edge_agent.camera.privacy import PrivacyGuard
+
+        self.privacy = PrivacyGuard(
+            lambda: ctx.config.privacy.policy,
+            now=ctx.clock.now,
+            path=ctx.config.data_dir / "privacy.json",
+        )
 
         if self.evidence is None:
             from edge_agent.evidence import EvidenceStore
@@ -462,8 +482,9 @@ class CameraPipeline:
                 evidence=self.evidence,
             )
             self.workers[feed.camera_id] = CameraWorker(
-                feed, analysis=analysis, on_pass=self._hand_over(ctx), on_fault=self._fault(ctx)
-            )
+                feed, analysis=analysis, on_pass=self._hand_over(ctx), on_fault=self._fault(ctx),
+                privacy=self.privacy,
+            )  # fmt: skip
         self._obey_power(ctx)
         for worker in self.workers.values():
             worker.start()
