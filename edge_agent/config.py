@@ -491,6 +491,21 @@ class EvidenceConfig(_Section):
     max_files: int = Field(default=20_000, ge=1, le=10_000_000, description="file count bound")
 
 
+class FacesConfig(_Section):
+    """The site's policy on face recognition (``[faces]``; docs/faces.md). Off unless allowed."""
+
+    allowed: bool = Field(
+        default=False,
+        title="Faces allowed",
+        description="the site's policy allows face recognition here (default: it does not)",
+    )
+    cameras: list[str] = Field(
+        default_factory=list,
+        max_length=16,
+        description="the cameras faces may be processed on; empty: every camera",
+    )
+
+
 class AgentConfig(_Section):
     """Everything one node's agent needs to run."""
 
@@ -558,6 +573,10 @@ class AgentConfig(_Section):
     )
     privacy: PrivacyConfig = Field(
         default_factory=PrivacyConfig, description="privacy masks and private-camera terms"
+    )
+    faces: FacesConfig = Field(
+        default_factory=FacesConfig,
+        description="face recognition: only where the site's policy allows it",
     )
 
     def camera_analytics(self, camera_id: str) -> CameraAnalyticsConfig:

@@ -20,32 +20,73 @@ through the durable outbox, beside the plate event it came from.
 Accepted bundles are kept on disk as the signed JSON they arrived as and
 verified again on load, so a file edited on the node's disk is refused at
 the next start rather than trusted.
+
+Person entries arrive as face templates sealed for this node
+(`proto.watchlist.WatchlistFaces`): the bundle's template key is wrapped
+for each node in scope with ECDH P-256 against the node certificate's key,
+HKDF-SHA256 and AES-256-GCM. `open_faces` unwraps it with the node's own
+private key and decrypts the templates **in memory only**; the file on disk
+is the bundle as signed (ciphertext), so no plaintext template is ever on
+the node's disk, and nothing here sends a template anywhere. A bundle
+sealed for another node (``recipient``), one whose ciphertext does not
+decrypt (``decrypt``) or one made for another face model (``model``) is
+refused like a bad signature. A face hit (`write_face_hit`) is the same
+`watchlist_hit` event a plate hit is, ``subject: person``, ``match: face``.
+
+Large lists arrive as a ``watchlist`` command that names an HTTPS URL, a
+size and a SHA-256 (`proto.messages.WatchlistFetch`): the component fetches
+the bytes with the node's client certificate off the event loop, checks
+size and hash, then verifies the bundle exactly as if it had come in the
+command; a refusal or a failed fetch (after bounded retries) is reported as
+a ``node_fault`` event (component ``watchlist``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
 from edge_agent.component import CommandHandler, CommandRefused, ComponentBase, NodeContext
 from edge_agent.config import AgentConfig
 from edge_agent.errors import AgentError
-from proto.messages import CommandBase, EventBase, PlateEvent, WatchlistCommand, WatchlistHitEvent
+from proto.messages import (
+    CommandBase,
+    EventBase,
+    NodeFaultEvent,
+    PlateEvent,
+    WatchlistCommand,
+    WatchlistFetch,
+    WatchlistHitEvent,
+)
 from proto.plates import normalise_plate, one_confusion_variants
-from proto.watchlist import SIGNER_NAME, SignedWatchlist, WatchlistBody, signed_payload
+from proto.watchlist import (
+    SIGNER_NAME,
+    SignedWatchlist,
+    WatchlistBody,
+    key_info,
+    signed_payload,
+    template_aad,
+)
+
+if TYPE_CHECKING:
+    from edge_agent.faces.matching import FaceHit, Template
 
 __all__ = [
     "BundleRefused",
@@ -53,14 +94,31 @@ __all__ = [
     "WatchlistComponent",
     "WatchlistStore",
     "hit_builder",
+    "key_sha256",
     "load_trusted",
+    "open_faces",
     "verify_bundle",
+    "write_face_hit",
 ]
 
 logger = logging.getLogger(__name__)
 
 EXPIRY_CHECK_S = 60.0
-RefusalReason = Literal["format", "signer", "signature", "expired", "version", "scope"]
+RefusalReason = Literal[
+    "format",
+    "signer",
+    "signature",
+    "expired",
+    "version",
+    "scope",
+    "recipient",
+    "decrypt",
+    "model",
+    "fetch",
+]
+FETCH_ATTEMPTS = 5
+FETCH_RETRY_S = (2.0, 10.0, 30.0, 60.0)
+BundleFetcher = Callable[[str, int], bytes]  # (url, max bytes) → the bytes; raises on failure
 
 
 class BundleRefused(AgentError):
@@ -166,6 +224,86 @@ def verify_bundle(
     return bundle
 
 
+def key_sha256(key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) -> str:
+    """SHA-256 hex of the public key's DER SubjectPublicKeyInfo (what the server records)."""
+    public = key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey) else key
+    der = public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(der).hexdigest()
+
+
+def open_faces(
+    body: WatchlistBody,
+    *,
+    node_id: str,
+    node_key: ec.EllipticCurvePrivateKey | None,
+    model_sha256: str | None = None,
+) -> list[Template]:
+    """The body's face templates decrypted in memory for this node; `BundleRefused` if not.
+
+    Nothing is written anywhere: the vectors live in the returned objects only.
+    """
+    faces = body.faces
+    if faces is None:
+        return []
+    import numpy as np
+
+    from edge_agent.faces.matching import Template
+
+    if model_sha256 is not None and faces.model_sha256 != model_sha256:
+        raise BundleRefused(
+            "model", f"{body.watchlist_id}: templates are for {faces.model}, not this node's model"
+        )
+    if node_key is None:
+        raise BundleRefused("recipient", "this node has no private key to open face templates")
+    mine = key_sha256(node_key)
+    sealed = next(
+        (r for r in faces.recipients if r.node_id == node_id and r.key_sha256 == mine), None
+    )
+    if sealed is None:
+        raise BundleRefused(
+            "recipient", f"{body.watchlist_id} v{body.version} was not sealed for {node_id}'s key"
+        )
+    info = key_info(watchlist_id=body.watchlist_id, version=body.version, node_id=node_id)
+    try:
+        ephemeral = ec.EllipticCurvePublicKey.from_encoded_point(
+            ec.SECP256R1(), base64.b64decode(sealed.ephemeral)
+        )
+        shared = node_key.exchange(ec.ECDH(), ephemeral)
+        kek = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared)
+        key = AESGCM(kek).decrypt(
+            base64.b64decode(sealed.nonce), base64.b64decode(sealed.wrapped), info
+        )
+        aead = AESGCM(key)
+        templates = []
+        for item in faces.templates:
+            aad = template_aad(
+                watchlist_id=body.watchlist_id, version=body.version, entry_id=item.entry_id
+            )
+            plain = aead.decrypt(
+                base64.b64decode(item.nonce), base64.b64decode(item.ciphertext), aad
+            )
+            vector = np.frombuffer(plain, dtype="<f4").astype(np.float32)
+            if vector.shape[0] != faces.dim:
+                raise ValueError(f"template of {item.entry_id} has {vector.shape[0]} numbers")
+            templates.append(
+                Template(
+                    entry_id=item.entry_id,
+                    category=body.category,
+                    vector=vector,
+                    watchlist_id=body.watchlist_id,
+                    version=body.version,
+                )
+            )
+    except (InvalidTag, ValueError) as exc:
+        detail = (
+            "a sealed template or key does not decrypt" if isinstance(exc, InvalidTag) else str(exc)
+        )
+        raise BundleRefused("decrypt", f"{body.watchlist_id}: {detail}") from None
+    return templates
+
+
 @dataclass(frozen=True)
 class PlateMatch:
     """A voted plate that is on a held hotlist."""
@@ -188,13 +326,21 @@ class WatchlistStore:
         directory: Path | None = None,
         district: str | None = None,
         site_id: str | None = None,
+        node_id: str = "",
+        node_key: ec.EllipticCurvePrivateKey | None = None,
+        model_sha256: str | None = None,
     ) -> None:
         self.trusted = list(trusted)
         self.directory = directory
         self.district = district
         self.site_id = site_id
+        self.node_id = node_id
+        self.node_key = node_key  # opens the sealed face templates (in memory only)
+        self.model_sha256 = model_sha256  # the embedder the node runs; None: not checked
         self.lists: dict[str, WatchlistBody] = {}
         self._plates: dict[str, list[tuple[WatchlistBody, str]]] = {}  # key → (list, entry)
+        self._faces: dict[str, list[Template]] = {}  # list id → its decrypted templates
+        self.generation = 0  # grows whenever the templates held change
         self.refusals: dict[str, int] = {}
 
     # ----------------------------------------------------------------- bundles
@@ -213,6 +359,10 @@ class WatchlistStore:
                 raw, trusted=self.trusted, now=now, held_version=held,
                 district=self.district, site_id=self.site_id,
             )  # fmt: skip
+            templates = open_faces(
+                bundle.body, node_id=self.node_id, node_key=self.node_key,
+                model_sha256=self.model_sha256,
+            )  # fmt: skip
         except BundleRefused as exc:
             self.refusals[exc.reason] = self.refusals.get(exc.reason, 0) + 1
             logger.warning("%s", exc)
@@ -225,6 +375,9 @@ class WatchlistStore:
             tmp.write_text(raw if isinstance(raw, str) else raw.decode("utf-8"), encoding="utf-8")
             tmp.replace(path)
         self.lists[body.watchlist_id] = body
+        if templates or body.watchlist_id in self._faces:
+            self._faces[body.watchlist_id] = templates
+            self.generation += 1
         self._reindex()
         logger.info("watchlist %s v%s held (%s plates)", body.watchlist_id, body.version,
                     len(body.plates))  # fmt: skip
@@ -247,9 +400,20 @@ class WatchlistStore:
         gone = [wid for wid, body in self.lists.items() if now >= body.expires_at]
         for wid in gone:
             del self.lists[wid]
+            if self._faces.pop(wid, None) is not None:
+                self.generation += 1
         if gone:
             self._reindex()
         return gone
+
+    def templates(self, *, now: datetime | None = None) -> list[Template]:
+        """Every face template held (decrypted, in memory), of lists not yet expired."""
+        return [
+            t
+            for wid, templates in self._faces.items()
+            if now is None or now < self.lists[wid].expires_at
+            for t in templates
+        ]
 
     def versions(self) -> dict[str, int]:
         """Watchlist id → version held (what telemetry reports)."""
@@ -322,6 +486,49 @@ def write_hits(ctx: NodeContext, store: WatchlistStore, event: PlateEvent, sourc
     return len(matches)
 
 
+def write_face_hit(
+    ctx: NodeContext, hit: FaceHit, *, camera_id: str, snapshot_sha256: str | None
+) -> None:
+    """A face track's hit as a `watchlist_hit` event (subject person, match face)."""
+    node_id, clock = ctx.node_id, ctx.clock
+    score = min(1.0, max(0.0, hit.score))
+
+    def build(event_id: str, seq: int) -> EventBase:
+        return WatchlistHitEvent(
+            node_id=node_id, ts=clock.now(), event_id=event_id, seq=seq,
+            watchlist_id=hit.watchlist_id, watchlist_version=max(1, hit.version),
+            entry_id=hit.entry_id, subject="person", match="face", camera_id=camera_id,
+            track_id=hit.track_id[:64], confidence=score, score=score,
+            frames=max(1, min(10_000, len(hit.frames))), snapshot_sha256=snapshot_sha256,
+        )  # fmt: skip
+
+    ctx.counters["watchlist_hits"] += 1
+    ctx.counters["watchlist_face_hits"] += 1
+    ctx.write_event(build)
+
+
+def _node_key(path: Path | None) -> ec.EllipticCurvePrivateKey | None:
+    """The node's own private key (its certificate's), or None when it cannot be read."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (ValueError, TypeError) as exc:
+        logger.warning("cannot read the node key %s (%s): no face templates", path, exc)
+        return None
+    return key if isinstance(key, ec.EllipticCurvePrivateKey) else None
+
+
+def _face_model_sha256() -> str | None:
+    """The SHA-256 of the embedder the node runs (the sface manifest), None if unknown."""
+    try:
+        from edge_agent.inference import builtin_manifest
+
+        return builtin_manifest("sface").sha256
+    except Exception:  # no manifest: nothing to compare against
+        return None
+
+
 def watchlist_store_for(config: AgentConfig) -> WatchlistStore | None:
     """The store a node with cameras matches against: trusts its fleet CA file; None without one.
 
@@ -340,18 +547,66 @@ def watchlist_store_for(config: AgentConfig) -> WatchlistStore | None:
         return None
     return WatchlistStore(
         trusted=trusted, directory=config.data_dir / "watchlists", district=config.district,
-        site_id=config.site_id,
+        site_id=config.site_id, node_id=config.node_id, node_key=_node_key(config.mqtt.key_file),
+        model_sha256=_face_model_sha256(),
     )  # fmt: skip
 
 
+def https_fetcher(config: AgentConfig) -> BundleFetcher | None:
+    """GET over HTTPS with the node's client certificate (ota.transport); None without a CA.
+
+    A relative URL is taken against ``identity.server_url`` (the API the node enrolled with).
+    """
+    ca_file = config.identity.ca_file or config.mqtt.ca_file
+    if ca_file is None:
+        return None
+    from ota.transport import HttpsTransport
+
+    transport = HttpsTransport(
+        ca_file=ca_file, cert_file=config.mqtt.cert_file, key_file=config.mqtt.key_file
+    )
+    base = (config.identity.server_url or "").rstrip("/")
+
+    def fetch(url: str, max_bytes: int) -> bytes:
+        if url.startswith("/"):
+            if not base:
+                raise BundleRefused("fetch", "a relative bundle URL and no identity.server_url")
+            url = base + url
+        download = transport.open(url)
+        data = bytearray()
+        for chunk in download.chunks:
+            data += chunk
+            if len(data) > max_bytes:
+                raise BundleRefused("fetch", f"{url} sent more than the {max_bytes} bytes named")
+        return bytes(data)
+
+    return fetch
+
+
 class WatchlistComponent(ComponentBase):
-    """Owns the ``watchlist`` command and reports the versions held in telemetry."""
+    """Owns the ``watchlist`` command and reports the versions held in telemetry.
+
+    A command that carries the bundle is answered with the version now held
+    (or the refusal). A command that names an HTTPS fetch is answered
+    ``fetching`` at once (a download never runs on the event loop); the
+    outcome is the version in telemetry, or a ``node_fault`` event naming the
+    refusal reason.
+    """
 
     name = "watchlist"
 
-    def __init__(self, store: WatchlistStore, *, now: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        store: WatchlistStore,
+        *,
+        now: Callable[[], datetime],
+        fetcher: BundleFetcher | None = None,
+    ) -> None:
         self.store = store
         self.now = now
+        self.fetcher = fetcher  # None: built from the node's config when the component runs
+        self._fetches: asyncio.Queue[WatchlistFetch] | None = None
+        self.fetched = 0
 
     def commands(self) -> Mapping[str, CommandHandler]:
         return {"watchlist": self._install}
@@ -361,22 +616,86 @@ class WatchlistComponent(ComponentBase):
         return {"watchlists": versions} if versions else {}
 
     async def run(self, ctx: NodeContext) -> None:
-        """Hold the bundles kept on disk (verified again), then let expired lists go."""
+        """Hold the bundles kept on disk (verified again), fetch what commands name, expire."""
+        if self.fetcher is None:
+            self.fetcher = https_fetcher(ctx.config)
+        self._fetches = asyncio.Queue()
         if not self.store.lists:
             refused = self.store.load(now=ctx.clock.now())
             for watchlist_id in refused:
                 ctx.counters["watchlist_refused_on_load"] += 1
                 logger.warning("%s: kept watchlist %s refused on load", ctx.node_id, watchlist_id)
+        fetching = asyncio.ensure_future(self._fetch_loop(ctx, self._fetches))
+        try:
+            while True:
+                await ctx.clock.sleep(EXPIRY_CHECK_S)
+                for watchlist_id in self.store.drop_expired(now=ctx.clock.now()):
+                    logger.info("%s: watchlist %s expired", ctx.node_id, watchlist_id)
+        finally:
+            fetching.cancel()
+
+    async def _fetch_loop(self, ctx: NodeContext, queue: asyncio.Queue[WatchlistFetch]) -> None:
         while True:
-            await ctx.clock.sleep(EXPIRY_CHECK_S)
-            for watchlist_id in self.store.drop_expired(now=ctx.clock.now()):
-                logger.info("%s: watchlist %s expired", ctx.node_id, watchlist_id)
+            fetch = await queue.get()
+            await self._fetch_one(ctx, fetch)
+
+    async def _fetch_one(self, ctx: NodeContext, fetch: WatchlistFetch) -> None:
+        """Download, check size and hash, verify and hold; report a refusal as a node fault."""
+        held = self.store.lists.get(fetch.watchlist_id)
+        if held is not None and held.version >= fetch.version:
+            return  # a newer command's fetch already did it
+        error: BundleRefused | None = None
+        for attempt in range(FETCH_ATTEMPTS):
+            try:
+                if self.fetcher is None:
+                    raise BundleRefused("fetch", "no fleet CA to fetch bundles over HTTPS")
+                raw = await asyncio.to_thread(self.fetcher, fetch.url, fetch.size)
+                if len(raw) != fetch.size or hashlib.sha256(raw).hexdigest() != fetch.sha256:
+                    raise BundleRefused(
+                        "fetch", f"{fetch.url}: {len(raw)} bytes not matching the SHA-256 named"
+                    )
+                body = self.store.install(raw, now=ctx.clock.now())
+            except BundleRefused as exc:
+                error = exc
+                if exc.reason != "fetch":
+                    break  # the bytes arrived and are bad: fetching again will not help
+            except Exception as exc:  # transport failure: retried
+                error = BundleRefused("fetch", f"{fetch.url}: {exc}")
+            else:
+                self.fetched += 1
+                ctx.counters["watchlist_fetched"] += 1
+                logger.info("%s: fetched watchlist %s v%s", ctx.node_id, body.watchlist_id,
+                            body.version)  # fmt: skip
+                return
+            if attempt + 1 < FETCH_ATTEMPTS:
+                await ctx.clock.sleep(FETCH_RETRY_S[min(attempt, len(FETCH_RETRY_S) - 1)])
+        assert error is not None
+        ctx.counters["watchlist_refused"] += 1
+        self._report(ctx, error, fetch)
+
+    def _report(self, ctx: NodeContext, error: BundleRefused, fetch: WatchlistFetch) -> None:
+        node_id, clock = ctx.node_id, ctx.clock
+
+        def build(event_id: str, seq: int) -> EventBase:
+            return NodeFaultEvent(
+                node_id=node_id, ts=clock.now(), event_id=event_id, seq=seq,
+                component=self.name, code=f"watchlist_{error.reason}", active=True,
+                detail=f"{fetch.watchlist_id} v{fetch.version}: {error.detail}"[:1000],
+            )  # fmt: skip
+
+        ctx.write_event(build)
 
     def _install(self, command: CommandBase) -> Mapping[str, Any] | None:
         if not isinstance(command, WatchlistCommand):
             raise CommandRefused("not a watchlist command")
+        if command.fetch is not None:
+            if self._fetches is None:
+                raise CommandRefused("the watchlist component is not running")
+            self._fetches.put_nowait(command.fetch)
+            return {"watchlist_id": command.fetch.watchlist_id, "version": command.fetch.version,
+                    "fetching": True}  # fmt: skip
         try:
-            body = self.store.install(command.bundle, now=self.now())
+            body = self.store.install(command.bundle or "", now=self.now())
         except BundleRefused as exc:
             raise CommandRefused(str(exc)) from None
         return {"watchlist_id": body.watchlist_id, "version": body.version}

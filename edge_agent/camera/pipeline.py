@@ -65,8 +65,11 @@ if TYPE_CHECKING:
     from edge_agent.anpr.types import PlateDetector, PlateReader
     from edge_agent.camera.analysis import CameraAnalysis, CameraStats, PlatePass
     from edge_agent.camera.privacy import PrivacyGuard
-    from edge_agent.config import AgentConfig, CameraAnalyticsConfig
+    from edge_agent.config import AgentConfig, CameraAnalyticsConfig, FacesConfig
     from edge_agent.evidence import EvidenceStore
+    from edge_agent.faces.models import Detector, Embedder
+    from edge_agent.faces.stage import StagedHit
+    from edge_agent.faces.work import FaceWork
     from edge_agent.watchlist import WatchlistStore
 
 __all__ = ["CameraFeed", "CameraPipeline", "CameraWorker"]
@@ -124,9 +127,13 @@ class CameraWorker:
         on_pass: Callable[[PlatePass], None],
         on_fault: FaultReport,
         privacy: PrivacyGuard | None = None,
+        faces: FaceWork | None = None,
+        on_face_hit: Callable[[StagedHit], None] | None = None,
     ) -> None:
         self.feed = feed
         self.privacy = privacy  # masks and private-camera terms, applied before the queue
+        self.faces = faces  # face work (edge_agent.faces.work); None: faces never run here
+        self._on_face_hit = on_face_hit
         self.camera_id = feed.camera_id
         self.settings = feed.settings
         self.analysis = analysis
@@ -317,6 +324,7 @@ class CameraWorker:
                         continue
                     credit -= 1.0
                 last_t = frame.t
+                motion_before = self.stats.motion_frames
                 try:
                     passes = self.analysis.process(frame.image)
                 except Exception:  # the analysis guards its plugins; this is a bug
@@ -325,6 +333,12 @@ class CameraWorker:
                     continue
                 for plate_pass in passes:
                     self._on_pass(plate_pass)
+                if self.faces is not None and self._on_face_hit is not None:
+                    # After the plates, on the same frames (power's rate thins both); the
+                    # motion counter moving says this frame had motion.
+                    moving = self.stats.motion_frames > motion_before
+                    for staged in self.faces.process(frame.image, moving=moving):
+                        self._on_face_hit(staged)
         finally:
             self.final_passes.extend(self.analysis.flush())
 
@@ -360,6 +374,8 @@ class CameraPipeline:
         evidence: EvidenceStore | None = None,
         poll_s: float = 1.0,
         watchlists: WatchlistStore | None = None,
+        faces: FacesConfig | None = None,
+        face_models: Callable[[], tuple[Detector, Embedder]] | None = None,
     ) -> None:
         if not feeds:
             raise ValueError("a camera pipeline needs at least one camera")
@@ -370,6 +386,8 @@ class CameraPipeline:
         self.evidence = evidence
         self.poll_s = poll_s
         self.watchlists = watchlists  # hotlists a pass is matched against (edge_agent.watchlist)
+        self.faces = faces  # the site's face policy; None or not allowed: no face work at all
+        self.face_models = face_models  # detector/embedder factory (tests); None: YuNet + SFace
         self.workers: dict[str, CameraWorker] = {}
         self.shed = ""  # what the power policy has shed, for health and stats
         self.sheds = 0
@@ -397,7 +415,7 @@ class CameraPipeline:
             )
             for camera in config.cameras
         ]
-        return cls(feeds, watchlists=watchlists)
+        return cls(feeds, watchlists=watchlists, faces=config.faces)
 
     # ------------------------------------------------------------- component
 
@@ -442,6 +460,8 @@ class CameraPipeline:
             figures["fault"] = worker.fault
             figures["analytics_rate"] = worker.analytics_rate
             figures["camera_on"] = worker.cameras_on
+            if worker.faces is not None:
+                figures["faces"] = worker.faces.stats()
             cameras[camera_id] = figures
         privacy = self.privacy.stats() if self.privacy is not None else None
         return {"cameras": cameras, "shed": self.shed or None, "privacy": privacy}
@@ -484,6 +504,8 @@ class CameraPipeline:
             self.workers[feed.camera_id] = CameraWorker(
                 feed, analysis=analysis, on_pass=self._hand_over(ctx), on_fault=self._fault(ctx),
                 privacy=self.privacy,
+                faces=self._face_work(feed.camera_id),
+                on_face_hit=self._face_hand_over(ctx, feed.camera_id),
             )  # fmt: skip
         self._obey_power(ctx)
         for worker in self.workers.values():
@@ -507,6 +529,28 @@ class CameraPipeline:
 
         def hand_over(plate_pass: PlatePass) -> None:
             ctx.call_soon_threadsafe(lambda: self._write_pass(ctx, plate_pass))
+
+        return hand_over
+
+    def _face_allowed(self, camera_id: str) -> bool:
+        policy = self.faces
+        return bool(
+            policy and policy.allowed and (not policy.cameras or camera_id in policy.cameras)
+        )
+
+    def _face_work(self, camera_id: str) -> FaceWork | None:
+        """Face work for a camera the site's policy allows faces on (None: never on this one)."""
+        if not self._face_allowed(camera_id) or self.watchlists is None:
+            return None
+        from edge_agent.faces.work import FaceWork, default_models
+
+        return FaceWork(camera_id, models=self.face_models or default_models)
+
+    def _face_hand_over(self, ctx: NodeContext, camera_id: str) -> Callable[[StagedHit], None]:
+        """From a worker thread: write the face hit in the loop (unbounded: never dropped)."""
+
+        def hand_over(staged: StagedHit) -> None:
+            ctx.call_soon_threadsafe(lambda: self._write_face_hit(ctx, staged, camera_id))
 
         return hand_over
 
@@ -539,6 +583,26 @@ class CameraPipeline:
             self.shed = shed
         for worker in self.workers.values():
             worker.set_power(analytics_rate=rate, cameras_on=cameras_on)
+        self._plan_faces(policy is None or policy.face_recognition)
+
+    def _plan_faces(self, power_allows_faces: bool) -> None:
+        """Tell each camera's face work whether it may run (policy, list in scope, power)."""
+        from edge_agent.faces.work import plan_for
+
+        workers = [w for w in self.workers.values() if w.faces is not None]
+        if not workers or self.watchlists is None:
+            return
+        templates = self.watchlists.templates()
+        for worker in workers:
+            assert worker.faces is not None
+            worker.faces.set_plan(
+                plan_for(
+                    site_allows_faces=self._face_allowed(worker.camera_id),
+                    templates=templates,
+                    generation=self.watchlists.generation,
+                    power_allows_faces=power_allows_faces,
+                )
+            )
 
     # ----------------------------------------------------------------- events
 
@@ -566,6 +630,22 @@ class CameraPipeline:
         if self.watchlists is not None and stored is not None:
             write_hits(ctx, self.watchlists, PlateEvent.model_validate_json(stored.payload),
                        stored.event_id)  # fmt: skip
+
+    def _write_face_hit(self, ctx: NodeContext, staged: StagedHit, camera_id: str) -> None:
+        """A face track's hit as a `watchlist_hit` event, its best crop in the evidence store."""
+        from edge_agent.watchlist import write_face_hit
+
+        digest = None
+        if self.evidence is not None:
+            import cv2
+
+            ok, encoded = cv2.imencode(".jpg", staged.crop, [cv2.IMWRITE_JPEG_QUALITY, 95])
+            if ok:
+                try:
+                    digest = self.evidence.put(encoded.tobytes())
+                except Exception:
+                    logger.exception("%s: cannot keep a face hit's crop", ctx.node_id)
+        write_face_hit(ctx, staged.hit, camera_id=camera_id, snapshot_sha256=digest)
 
     def _write_fault(self, ctx: NodeContext, code: str, active: bool, detail: str) -> None:
         node_id, clock = ctx.node_id, ctx.clock

@@ -45,11 +45,17 @@ DEFAULT_THRESHOLD = 0.42
 
 @dataclass(frozen=True)
 class Template:
-    """One enrolled face: its watchlist entry, the watchlist's category, its vector."""
+    """One enrolled face: its watchlist entry, the watchlist's category, its vector.
+
+    `watchlist_id` and `version` name the signed bundle it came from, so a
+    hit can quote them (empty/0 for templates built by hand in tests).
+    """
 
     entry_id: str
     category: str
     vector: Array
+    watchlist_id: str = ""
+    version: int = 0
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,8 @@ class Match:
     entry_id: str
     category: str
     score: float
+    watchlist_id: str = ""
+    version: int = 0
 
 
 class FaceMatcher:
@@ -90,7 +98,10 @@ class FaceMatcher:
         norm = float(np.linalg.norm(vec))
         scores = self._matrix @ (vec / norm if norm > 1e-12 else vec)
         i = int(np.argmax(scores))
-        return Match(self.templates[i].entry_id, self.templates[i].category, float(scores[i]))
+        best = self.templates[i]
+        return Match(
+            best.entry_id, best.category, float(scores[i]), best.watchlist_id, best.version
+        )
 
 
 @dataclass(frozen=True)
@@ -118,6 +129,8 @@ class FaceHit:
     score: float
     frames: tuple[int, ...]
     best_frame: int
+    watchlist_id: str = ""
+    version: int = 0
 
 
 @dataclass
@@ -172,14 +185,16 @@ class TrackVoter:
                 continue
             score = sum(v.weight * v.match.score for v in agreeing if v.match) / weight
             top = max(agreeing, key=lambda v: v.weight)
-            category = agreeing[0].match.category if agreeing[0].match else ""
+            first = agreeing[0].match
             hit = FaceHit(
                 track_id=track_id,
                 entry_id=entry_id,
-                category=category,
+                category=first.category if first else "",
                 score=score,
                 frames=tuple(v.frame for v in agreeing),
                 best_frame=top.frame,
+                watchlist_id=first.watchlist_id if first else "",
+                version=first.version if first else 0,
             )
             if best is None or hit.score > best.score:
                 best = hit
