@@ -13,6 +13,11 @@ command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need="$need c
 command -v mcopy >/dev/null 2>&1 || need="$need mtools"
 command -v mkfs.vfat >/dev/null 2>&1 || [ -x /usr/sbin/mkfs.vfat ] || need="$need dosfstools"
 command -v sfdisk >/dev/null 2>&1 || [ -x /usr/sbin/sfdisk ] || need="$need fdisk"
+# The cluster tests and `nigehbaan cluster up` start RabbitMQ nodes of their own
+# (docs/cluster.md); the package brings Erlang with it.
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || command -v rabbitmq-server >/dev/null 2>&1 \
+    || [ -x /usr/sbin/rabbitmq-server ] || need="$need rabbitmq-server"
+command -v erl >/dev/null 2>&1 || need="$need erlang-base"
 # The synthetic plate renderer (simulators/plates.py) draws with DejaVu Sans
 # Bold (fonts-dejavu-core) and DejaVu Sans Condensed (fonts-dejavu-extra).
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf ] || need="$need fonts-dejavu-core"
@@ -49,5 +54,6 @@ if ! $SUDO apt-get install -y --no-install-recommends $need; then
         exit 1
     }
 fi
-# Debian's mosquitto package starts a system broker on 1883; we never rely on
-# it (tests and the demo start their own on free ports), so leave it as is.
+# Debian's mosquitto and rabbitmq-server packages start system brokers on 1883
+# and 5672; we never rely on them (tests, the demo and `nigehbaan cluster up`
+# start their own on free ports), so leave them as they are.

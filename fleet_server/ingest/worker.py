@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -86,8 +86,13 @@ class IngestWorker:
         device_time: DeviceTimeRules | None = None,
         sent_commands: SentCommands | None = None,
         rejection_log_interval_s: float = 60.0,
+        database_check: Callable[[], bool] | None = None,
     ) -> None:
         self.engine = engine
+        # Whether the database answers: when a batch fails and it does not, the
+        # batch is handed back whole (`process_decoded`) instead of being retried
+        # message by message (the cluster consumer returns it to its queue).
+        self.database_check = database_check
         self.publisher = publisher
         self.notify = notify
         self.ack_timeout_s = ack_timeout_s
@@ -162,17 +167,36 @@ class IngestWorker:
 
     def process(self, raw: Sequence[tuple[str, bytes]]) -> None:
         """Decode, store, commit, then ack and announce one batch."""
-        self.stats.received += len(raw)
+        envelopes, rejections = decode_all(raw)
+        self.process_decoded(envelopes, rejections, received=len(raw))
+
+    def process_decoded(
+        self, envelopes: Sequence[Envelope], rejections: Rejections, *, received: int
+    ) -> list[Envelope]:
+        """Store, commit, then ack and announce a batch already decoded; the envelopes not stored.
+
+        The MQTT path (`process`) decodes here; the cluster consumer
+        (`fleet_server.cluster.consumer`) decodes each delivery itself, to
+        dead-letter the refused ones, and hands the rest in. With a
+        `database_check` that says the database is down after the batch failed,
+        every envelope comes back unstored and nothing is counted (the caller
+        returns the batch to its queue); otherwise a failed batch is retried
+        message by message and only the ones that still fail come back.
+        """
+        self.stats.received += received
         self.stats.batches += 1
         now = utcnow()
-        envelopes, rejections = decode_all(raw)
         self._note_versionless(envelopes)
         # What was refused, as committed: the decoder's tally plus replies screened out.
         counted: Rejections = dict(rejections)
+        unstored: list[Envelope] = []
         try:
             outcome = self._commit(envelopes, rejections, now, counted=counted)
         except Exception:
-            logger.exception("batch of %s failed; retrying message by message", len(raw))
+            if self.database_check is not None and not self.database_check():
+                logger.warning("database unreachable: batch of %s handed back", len(envelopes))
+                return list(envelopes)
+            logger.exception("batch of %s failed; retrying message by message", received)
             outcome = BatchOutcome()
             for envelope in envelopes:
                 try:
@@ -180,6 +204,7 @@ class IngestWorker:
                 except Exception as exc:
                     # Not acked: the node's outbox will send it again.
                     self.stats.failed += 1
+                    unstored.append(envelope)
                     logger.exception("could not store %s", envelope.topic)
                     self._count_failure(envelope, exc, now)
                     continue
@@ -203,6 +228,7 @@ class IngestWorker:
         self.stats.ack_messages, self.stats.acks_held = self.acks.messages, self.acks.held
         if outcome.notices:
             self.notify(outcome.notices)
+        return unstored
 
     def _note_versionless(self, envelopes: Sequence[Envelope]) -> None:
         for envelope in envelopes:

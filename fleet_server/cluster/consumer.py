@@ -1,0 +1,452 @@
+"""A fleet-server worker's ingest from the RabbitMQ cluster: its district partitions, in order.
+
+`ClusterIngest` consumes the ``nb.ingest.<district>`` quorum queues
+(`fleet_server.cluster.topology`), each on a channel of its own with a
+prefetch of one batch, and hands each batch to the same ingest pipeline the
+one-box server runs (`IngestWorker.process_decoded`: handlers, bulk writer,
+alerts). For every batch, in this order:
+
+1. each delivery is decoded; one that cannot be (bad topic, bad payload,
+   wrong channel) is counted in the database like any refused MQTT message
+   and copied to ``nb.dead`` with the reason in its headers;
+2. the rest are stored and committed;
+3. the batch is acknowledged to RabbitMQ (one ``basic.ack``, multiple);
+4. the application acks (and alert commands) are published to ``amq.topic``
+   with the district's prefix, so the district bridge carries them down to
+   the node, whose outbox then lets the events go.
+
+A crash between 2 and 3 redelivers the batch to the next worker, which
+stores nothing twice (events are inserted by id) and acks again. A crash
+between 3 and 4 loses only the application ack; the node re-sends and is
+acked then.
+
+When the database cannot be reached the worker stops consuming: it closes
+its partition channels (RabbitMQ returns the unacked deliveries to the head
+of their queues, and a standby worker becomes the single active consumer),
+reports unhealthy (`health`), probes the database every `db_retry_s`, and
+subscribes again when it answers. A message that fails while the database
+answers is dead-lettered (``server_error``) instead of blocking its
+partition.
+
+Spreading partitions: with single-active-consumer the first subscriber is
+the active one (RabbitMQ 3.10 has no SAC priorities for quorum queues). A
+worker (`worker_index` of `workers`) subscribes at once to its own share of
+the districts and to the others only after `standby_delay_s`, so workers
+started together each lead their own share and stand by for the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractExchange,
+    AbstractIncomingMessage,
+)
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from fleet_server.alerting import AlertNotice, Notifier
+from fleet_server.cluster.topology import (
+    DEAD_EXCHANGE,
+    MQTT_EXCHANGE,
+    TopologyError,
+    dead_letter_message,
+    declare_topology,
+    downlink_routing_key,
+    partition_queue,
+    split_routing_key,
+)
+from fleet_server.device_clock import DeviceTimeRules
+from fleet_server.ingest.decode import Rejections, decode_all
+from fleet_server.ingest.worker import IngestStats, IngestWorker
+from proto.codec import Envelope, encode, topic_for
+
+__all__ = ["ClusterIngest", "ClusterStats", "IngestThread"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ClusterStats:
+    """What the worker's /healthz and the tests read."""
+
+    batches: int = 0
+    broker_acked: int = 0
+    dead_lettered: dict[str, int] = field(default_factory=dict)  # by reason
+    handed_back: int = 0  # deliveries returned to their queue (database down)
+    downlink_published: int = 0
+    database_outages: int = 0
+
+
+class _Outbox:
+    """Collects what the pipeline publishes during a batch; sent after the broker ack."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[str, bytes]] = []
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
+        self.pending.append((topic, payload))
+
+    def take(self) -> list[tuple[str, bytes]]:
+        pending, self.pending = self.pending, []
+        return pending
+
+
+class _PartitionNotifier:
+    """Alert changes of a batch: to `on_notices` (the SSE feed), commands to the outbox."""
+
+    def __init__(
+        self, outbox: _Outbox, on_notices: Callable[[Sequence[AlertNotice]], None] | None
+    ) -> None:
+        self.outbox = outbox
+        self.on_notices = on_notices
+
+    def __call__(self, notices: Sequence[AlertNotice]) -> None:
+        if self.on_notices is not None:
+            self.on_notices(notices)
+        for n in notices:
+            if n.command is not None:
+                self.outbox.publish(topic_for(n.command), encode(n.command))
+
+
+class _Partition:
+    """One district's queue as this worker sees it: its pipeline, channel and inbox."""
+
+    def __init__(self, district: str, worker: IngestWorker, outbox: _Outbox) -> None:
+        self.district = district
+        self.worker = worker
+        self.outbox = outbox
+        self.active = False  # subscribed (active or standby)
+        self.processed = 0
+        # Deliveries waiting for the batch loop; None: stop consuming (database down).
+        self.inbox: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
+
+
+class ClusterIngest:
+    """Consumes this worker's district partitions into the database (module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        urls: Sequence[str],
+        engine: Engine,
+        districts: Sequence[str],
+        worker_index: int = 0,
+        workers: int = 1,
+        replicas: int = 1,
+        batch_max: int = 200,
+        ack_timeout_s: float = 120.0,
+        standby_delay_s: float = 2.0,
+        db_retry_s: float = 1.0,
+        device_time: DeviceTimeRules | None = None,
+        on_notices: Callable[[Sequence[AlertNotice]], None] | None = None,
+    ) -> None:
+        if not urls:
+            raise ValueError("ClusterIngest needs at least one AMQP URL")
+        if not 0 <= worker_index < workers:
+            raise ValueError(f"worker_index {worker_index} not in 0..{workers - 1}")
+        self.urls = list(urls)
+        self.engine = engine
+        self.districts = sorted(set(districts))
+        self.worker_index = worker_index
+        self.workers = workers
+        self.replicas = replicas
+        self.batch_max = batch_max
+        self.standby_delay_s = standby_delay_s
+        self.db_retry_s = db_retry_s
+        self.on_notices = on_notices
+        self.stats = ClusterStats()
+        self.connected = False
+        self.database_up = True
+        self._db_ok = asyncio.Event()
+        self._probe: asyncio.Task[None] | None = None
+        self._partitions: dict[str, _Partition] = {}
+        for district in self.districts:
+            outbox = _Outbox()
+            self._partitions[district] = _Partition(
+                district,
+                IngestWorker(
+                    engine=engine,
+                    publisher=outbox,
+                    notify=self._notifier(outbox),
+                    ack_timeout_s=ack_timeout_s,
+                    batch_max=batch_max,
+                    ack_hold_s=0.0,  # acks go out after every batch (after the broker ack)
+                    device_time=device_time,
+                    database_check=self.database_answers,
+                ),
+                outbox,
+            )
+
+    def _notifier(self, outbox: _Outbox) -> Notifier:
+        return _PartitionNotifier(outbox, self.on_notices)
+
+    # -- what /healthz reads ----------------------------------------------------------
+
+    @property
+    def own_districts(self) -> list[str]:
+        """The districts this worker subscribes to first (it leads them when all start)."""
+        return [d for i, d in enumerate(self.districts) if i % self.workers == self.worker_index]
+
+    @property
+    def healthy(self) -> bool:
+        return self.connected and self.database_up
+
+    def ingest_stats(self) -> IngestStats:
+        """The pipeline counters summed over this worker's partitions."""
+        total = IngestStats()
+        for partition in self._partitions.values():
+            for name, value in vars(partition.worker.stats).items():
+                setattr(total, name, getattr(total, name) + value)
+        return total
+
+    def health(self) -> dict[str, Any]:
+        """For /healthz: healthy, connection, database, partitions, counters."""
+        return {
+            "healthy": self.healthy,
+            "amqp": "connected" if self.connected else "connecting",
+            "database": "ok" if self.database_up else "unreachable: not consuming",
+            "partitions": {
+                d: {"subscribed": p.active, "processed": p.processed}
+                for d, p in self._partitions.items()
+            },
+            "stats": {**vars(self.stats), "dead_lettered": dict(self.stats.dead_lettered)},
+            "ingest": vars(self.ingest_stats()),
+        }
+
+    def database_answers(self) -> bool:
+        """One `SELECT 1` on a fresh connection from the pool."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    # -- running ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect (trying each URL in turn), declare, consume; reconnect on loss, forever."""
+        self._db_ok.set()
+        try:
+            await self._connect_loop()
+        finally:
+            if self._probe is not None:
+                self._probe.cancel()
+
+    async def _connect_loop(self) -> None:
+        attempt = 0
+        while True:
+            url = self.urls[attempt % len(self.urls)]
+            attempt += 1
+            try:
+                connection = await aio_pika.connect(url, timeout=5)
+            except Exception as exc:
+                logger.warning("AMQP connect to %s failed: %s", _safe(url), exc)
+                await asyncio.sleep(min(5.0, 0.5 * attempt))
+                continue
+            try:
+                await self._serve(connection)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("AMQP session on %s ended; reconnecting", _safe(url))
+            finally:
+                self.connected = False
+                for partition in self._partitions.values():
+                    partition.active = False
+                with contextlib.suppress(Exception):
+                    await connection.close()
+            await asyncio.sleep(0.5)
+
+    async def _serve(self, connection: aio_pika.abc.AbstractConnection) -> None:
+        lost = asyncio.Event()
+        connection.close_callbacks.add(lambda *_: lost.set())
+        setup = await connection.channel()
+        await declare_topology(setup, districts=self.districts, replicas=self.replicas)
+        await setup.close()
+        self.connected = True
+        logger.info("AMQP connected; partitions %s (own %s)", self.districts, self.own_districts)
+        async with asyncio.TaskGroup() as tasks:
+            for district in self.districts:
+                delay = 0.0 if district in self.own_districts else self.standby_delay_s
+                tasks.create_task(self._partition_loop(connection, district, delay, lost))
+            tasks.create_task(self._watch(lost))
+
+    async def _watch(self, lost: asyncio.Event) -> None:
+        await lost.wait()
+        raise ConnectionError("AMQP connection lost")
+
+    async def _partition_loop(
+        self,
+        connection: aio_pika.abc.AbstractConnection,
+        district: str,
+        delay: float,
+        lost: asyncio.Event,
+    ) -> None:
+        """Subscribe (after `delay`), consume until the database fails, wait, subscribe again."""
+        partition = self._partitions[district]
+        if delay:
+            await asyncio.sleep(delay)
+        while not lost.is_set():
+            await self._db_ok.wait()
+            channel = await connection.channel()
+            try:
+                await channel.set_qos(prefetch_count=self.batch_max)
+                queue = await channel.get_queue(partition_queue(district), ensure=False)
+                dead = await channel.get_exchange(DEAD_EXCHANGE, ensure=False)
+                mqtt = await channel.get_exchange(MQTT_EXCHANGE, ensure=False)
+                inbox = partition.inbox = asyncio.Queue()
+                await queue.consume(inbox.put)
+                partition.active = True
+                while self.database_up:
+                    batch = await self._next_batch(inbox)
+                    if not batch or not await self._handle(partition, batch, dead=dead, mqtt=mqtt):
+                        break  # database down: the channel's close hands everything back
+            finally:
+                partition.active = False
+                with contextlib.suppress(Exception):
+                    await channel.close()
+
+    async def _next_batch(
+        self, inbox: asyncio.Queue[AbstractIncomingMessage | None]
+    ) -> list[AbstractIncomingMessage]:
+        """What has arrived, up to `batch_max`, waiting for the first; [] means stop."""
+        first = await inbox.get()
+        if first is None:
+            return []
+        batch = [first]
+        while len(batch) < self.batch_max and not inbox.empty():
+            item = inbox.get_nowait()
+            if item is None:
+                return []
+            batch.append(item)
+        return batch
+
+    async def _handle(
+        self,
+        partition: _Partition,
+        batch: list[AbstractIncomingMessage],
+        *,
+        dead: AbstractExchange,
+        mqtt: AbstractExchange,
+    ) -> bool:
+        """Store one batch, ack it, publish its acks. False: database down, batch handed back."""
+        envelopes: list[Envelope] = []
+        rejections: Rejections = {}
+        owner: dict[int, AbstractIncomingMessage] = {}
+        refused: list[tuple[AbstractIncomingMessage, str, str]] = []
+        for message in batch:
+            try:
+                _district, topic = split_routing_key(message.routing_key or "")
+            except TopologyError as exc:
+                refused.append((message, "bad_routing_key", str(exc)))
+                continue
+            decoded, tally = decode_all([(topic, message.body)])
+            if tally:
+                for key, (n, detail, where) in tally.items():
+                    m, _, _ = rejections.get(key, (0, "", ""))
+                    rejections[key] = (m + n, detail, where)
+                    refused.append((message, key[0], detail))
+                continue
+            envelopes.append(decoded[0])
+            owner[id(decoded[0])] = message
+        try:
+            unstored = await asyncio.to_thread(
+                partition.worker.process_decoded, envelopes, rejections, received=len(batch)
+            )
+        except Exception:
+            logger.exception("batch of %s for %s failed", len(batch), partition.district)
+            unstored = list(envelopes)
+        if unstored and not await asyncio.to_thread(self.database_answers):
+            self._database_down()
+            partition.outbox.take()  # whatever was committed is acked on redelivery
+            self.stats.handed_back += len(batch)
+            return False
+        for envelope in unstored:  # failed with the database up: not its partition's problem
+            refused.append((owner[id(envelope)], "server_error", f"could not store {envelope}"))
+        for message, reason, detail in refused:
+            await dead.publish(
+                dead_letter_message(
+                    message.body, routing_key=message.routing_key or "", reason=reason,
+                    detail=detail, district=partition.district,
+                ),
+                routing_key=message.routing_key or "",  # kept as it came (`nb.dead` is fanout)
+            )  # fmt: skip
+            self.stats.dead_lettered[reason] = self.stats.dead_lettered.get(reason, 0) + 1
+        await batch[-1].ack(multiple=True)
+        self.stats.batches += 1
+        self.stats.broker_acked += len(batch)
+        partition.processed += len(batch)
+        for topic, payload in partition.outbox.take():
+            await mqtt.publish(
+                aio_pika.Message(payload, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                routing_key=downlink_routing_key(partition.district, topic),
+            )
+            self.stats.downlink_published += 1
+        return True
+
+    def _database_down(self) -> None:
+        if not self.database_up:
+            return
+        self.database_up = False
+        self.stats.database_outages += 1
+        self._db_ok.clear()
+        logger.error("database unreachable: not consuming until it answers")
+        for partition in self._partitions.values():  # every partition lets go, not only this one
+            partition.inbox.put_nowait(None)
+        self._probe = asyncio.get_running_loop().create_task(self._probe_database())
+
+    async def _probe_database(self) -> None:
+        while not await asyncio.to_thread(self.database_answers):  # noqa: ASYNC110 - a poll
+            await asyncio.sleep(self.db_retry_s)
+        logger.info("database answers again: consuming")
+        self.database_up = True
+        self._db_ok.set()
+
+
+def _safe(url: str) -> str:
+    """An AMQP URL without its password, for logs."""
+    head, sep, tail = url.rpartition("@")
+    if not sep:
+        return url
+    scheme, _, creds = head.partition("://")
+    return f"{scheme}://{creds.split(':')[0]}:***@{tail}"
+
+
+class IngestThread:
+    """Runs a `ClusterIngest` on an event loop of its own in a daemon thread (CLI, tests)."""
+
+    def __init__(self, ingest: ClusterIngest) -> None:
+        self.ingest = ingest
+        self._loop = asyncio.new_event_loop()
+        self._task: asyncio.Task[None] | None = None
+        self._thread = threading.Thread(target=self._main, name="cluster-ingest", daemon=True)
+        self._started = threading.Event()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._task = self._loop.create_task(self.ingest.run())
+        self._started.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            self._loop.run_until_complete(self._task)
+        self._loop.close()
+
+    def start(self) -> IngestThread:
+        self._thread.start()
+        self._started.wait(5)
+        return self
+
+    def stop(self, *, timeout: float = 10.0) -> None:
+        """Cancel the consumer (its channels close: unacked deliveries go back) and join."""
+        if self._task is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._task.cancel)
+        self._thread.join(timeout)
