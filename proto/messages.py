@@ -525,13 +525,36 @@ class WatchlistCommand(CommandBase):
         return self
 
 
+class SnapshotCommand(CommandBase):
+    """Take the latest frame of each camera now and keep it in the node's evidence store.
+
+    Added for the watchlist issue: a panic press pulls snapshots from the
+    cameras nearest the pillar. The node answers at once; the reply's result
+    has ``snapshots`` (per camera: ``camera_id``, the ``sha256`` of the stored
+    JPEG, ``bytes``, ``width``, ``height``, ``frame_age_s``) and ``missing``
+    (per camera: ``camera_id`` and a ``reason`` such as ``no_frame``,
+    ``stale``, ``off``). The image itself never travels over MQTT: it is
+    uploaded over HTTPS and referenced by its SHA-256.
+    """
+
+    name: Literal["snapshot"] = "snapshot"
+    alert_id: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = Field(
+        default=None, description="the alert the snapshots are evidence for"
+    )
+    cameras: Annotated[list[Name], Field(max_length=MAX_TELEMETRY_CAMERAS)] | None = Field(
+        default=None, description="only these cameras; every camera of the node when absent"
+    )
+    reason: Literal["panic", "operator"] = "panic"
+
+
 Command = Annotated[
     PingCommand
     | SetConfigCommand
     | TestModeCommand
     | AlertStateCommand
     | OtaCheckCommand
-    | WatchlistCommand,
+    | WatchlistCommand
+    | SnapshotCommand,
     Field(discriminator="name"),
 ]
 COMMAND_MODELS: dict[str, type[CommandBase]] = {
@@ -541,6 +564,7 @@ COMMAND_MODELS: dict[str, type[CommandBase]] = {
     "alert_state": AlertStateCommand,
     "ota_check": OtaCheckCommand,
     "watchlist": WatchlistCommand,
+    "snapshot": SnapshotCommand,
 }
 
 

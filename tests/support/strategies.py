@@ -214,6 +214,13 @@ MESSAGES: dict[str, st.SearchStrategy[m.WireModel]] = {
     "cmd.watchlist": st.builds(
         m.WatchlistCommand, **cmd_common, bundle=st.text(min_size=2, max_size=200)
     ),
+    "cmd.snapshot": st.builds(
+        m.SnapshotCommand,
+        **cmd_common,
+        alert_id=_opt(st.text(min_size=1, max_size=64)),
+        cameras=_opt(st.lists(names, max_size=8)),
+        reason=st.sampled_from(["panic", "operator"]),
+    ),
     "reply": st.builds(
         m.Reply,
         **common,
