@@ -42,6 +42,7 @@ from pydantic import (
 
 from edge_agent.camera.privacy import PrivacyPolicy, policy_from_text
 from edge_agent.errors import AgentError
+from edge_agent.evidence_upload import EvidenceUploadConfig
 from edge_agent.ota import OtaConfig
 from edge_agent.power import PowerConfig
 from hardware.backends import BOARDS, BoardConfig
@@ -489,6 +490,10 @@ class EvidenceConfig(_Section):
 
     max_mb: float = Field(default=256.0, gt=0.0, le=1_000_000.0, description="size bound (MB)")
     max_files: int = Field(default=20_000, ge=1, le=10_000_000, description="file count bound")
+    upload: EvidenceUploadConfig = Field(
+        default_factory=EvidenceUploadConfig,
+        description="[evidence.upload]: signed upload over HTTPS, retention (docs/evidence.md)",
+    )
 
 
 class FacesConfig(_Section):

@@ -8,6 +8,14 @@ oldest ones first until both bounds hold again, so a busy camera can never
 fill the disk the outbox lives on. Files are written to a temporary name and
 renamed, so a power cut leaves either the whole file or none. Putting the
 same bytes twice stores them once. Safe to call from the camera threads.
+
+Evidence that must outlive the size bound — a watchlist hit's crop waiting
+for upload, anything on legal hold — is *pinned* (`pin`): eviction skips
+pinned files, so a full store drops the oldest unpinned frames first, and
+when only pinned files are left a new put is refused (`EvidenceError`,
+counted in `refused`) rather than a hit's evidence deleted. `delete` is for
+retention (`edge_agent.evidence_upload`); `entries` lists what is held.
+The API only grows: other parts (panic snapshots, the uploader) build on it.
 """
 
 from __future__ import annotations
@@ -42,6 +50,8 @@ class EvidenceStore:
         self.max_bytes = max_bytes
         self.max_files = max_files
         self.deleted = 0
+        self.refused = 0
+        self._pinned: set[str] = set()
         self._lock = threading.Lock()
         self._files: OrderedDict[str, tuple[Path, int]] = OrderedDict()  # oldest first
         self._bytes = 0
@@ -107,16 +117,60 @@ class EvidenceStore:
         return digest
 
     def _shrink(self, incoming: int) -> None:
-        """Delete the oldest files until `incoming` more bytes (and one more file) fit."""
+        """Delete the oldest unpinned files until `incoming` more bytes (and one more file) fit."""
         extra_file = 1 if incoming else 0
         while self._files and (
             self._bytes + incoming > self.max_bytes
             or len(self._files) + extra_file > self.max_files
         ):
-            _, (path, size) = self._files.popitem(last=False)
+            victim = next((d for d in self._files if d not in self._pinned), None)
+            if victim is None:
+                self.refused += 1
+                raise EvidenceError(
+                    f"the store holds only pinned evidence ({len(self._files)} files, "
+                    f"{self._bytes} bytes): nothing may give way"
+                )
+            path, size = self._files.pop(victim)
             try:
                 path.unlink(missing_ok=True)
             except OSError:
                 logger.warning("evidence: cannot delete %s", path)
             self._bytes -= size
             self.deleted += 1
+
+    def pin(self, digest: str) -> bool:
+        """Keep this file through eviction (upload pending, legal hold); False if not held."""
+        with self._lock:
+            if digest not in self._files:
+                return False
+            self._pinned.add(digest)
+            return True
+
+    def unpin(self, digest: str) -> None:
+        """Let the file be evicted again when room is needed."""
+        with self._lock:
+            self._pinned.discard(digest)
+
+    def is_pinned(self, digest: str) -> bool:
+        """Whether eviction skips this file."""
+        return digest in self._pinned
+
+    def delete(self, digest: str) -> bool:
+        """Delete one file now (retention; pinned or not); True if it was held."""
+        with self._lock:
+            entry = self._files.pop(digest, None)
+            self._pinned.discard(digest)
+            if entry is None:
+                return False
+            path, size = entry
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                logger.warning("evidence: cannot delete %s", path)
+            self._bytes -= size
+            return True
+
+    def entries(self) -> list[tuple[str, Path]]:
+        """(SHA-256, path) of every file held, oldest first."""
+        with self._lock:
+            return [(digest, path) for digest, (path, _) in self._files.items()]

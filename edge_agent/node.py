@@ -492,8 +492,21 @@ def build_node(
         from edge_agent.ota import OtaComponent
 
         parts.append(OtaComponent.from_config(config, hardware=hardware_name))
+    uploader = None
+    wants_upload = config.evidence.upload.url is not None
+    if wants_upload and not any(part.name == "evidence_upload" for part in parts):
+        # Node-signed evidence upload over HTTPS (docs/evidence.md); one store shared with
+        # the camera pipeline, so pins and deletions apply to the files it writes.
+        from edge_agent.evidence_upload import EvidenceUploader, evidence_store_for
+
+        evidence = evidence_store_for(config)
+        for part in parts:
+            if part.name == "camera" and getattr(part, "evidence", None) is None:
+                part.evidence = evidence  # type: ignore[attr-defined]
+        uploader = EvidenceUploader.from_config(config, store=evidence)
+        parts.append(uploader)
     # Telemetry follows the power clock (simulated time in a sped-up fleet).
-    return Node(
+    node = Node(
         config,
         outbox=outbox,
         clock=node_clock,
@@ -503,6 +516,9 @@ def build_node(
         telemetry_clock=manager.clock if manager is not None else node_clock,
         owned=owned,
     )
+    if uploader is not None:
+        node.add_listener(uploader.on_event)
+    return node
 
 
 async def report_fault(

@@ -114,6 +114,27 @@ class Settings(BaseModel):
         default=90.0, gt=0.0, le=36_500.0,
         description="plate reads older than this are deleted (docs/anpr.md); unset: kept",
     )  # fmt: skip
+    # Evidence (docs/evidence.md): retention per data class, upload bound, export policy.
+    evidence_retention_plate_crop_days: float | None = Field(
+        default=30.0, gt=0.0, le=36_500.0, description="plate crops kept this long; unset: kept"
+    )
+    evidence_retention_face_crop_days: float | None = Field(
+        default=30.0, gt=0.0, le=36_500.0, description="face crops kept this long; unset: kept"
+    )
+    evidence_retention_panic_snapshot_days: float | None = Field(
+        default=90.0, gt=0.0, le=36_500.0, description="panic snapshots kept; unset: kept"
+    )
+    evidence_retention_case_days: float | None = Field(
+        default=365.0, gt=0.0, le=36_500.0,
+        description="evidence of a released case is kept this long after release; unset: kept",
+    )  # fmt: skip
+    evidence_max_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024,
+        description="largest evidence file a node may upload",
+    )  # fmt: skip
+    evidence_export_approval: bool = Field(
+        default=True, description="an evidence export needs a second user's approval"
+    )
     sse_queue_max: int = Field(default=1000, ge=1, description="per-client SSE backlog")
     sse_keepalive_s: float = Field(default=15.0, gt=0.0)
     sse_replay_max: int = Field(

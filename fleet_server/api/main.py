@@ -30,6 +30,7 @@ from fleet_server.api.routes import (
     watchlist_hit_queue,
     watchlists,
 )
+from fleet_server.evidence import routes as evidence_routes
 
 API_PREFIX = "/api/v1"
 
@@ -55,3 +56,4 @@ api_router.include_router(audit.router)
 api_router.include_router(plate_reads.router)
 api_router.include_router(watchlists.router)  # watchlists and their hits (docs/watchlists.md)
 api_router.include_router(watchlist_hit_queue.router)  # hit console (watchlists-operations.md)
+api_router.include_router(evidence_routes.router)  # evidence, exports, holds (docs/evidence.md)

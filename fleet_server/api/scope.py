@@ -115,6 +115,10 @@ SCOPE_FREE_ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/enroll/renew"): "a node renewing its own certificate (mTLS)",
     ("GET", "/api/v1/ota/repository/metadata/{name}"): "OTA metadata for nodes (mTLS)",
     ("GET", "/api/v1/ota/repository/targets/{target_path:path}"): "OTA bytes for nodes (mTLS)",
+    ("POST", "/api/v1/evidence/uploads"): "a node's signed evidence claim (mTLS)",
+    ("PUT", "/api/v1/evidence/uploads/{sha256}"): "a node's evidence bytes (mTLS)",
+    ("GET", "/api/v1/evidence/node/instructions"): "a node's own evidence work list (mTLS)",
+    ("POST", "/api/v1/evidence/node/deleted"): "a node reporting its own deletions (mTLS)",
 }
 # Console routes serve page shells and static files only; every figure on a
 # page comes from the scoped API with the user's token.

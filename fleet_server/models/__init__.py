@@ -1,6 +1,7 @@
 """Database tables and API models, one family per resource (SQLModel)."""
 
 from fleet_server.models import audit as audit  # registers the audit tables (fleet_server.audit)
+from fleet_server.models import evidence as evidence  # registers the evidence tables
 from fleet_server.models import ota as ota  # registers the OTA tables (fleet_server.ota)
 from fleet_server.models import plate as plate  # registers the plate tables (fleet_server.plates)
 from fleet_server.models import watchlist as watchlist  # registers the watchlist tables
