@@ -450,6 +450,19 @@ class CameraAnalyticsConfig(_Section):
         default=0.2, gt=0.0, le=1.0, description="box overlap that continues a track"
     )
     max_reads: int = Field(default=12, ge=1, le=1000, description="reader calls per track at most")
+    inference: Literal["threads", "processes"] = Field(
+        default="threads",
+        description=(
+            "where the detector and reader run: the camera's analysis thread, or a child process"
+            " built from their plugin names (a model that holds the GIL cannot slow the agent)"
+        ),
+    )
+    inference_timeout_s: float = Field(
+        default=30.0,
+        gt=0.0,
+        le=3600.0,
+        description="longest detector or reader call in a child process; then it is restarted",
+    )
     max_track_frames: int | None = Field(
         default=600,
         ge=1,

@@ -468,8 +468,8 @@ class CameraPipeline:
 
     async def run(self, ctx: NodeContext) -> None:
         from edge_agent.camera.analysis import CameraAnalysis
-        from edge_agent.camera.plugins import load_detector, load_reader
         from edge_agent.camera.privacy import PrivacyGuard
+        from edge_agent.inference.workers import close_plugins, plugins_for
 
         self.privacy = PrivacyGuard(
             lambda: ctx.config.privacy.policy,
@@ -488,12 +488,16 @@ class CameraPipeline:
             )
         for feed in self.feeds:
             settings = feed.settings
-            detector = feed.detector
-            if detector is None and settings.detector:
-                detector = load_detector(settings.detector)
-            reader = feed.reader
-            if reader is None and settings.reader:
-                reader = load_reader(settings.reader)
+            # Built here (threads) or in a child process (`inference = "processes"`).
+            detector, reader = plugins_for(
+                inference=settings.inference,
+                detector_name=settings.detector,
+                reader_name=settings.reader,
+                detector=feed.detector,
+                reader=feed.reader,
+                timeout_s=settings.inference_timeout_s,
+                name=feed.camera_id,
+            )
             analysis = CameraAnalysis(
                 camera_id=feed.camera_id,
                 settings=settings,
@@ -519,6 +523,7 @@ class CameraPipeline:
                 worker.stop()
             workers = list(self.workers.values())
             await asyncio.to_thread(lambda: [w.join(5.0) for w in workers])
+            close_plugins(*(p for w in workers for p in (w.analysis.detector, w.analysis.reader)))
             for worker in workers:
                 for plate_pass in worker.final_passes:
                     self._write_pass(ctx, plate_pass)
