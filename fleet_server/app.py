@@ -23,7 +23,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -67,6 +67,9 @@ from fleet_server.schema import migrate
 from fleet_server.settings import Settings
 from fleet_server.stream import Broadcaster
 from fleet_server.timers import TimerLoop, default_jobs
+
+if TYPE_CHECKING:
+    from fleet_server.cluster.consumer import ClusterIngest
 
 logger = logging.getLogger(__name__)
 
@@ -218,7 +221,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime.notify.fanout.start()
     if broker is not None:  # a node probing other nodes' topics becomes an alert
         alert_on_denials(broker.denials, engine=engine, notify=runtime.notify, settings=settings)
-    if broker_url:
+    if settings.cluster_amqp_urls:
+        runtime.cluster = _cluster_ingest(settings, engine, runtime.notify)
+    elif broker_url:
         ingest_ref: list[IngestWorker] = []
         link = MqttLink(
             url=broker_url,
@@ -277,6 +282,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         async with asyncio.TaskGroup() as tasks:
             timer_task = tasks.create_task(timers.run(), name="timers")
+            cluster_task = (
+                tasks.create_task(runtime.cluster.run(), name="cluster-ingest")
+                if runtime.cluster is not None
+                else None
+            )
             crl_task = (
                 tasks.create_task(_refresh_crl(pki, settings.crl_refresh_s), name="crl-refresh")
                 if pki is not None
@@ -291,6 +301,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 yield
             finally:
                 timer_task.cancel()
+                if cluster_task is not None:
+                    cluster_task.cancel()
                 if crl_task is not None:
                     crl_task.cancel()
     finally:
@@ -307,6 +319,31 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if broker is not None:
             await asyncio.to_thread(broker.stop)
         logger.info("fleet server stopped")
+
+
+def _cluster_ingest(settings: Settings, engine: Engine, notify: LiveNotifier) -> ClusterIngest:
+    """A cluster worker's ingest from its RabbitMQ partitions (docs/cluster.md).
+
+    Alert changes go to `notify` (the SSE feed and its fan-out to the other
+    workers); the node commands they carry go down through the partition's
+    district, published by the consumer itself.
+    """
+    from fleet_server.cluster.consumer import ClusterIngest
+
+    return ClusterIngest(
+        urls=settings.cluster_amqp_urls,
+        engine=engine,
+        districts=settings.cluster_districts,
+        worker_index=settings.cluster_worker_index,
+        workers=settings.cluster_workers,
+        replicas=settings.cluster_replicas,
+        batch_max=settings.ingest_batch_max,
+        ack_timeout_s=settings.ack_followup_s,
+        device_time=DeviceTimeRules(
+            future_s=settings.device_time_future_s, past_s=settings.device_time_past_s
+        ),
+        on_notices=notify,
+    )
 
 
 async def _refresh_crl(pki: PkiRuntime, every_s: float) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
@@ -22,6 +23,9 @@ from fleet_server.ratelimit import TokenBucketLimiter
 from fleet_server.settings import Settings
 from fleet_server.stream import Broadcaster, alert_frame
 from proto.codec import encode, topic_for
+
+if TYPE_CHECKING:
+    from fleet_server.cluster.consumer import ClusterIngest
 
 logger = logging.getLogger(__name__)
 
@@ -69,3 +73,4 @@ class Runtime:
     broker: ManagedBroker | None = None
     pki: PkiRuntime | None = None
     enroll_limiter: TokenBucketLimiter | None = None
+    cluster: ClusterIngest | None = None  # a cluster worker's ingest (docs/cluster.md)

@@ -79,6 +79,18 @@ class Settings(BaseModel):
         description="while a backlog waits, non-panic acks are merged for up to this long; "
         "keep it well under the nodes' outbox.resend_after_s",
     )
+    # Cluster deployment (docs/cluster.md): ingest from RabbitMQ instead of an MQTT broker.
+    cluster_amqp_urls: list[str] = Field(
+        default_factory=list,
+        description="RabbitMQ nodes (amqp://user:pass@host:port/, comma list); set: this "
+        "server is a cluster worker consuming its district partitions",
+    )
+    cluster_districts: list[str] = Field(
+        default_factory=list, description="district brokers bridged into the cluster (comma list)"
+    )
+    cluster_worker_index: int = Field(default=0, ge=0, description="this worker's number, 0-based")
+    cluster_workers: int = Field(default=1, ge=1, description="workers sharing the partitions")
+    cluster_replicas: int = Field(default=3, ge=1, le=7, description="quorum queue members")
     offline_grace_s: float = Field(default=15.0, ge=0.0)
     silence_intervals: float = Field(
         default=3.0,
@@ -269,6 +281,13 @@ class Settings(BaseModel):
             raise ValueError(f"not a database URL: {value!r} ({exc})") from exc
         if backend not in ("sqlite", "postgresql"):
             raise ValueError(f"database {backend!r} is not supported; use sqlite or postgresql")
+        return value
+
+    @field_validator("cluster_amqp_urls", "cluster_districts", mode="before")
+    @classmethod
+    def _split_cluster_lists(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
         return value
 
     @field_validator("broker_hostnames", "ota_known_hardware", mode="before")

@@ -37,6 +37,10 @@ def healthz(runtime: RuntimeDep) -> JSONResponse:
             "backlog": runtime.ingest.backlog,
             "ack_hold_s": runtime.ingest.acks.hold_s,
         }
+    if runtime.cluster is not None:  # a cluster worker: not consuming while its database is down
+        body["cluster"] = runtime.cluster.health()
+        if not runtime.cluster.healthy:
+            body["status"] = "degraded"
     body["sse_clients"] = runtime.broadcaster.subscribers
     if runtime.broker is not None:  # publishes the broker's ACL refused, per client (node) id
         body["broker_acl_denials"] = runtime.broker.denials.totals()
