@@ -116,6 +116,13 @@ class OtaConfig(BaseModel):
     bandwidth_kbps: int | None = Field(
         default=None, ge=1, le=1_000_000, description="download cap in kbit/s; none: no cap"
     )
+    deferred_recheck_s: float = Field(
+        default=600.0,
+        gt=0.0,
+        le=86_400.0,
+        description="after deferring an offer (alert, battery, window, transport), check "
+        "again this soon rather than at the next scheduled check",
+    )
     health_deadline_s: float = Field(
         default=900.0, gt=0.0, le=86_400.0, description="a new version must be healthy within this"
     )
@@ -287,7 +294,12 @@ class OtaComponent(ComponentBase):
                 command, self._pending = self._pending, None
                 if due:
                     next_check = ctx.clock.monotonic() + self.config.check_interval_s
-                await self._check(ctx, command)
+                if await self._check(ctx, command):
+                    # Something waits (an alert, the battery, the window): look again
+                    # soon, not hours later at the next scheduled check.
+                    next_check = min(
+                        next_check, ctx.clock.monotonic() + self.config.deferred_recheck_s
+                    )
             self._wake.clear()
             sleep = asyncio.ensure_future(ctx.clock.sleep(5.0))
             woken = asyncio.ensure_future(self._wake.wait())
@@ -340,7 +352,8 @@ class OtaComponent(ComponentBase):
 
     # -- check, defer, download, install ---------------------------------------------------
 
-    async def _check(self, ctx: NodeContext, command: OtaCheckCommand | None) -> None:
+    async def _check(self, ctx: NodeContext, command: OtaCheckCommand | None) -> bool:
+        """Check each kind; True when an offer was deferred (or could not be fetched)."""
         from ota.artifacts import ArtifactKind
         from ota.errors import OtaError, TransportError, TrustError
         from ota.trust import check_version
@@ -351,6 +364,7 @@ class OtaComponent(ComponentBase):
         ]
         client = self._update_client(ctx)
         refreshed = False
+        waiting = False
         for kind in kinds:
             store = self.store(kind)
             if store.on_trial():
@@ -366,15 +380,13 @@ class OtaComponent(ComponentBase):
                 refreshed = True
                 if offer is None or offer.version == store.installed_version():
                     continue
+                if _rolled_back_here(store, offer.version, command):
+                    continue
                 check_version(offer, installed=store.installed_version())
             except OtaError as exc:
-                self._refused(
-                    ctx,
-                    kind,
-                    command,
-                    exc,
-                    transient=isinstance(exc, TransportError) and not isinstance(exc, TrustError),
-                )
+                transient = isinstance(exc, TransportError) and not isinstance(exc, TrustError)
+                self._refused(ctx, kind, command, exc, transient=transient)
+                waiting = waiting or transient
                 continue
             base = _Report(
                 "offered",
@@ -390,8 +402,10 @@ class OtaComponent(ComponentBase):
                 self._emit(
                     ctx, _replace(base, phase="deferred", reason=reason, detail=_DEFER_TEXT[reason])
                 )
+                waiting = True
                 continue
-            await self._apply(ctx, store, client, offer, base)
+            waiting = await self._apply(ctx, store, client, offer, base) or waiting
+        return waiting
 
     def _offer(self, client: UpdateClient, kind: Any, group: str | None, refresh: bool) -> Any:
         from ota.errors import TrustError, TrustReason
@@ -416,7 +430,8 @@ class OtaComponent(ComponentBase):
 
     async def _apply(
         self, ctx: NodeContext, store: SlotStore, client: UpdateClient, offer: Any, base: _Report
-    ) -> None:
+    ) -> bool:
+        """Download, install and switch; True when it must wait (deferred, transport)."""
         from ota.errors import OtaError
 
         self._busy = True
@@ -443,7 +458,7 @@ class OtaComponent(ComponentBase):
                 self._emit(
                     ctx, _replace(base, phase="deferred", reason=reason, detail=_DEFER_TEXT[reason])
                 )
-                return
+                return True
             first = store.active_slot() is None  # a first install is committed at once
             await asyncio.to_thread(store.install, got.path, allow_downgrade=offer.downgrade)
             if not first:
@@ -465,17 +480,13 @@ class OtaComponent(ComponentBase):
                 logger.info("ota: app %s switched; restarting into it", offer.version)
                 ctx.request_stop()
         except OtaError as exc:
-            self._refused(
-                ctx,
-                base.kind,
-                None,
-                exc,
-                transient=exc.reason.startswith(("transport", "http_")),
-                base=base,
-            )
+            transient = exc.reason.startswith(("transport", "http_"))
+            self._refused(ctx, base.kind, None, exc, transient=transient, base=base)
+            return transient
         finally:
             client.fetcher.progress = None
             self._busy = False
+        return False
 
     def _refused(
         self,
@@ -582,6 +593,20 @@ _DEFER_TEXT = {
     "battery_low": "the battery is below the power policy's threshold",
     "maintenance_window": "outside the site's maintenance window",
 }
+
+
+def _rolled_back_here(store: SlotStore, version: str, command: OtaCheckCommand | None) -> bool:
+    """Whether `version` already failed its health gate on this node and nobody asked again.
+
+    A scheduled check must not install a version that just rolled back (its group may
+    still be assigned it until the server withdraws it): that would put the node on
+    trial, sick, over and over. An `ota_check` naming the version (retry-failed, a new
+    campaign) is an explicit request and goes ahead.
+    """
+    last = store.status().last_rollback
+    if not last or last.get("version") != version:
+        return False
+    return command is None or command.version != version
 
 
 def _replace(report: _Report, **changes: Any) -> _Report:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import Any
 
 from tuf.api import exceptions as tuf_exceptions
 from tuf.ngclient.fetcher import FetcherInterface
@@ -96,19 +97,43 @@ class HttpsTransport(Transport):
         except urllib3.exceptions.HTTPError as exc:
             raise TransportError(f"cannot reach {url}: {exc}") from exc
         if response.status not in (200, 206):
-            response.release_conn()
+            # An error body left unread would be taken for the next answer on this
+            # pooled connection (python-tuf asks for the next root and gets a 404
+            # every refresh): read it away, or drop the connection.
+            _discard(response)
             raise TransportError(f"{url}: HTTP {response.status}", status=response.status)
         date = _server_date(response.headers.get("Date"))
 
         def chunks() -> Iterator[bytes]:
+            complete = False
             try:
                 yield from response.stream(self._chunk_size)
+                complete = True
             except urllib3.exceptions.HTTPError as exc:
                 raise TransportError(f"{url}: connection cut: {exc}") from exc
             finally:
-                response.release_conn()
+                if complete:
+                    response.release_conn()
+                else:
+                    # Stopped early (a length limit, endless data): never reuse it.
+                    response.close()
+                    response.release_conn()
 
         return Download(status=response.status, chunks=chunks(), server_date=date)
+
+
+def _discard(response: Any, *, limit: int = 64 * 1024) -> None:
+    """Read a small error body away so the connection can be reused; close a big one."""
+    try:
+        length = int(response.headers.get("Content-Length") or limit + 1)
+        if length <= limit:
+            response.drain_conn()
+        else:
+            response.close()
+    except Exception:  # a broken connection is simply not reused
+        response.close()
+    finally:
+        response.release_conn()
 
 
 class ResumingFetcher(FetcherInterface):

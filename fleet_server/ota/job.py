@@ -4,7 +4,10 @@ Every tick (`fleet_server.timers.TimerLoop`) it reads the running campaigns,
 adds nodes that joined their targets, asks `decide_wave` what to do, writes
 the decisions, signs the artifact as what each offered node's group should
 run (`SignedRepository.assign`, when a signed repository is set up) and
-publishes the offers through the server's MQTT publisher. Once a minute it
+publishes the offers through the server's MQTT publisher. When the rule
+aborts a campaign, the assignment is withdrawn from every group not yet
+healthy on it, so a node still deferring never installs the failed version
+later. Once a minute it
 also re-signs online metadata close to expiry.
 The offers are published inside the job's transaction, before the loop
 commits: an offer whose transaction then fails is harmless (the node checks
@@ -18,6 +21,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlmodel import Session, col, select
 
@@ -36,7 +40,7 @@ from fleet_server.ota.campaigns import (
 from fleet_server.ota.errors import OtaServerError
 from fleet_server.ota.offers import offer_command
 from fleet_server.ota.signing import SignedRepository, node_group
-from fleet_server.ota.waves import decide_wave
+from fleet_server.ota.waves import Abort, decide_wave
 from proto.codec import encode, topic_for
 
 __all__ = ["OtaWaveJob"]
@@ -81,6 +85,25 @@ class OtaWaveJob:
             repository.refresh()
         return []
 
+    @staticmethod
+    def _withdraw(
+        repository: SignedRepository,
+        campaign: OtaCampaign,
+        artifact: OtaArtifact,
+        rows: Sequence[Any],
+    ) -> None:
+        """An aborted campaign's assignment goes from every node not yet healthy on it.
+
+        Otherwise a node that deferred (an alert, its battery, its window) would
+        still find the failed version signed for its group at its next scheduled
+        check and install it after the abort.
+        """
+        groups = [node_group(r.node_id) for r in rows if r.state != "healthy"]
+        try:
+            repository.withdraw(groups=groups, kind=artifact.kind)
+        except OtaServerError as exc:
+            logger.error("campaign %s aborted but not withdrawn: %s", campaign.id, exc.message)
+
     def _step(
         self,
         session: Session,
@@ -100,6 +123,12 @@ class OtaWaveJob:
         to_offer = apply_actions(session=session, campaign=campaign, rows=rows,
                                  actions=actions, now=now)  # fmt: skip
         artifact = session.get(OtaArtifact, campaign.artifact_id)
+        if (
+            repository is not None
+            and artifact is not None
+            and any(isinstance(a, Abort) for a in actions)
+        ):
+            self._withdraw(repository, campaign, artifact, rows)
         if not to_offer or publisher is None or artifact is None:
             return
         if repository is not None:

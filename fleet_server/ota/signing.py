@@ -8,7 +8,9 @@ director) in `ota_keys_dir`. The server then:
 
 - adds every uploaded bundle to its kind's role (`add`: the bundle's own
   manifest must say what the upload form says), with a bsdiff4 delta from
-  the newest earlier version of the same artifact, and publishes;
+  each of the `DELTA_BASES` newest earlier versions of the same artifact (a
+  fleet lags: nodes that rolled back a bad canary still run the version
+  before it), and publishes;
 - before offering a node an update, assigns the artifact to the node's
   group (the Uptane director: `groups/<group>/<kind>`, so a node can only
   take what was signed for its own group) and publishes once per batch;
@@ -34,9 +36,12 @@ from ota.errors import OtaError
 from ota.keys import OnlineKeys
 from ota.repository import Repository
 
-__all__ = ["SignedRepository", "node_group", "repository_for"]
+__all__ = ["DELTA_BASES", "SignedRepository", "node_group", "repository_for"]
 
 logger = logging.getLogger(__name__)
+
+# Deltas are made from this many of the newest earlier versions of an artifact.
+DELTA_BASES = 3
 
 _lock = threading.Lock()
 _open: dict[tuple[Path, Path], SignedRepository] = {}
@@ -71,19 +76,29 @@ class SignedRepository:
                 f"{claimed[3]}",
             )
         try:
-            previous = self.repo.newest(manifest.kind, manifest.name)
+            bases = self._earlier(manifest)
             self.repo.add_artifact(blob, manifest)
-            if previous is not None and parse_version(previous.version) < parse_version(
-                manifest.version
-            ):
+            for previous in bases:
                 self._delta(previous, manifest)
             self.repo.publish()
         except OtaError as exc:
             raise StorageError("signing_failed", f"could not sign the artifact: {exc}") from exc
         return manifest
 
+    def _earlier(self, new: ArtifactManifest) -> list[ArtifactManifest]:
+        """The `DELTA_BASES` newest listed versions of `new`'s artifact older than it."""
+        mine = parse_version(new.version)
+        found = [
+            ArtifactManifest.from_custom(t.unrecognized_fields["custom"])
+            for t in self.repo.artifacts(new.kind)
+            if t.unrecognized_fields.get("custom", {}).get("name") == new.name
+            and "delta_from" not in t.unrecognized_fields.get("custom", {})
+        ]
+        older = [m for m in found if parse_version(m.version) < mine]
+        return sorted(older, key=lambda m: parse_version(m.version), reverse=True)[:DELTA_BASES]
+
     def _delta(self, old: ArtifactManifest, new: ArtifactManifest) -> None:
-        """A bsdiff4 delta from the newest earlier version; a node falls back without one."""
+        """A bsdiff4 delta from an earlier version; a node falls back without one."""
         try:
             delta = self.repo.add_delta(old, new)
         except OtaError as exc:
@@ -105,6 +120,17 @@ class SignedRepository:
             self.repo.publish()
         except OtaError as exc:
             raise StorageError("signing_failed", f"could not assign {target_path}: {exc}") from exc
+
+    def withdraw(self, *, groups: Sequence[str], kind: str) -> None:
+        """Remove `kind`'s assignment from each group (an aborted campaign), then publish."""
+        if not groups:
+            return
+        try:
+            for group in groups:
+                self.repo.withdraw(group, ArtifactKind(kind))
+            self.repo.publish()
+        except OtaError as exc:
+            raise StorageError("signing_failed", f"could not withdraw {kind}: {exc}") from exc
 
     def refresh(self) -> dict[str, int]:
         """Re-sign online roles close to expiry (a node never sees stale metadata)."""
