@@ -2,8 +2,10 @@
 
 `Watchlist` is one list (purpose, category, owner agency, scope, expiry) at
 a `version` that grows with every change; `WatchlistEntry` is a plate
-(canonical key) or a person (enrolment photos and face templates are not
-built yet: a person entry is kept, counted in the bundle, never matched).
+(canonical key) or a person, whose enrolment photos are `WatchlistPhoto`
+rows (the photo kept by SHA-256 in the photo store, its face template
+computed by the node's own code, the quality figures). `WatchlistBundle` is
+each signed bundle as delivered, served to nodes over HTTPS by SHA-256.
 `NodeWatchlist` is the version each node says it holds (telemetry or the
 command's reply), for the list of nodes that lag. `WatchlistHit` is one hit
 a node reported, with the alert it opened and the operator's decision
@@ -17,7 +19,7 @@ from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 from pydantic import StringConstraints, field_validator
-from sqlalchemy import JSON, Column, Index
+from sqlalchemy import JSON, Column, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from fleet_server.models.common import UtcDateTime, new_id, utcnow
@@ -28,11 +30,13 @@ __all__ = [
     "HitDecisionIn",
     "NodeWatchlist",
     "Watchlist",
+    "WatchlistBundle",
     "WatchlistEntry",
     "WatchlistEntryIn",
     "WatchlistHit",
     "WatchlistIn",
     "WatchlistLag",
+    "WatchlistPhoto",
 ]
 
 NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -80,7 +84,7 @@ class Watchlist(SQLModel, table=True):
 
 
 class WatchlistEntryIn(SQLModel):
-    """A plate (its text; the server keeps the canonical key) or a person (not built yet)."""
+    """A plate (its text; the server keeps the canonical key) or a person (photos added after)."""
 
     kind: Literal["plate", "person"] = "plate"
     plate: str | None = Field(default=None, max_length=32)
@@ -108,6 +112,42 @@ class WatchlistEntry(SQLModel, table=True):
     kind: str = Field(max_length=8)
     plate_key: str | None = Field(default=None, max_length=16)
     note: str | None = Field(default=None, max_length=120)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+
+
+class WatchlistPhoto(SQLModel, table=True):
+    """One enrolment photo of a person entry and the face template computed from it."""
+
+    __tablename__ = "watchlistphoto"
+    __table_args__ = (
+        UniqueConstraint("entry_id", "sha256", name="uq_watchlistphoto_entry_sha256"),
+        Index("ix_watchlistphoto_entry", "entry_id"),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=26)
+    entry_id: str = Field(max_length=26, foreign_key="watchlistentry.id")
+    sha256: str = Field(max_length=64, description="the photo's SHA-256 (its name in the store)")
+    size: int
+    template: str = Field(sa_column=Column(Text, nullable=False), description="base64 <f4")
+    dim: int
+    model: str = Field(max_length=200, description="embedder name and version")
+    model_sha256: str = Field(max_length=64)
+    quality: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    uploaded_by: str = Field(max_length=64)
+    uploaded_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+
+
+class WatchlistBundle(SQLModel, table=True):
+    """A signed bundle as delivered (bytes as served), fetched by nodes by its SHA-256."""
+
+    __tablename__ = "watchlistbundle"
+    __table_args__ = (Index("ix_watchlistbundle_watchlist", "watchlist_name", "version"),)
+
+    sha256: str = Field(primary_key=True, max_length=64)
+    watchlist_name: str = Field(max_length=64)
+    version: int
+    size: int
+    content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
 
 

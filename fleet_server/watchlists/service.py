@@ -2,52 +2,68 @@
 
 Every change bumps the list's `version` and is recorded with
 `fleet_server.audit.record` in the caller's transaction; the API commits.
-A bundle is the list as it stands, signed (`signing.sign_bundle`); the nodes
-in its scope get it as a ``watchlist`` command. A hit a node reports opens
-an alert whose severity follows the list's category; an operator confirms
+A bundle is the list as it stands, signed (`signing.sign_bundle`), with the
+person entries' face templates sealed for each node in scope
+(`sealing.seal_faces`, with the key of the node's current certificate); it
+is kept as delivered (`WatchlistBundle`, by SHA-256) and the nodes in its
+scope get a ``watchlist`` command: the bundle itself when it is small and
+carries no faces (nodes that predate HTTPS delivery still read it), else
+the HTTPS URL, size and SHA-256 to fetch it with their client certificate.
+A hit a node reports opens an alert whose severity follows the list's category; an operator confirms
 or rejects it, and the rejections are the false-accept figures per node and
 per watchlist.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
 from fleet_server import audit
-from fleet_server.models import Node, NodeCommand, Severity
+from fleet_server.models import Node, NodeCertificate, NodeCommand, Severity
 from fleet_server.models.common import new_id
 from fleet_server.models.watchlist import (
     NodeWatchlist,
     Watchlist,
+    WatchlistBundle,
     WatchlistEntry,
     WatchlistEntryIn,
     WatchlistHit,
     WatchlistIn,
     WatchlistLag,
+    WatchlistPhoto,
 )
+from fleet_server.watchlists.enrolment import PhotoStore, compute_template
 from fleet_server.watchlists.errors import WatchlistError, WatchlistNotFound
+from fleet_server.watchlists.sealing import PlainTemplate, Recipient, seal_faces
 from fleet_server.watchlists.signing import WatchlistSigner, sign_bundle
-from proto.messages import WatchlistCommand
-from proto.watchlist import SignedWatchlist, WatchlistBody, WatchlistPlate
+from proto.messages import WatchlistCommand, WatchlistFetch
+from proto.watchlist import SignedWatchlist, WatchlistBody, WatchlistFaces, WatchlistPlate
 
 __all__ = [
     "SEVERITY_BY_CATEGORY",
     "add_entry",
+    "add_photo",
     "build_bundle",
     "bundle_commands",
     "create_watchlist",
     "decide_hit",
+    "delivery_for",
     "false_accepts",
     "lagging_nodes",
     "nodes_in_scope",
     "record_versions",
     "remove_entry",
+    "store_bundle",
     "watchlist_by_name",
 ]
 
@@ -63,6 +79,7 @@ SEVERITY_BY_CATEGORY: dict[str, Severity] = {
 }
 COMMAND_TTL = timedelta(hours=1)
 MAX_COMMAND_BUNDLE = 15 * 1024  # proto.messages.WatchlistCommand.bundle (a 16 KiB command)
+BUNDLE_PATH = "/api/v1/watchlist-bundles/{sha256}"  # fleet_server.api.routes.watchlists
 
 
 def watchlist_by_name(session: Session, name: str) -> Watchlist:
@@ -139,6 +156,104 @@ def remove_entry(
     )  # fmt: skip
 
 
+def add_photo(
+    session: Session,
+    wl: Watchlist,
+    entry: WatchlistEntry,
+    photo: bytes,
+    *,
+    store: PhotoStore,
+    actor: str,
+    now: datetime,
+    command: list[str] | None = None,
+) -> WatchlistPhoto:
+    """Check an enrolment photo, compute its template, keep both; the version grows.
+
+    `PhotoRefused` (with the reason: no face, several faces, too small,
+    blurred, pose, not an image) leaves nothing behind; nothing is committed.
+    """
+    if entry.kind != "person":
+        raise WatchlistError("enrolment photos belong to person entries")
+    result = compute_template(photo, command=command)
+    digest = hashlib.sha256(photo).hexdigest()
+    dup = session.exec(
+        select(WatchlistPhoto).where(
+            col(WatchlistPhoto.entry_id) == entry.id, col(WatchlistPhoto.sha256) == digest
+        )
+    ).first()
+    if dup is not None:
+        raise WatchlistError(f"that photo ({digest[:12]}…) is already enrolled for this entry")
+    store.put(photo)
+    row = WatchlistPhoto(
+        entry_id=entry.id, sha256=digest, size=len(photo), template=result.template,
+        dim=result.dim, model=result.model, model_sha256=result.model_sha256,
+        quality=result.quality, uploaded_by=actor, uploaded_at=now,
+    )  # fmt: skip
+    session.add(row)
+    _bump(session, wl, now=now)
+    audit.record(
+        session, actor=actor, action="watchlist.photo_added", object=f"watchlist:{wl.name}",
+        detail={"entry": entry.id, "photo_sha256": digest, "model": result.model,
+                "model_sha256": result.model_sha256, "version": wl.version},
+        now=now,
+    )  # fmt: skip
+    return row
+
+
+def _current_keys(session: Session, nodes: Iterable[Node], now: datetime) -> list[Recipient]:
+    """Each node's current certificate key (newest live certificate); nodes without one skip."""
+    node_ids = [n.node_id for n in nodes]
+    if not node_ids:
+        return []
+    rows = session.exec(
+        select(NodeCertificate)
+        .where(col(NodeCertificate.node_id).in_(node_ids))
+        .where(col(NodeCertificate.revoked_at).is_(None))
+        .order_by(col(NodeCertificate.issued_at).desc())
+    ).all()
+    keys: dict[str, Recipient] = {}
+    for row in rows:
+        if row.node_id in keys or row.not_after <= now:
+            continue
+        try:
+            key = x509.load_pem_x509_certificate(row.pem.encode("ascii")).public_key()
+        except ValueError:
+            continue
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            keys[row.node_id] = Recipient(row.node_id, key)
+    return [keys[n] for n in node_ids if n in keys]
+
+
+def _sealed_faces(
+    session: Session, wl: Watchlist, persons: list[WatchlistEntry], *, now: datetime
+) -> WatchlistFaces | None:
+    """The person entries' templates sealed for the nodes in scope, or None with no photos."""
+    if not persons:
+        return None
+    photos = session.exec(
+        select(WatchlistPhoto)
+        .where(col(WatchlistPhoto.entry_id).in_([e.id for e in persons]))
+        .order_by(col(WatchlistPhoto.uploaded_at), col(WatchlistPhoto.id))
+    ).all()
+    if not photos:
+        return None
+    # One model per bundle: the one the newest template was made with (after a model
+    # upgrade, photos enrolled under the old one are left out until recomputed).
+    current = photos[-1]
+    usable = [p for p in photos if p.model_sha256 == current.model_sha256]
+    if len(usable) < len(photos):
+        logger.warning("%s: %d template(s) of another model left out of the bundle", wl.name,
+                       len(photos) - len(usable))  # fmt: skip
+    templates = [
+        PlainTemplate(p.entry_id.lower(), base64.b64decode(p.template), p.sha256) for p in usable
+    ]
+    recipients = _current_keys(session, nodes_in_scope(session, wl), now)
+    return seal_faces(
+        watchlist_id=wl.name, version=wl.version, templates=templates, recipients=recipients,
+        model=current.model, model_sha256=current.model_sha256, dim=current.dim,
+    )  # fmt: skip
+
+
 def build_bundle(
     session: Session, wl: Watchlist, *, signer: WatchlistSigner, now: datetime
 ) -> SignedWatchlist:
@@ -160,8 +275,23 @@ def build_bundle(
             if e.kind == "plate" and e.plate_key
         ],
         persons=sum(1 for e in entries if e.kind == "person"),
+        faces=_sealed_faces(session, wl, [e for e in entries if e.kind == "person"], now=now),
     )  # fmt: skip
     return sign_bundle(body, signer=signer)
+
+
+def store_bundle(session: Session, wl: Watchlist, bundle: SignedWatchlist) -> WatchlistBundle:
+    """Keep the signed bundle's bytes as served (by SHA-256) for the nodes to fetch."""
+    content = bundle.model_dump_json().encode("utf-8")
+    digest = hashlib.sha256(content).hexdigest()
+    row = session.get(WatchlistBundle, digest)
+    if row is None:
+        row = WatchlistBundle(
+            sha256=digest, watchlist_name=wl.name, version=bundle.body.version,
+            size=len(content), content=content,
+        )  # fmt: skip
+        session.add(row)
+    return row
 
 
 def nodes_in_scope(session: Session, wl: Watchlist) -> list[Node]:
@@ -174,6 +304,21 @@ def nodes_in_scope(session: Session, wl: Watchlist) -> list[Node]:
     return list(session.exec(query.order_by(col(Node.node_id))).all())
 
 
+def delivery_for(session: Session, wl: Watchlist, bundle: SignedWatchlist) -> WatchlistFetch | None:
+    """Where nodes fetch `bundle` over HTTPS (kept now), or None when it fits in a command.
+
+    A bundle with sealed face templates is always fetched, so an old node
+    that cannot open them never gets it inside a command.
+    """
+    if len(bundle.model_dump_json()) <= MAX_COMMAND_BUNDLE and bundle.body.faces is None:
+        return None
+    stored = store_bundle(session, wl, bundle)
+    return WatchlistFetch(
+        watchlist_id=wl.name, version=bundle.body.version,
+        url=BUNDLE_PATH.format(sha256=stored.sha256), sha256=stored.sha256, size=stored.size,
+    )  # fmt: skip
+
+
 def bundle_commands(
     session: Session,
     wl: Watchlist,
@@ -183,18 +328,18 @@ def bundle_commands(
     actor: str,
     now: datetime,
 ) -> list[WatchlistCommand]:
-    """A ``watchlist`` command per node, recorded (not committed); publish after the commit."""
+    """A ``watchlist`` command per node, recorded (not committed); publish after the commit.
+
+    A small bundle with no faces travels in the command itself; any other is
+    kept (`store_bundle`) and the command names its HTTPS URL, size and SHA-256.
+    """
     text = bundle.model_dump_json()
-    if len(text) > MAX_COMMAND_BUNDLE:
-        raise WatchlistError(
-            f"the signed list is too large for one watchlist command ({len(text)} bytes, at "
-            f"most {MAX_COMMAND_BUNDLE}; about 150 plates); delivery in parts is not built yet"
-        )
+    fetch = delivery_for(session, wl, bundle)
     commands = []
     for node in nodes:
         command = WatchlistCommand(
             node_id=node.node_id, ts=now, request_id=new_id(), expires_at=now + COMMAND_TTL,
-            bundle=text,
+            bundle=None if fetch is not None else text, fetch=fetch,
         )  # fmt: skip
         session.add(
             NodeCommand(
@@ -205,7 +350,9 @@ def bundle_commands(
         commands.append(command)
     audit.record(
         session, actor=actor, action="watchlist.delivered", object=f"watchlist:{wl.name}",
-        detail={"version": wl.version, "nodes": [c.node_id for c in commands]}, now=now,
+        detail={"version": wl.version, "nodes": [c.node_id for c in commands],
+                "bundle_sha256": fetch.sha256 if fetch else None},
+        now=now,
     )  # fmt: skip
     return commands
 

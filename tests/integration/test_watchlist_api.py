@@ -98,7 +98,7 @@ def test_only_admins_change_lists_and_bad_lists_are_refused(client: TestClient) 
     ]  # fmt: skip
 
 
-def test_a_list_too_large_for_one_command_is_refused_with_a_reason(client: TestClient) -> None:
+def test_a_list_too_large_for_one_command_is_delivered_by_https_fetch(client: TestClient) -> None:
     admin = login(client, "admin")
     paths = PkiPaths(runtime_of(client).settings.pki_path)
     if not paths.exists:
@@ -107,8 +107,12 @@ def test_a_list_too_large_for_one_command_is_refused_with_a_reason(client: TestC
     for i in range(220):
         client.post(f"{API}/watchlists/wl-big/entries", headers=admin, json={"plate": f"BIG{i}"})
     answer = client.post(f"{API}/watchlists/wl-big/deliver", headers=admin)
-    assert answer.status_code == 422
-    assert "too large" in answer.json()["detail"]
+    assert answer.status_code == 202, answer.text
+    fetch = answer.json()["fetch"]
+    assert fetch["url"] == f"{API}/watchlist-bundles/{fetch['sha256']}"
+    assert fetch["size"] > 15 * 1024
+    # only nodes fetch bundles, with their client certificate
+    assert client.get(fetch["url"], headers=admin).status_code == 401
 
 
 def test_a_hit_alert_follows_the_category_and_a_rejection_is_a_false_accept(

@@ -6,13 +6,22 @@ in the audit log. Reading a list or its hits is evidence-like: it needs a
 stated purpose (`X-Purpose`, `PurposeDep`) and the view is recorded. An
 operator confirms or rejects each hit before dispatch; rejections are the
 false-accept figures (docs/watchlists.md).
+
+Person entries get enrolment photos (`POST …/entries/{id}/photos`): the
+photo is checked and its template computed by the node's own code (a
+subprocess, `fleet_server.watchlists.enrolment`), with a clear refusal
+naming the reason; a photo is evidence-grade, so reading it needs a stated
+purpose and is recorded. Nodes fetch signed bundles too large for a command
+(or carrying sealed face templates) from ``/watchlist-bundles/{sha256}``
+over HTTPS with their client certificate, and only when in the list's scope.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, File, HTTPException, Query, Request, Response, UploadFile, status
+from fastapi import Path as PathParam
 from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
@@ -23,16 +32,21 @@ from fleet_server.models import AlertState, User, utcnow
 from fleet_server.models.watchlist import (
     HitDecisionIn,
     Watchlist,
+    WatchlistBundle,
     WatchlistEntry,
     WatchlistEntryIn,
     WatchlistHit,
     WatchlistIn,
     WatchlistLag,
+    WatchlistPhoto,
 )
+from fleet_server.ota.errors import OtaServerError
+from fleet_server.ota.mtls import node_for_certificate
 from fleet_server.pki.store import PkiPaths
 from fleet_server.runtime import Runtime
 from fleet_server.scope import Scope, record_access
 from fleet_server.watchlists import service
+from fleet_server.watchlists.enrolment import MAX_PHOTO_BYTES, PhotoRefused, PhotoStore
 from fleet_server.watchlists.errors import WatchlistError, WatchlistNotFound
 from fleet_server.watchlists.signing import WatchlistSigner
 from proto.codec import encode, topic_for
@@ -141,6 +155,156 @@ def add_entry(
     return {**entry.model_dump(mode="json"), "version": wl.version}
 
 
+def _photos(runtime: Runtime) -> PhotoStore:
+    return PhotoStore(runtime.settings.data_dir / "watchlist-photos")
+
+
+def _entry(session: Session, wl: Watchlist, entry_id: str) -> WatchlistEntry:
+    entry = session.get(WatchlistEntry, entry_id.upper()) or session.get(WatchlistEntry, entry_id)
+    if entry is None or entry.watchlist_id != wl.id:
+        raise HTTPException(status_code=404, detail=f"no entry {entry_id!r} on {wl.name!r}")
+    return entry
+
+
+def _photo_public(row: WatchlistPhoto) -> dict[str, Any]:
+    """A photo's record without its template (templates never leave the server in clear)."""
+    return row.model_dump(mode="json", exclude={"template"})
+
+
+@router.post(
+    "/watchlists/{name}/entries/{entry_id}/photos",
+    status_code=status.HTTP_201_CREATED,
+    responses={422: {"description": "the photo was refused: reason and detail"}},
+)
+def add_photo(
+    session: SessionDep,
+    runtime: RuntimeDep,
+    user: AdminUser,
+    scope: ScopeDep,
+    name: str,
+    entry_id: str,
+    photo: Annotated[UploadFile, File(description="one enrolment photo (JPEG or PNG)")],
+) -> dict[str, Any]:
+    """Enrol a photo of a person entry: one face, big, sharp, frontal, or a refusal saying why.
+
+    The template is computed with the same model and version the nodes run;
+    the list's version grows.
+    """
+    wl = _list(session, scope, name)
+    entry = _entry(session, wl, entry_id)
+    data = photo.file.read(MAX_PHOTO_BYTES + 1)
+    try:
+        row = service.add_photo(
+            session, wl, entry, data, store=_photos(runtime), actor=_actor(user), now=utcnow()
+        )
+    except PhotoRefused as exc:
+        raise HTTPException(
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail={"reason": exc.reason, "detail": exc.detail, "quality": exc.quality},
+        ) from None
+    except WatchlistError as exc:
+        raise _refused(exc) from None
+    session.commit()
+    return {**_photo_public(row), "version": wl.version}
+
+
+@router.get("/watchlists/{name}/entries/{entry_id}/photos")
+def read_photos(
+    session: SessionDep,
+    user: OperatorUser,
+    scope: ScopeDep,
+    purpose: PurposeDep,
+    name: str,
+    entry_id: str,
+) -> dict[str, Any]:
+    """A person entry's enrolment photos (hash, model, quality; the view is recorded)."""
+    wl = _list(session, scope, name)
+    entry = _entry(session, wl, entry_id)
+    rows = session.exec(
+        select(WatchlistPhoto)
+        .where(col(WatchlistPhoto.entry_id) == entry.id)
+        .order_by(col(WatchlistPhoto.uploaded_at))
+    ).all()
+    record_access(
+        session=session, actor=user.username, agency=scope.agency, resource="watchlist_photos",
+        object_id=f"{name}/{entry.id}", purpose=purpose,
+    )  # fmt: skip
+    return {"data": [_photo_public(r) for r in rows], "count": len(rows)}
+
+
+@router.get(
+    "/watchlists/{name}/photos/{sha256}",
+    responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}},
+)
+def read_photo(
+    session: SessionDep,
+    runtime: RuntimeDep,
+    user: OperatorUser,
+    scope: ScopeDep,
+    purpose: PurposeDep,
+    name: str,
+    sha256: Annotated[str, PathParam(pattern=r"^[0-9a-f]{64}$")],
+) -> Response:
+    """One enrolment photo's bytes, checked against its SHA-256 (the view is recorded)."""
+    wl = _list(session, scope, name)
+    row = session.exec(
+        select(WatchlistPhoto)
+        .join(WatchlistEntry, col(WatchlistEntry.id) == col(WatchlistPhoto.entry_id))
+        .where(col(WatchlistEntry.watchlist_id) == wl.id, col(WatchlistPhoto.sha256) == sha256)
+    ).first()
+    if row is None:
+        raise HTTPException(status_code=404, detail=f"no photo {sha256} on {name!r}")
+    try:
+        data = _photos(runtime).get(sha256)
+    except WatchlistError as exc:
+        raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    record_access(
+        session=session, actor=user.username, agency=scope.agency, resource="watchlist_photo",
+        object_id=sha256, purpose=purpose,
+    )  # fmt: skip
+    kind = "image/png" if data[:4] == b"\x89PNG" else "image/jpeg"
+    return Response(data, media_type=kind, headers={"X-Content-SHA256": sha256})
+
+
+@router.get(
+    "/watchlist-bundles/{sha256}",
+    responses={200: {"content": {"application/json": {}}}},
+)
+def read_bundle(
+    request: Request,
+    session: SessionDep,
+    sha256: Annotated[str, PathParam(pattern=r"^[0-9a-f]{64}$")],
+) -> Response:
+    """A signed bundle as delivered, for a node in its list's scope (HTTPS client certificate).
+
+    The node checks size and SHA-256 against its command, then the
+    signature, scope, expiry and version, as for a bundle in a command.
+    """
+    extensions = request.scope.get("extensions") or {}
+    chain = (extensions.get("tls") or {}).get("client_cert_chain") or []
+    if not chain:
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            detail="watchlist bundles are for nodes: present the node's client certificate",
+        )
+    try:
+        node_id = node_for_certificate(session=session, pem=chain[0])
+    except OtaServerError as exc:
+        raise HTTPException(status_code=403, detail=f"{exc.reason}: {exc.message}") from None
+    row = session.get(WatchlistBundle, sha256)
+    if row is None:
+        raise HTTPException(status_code=404, detail=f"no bundle {sha256}")
+    try:
+        wl = service.watchlist_by_name(session, row.watchlist_name)
+    except WatchlistNotFound:
+        raise HTTPException(status_code=404, detail=f"no bundle {sha256}") from None
+    if node_id not in {n.node_id for n in service.nodes_in_scope(session, wl)}:
+        raise HTTPException(status_code=403, detail=f"{node_id} is outside {wl.name!r}'s scope")
+    return Response(
+        row.content, media_type="application/json", headers={"Cache-Control": "no-store"}
+    )
+
+
 @router.delete("/watchlists/{name}/entries/{entry_id}")
 def remove_entry(
     session: SessionDep, user: AdminUser, scope: ScopeDep, name: str, entry_id: str
@@ -170,13 +334,14 @@ def deliver(
         )
     except WatchlistError as exc:
         raise _refused(exc) from None
-    except ValidationError:
-        # One command carries one bundle (proto.limits: 16 KiB); chunking is not built yet.
+    except ValidationError as exc:
+        # The bundle's own limits (proto.watchlist: plates, persons, recipients).
         raise HTTPException(
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail="the signed list is too large for one watchlist command (about 150 plates); "
-            "delivery in parts is not built yet (docs/watchlists.md)",
+            detail=f"the signed list is beyond a bundle's limits ({exc.error_count()} errors; "
+            "docs/watchlists.md)",
         ) from None
+    fetch = service.delivery_for(session, wl, bundle)  # kept even with no node in scope yet
     session.commit()
     if runtime.mqtt is not None:
         for command in commands:
@@ -186,6 +351,9 @@ def deliver(
         "nodes": [c.node_id for c in commands],
         "requests": {c.node_id: c.request_id for c in commands},
         "published": runtime.mqtt is not None,
+        "fetch": fetch.model_dump(mode="json") if fetch is not None else None,
+        "persons_sealed": len(bundle.body.faces.templates) if bundle.body.faces else 0,
+        "recipients": len(bundle.body.faces.recipients) if bundle.body.faces else 0,
     }
 
 
