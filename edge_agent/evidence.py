@@ -16,6 +16,11 @@ when only pinned files are left a new put is refused (`EvidenceError`,
 counted in `refused`) rather than a hit's evidence deleted. `delete` is for
 retention (`edge_agent.evidence_upload`); `entries` lists what is held.
 The API only grows: other parts (panic snapshots, the uploader) build on it.
+
+`describe` says what a stored file is (data class, camera, time, the event or
+alert it belongs to) to whoever listens (`add_describe_listener`): the
+evidence uploader indexes it and, for hits and snapshots, uploads it. With
+no listener (no uploader configured) it does nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from edge_agent.errors import AgentError
 
@@ -52,6 +59,7 @@ class EvidenceStore:
         self.deleted = 0
         self.refused = 0
         self._pinned: set[str] = set()
+        self._describe_listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self._lock = threading.Lock()
         self._files: OrderedDict[str, tuple[Path, int]] = OrderedDict()  # oldest first
         self._bytes = 0
@@ -169,6 +177,19 @@ class EvidenceStore:
                 logger.warning("evidence: cannot delete %s", path)
             self._bytes -= size
             return True
+
+    def add_describe_listener(self, listener: Callable[[str, dict[str, Any]], None]) -> None:
+        """Call `listener(sha256, metadata)` for every `describe` from now on."""
+        self._describe_listeners.append(listener)
+
+    def describe(self, digest: str, **metadata: Any) -> None:
+        """Say what a stored file is: ``data_class``, ``camera_id``, ``captured_at``,
+        ``event_id``, ``event_type``, ``alert_id`` (any subset); listeners decide what follows."""
+        for listener in list(self._describe_listeners):
+            try:
+                listener(digest, dict(metadata))
+            except Exception:
+                logger.exception("evidence: a describe listener failed for %s", digest)
 
     def entries(self) -> list[tuple[str, Path]]:
         """(SHA-256, path) of every file held, oldest first."""

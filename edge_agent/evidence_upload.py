@@ -9,8 +9,10 @@ component takes them to the fleet server (docs/evidence.md):
   its capture metadata, and queued for upload at once when the event's type
   is in ``auto_upload`` (watchlist hits and panic snapshots by default).
   Plate-read crops stay indexed on the node until the server asks for one
-  (``upload`` in `/evidence/node/instructions`, polled over HTTPS). Other
-  code queues a file itself with `EvidenceUploader.enqueue` (panic snapshots).
+  (``upload`` in `/evidence/node/instructions`, polled over HTTPS). Code
+  without an event says what a stored file is with
+  `EvidenceStore.describe(sha, data_class=…, event_type="snapshot", alert_id=…)`
+  (panic snapshots) or queues it itself with `EvidenceUploader.enqueue`.
 - **Signed at capture.** A queued file gets an `proto.evidence.EvidenceClaim`
   (SHA-256, size, node, camera, time, event, data class) signed with the
   node's own private key — the one its client certificate is for — and the
@@ -92,7 +94,7 @@ class EvidenceUploadConfig(BaseModel):
         description="https://host[:port]/api/v1/evidence of the fleet server; None: no upload",
     )
     auto_upload: list[str] = Field(
-        default_factory=lambda: ["watchlist_hit", "panic_snapshot"],
+        default_factory=lambda: ["watchlist_hit", "panic_snapshot", "snapshot"],
         max_length=16,
         description="event types whose evidence is uploaded at once (others on request)",
     )
@@ -193,7 +195,7 @@ class UploadQueue:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS known (sha256 TEXT PRIMARY KEY, data_class TEXT NOT NULL,"
             " camera_id TEXT, event_id TEXT, event_type TEXT, captured_at TEXT NOT NULL,"
-            " uploaded INTEGER NOT NULL DEFAULT 0)"
+            " uploaded INTEGER NOT NULL DEFAULT 0, alert_id TEXT)"
         )
         self._db.execute("CREATE TABLE IF NOT EXISTS held (sha256 TEXT PRIMARY KEY)")
 
@@ -210,25 +212,34 @@ class UploadQueue:
         event_id: str | None,
         event_type: str | None,
         captured_at: datetime,
+        alert_id: str | None = None,
     ) -> None:
         """Remember what a stored file is (for on-request uploads and retention)."""
         with self._lock:
             self._db.execute(
                 "INSERT OR IGNORE INTO known (sha256, data_class, camera_id, event_id, event_type,"
-                " captured_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (sha256, data_class, camera_id, event_id, event_type, captured_at.isoformat()),
+                " captured_at, alert_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    sha256,
+                    data_class,
+                    camera_id,
+                    event_id,
+                    event_type,
+                    captured_at.isoformat(),
+                    alert_id,
+                ),
             )
 
     def known(self, sha256: str) -> dict[str, Any] | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT data_class, camera_id, event_id, event_type, captured_at FROM known"
-                " WHERE sha256 = ?",
+                "SELECT data_class, camera_id, event_id, event_type, captured_at, alert_id"
+                " FROM known WHERE sha256 = ?",
                 (sha256,),
             ).fetchone()
         if row is None:
             return None
-        keys = ("data_class", "camera_id", "event_id", "event_type", "captured_at")
+        keys = ("data_class", "camera_id", "event_id", "event_type", "captured_at", "alert_id")
         return dict(zip(keys, row, strict=True))
 
     def add(self, signed: SignedClaim) -> bool:
@@ -444,6 +455,7 @@ class EvidenceUploader(ComponentBase):
         self.queue_full = 0
         self.deleted = 0
         self.last_error = ""
+        store.add_describe_listener(self._on_describe)  # panic snapshots say what they are
         for sha in queue.pending():  # a restart keeps the queued files out of eviction
             store.pin(sha)
         for sha in queue.held():
@@ -535,6 +547,25 @@ class EvidenceUploader(ComponentBase):
             if event_type in self.config.auto_upload:
                 self.enqueue(sha)
 
+    def _on_describe(self, sha256: str, meta: dict[str, Any]) -> None:
+        """`EvidenceStore.describe` listener: index the file; upload it if its type says so."""
+        captured_at = meta.get("captured_at")
+        if isinstance(captured_at, str):
+            captured_at = datetime.fromisoformat(captured_at.replace("Z", "+00:00"))
+        event_type = meta.get("event_type")
+        data_class = meta.get("data_class") or data_class_for(event_type, meta)
+        self.queue.index(
+            sha256,
+            data_class=str(data_class),
+            camera_id=meta.get("camera_id"),
+            event_id=meta.get("event_id"),
+            event_type=event_type,
+            captured_at=captured_at if isinstance(captured_at, datetime) else self._now(),
+            alert_id=meta.get("alert_id"),
+        )
+        if event_type in self.config.auto_upload or data_class in self.config.auto_upload:
+            self.enqueue(sha256)
+
     def enqueue(
         self,
         sha256: str,
@@ -544,6 +575,7 @@ class EvidenceUploader(ComponentBase):
         event_id: str | None = None,
         event_type: str | None = None,
         captured_at: datetime | None = None,
+        alert_id: str | None = None,
     ) -> bool:
         """Sign and queue one stored file for upload (pinned until the server holds it).
 
@@ -562,6 +594,7 @@ class EvidenceUploader(ComponentBase):
                 event_id=event_id,
                 event_type=event_type,
                 captured_at=captured_at or self._now(),
+                alert_id=alert_id,
             )
             meta = self.queue.known(sha256) or {}
         suffix = path.suffix.lower()
@@ -579,6 +612,7 @@ class EvidenceUploader(ComponentBase):
             captured_at=datetime.fromisoformat(meta["captured_at"]),
             event_id=meta.get("event_id"),
             event_type=meta.get("event_type"),
+            alert_id=meta.get("alert_id"),
         )
         if self._key is None:
             self._key = self._key_loader()

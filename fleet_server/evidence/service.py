@@ -38,7 +38,7 @@ from fleet_server import audit
 from fleet_server.errors import FleetServerError
 from fleet_server.evidence.store import BlobMismatch, EvidenceBlobStore, OffsetMismatch
 from fleet_server.evidence.verify import verify_claim
-from fleet_server.models import Event, Node, NodeCertificate, utcnow
+from fleet_server.models import Alert, Event, Node, NodeCertificate, utcnow
 from fleet_server.models.evidence import EvidenceCase, EvidenceCaseItem, EvidenceItem
 from fleet_server.pki.signer import DocumentSigner
 from proto.evidence import SignedClaim
@@ -145,11 +145,18 @@ def begin_upload(
         raise EvidenceRefused("signature", why)
     node = session.get(Node, node_id)
     event = session.get(Event, claim.event_id) if claim.event_id else None
+    alert_id = event.alert_id if event is not None else None
+    if alert_id is None and claim.alert_id is not None:
+        # A snapshot the server asked for names its alert; only a real alert of the
+        # node's own district is taken, so a node cannot file evidence under any alert.
+        alert = session.get(Alert, claim.alert_id)
+        if alert is not None and node is not None and alert.district == node.district:
+            alert_id = alert.id
     item = EvidenceItem(
         sha256=claim.sha256, data_class=claim.data_class, node_id=node_id,
         district=node.district if node is not None else None, camera_id=claim.camera_id,
         event_id=claim.event_id, event_type=claim.event_type,
-        alert_id=event.alert_id if event is not None else None, captured_at=claim.captured_at,
+        alert_id=alert_id, captured_at=claim.captured_at,
         size=claim.size, content_type=claim.content_type,
         claim=claim.model_dump(mode="json", exclude_none=True), signature=signed.signature,
         cert_serial=serial, cert_pem=cert_pem, received_bytes=store.received(claim.sha256),

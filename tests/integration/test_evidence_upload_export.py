@@ -547,3 +547,24 @@ def test_the_claim_signature_is_the_node_key_s(served: Served) -> None:
     served.node_key.public_key().verify(
         base64.b64decode(signed.signature), signed_payload(claim), ec.ECDSA(hashes.SHA256())
     )
+
+
+def test_a_snapshot_the_store_is_told_about_is_uploaded_as_its_alert_s_evidence(
+    served: Served,
+) -> None:
+    _, alert_id = _panic_alert(served)
+    uploader = _uploader(served, "node-g")
+    sha = uploader.store.put(SNAPSHOT + b"g")
+    # What the snapshot command does after keeping a frame (edge_agent.snapshot).
+    uploader.store.describe(
+        sha, data_class="panic_snapshot", event_type="snapshot", camera_id="cam4",
+        alert_id=alert_id, captured_at=utcnow(),
+    )  # fmt: skip
+    assert uploader.store.is_pinned(sha)
+    assert uploader.work_once() == 1
+    with httpx.Client(base_url=served.url, verify=_tls(served)) as api:
+        listed = api.get(
+            f"{API}/evidence", params={"alert_id": alert_id}, headers=served.headers["op"]
+        ).json()
+    rows = {r["sha256"]: (r["data_class"], r["camera_id"]) for r in listed["data"]}
+    assert rows[sha] == ("panic_snapshot", "cam4")  # presses from one node join one alert
