@@ -148,6 +148,10 @@ def remove_entry(
     entry = session.get(WatchlistEntry, entry_id)
     if entry is None or entry.watchlist_id != wl.id:
         raise WatchlistNotFound(f"no entry {entry_id!r} on {wl.name!r}")
+    photos = session.exec(select(WatchlistPhoto).where(col(WatchlistPhoto.entry_id) == entry.id))
+    for photo in photos.all():  # the template goes; the photo file stays (kept by hash)
+        session.delete(photo)
+    session.flush()
     session.delete(entry)
     _bump(session, wl, now=now)
     audit.record(
