@@ -487,6 +487,13 @@ def build_node(
         parts.append(CameraPipeline.from_config(config, clock=node_clock, watchlists=store))
         if store is not None and not any(part.name == "watchlist" for part in parts):
             parts.append(WatchlistComponent(store, now=node_clock.now))
+    camera = next((part for part in parts if part.name == "camera"), None)
+    if camera is not None and not any(part.name == "snapshot" for part in parts):
+        # A panic nearby pulls a still from each camera (docs/watchlists-operations.md).
+        from edge_agent.snapshot import SnapshotComponent, SnapshotSource
+
+        if isinstance(camera, SnapshotSource):
+            parts.append(SnapshotComponent(camera))
     if config.ota.enabled and not any(part.name == "ota" for part in parts):
         # The OTA client (docs/ota.md); it imports python-tuf only when it first checks.
         from edge_agent.ota import OtaComponent

@@ -32,6 +32,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from fleet_server.alerting import ensure_default_policies
+from fleet_server.alerting.snapshots import SnapshotPuller
 from fleet_server.api.allow import AllowHeaderMiddleware
 from fleet_server.api.errors import declare_error_bodies
 from fleet_server.api.main import API_PREFIX, api_router
@@ -219,6 +220,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     if runtime.notify.fanout is not None:
         runtime.notify.fanout.start()
+    # A panic pulls stills from the nearest cameras (fleet_server.alerting.snapshots).
+    snapshots = SnapshotPuller(
+        engine=engine, publisher=lambda: runtime.notify.publisher,
+        radius_m=settings.snapshot_radius_m, max_nodes=settings.snapshot_max_nodes,
+        ttl_s=settings.snapshot_ttl_s,
+    )  # fmt: skip
+    snapshots.start()
+    runtime.notify.listeners.append(snapshots)
     if broker is not None:  # a node probing other nodes' topics becomes an alert
         alert_on_denials(broker.denials, engine=engine, notify=runtime.notify, settings=settings)
     if settings.cluster_amqp_urls:
@@ -311,6 +320,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # stored and not acked; its node's outbox sends it again to the next server.
         if runtime.ingest is not None:
             await asyncio.to_thread(runtime.ingest.stop)
+        await asyncio.to_thread(snapshots.stop)  # queued pulls still go out on the link
         if runtime.mqtt is not None:
             await asyncio.to_thread(runtime.mqtt.stop)
         if runtime.notify.fanout is not None:

@@ -7,7 +7,7 @@ and handed to routes through `api.deps.RuntimeDep`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -47,11 +47,15 @@ class LiveNotifier:
         self.broadcaster = broadcaster
         self.publisher = publisher
         self.fanout = fanout
+        # Told after the feed, e.g. the panic snapshot pull (fleet_server.alerting.snapshots).
+        self.listeners: list[Callable[[Sequence[AlertNotice]], None]] = []
 
     def __call__(self, notices: Sequence[AlertNotice]) -> None:
         self.broadcaster.publish_threadsafe([alert_frame(n) for n in notices])
         if self.fanout is not None:
             self.fanout.announce(notices)
+        for listener in self.listeners:
+            listener(notices)
         if self.publisher is None:
             return
         for n in notices:

@@ -126,6 +126,20 @@ class Settings(BaseModel):
         default=90.0, gt=0.0, le=36_500.0,
         description="plate reads older than this are deleted (docs/anpr.md); unset: kept",
     )  # fmt: skip
+    # The panic snapshot pull (fleet_server.alerting.snapshots, docs/watchlists-operations.md).
+    snapshot_radius_m: float = Field(
+        default=300.0, ge=0.0, le=50_000.0,
+        description="after the pillar's own site, camera nodes within this many metres are "
+        "asked for a still when a panic alert opens; 0: the same site only",
+    )  # fmt: skip
+    snapshot_max_nodes: int = Field(
+        default=4, ge=0, le=32,
+        description="at most this many camera nodes are asked per panic; 0: no pull",
+    )  # fmt: skip
+    snapshot_ttl_s: float = Field(
+        default=60.0, ge=1.0, le=3600.0,
+        description="a node ignores a snapshot command older than this",
+    )  # fmt: skip
     # Evidence (docs/evidence.md): retention per data class, upload bound, export policy.
     evidence_retention_plate_crop_days: float | None = Field(
         default=30.0, gt=0.0, le=36_500.0, description="plate crops kept this long; unset: kept"

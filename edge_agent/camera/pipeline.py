@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.component import CommandHandler, Health, NodeContext
+from edge_agent.snapshot import Still
 from edge_agent.watchlist import write_hits
 from hardware.camera import CameraConfig, CameraReadError, CameraSource, Frame
 from hardware.clock import Clock
@@ -151,6 +152,7 @@ class CameraWorker:
         self.fault: str | None = None  # the active fault code, if any
         self.fault_detail = ""
         self.last_frame_at: float | None = None  # time.monotonic() of the last frame
+        self.latest: Frame | None = None  # the newest frame read (edge_agent.snapshot)
         self.final_passes: list[PlatePass] = []
         self._threads: list[threading.Thread] = []
 
@@ -271,8 +273,10 @@ class CameraWorker:
                     image = self.privacy.admit(self.camera_id, frame.image)
                     if image is None:
                         self.stats.frames_skipped += 1
+                        self.latest = None  # not for analysis: not for a snapshot either
                         continue
                     frame = dataclasses.replace(frame, image=image)
+                self.latest = frame  # masked, as everything downstream sees it
                 with self._ready:
                     if len(self._queue) >= settings.queue_size:
                         self.stats.frames_dropped += 1
@@ -564,6 +568,28 @@ class CameraPipeline:
             ctx.call_soon_threadsafe(lambda: self._write_fault(ctx, code, active, detail))
 
         return report
+
+    # -------------------------------------------- snapshots (edge_agent.snapshot)
+
+    def snapshot_cameras(self) -> list[str]:
+        """The camera ids a ``snapshot`` command may name."""
+        return [feed.camera_id for feed in self.feeds]
+
+    def latest_still(self, camera_id: str) -> Still | str:
+        """The camera's newest frame and its age, or why there is none."""
+        worker = self.workers.get(camera_id)
+        if worker is None:
+            return "not_started"
+        if not worker.cameras_on:
+            return "off"
+        frame, at = worker.latest, worker.last_frame_at
+        if frame is None or at is None:
+            return "no_frame"
+        return Still(image=frame.image, age_s=max(0.0, time.monotonic() - at))
+
+    def evidence_store(self) -> EvidenceStore | None:
+        """The store crops and snapshots go to (set when the pipeline starts)."""
+        return self.evidence
 
     # ------------------------------------------------------------------ power
 

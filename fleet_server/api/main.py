@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from fleet_server.api.errors import API_ERROR_RESPONSES
 from fleet_server.api.routes import (
+    alert_snapshots,
     alerts,
     api_tokens,
     audit,
@@ -56,4 +57,5 @@ api_router.include_router(audit.router)
 api_router.include_router(plate_reads.router)
 api_router.include_router(watchlists.router)  # watchlists and their hits (docs/watchlists.md)
 api_router.include_router(watchlist_hit_queue.router)  # hit console (watchlists-operations.md)
+api_router.include_router(alert_snapshots.router)  # panic snapshot pull (same doc)
 api_router.include_router(evidence_routes.router)  # evidence, exports, holds (docs/evidence.md)
