@@ -62,6 +62,7 @@ from fleet_server.pki import IssuingCa, PkiPaths, init_dev_pki
 from fleet_server.pki.runtime import PkiRuntime
 from fleet_server.pki.store import LOOPBACK_NAMES
 from fleet_server.presence import Silence
+from fleet_server.privacy.console import router as privacy_pages_router
 from fleet_server.ratelimit import TokenBucketLimiter
 from fleet_server.runtime import LiveNotifier, Runtime
 from fleet_server.schema import migrate
@@ -372,6 +373,7 @@ def _include_console(app: FastAPI) -> None:
     app.include_router(audit_pages_router)  # the audit log (docs/audit.md)
     app.include_router(fleet_pages_router)  # map, node, response times
     app.include_router(plate_pages_router)  # plate reads and camera health (docs/anpr.md)
+    app.include_router(privacy_pages_router)  # privacy masks, private cameras (docs/privacy.md)
     app.include_router(watchlist_hit_pages_router)  # docs/watchlists-operations.md
 
 

@@ -49,6 +49,7 @@ from fleet_server.presence import (
     mark_silent_nodes,
     settle_offline_nodes,
 )
+from fleet_server.privacy.service import ExpiryWarningJob
 
 __all__ = [
     "EscalationJob",
@@ -189,6 +190,8 @@ def default_jobs(
     ]
     if plate_retention_days is not None:
         jobs.append(PlateRetentionJob(days=plate_retention_days))
+    # Private cameras' agreements about to expire: one alert each (fleet_server.privacy).
+    jobs.append(ExpiryWarningJob(ack_timeout_s=ack_timeout_s))
     return jobs
 
 

@@ -32,6 +32,7 @@ from fleet_server.api.routes import (
     watchlists,
 )
 from fleet_server.evidence import routes as evidence_routes
+from fleet_server.privacy import routes as privacy_routes
 
 API_PREFIX = "/api/v1"
 
@@ -56,6 +57,7 @@ api_router.include_router(audit.router)
 # Camera nodes' plate reads and camera health (docs/anpr.md).
 api_router.include_router(plate_reads.router)
 api_router.include_router(watchlists.router)  # watchlists and their hits (docs/watchlists.md)
+api_router.include_router(privacy_routes.router)  # masks, private cameras (docs/privacy.md)
 api_router.include_router(watchlist_hit_queue.router)  # hit console (watchlists-operations.md)
 api_router.include_router(alert_snapshots.router)  # panic snapshot pull (same doc)
 api_router.include_router(evidence_routes.router)  # evidence, exports, holds (docs/evidence.md)

@@ -30,6 +30,7 @@ from fleet_server.ingest.watchlist_hits import register as _register_watchlists 
 from fleet_server.ingest.writer import write_events_and_nodes
 from fleet_server.models import Event, Node, SequenceGap
 from fleet_server.presence import prove_connected
+from fleet_server.privacy.ingest import register as _register_privacy  # noqa: F401 - wraps last
 from proto.codec import Envelope, encode
 from proto.messages import Birth, EventBase, Status
 

@@ -4,6 +4,7 @@ from fleet_server.models import audit as audit  # registers the audit tables (fl
 from fleet_server.models import evidence as evidence  # registers the evidence tables
 from fleet_server.models import ota as ota  # registers the OTA tables (fleet_server.ota)
 from fleet_server.models import plate as plate  # registers the plate tables (fleet_server.plates)
+from fleet_server.models import privacy as privacy  # registers the privacy tables (issue 15)
 from fleet_server.models import snapshot as snapshot  # panic snapshot requests
 from fleet_server.models import watchlist as watchlist  # registers the watchlist tables
 from fleet_server.models.alert import (

@@ -39,6 +39,7 @@ class AlertType(StrEnum):
     NODE_OFFLINE = "node_offline"
     ACL_DENIED = "acl_denied"  # the broker refused a node's publishes (fleet_server.broker)
     WATCHLIST_HIT = "watchlist_hit"  # a node matched a signed watchlist (fleet_server.watchlists)
+    AGREEMENT_EXPIRING = "agreement_expiring"  # a private camera's agreement (fleet_server.privacy)
 
 
 class Severity(StrEnum):

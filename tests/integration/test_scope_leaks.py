@@ -148,6 +148,7 @@ def _path_values(world: World) -> dict[str, str]:
         "campaign_id": "01J0000000000000000000000Z",
         "entry_id": "01J0000000000000000000000Z",
         "event_id": "01J0000000000000000000000Z",
+        "camera_id": "gate",
     }
 
 
@@ -253,6 +254,13 @@ WATCHLIST_IN = {
 }  # fmt: skip
 
 
+MASKS_IN = {"masks": [[[0, 0], [1, 0], [1, 1]]], "reason": "leak check"}
+PRIVATE_IN = {
+    "owner": "Pearl Plaza", "agreement": "KP-1", "expires_at": "2099-01-01T00:00:00Z",
+    "allow": ["plates"], "reason": "leak check",
+}  # fmt: skip
+
+
 def _mutations(world: World) -> dict[tuple[str, str], tuple[Any, int]]:
     """(method, path) → (body, status an outsider gets) for every route that changes data."""
     return {
@@ -291,6 +299,12 @@ def _mutations(world: World) -> dict[tuple[str, str], tuple[Any, int]]:
         ("DELETE", f"{API}/watchlists/{{name}}/entries/{{entry_id}}"): (None, 404),
         ("POST", f"{API}/watchlists/{{name}}/deliver"): (None, 404),
         ("POST", f"{API}/watchlist-hits/{{event_id}}/decision"): ({"decision": "rejected"}, 404),
+        ("PUT", f"{API}/privacy/nodes/{{node_id}}/cameras/{{camera_id}}/masks"): (MASKS_IN, 404),
+        ("PUT", f"{API}/privacy/nodes/{{node_id}}/cameras/{{camera_id}}/private"): (
+            PRIVATE_IN,
+            404,
+        ),
+        ("POST", f"{API}/privacy/nodes/{{node_id}}/deliver"): (None, 404),
     }
 
 
