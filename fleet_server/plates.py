@@ -31,12 +31,15 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Table, delete, func, insert
+from sqlalchemy import case as sa_case
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from fleet_server.alerting import AlertNotice
 from fleet_server.errors import FleetServerError
 from fleet_server.models import Node
 from fleet_server.models.plate import (
+    CameraSummary,
     NodeCamera,
     NodeCameraPublic,
     PlateRead,
@@ -49,6 +52,7 @@ __all__ = [
     "PlateRetentionJob",
     "PlateSearchError",
     "camera_health",
+    "camera_summaries",
     "delete_expired_plate_reads",
     "insert_plate_reads",
     "replace_node_cameras",
@@ -173,6 +177,54 @@ def camera_health(
         NodeCameraPublic.model_validate({**camera.model_dump(), "district": district})
         for camera, district in session.exec(stmt).all()
     ]
+
+
+def camera_summaries(
+    *, session: Session, scope: Any = None, limit: int = 10_000
+) -> list[CameraSummary]:
+    """Per node: how many cameras are ok, stalled (an open fault) or shed (slowed, stopped).
+
+    One grouped query over ``nodecamera`` (a row per camera, replaced by each
+    telemetry), so the node list of a city costs one round trip, not one per
+    node.
+    """
+    faulted = col(NodeCamera.fault).is_not(None)
+    shed = col(NodeCamera.shed).in_(("slowed", "stopped")) & ~faulted
+    stmt = sa_select(
+        col(NodeCamera.node_id),
+        func.count(),
+        func.sum(sa_case((faulted, 1), else_=0)),
+        func.sum(sa_case((shed, 1), else_=0)),
+        func.max(col(NodeCamera.updated_at)),
+    ).group_by(col(NodeCamera.node_id))
+    if scope is not None:
+        stmt = scope.filter_nodes(stmt, NodeCamera.node_id)
+    stmt = stmt.order_by(col(NodeCamera.node_id)).limit(limit)
+    rows = list(session.execute(stmt).all())
+    faults: dict[str, list[str]] = {}
+    if any(row[2] for row in rows):
+        fault_stmt = select(NodeCamera.node_id, NodeCamera.camera_id, NodeCamera.fault).where(
+            faulted
+        )
+        if scope is not None:
+            fault_stmt = scope.filter_nodes(fault_stmt, NodeCamera.node_id)
+        for node_id, camera_id, fault in session.exec(fault_stmt).all():
+            faults.setdefault(node_id, []).append(f"{camera_id}: {fault}")
+    summaries = []
+    for node_id, cameras, stalled, shed_count, updated_at in rows:
+        stalled, shed_count = int(stalled or 0), int(shed_count or 0)
+        summaries.append(
+            CameraSummary(
+                node_id=node_id,
+                cameras=int(cameras),
+                ok=int(cameras) - stalled - shed_count,
+                stalled=stalled,
+                shed=shed_count,
+                faults=sorted(faults.get(node_id, [])),
+                updated_at=updated_at,
+            )
+        )
+    return summaries
 
 
 # ---------------------------------------------------------------- retention

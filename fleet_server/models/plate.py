@@ -18,6 +18,8 @@ from sqlmodel import Field, SQLModel
 from fleet_server.models.common import UtcDateTime, utcnow
 
 __all__ = [
+    "CameraSummaries",
+    "CameraSummary",
     "NodeCamera",
     "NodeCameraPublic",
     "NodeCamerasPublic",
@@ -104,4 +106,29 @@ class NodeCamerasPublic(SQLModel):
     """Cameras of the nodes in scope."""
 
     data: list[NodeCameraPublic]
+    count: int
+
+
+class CameraSummary(SQLModel):
+    """One node's cameras in three counts: the node list's camera badge.
+
+    ``stalled`` is a camera with an open fault (lost or stalled stream),
+    ``shed`` one the power policy slowed or stopped (and no fault), ``ok``
+    the rest; ``faults`` names the open faults, ``updated_at`` is the newest
+    telemetry behind the counts.
+    """
+
+    node_id: str
+    cameras: int
+    ok: int
+    stalled: int
+    shed: int
+    faults: list[str] = []
+    updated_at: datetime | None = None
+
+
+class CameraSummaries(SQLModel):
+    """Camera summaries of the nodes in scope that report cameras."""
+
+    data: list[CameraSummary]
     count: int

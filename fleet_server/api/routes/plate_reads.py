@@ -21,8 +21,14 @@ from fastapi import APIRouter, HTTPException, Query, status
 
 from fleet_server.api.deps import CurrentUser, Offset, SessionDep
 from fleet_server.api.scope import PurposeDep, ScopeDep
-from fleet_server.models.plate import NodeCamerasPublic, PlateReadsPublic
-from fleet_server.plates import PlateMatch, PlateSearchError, camera_health, search_plate_reads
+from fleet_server.models.plate import CameraSummaries, NodeCamerasPublic, PlateReadsPublic
+from fleet_server.plates import (
+    PlateMatch,
+    PlateSearchError,
+    camera_health,
+    camera_summaries,
+    search_plate_reads,
+)
 from fleet_server.scope import record_access
 
 router = APIRouter(tags=["plate reads"])
@@ -92,3 +98,14 @@ def read_cameras(
     """Each camera's latest health from its node's telemetry (nodes in scope, at most 1,000)."""
     data = camera_health(session=session, node_id=node_id, scope=scope)
     return NodeCamerasPublic(data=data, count=len(data))
+
+
+@router.get("/cameras/summary")
+def read_camera_summaries(session: SessionDep, scope: ScopeDep) -> CameraSummaries:
+    """Per node in scope that reports cameras: how many are ok, stalled (a fault) or shed.
+
+    What the console's node list shows beside each node (one request for the
+    whole list); `GET /cameras` has each camera's figures.
+    """
+    data = camera_summaries(session=session, scope=scope)
+    return CameraSummaries(data=data, count=len(data))

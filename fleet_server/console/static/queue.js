@@ -236,7 +236,7 @@
       button.addEventListener("click", () => act(alertId(alert), action, button));
       wrap.append(button);
     }
-    wrap.append(detailsButton(alert));
+    wrap.append(detailsButton(alert), evidenceButton(alert));
     return wrap;
   }
 
@@ -249,6 +249,17 @@
     button.setAttribute("aria-label", `History of the ${alert.type} alert at ${alert.node_id}`);
     button.addEventListener("click", () => openDetails(alert));
     return button;
+  }
+
+  /* "Export evidence": the alert's node-signed files, export and holds (evidence.js). */
+  function evidenceButton(alert) {
+    const link = document.createElement("a");
+    link.className = "btn btn-quiet";
+    link.href = `${NB.queueUrl}evidence?alert=${encodeURIComponent(alertId(alert))}`;
+    link.textContent = "Export evidence";
+    link.dataset.testid = "action-evidence";
+    link.setAttribute("aria-label", `Evidence of the ${alert.type} alert at ${alert.node_id}`);
+    return link;
   }
 
   function renderRow(alert, { fresh = false } = {}) {
@@ -283,7 +294,7 @@
     } else {
       const wrap = document.createElement("div");
       wrap.className = "actions";
-      wrap.append(detailsButton(alert));
+      wrap.append(detailsButton(alert), evidenceButton(alert));
       actions.append(wrap);
     }
     return row;
@@ -519,12 +530,58 @@
     badge.dataset.testid = "node-state";
     badge.textContent = online ? "online" : "offline";
     item.append(badge, name, place);
+    const cameras = cameraSummaries.get(node.node_id);
+    if (cameras) {
+      item.append(renderCameras(cameras));
+    }
     return item;
+  }
+
+  /* A camera node's cameras in one line: "2 cameras ok", or "1 ok · 1 stalled · 1 shed".
+   * Stalled (an open fault) is the worst, then shed (the power policy slowed or
+   * stopped it); the open faults are in the title. From GET /cameras/summary. */
+  function renderCameras(summary) {
+    const line = document.createElement("span");
+    line.className = "node-cameras";
+    line.dataset.testid = "node-cameras";
+    line.dataset.ok = String(summary.ok);
+    line.dataset.stalled = String(summary.stalled);
+    line.dataset.shed = String(summary.shed);
+    line.dataset.health = summary.stalled ? "stalled" : summary.shed ? "shed" : "ok";
+    if (!summary.stalled && !summary.shed) {
+      line.textContent = `${summary.cameras} camera${summary.cameras === 1 ? "" : "s"} ok`;
+    } else {
+      const parts = [];
+      if (summary.ok) parts.push(`${summary.ok} ok`);
+      if (summary.stalled) parts.push(`${summary.stalled} stalled`);
+      if (summary.shed) parts.push(`${summary.shed} shed`);
+      line.textContent = `Cameras: ${parts.join(" · ")}`;
+    }
+    if (summary.faults && summary.faults.length) {
+      line.title = summary.faults.join("\n");
+    }
+    return line;
+  }
+
+  let cameraSummaries = new Map();
+
+  async function loadCameraSummaries() {
+    try {
+      const payload = await NB.api("/cameras/summary");
+      cameraSummaries = new Map(listOf(payload).map((s) => [s.node_id, s]));
+    } catch (err) {
+      // The node list still shows without the camera line (an older server, a hiccup).
+      cameraSummaries = new Map();
+    }
   }
 
   async function loadNodes() {
     try {
-      const nodes = listOf(await NB.api("/nodes?limit=1000"));
+      const [payload] = await Promise.all([
+        NB.api("/nodes?limit=1000"),
+        loadCameraSummaries(),
+      ]);
+      const nodes = listOf(payload);
       nodes.sort((a, b) => {
         // Offline nodes first: they are the ones a technician must visit.
         const ao = a.online ? 1 : 0;
@@ -699,7 +756,7 @@
     const actions = cell(row, "Actions", "alert-actions", "");
     const wrap = document.createElement("div");
     wrap.className = "actions";
-    wrap.append(detailsButton(alert));
+    wrap.append(detailsButton(alert), evidenceButton(alert));
     actions.append(wrap);
     return row;
   }
