@@ -17,6 +17,7 @@ from simulators.bench_console import register_console
 from simulators.bench_faces import register_faces
 from simulators.bench_harness import add_output_options, publish, raise_fd_limit
 from simulators.bench_ota import register as register_ota
+from simulators.bench_watchlist import register_watchlist
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -96,6 +97,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     register_console(sub)  # `bench console`: the fleet map's cost (simulators/bench_console.py)
     register_faces(sub)  # `bench faces`: face verification (simulators/bench_faces.py)
     register_ota(sub)  # `bench ota`: a signed rollout (simulators/bench_ota.py)
+    register_watchlist(sub)  # `bench watchlist`: hotlists (simulators/bench_watchlist.py)
 
 
 def _panic(args: argparse.Namespace) -> int:
