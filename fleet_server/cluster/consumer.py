@@ -32,7 +32,14 @@ Spreading partitions: with single-active-consumer the first subscriber is
 the active one (RabbitMQ 3.10 has no SAC priorities for quorum queues). A
 worker (`worker_index` of `workers`) subscribes at once to its own share of
 the districts and to the others only after `standby_delay_s`, so workers
-started together each lead their own share and stand by for the rest.
+started together each lead their own share and stand by for the rest. A
+worker that finds itself leading a partition of another's share (its owner
+started late, or came back after a crash) lets go of it between two batches
+every `handback_s`, closing that channel and subscribing again at the back of
+the line: the owner, if it is waiting, takes over; if nobody waits, the
+same worker gets it straight back. Nothing is in flight at that moment (the
+batch is acked), and the prefetched deliveries go back to the head of the
+queue, so the order holds.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,6 +92,7 @@ class ClusterStats:
     handed_back: int = 0  # deliveries returned to their queue (database down)
     downlink_published: int = 0
     database_outages: int = 0
+    handbacks: int = 0  # partitions of another worker's share let go of (see the module)
 
 
 class _Outbox:
@@ -144,7 +153,8 @@ class ClusterIngest:
         replicas: int = 1,
         batch_max: int = 200,
         ack_timeout_s: float = 120.0,
-        standby_delay_s: float = 2.0,
+        standby_delay_s: float = 5.0,
+        handback_s: float = 30.0,
         db_retry_s: float = 1.0,
         device_time: DeviceTimeRules | None = None,
         on_notices: Callable[[Sequence[AlertNotice]], None] | None = None,
@@ -161,6 +171,7 @@ class ClusterIngest:
         self.replicas = replicas
         self.batch_max = batch_max
         self.standby_delay_s = standby_delay_s
+        self.handback_s = handback_s
         self.db_retry_s = db_retry_s
         self.on_notices = on_notices
         self.stats = ClusterStats()
@@ -307,10 +318,15 @@ class ClusterIngest:
                 inbox = partition.inbox = asyncio.Queue()
                 await queue.consume(inbox.put)
                 partition.active = True
+                foreign = district not in self.own_districts
+                handback_at = time.monotonic() + self.handback_s
                 while self.database_up:
                     batch = await self._next_batch(inbox)
                     if not batch or not await self._handle(partition, batch, dead=dead, mqtt=mqtt):
                         break  # database down: the channel's close hands everything back
+                    if foreign and time.monotonic() >= handback_at:
+                        self.stats.handbacks += 1
+                        break  # to the back of the line: its owner takes it if waiting
             finally:
                 partition.active = False
                 with contextlib.suppress(Exception):

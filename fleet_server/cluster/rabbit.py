@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -38,8 +39,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fleet_server.broker.process import free_port
-
 __all__ = [
     "ClusterSpec",
     "ManagedRabbit",
@@ -47,6 +46,7 @@ __all__ = [
     "RabbitNode",
     "RabbitUser",
     "find_rabbitmq_server",
+    "loopback_port",
     "password_hash",
 ]
 
@@ -77,6 +77,30 @@ def find_rabbitmq_server() -> str:
             "`sudo apt-get install rabbitmq-server`"
         )
     return found
+
+
+# Below Linux's ephemeral range (32768-60999): a port picked there by the OS can be
+# taken again as the source port of one of the nodes' own outgoing connections
+# (they open many to each other) between the pick and RabbitMQ's bind (seen here
+# as eaddrinuse in a 3-node start).
+_PORT_RANGE = (20_000, 32_000)
+_PICKED: set[int] = set()
+
+
+def loopback_port() -> int:
+    """A loopback TCP port below the ephemeral range, free now and not handed out before."""
+    for _ in range(200):
+        port = random.randint(*_PORT_RANGE)
+        if port in _PICKED:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _PICKED.add(port)
+        return port
+    raise RabbitError(f"no free loopback port in {_PORT_RANGE}")
 
 
 def password_hash(password: str, *, salt: bytes | None = None) -> str:
@@ -135,9 +159,9 @@ class ClusterSpec:
         nodes = tuple(
             RabbitNode(
                 name=f"{prefix}-{n}",
-                amqp_port=free_port(),
-                mqtt_port=free_port(),
-                dist_port=free_port(),
+                amqp_port=loopback_port(),
+                mqtt_port=loopback_port(),
+                dist_port=loopback_port(),
             )
             for n in range(1, size + 1)
         )
