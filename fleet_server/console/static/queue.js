@@ -874,6 +874,9 @@
     document.getElementById("details-summary").textContent =
       `${placeOf(alert)} · received ${formatTime(alert.received_at)} · alert ${alertId(alert)}`;
     detailsSteps.replaceChildren();
+    if (typeof NBSnapshots !== "undefined") {
+      NBSnapshots.show(alertId(alert), detailsDialog); // panic snapshot pull (alert_snapshots.js)
+    }
     if (!detailsDialog.open) {
       detailsDialog.showModal();
     }
