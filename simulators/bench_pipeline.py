@@ -21,6 +21,9 @@ average (other work on the machine moves every figure):
   ``press_python_cpu`` repeats it with a detector that burns the CPU in pure
   Python for the same time (holding the GIL, the worst case for a thread;
   ONNX Runtime and OpenCV release it while they compute).
+  ``press_processes`` repeats that with ``inference = "processes"``: the
+  same GIL-burning detector, built by name in a child process
+  (`edge_agent.inference.workers`).
 """
 
 from __future__ import annotations
@@ -223,8 +226,17 @@ def _stages(config: PipelineBenchConfig) -> dict[str, Any]:
     }
 
 
+def spinning_bench_detector() -> WhiteRectDetector:
+    """The GIL-burning bench detector, for a child process to build by name.
+
+    Its delay comes from ``NB_BENCH_DETECTOR_DELAY_S`` (the child inherits
+    the environment; a plugin factory takes no arguments).
+    """
+    return WhiteRectDetector(float(os.environ.get("NB_BENCH_DETECTOR_DELAY_S", "0.2")), spin=True)
+
+
 async def _press_latency(
-    config: PipelineBenchConfig, work: Path, *, spin: bool = False
+    config: PipelineBenchConfig, work: Path, *, spin: bool = False, inference: str = "threads"
 ) -> dict[str, Any]:
     from edge_agent.camera.pipeline import CameraFeed, CameraPipeline
     from edge_agent.config import config_from_dict
@@ -237,8 +249,19 @@ async def _press_latency(
     from proto.messages import Ack, EventBase
 
     camera = SimCamera(camera_id="bench", max_queued=4)
-    detector = WhiteRectDetector(delay_s=config.detector_delay_s, spin=spin)
-    pipeline = CameraPipeline([CameraFeed.of(camera, _settings(queue_size=4), detector=detector)])
+    detector: WhiteRectDetector | None = None
+    if inference == "processes":
+        os.environ["NB_BENCH_DETECTOR_DELAY_S"] = str(config.detector_delay_s)
+        settings = _settings(
+            queue_size=4,
+            inference="processes",
+            detector=f"{__name__}:spinning_bench_detector",
+        )
+        camera_feed = CameraFeed.of(camera, settings)
+    else:
+        detector = WhiteRectDetector(delay_s=config.detector_delay_s, spin=spin)
+        camera_feed = CameraFeed.of(camera, _settings(queue_size=4), detector=detector)
+    pipeline = CameraPipeline([camera_feed])
     node = build_node(
         config_from_dict(
             {
@@ -296,7 +319,14 @@ async def _press_latency(
         idle = [await press() for _ in range(config.presses)]
         feeder = threading.Thread(target=feed, daemon=True)
         feeder.start()
-        await asyncio.to_thread(detector.called.wait, 10.0)
+        if detector is not None:
+            await asyncio.to_thread(detector.called.wait, 10.0)
+        else:  # the child builds its detector first; busy once a call has come back
+            deadline = time.monotonic() + 120.0
+            while pipeline.workers["bench"].stats.detector_calls == 0:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the inference process never answered")
+                await asyncio.sleep(0.05)
         load = _load()
         busy = [await press() for _ in range(config.presses)]
         stats = pipeline.stats()["cameras"]["bench"]
@@ -318,6 +348,7 @@ async def _press_latency(
         "presses": config.presses,
         "detector_delay_ms": round(1000 * config.detector_delay_s),
         "detector_busy": "python-cpu" if spin else "sleep",
+        "inference": inference,
         "idle_ms": idle_ms,
         "busy_ms": busy_ms,
         "busy_vs_idle": round(busy_ms["p50"] / idle_ms["p50"], 2) if idle_ms["p50"] else None,
@@ -347,6 +378,9 @@ def run_pipeline_bench(config: PipelineBenchConfig) -> dict[str, Any]:
     for work in _work_dir(config):
         press = asyncio.run(_press_latency(config, work / "sleep"))
         press_cpu = asyncio.run(_press_latency(config, work / "cpu", spin=True))
+        press_proc = asyncio.run(
+            _press_latency(config, work / "proc", spin=True, inference="processes")
+        )
     return bench_result(
         "pipeline",
         {
@@ -355,6 +389,7 @@ def run_pipeline_bench(config: PipelineBenchConfig) -> dict[str, Any]:
             "stages": stages,
             "press": press,
             "press_python_cpu": press_cpu,
+            "press_processes": press_proc,
             "load_1m_before": load_before,
             "load_1m_after": _load(),
             "cpus": os.cpu_count(),

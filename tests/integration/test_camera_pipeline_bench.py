@@ -33,4 +33,7 @@ def test_the_pipeline_bench_reports_gate_rate_stage_ms_and_press_latency(tmp_pat
     assert press["busy_vs_idle"] is not None
     assert press["detector_ms_while_busy"] is not None  # the detector really was busy
     assert result["press_python_cpu"]["detector_busy"] == "python-cpu"
+    processes = result["press_processes"]
+    assert (processes["inference"], processes["detector_busy"]) == ("processes", "python-cpu")
+    assert processes["detector_ms_while_busy"] is not None  # the child's detector was busy
     assert isinstance(result["load_1m_before"], float)
