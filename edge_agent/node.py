@@ -441,6 +441,12 @@ def build_node(
     the hardware cannot load (outside development mode no simulator steps in).
     """
     owned: list[Any] = []
+    bundles: Component | None = None
+    if config.ota.enabled:
+        # The configuration and model bundles OTA installed, and their health (docs/ota.md).
+        from edge_agent.ota import use_slots
+
+        config, bundles = use_slots(config)
     if backend is None and (button is None or indicator is None):
         backend = load_backend(
             config=config.hardware, clock=clock, environ=environ, dev_mode=config.dev_mode
@@ -499,6 +505,8 @@ def build_node(
         from edge_agent.ota import OtaComponent
 
         parts.append(OtaComponent.from_config(config, hardware=hardware_name))
+    if bundles is not None and not any(part.name == bundles.name for part in parts):
+        parts.append(bundles)
     uploader = None
     wants_upload = config.evidence.upload.url is not None
     if wants_upload and not any(part.name == "evidence_upload" for part in parts):

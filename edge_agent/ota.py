@@ -46,7 +46,17 @@ if TYPE_CHECKING:
     from ota.transport import Transport
     from ota.trust import UpdateClient
 
-__all__ = ["OtaComponent", "OtaConfig", "deferral_reason", "parse_window"]
+__all__ = [
+    "SLOT_CONFIG_FILE",
+    "BundleHealth",
+    "OtaComponent",
+    "OtaConfig",
+    "active_slot_dir",
+    "config_with_slot",
+    "deferral_reason",
+    "parse_window",
+    "use_slots",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -131,8 +141,8 @@ class OtaConfig(BaseModel):
     )
     restart_for_app: bool = Field(
         default=True,
-        description="stop the agent after switching the app slot so the "
-        "supervisor starts the new one (a deliberate restart, not a failed boot)",
+        description="stop the agent after switching a slot (app, model or config) so the "
+        "supervisor starts it on the new version (a deliberate restart, not a failed boot)",
     )
     trust_server_clock: bool = Field(
         default=True,
@@ -221,6 +231,7 @@ class OtaComponent(ComponentBase):
         self._stores: dict[str, SlotStore] = {}
         self._client: UpdateClient | None = None
         self.checks = 0
+        self.checks_done = 0  # checks that ran to the end (tests wait on it)
 
     @classmethod
     def from_config(cls, config: AgentConfig, *, hardware: str) -> OtaComponent:
@@ -405,6 +416,7 @@ class OtaComponent(ComponentBase):
                 waiting = True
                 continue
             waiting = await self._apply(ctx, store, client, offer, base) or waiting
+        self.checks_done += 1
         return waiting
 
     def _offer(self, client: UpdateClient, kind: Any, group: str | None, refresh: bool) -> Any:
@@ -475,9 +487,12 @@ class OtaComponent(ComponentBase):
                 _replace(base, phase="installed", bytes_done=got.bytes_transferred, detail=note),
             )
             got.path.unlink(missing_ok=True)
-            if not first and offer.kind.value == "app" and self.config.restart_for_app:
+            if not first and self.config.restart_for_app:
+                # The app, its models and its configuration are all read at start.
                 store.mark_clean_shutdown()
-                logger.info("ota: app %s switched; restarting into it", offer.version)
+                logger.info(
+                    "ota: %s %s switched; restarting into it", offer.kind.value, offer.version
+                )
                 ctx.request_stop()
         except OtaError as exc:
             transient = exc.reason.startswith(("transport", "http_"))
@@ -613,3 +628,130 @@ def _replace(report: _Report, **changes: Any) -> _Report:
     from dataclasses import replace
 
     return replace(report, **changes)
+
+
+# -- the model and configuration slots in use ----------------------------------------------
+
+SLOT_CONFIG_FILE = "agent.toml"
+# What a configuration bundle may not change: who the node is, where its keys and data
+# live, its board, and the OTA client itself (a bad bundle must not stop the next fix).
+_PINNED_KEYS = frozenset({"node_id", "serial", "data_dir", "mqtt", "hardware", "ota", "dev_mode"})
+
+
+def active_slot_dir(data_dir: Path, kind: str) -> Path | None:
+    """`<data_dir>/ota/slots/<kind>/current` when it points at a complete slot, else None."""
+    from ota.slots import SLOT_MARK
+
+    current = data_dir / "ota" / "slots" / kind / "current"
+    return current if (current / SLOT_MARK).is_file() else None
+
+
+def _merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def config_with_slot(config: AgentConfig) -> tuple[AgentConfig, str | None]:
+    """The config with the active configuration bundle's `agent.toml` laid over it.
+
+    Returns (config, problem). A bundle that cannot be read, sets a pinned key or does
+    not validate leaves the node on its base config and names the problem, which the
+    health gate reports (`BundleHealth`): the node stays up, the trial fails, the slot
+    switches back. Never raises, so a bad bundle can never stop the agent starting.
+    """
+    from edge_agent.config import ConfigError, config_from_dict, parse_config_text
+
+    slot = active_slot_dir(config.data_dir, "config")
+    path = slot / SLOT_CONFIG_FILE if slot is not None else None
+    if path is None or not path.is_file():
+        return config, None
+    try:
+        overlay = parse_config_text(path.read_text(encoding="utf-8"))
+        pinned = sorted(set(overlay) & _PINNED_KEYS)
+        if pinned:
+            raise ConfigError(f"a configuration bundle may not set {', '.join(pinned)}")
+        merged = _merge(config.model_dump(mode="python"), overlay)
+        return config_from_dict(merged), None
+    except (ConfigError, OSError, UnicodeDecodeError) as exc:
+        return config, f"configuration bundle {path}: {exc}"
+
+
+def use_slots(config: AgentConfig) -> tuple[AgentConfig, BundleHealth]:
+    """At start: the configuration bundle applied, the model slot searched first.
+
+    The model search path is process-wide (`edge_agent.inference.use_model_dirs`): one
+    node per process in the field; simulated fleets carry no model slot.
+    """
+    config, problem = config_with_slot(config)
+    model = active_slot_dir(config.data_dir, "model")
+    if model is not None:
+        from edge_agent.inference import use_model_dirs
+
+        use_model_dirs([model])
+    return config, BundleHealth(data_dir=config.data_dir, config_problem=problem)
+
+
+class BundleHealth(ComponentBase):
+    """The health of what the slots hold: the config bundle applied, every model loads.
+
+    The OTA health gate reads every component's health, so a model bundle whose files
+    do not match their manifests, or that its runtime cannot load, keeps a trial from
+    committing and the slot switches back by itself. Each model slot version is loaded
+    once (the result is kept by slot mark), not at every health read.
+    """
+
+    name = "ota_bundles"
+
+    def __init__(self, *, data_dir: Path, config_problem: str | None = None) -> None:
+        self.data_dir = data_dir
+        self.config_problem = config_problem
+        self._models: tuple[str, str | None] | None = None
+
+    def health(self) -> Health:
+        problems = [self.config_problem] if self.config_problem else []
+        model_problem = self._model_problem()
+        if model_problem:
+            problems.append(model_problem)
+        return Health(not problems, "; ".join(problems))
+
+    def telemetry(self) -> Mapping[str, Any]:
+        return {}
+
+    def _model_problem(self) -> str | None:
+        from ota.slots import SLOT_MARK
+
+        slot = active_slot_dir(self.data_dir, "model")
+        if slot is None:
+            return None
+        try:
+            mark = (slot / SLOT_MARK).read_text(encoding="utf-8")
+        except OSError as exc:
+            return f"model bundle unreadable: {exc}"
+        if self._models is None or self._models[0] != mark:
+            self._models = (mark, check_model_bundle(slot))
+        return self._models[1]
+
+    async def run(self, ctx: NodeContext) -> None:
+        return None
+
+
+def check_model_bundle(directory: Path) -> str | None:
+    """Load every model a bundle names (`*.yaml` manifests); the first problem, or None."""
+    from edge_agent.inference import InferenceError, load_manifest, open_model
+
+    manifests = sorted(directory.glob("*.yaml"))
+    if not manifests:
+        return f"model bundle {directory} holds no model manifest"
+    for path in manifests:
+        try:
+            open_model(load_manifest(path))
+        except InferenceError as exc:
+            return f"model bundle: {path.name}: {exc}"
+        except Exception as exc:  # a runtime's own error on a corrupt model file
+            return f"model bundle: {path.name} does not load: {type(exc).__name__}: {exc}"
+    return None

@@ -54,6 +54,7 @@ __all__ = [
     "file_sha256",
     "load_manifest",
     "open_model",
+    "use_model_dirs",
     "verify_model",
 ]
 
@@ -163,8 +164,27 @@ def load_manifest(path: Path) -> ModelManifest:
     return _parse_manifest(data, str(path), path)
 
 
+# Directories searched before the shipped manifests: the node's OTA model slot
+# (`<data_dir>/ota/slots/model/current`, set by `edge_agent.ota.use_slots`), so a
+# model bundle delivered by OTA replaces the shipped model of the same name.
+_MODEL_DIRS: list[Path] = []
+
+
+def use_model_dirs(dirs: Sequence[Path]) -> None:
+    """Search these directories for ``<name>.yaml`` before the shipped manifests."""
+    _MODEL_DIRS[:] = list(dirs)
+
+
 def builtin_manifest(name: str) -> ModelManifest:
-    """A manifest shipped with the agent (``edge_agent/inference/models/<name>.yaml``)."""
+    """A manifest shipped with the agent (``edge_agent/inference/models/<name>.yaml``).
+
+    A ``<name>.yaml`` in a directory given to `use_model_dirs` (the OTA model slot)
+    comes first.
+    """
+    for directory in _MODEL_DIRS:
+        candidate = directory / f"{name}.yaml"
+        if candidate.is_file():
+            return load_manifest(candidate)
     ref = resources.files(__package__).joinpath("models").joinpath(f"{name}.yaml")
     if not ref.is_file():
         raise ModelError(f"no built-in model manifest {name!r}")
