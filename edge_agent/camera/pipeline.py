@@ -543,6 +543,8 @@ class CameraPipeline:
 
     def _face_allowed(self, camera_id: str) -> bool:
         policy = self.faces
+        if self.privacy is not None and not self.privacy.allows(camera_id, "faces"):
+            return False  # a private camera whose agreement does not allow faces (issue 15)
         return bool(
             policy and policy.allowed and (not policy.cameras or camera_id in policy.cameras)
         )

@@ -217,3 +217,21 @@ def test_a_private_camera_past_its_agreement_gives_the_analysis_nothing(tmp_path
     run(body)
     assert detector.frames == 0
     assert evidence_files(tmp_path) == []
+
+
+def test_faces_stay_off_on_a_private_camera_whose_agreement_does_not_allow_them() -> None:
+    from edge_agent.camera.privacy import PrivacyGuard, PrivacyPolicy
+    from edge_agent.config import FacesConfig
+
+    clock = ManualClock(start=0.0)
+    feeds = [CameraFeed.of(SimCamera(camera_id=c, clock=clock), settings()) for c in
+             ("lobby", "street")]  # fmt: skip
+    pipeline = CameraPipeline(feeds, faces=FacesConfig(allowed=True))
+    assert pipeline._face_allowed("lobby")  # the site allows faces; no private terms yet
+    ends = (clock.now() + timedelta(days=30)).isoformat()
+    terms = {"owner": "City School", "agreement": "KP-DSA-9", "expires_at": ends,
+             "allow": ["plates"]}  # fmt: skip
+    policy = PrivacyPolicy.model_validate({"version": 2, "cameras": {"lobby": {"private": terms}}})
+    pipeline.privacy = PrivacyGuard(lambda: policy, now=clock.now)
+    assert not pipeline._face_allowed("lobby")
+    assert pipeline._face_allowed("street")  # a camera of our own: the site's policy decides
