@@ -19,6 +19,13 @@ only those a layout matched (a shop sign or a car's model name reads as
 per read (p50/p95) plus the CPU time of this process, from which
 `frames_per_s_per_core` follows; ONNX Runtime runs one thread per call. The
 result records the machine's load average, which the figures depend on.
+
+Where the truth names a province (a CSV ``province`` column, or
+``--province`` for a folder of one province's plates; a CSV row may leave
+``plate`` blank to count only the province), the image's plate read — the
+exact one, else the most confident with a layout — is scored:
+`province_right_rate`, `province_wrong_rate` and `province_unknown_rate`
+(the reader named no province). A wrong province is worse than none.
 """
 
 from __future__ import annotations
@@ -68,6 +75,9 @@ class TruthImage:
     file: str
     plates: list[str]
     boxes: list[Box] = field(default_factory=list)
+    # The province the plate belongs to, where the truth says (a CSV `province`
+    # column, or `--province` for a folder that is one province).
+    province: str | None = None
 
 
 def load_truth(path: Path) -> list[TruthImage]:
@@ -106,9 +116,13 @@ def load_truth(path: Path) -> list[TruthImage]:
     by_file: dict[str, TruthImage] = {}
     for row in rows:
         name = row["file"].strip()
-        by_file.setdefault(name, TruthImage(file=name, plates=[])).plates.append(
-            normalise(row["plate"])
-        )
+        entry = by_file.setdefault(name, TruthImage(file=name, plates=[]))
+        plate = normalise(row["plate"] or "")
+        if plate:  # a blank plate: the image is there for its province only
+            entry.plates.append(plate)
+        province = (row.get("province") or "").strip()
+        if province:
+            entry.province = province
     return list(by_file.values())
 
 
@@ -156,6 +170,34 @@ class _Tally:
     frame_cpu_s: list[float] = field(default_factory=list)
     read_cpu_ms: list[float] = field(default_factory=list)
     misses: list[dict[str, Any]] = field(default_factory=list)
+    province_truth: int = 0
+    province_right: int = 0
+    province_wrong: int = 0
+    province_unknown: int = 0
+    province_misses: list[dict[str, Any]] = field(default_factory=list)
+
+    def judge_province(self, entry: TruthImage, reads: list[PlateRead]) -> None:
+        """Score the province of the image's plate read: the exact one, else the likeliest."""
+        if entry.province is None or not reads:
+            return
+        exact = [r for r in reads if normalise(r.canonical) in entry.plates]
+        known = [r for r in reads if r.layout != "unknown"]
+        read = max(exact or known or reads, key=lambda r: r.confidence)
+        self.province_truth += 1
+        if read.province is None:
+            self.province_unknown += 1
+        elif read.province.casefold() == entry.province.casefold():
+            self.province_right += 1
+        else:
+            self.province_wrong += 1
+        if read.province != entry.province and len(self.province_misses) < _MAX_MISSES_LISTED:
+            self.province_misses.append(
+                {
+                    "file": entry.file,
+                    "truth": entry.province,
+                    "read": [read.canonical, read.layout, read.province],
+                }
+            )
 
 
 def _frames(images: Path, truth: list[TruthImage]) -> Iterator[tuple[TruthImage, Frame]]:
@@ -212,6 +254,7 @@ def evaluate(
                 if r.layout != "unknown" and normalise(r.canonical) not in entry.plates
             }
         )
+        tally.judge_province(entry, reads)
         if entry.boxes and not as_crop:
             tally.boxes_known += len(entry.boxes)
             tally.detected += sum(1 for t in entry.boxes if any(_covers(b, t) for b in boxes))
@@ -241,6 +284,21 @@ def evaluate(
         "cpu_ms_per_read": percentiles(tally.read_cpu_ms),
         "frames_per_s_per_core": round(1 / cpu_per_frame, 2) if cpu_per_frame > 0 else None,
         "misses": tally.misses,
+        **_province_figures(tally),
+    }
+
+
+def _province_figures(tally: _Tally) -> dict[str, Any]:
+    """How often the read named the right province, a wrong one, or none (null: no truth)."""
+    n = tally.province_truth
+    if not n:
+        return {"province_reads": 0, "province_right_rate": None, "province_wrong_rate": None}
+    return {
+        "province_reads": n,
+        "province_right_rate": round(tally.province_right / n, 4),
+        "province_wrong_rate": round(tally.province_wrong / n, 4),
+        "province_unknown_rate": round(tally.province_unknown / n, 4),
+        "province_misses": tally.province_misses,
     }
 
 
@@ -258,14 +316,22 @@ def run_anpr_bench(
     rules: str,
     detect: str = "auto",
     det_side: int = 960,
+    province: str | None = None,
 ) -> dict[str, Any]:
-    """Build the shipped detector and reader, run them over the images, return the result."""
+    """Build the shipped detector and reader, run them over the images, return the result.
+
+    `province` is the truth province of every image that has none of its
+    own (a folder of one province's plates).
+    """
     from edge_agent.anpr.detector import OcrLineDetector
     from edge_agent.anpr.reader import RapidOcrReader
     from edge_agent.anpr.rules import load_rules
 
     started = time.time()
     truth = load_truth(truth_path)
+    if province:
+        for entry in truth:
+            entry.province = entry.province or province
     plate_rules = load_rules(rules)
     reader = RapidOcrReader(rules=plate_rules, threads=1)
     detector = OcrLineDetector(det_side=det_side, threads=1) if detect != "never" else None
@@ -276,6 +342,7 @@ def run_anpr_bench(
         {
             **figures,
             "rules": rules,
+            "province_truth": province,
             "country": plate_rules.country,
             "detector": detector.name if detector is not None else None,
             "reader": reader.name,

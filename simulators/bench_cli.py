@@ -92,6 +92,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="auto: CSV images up to 640 px are crops, read without detection",
     )
     anpr.add_argument("--det-side", type=int, default=960, help="detector input long side (px)")
+    anpr.add_argument(
+        "--province",
+        default=None,
+        help="truth province of every image without its own (a folder of one province's plates)",
+    )
     add_output_options(anpr)
     anpr.set_defaults(func=_anpr)
     register_console(sub)  # `bench console`: the fleet map's cost (simulators/bench_console.py)
@@ -210,6 +215,7 @@ def _anpr(args: argparse.Namespace) -> int:
             rules=args.rules,
             detect=args.detect,
             det_side=args.det_side,
+            province=args.province,
         )
     except (AnprBenchError, AnprError) as exc:
         print(f"bench anpr: {exc}", file=sys.stderr)

@@ -2,7 +2,10 @@
 
 `render_plate` draws one plate face-on — Punjab's older district plate
 (white, green left strip, ``LEB-09`` over ``6881``), Punjab's newer
-``AAA 999``/``AAA 9999``, Sindh's yellow ``AAA-999``, Brazil's grey
+``AAA 999``/``AAA 9999`` and its government ``G`` series (green strip),
+Sindh's yellow ``AAA-999``, Islamabad's white ``AAA-999`` with a blue strip
+and ``ICT-ISLAMABAD`` under it, white Khyber Pakhtunkhwa and Balochistan
+plates with the province's name under the number, Brazil's grey
 ``AAA-9999`` and Mercosur ``AAA9A99`` — with DejaVu fonts from Debian's
 ``fonts-dejavu-core``/``fonts-dejavu-extra`` packages (free licence; no
 font is bundled). `render_scene` puts a plate onto a synthetic background
@@ -51,12 +54,25 @@ _DIGITS = "0123456789"
 _DISTRICTS = ("LEA", "LEB", "LEC", "LED", "LEE", "LEF", "LEH", "LE", "FDA", "GA", "MNA")
 _BR_CITIES = ("SP-SAO PAULO", "BA-SALVADOR", "RJ-RIO DE JANEIRO", "MG-BELO HORIZONTE")
 
+# Plates about twice as wide as tall (a caption or a second row under the number).
+_SQUARISH = ("punjab-district", "sindh", "islamabad", "khyber-pakhtunkhwa", "balochistan")
+# Province names printed under the number on white plates whose shape is shared.
+_CAPTIONS = {
+    "islamabad": "ICT-ISLAMABAD",
+    "khyber-pakhtunkhwa": "KHYBER PAKHTUNKHWA",
+    "balochistan": "BALOCHISTAN",
+}
+
 # layout -> (province, country)
 LAYOUTS: dict[str, tuple[str | None, str]] = {
     "punjab-district": ("Punjab", "PK"),
     "punjab-car": ("Punjab", "PK"),
     "punjab-motorcycle": ("Punjab", "PK"),
     "sindh": ("Sindh", "PK"),
+    "punjab-government": ("Punjab", "PK"),
+    "islamabad": ("Islamabad", "PK"),
+    "khyber-pakhtunkhwa": ("Khyber Pakhtunkhwa", "PK"),
+    "balochistan": ("Balochistan", "PK"),
     "br-old": (None, "BR"),
     "mercosur": (None, "BR"),
 }
@@ -122,8 +138,15 @@ def random_plate(layout: str, rng: random.Random) -> tuple[tuple[str, ...], str,
     if layout == "punjab-motorcycle":
         letters, digits = _pick(rng, _PK_LETTERS, 3), _pick(rng, _DIGITS, 4)
         return (f"{letters} {digits}",), letters + digits, None
-    if layout == "sindh":
+    if layout in ("sindh", "islamabad"):
         letters, digits = _pick(rng, _PK_LETTERS, 3), _pick(rng, _DIGITS, 3)
+        return (f"{letters}-{digits}",), letters + digits, None
+    if layout == "punjab-government":
+        letters, digits = "G" + _pick(rng, _PK_LETTERS, 2), _pick(rng, _DIGITS, rng.choice((3, 4)))
+        return (f"{letters} {digits}",), letters + digits, None
+    if layout in ("khyber-pakhtunkhwa", "balochistan"):
+        letters = _pick(rng, _PK_LETTERS, rng.choice((2, 3)))
+        digits = _pick(rng, _DIGITS, rng.choice((3, 4)))
         return (f"{letters}-{digits}",), letters + digits, None
     if layout == "br-old":
         letters, digits = _pick(rng, _LETTERS, 3), _pick(rng, _DIGITS, 4)
@@ -190,6 +213,30 @@ def render_plate(layout: str, rows: tuple[str, ...], *, height: int = 120) -> Im
         draw = ImageDraw.Draw(plate)
         _text_fit(draw, "PUNJAB", "bold", (int(0.4 * w), 4, int(0.6 * w), int(0.18 * h)))
         _text_fit(draw, rows[0], "condensed-bold", (12, int(0.22 * h), w - 12, h - 10))
+    elif layout == "punjab-government":
+        # The newer Punjab plate with its green strip; a G series marks a government car.
+        w = int(4.2 * h)
+        plate = PilImage.new("RGB", (w, h), (248, 248, 248))
+        draw = ImageDraw.Draw(plate)
+        strip = int(0.14 * w)
+        draw.rectangle((0, 0, strip, h), fill=(40, 150, 80))
+        _text_fit(draw, "PUNJAB", "bold", (4, int(0.75 * h), strip - 4, h - 6))
+        _text_fit(draw, rows[0], "condensed-bold", (strip + 12, int(0.12 * h), w - 12, h - 10))
+    elif layout in _CAPTIONS:
+        # White, the number large, the province under it; Islamabad's newer plates
+        # have a blue strip on the left.
+        w = 2 * h
+        plate = PilImage.new("RGB", (w, h), (248, 248, 246))
+        draw = ImageDraw.Draw(plate)
+        left = 10
+        if layout == "islamabad":
+            left = int(0.2 * w)
+            draw.rectangle((0, 0, left, h), fill=(170, 90, 30)[::-1])
+            left += 8
+        _text_fit(draw, rows[0], "condensed", (left, int(0.1 * h), w - 10, int(0.7 * h)))
+        _text_fit(
+            draw, _CAPTIONS[layout], "bold", (int(0.12 * w), int(0.76 * h), int(0.88 * w), h - 6)
+        )
     elif layout == "sindh":
         w = 2 * h
         plate = PilImage.new("RGB", (w, h), (30, 200, 245)[::-1])
@@ -247,7 +294,7 @@ def render_scene(
         )
     plate = render_plate(layout, rows, height=rng.randint(*plate_height) * 2)
     ph = rng.randint(*plate_height)
-    if layout in ("punjab-district", "sindh"):
+    if layout in _SQUARISH:
         ph = round(ph * 1.6)  # two-row plates are taller for the same character height
     ph = min(ph, height - 44)
     pw = round(plate.shape[1] * ph / plate.shape[0])

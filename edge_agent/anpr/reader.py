@@ -12,9 +12,11 @@ format rules (`edge_agent.anpr.rules.rank`) for the best reading of every
 subset of rows. The rules rank and correct; a read no layout fits is still
 returned, with layout ``"unknown"``.
 
-A caption that names a province (``PUNJAB``, ``KARACHI``: the rules
-file's ``captions``) or, failing that, the plate's colours (yellow: Sindh;
-a green left strip: Punjab) settle layouts of the same shape.
+A caption that names a province (``PUNJAB``, ``KARACHI``,
+``ICT-ISLAMABAD``: the rules file's ``captions``) or, failing that, the
+plate's colours (yellow: Sindh; a green left strip: Punjab; a blue one:
+Islamabad) settle layouts of the same shape; with neither, the rules
+report a shape several provinces share with no province rather than guess.
 
 The pure parts (`group_rows`, `rows_of`, `caption_province`, `choose`,
 `province_hint`) take plain values and are tested without a model.
@@ -22,6 +24,7 @@ The pure parts (`group_rows`, `rows_of`, `caption_province`, `choose`,
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 from collections.abc import Sequence
@@ -48,6 +51,7 @@ __all__ = [
     "group_rows",
     "province_hint",
     "rows_of",
+    "settle_province",
     "without_captions",
 ]
 
@@ -156,6 +160,19 @@ def choose(
     return ranked, round(confidence, 4)
 
 
+def settle_province(ranked: Ranked, hint: str | None) -> Ranked:
+    """`ranked`, with no province when the plate's caption or colours name another one.
+
+    The hint already favours its province's layouts; when the text still
+    fits only another province's layout (a Sindh plate of a series the rules
+    do not describe, a misread), the layout's shape and the plate's own
+    evidence disagree, and a wrong province is worse than none.
+    """
+    if hint is None or ranked.province is None or ranked.province == hint:
+        return ranked
+    return dataclasses.replace(ranked, province=None)
+
+
 def rows_of(lines: Sequence[TextLine]) -> list[tuple[str, float]]:
     """Rows as (text, score), top first: `group_rows` joined, scored by their weakest line."""
     return [
@@ -172,12 +189,31 @@ def without_captions(
 
 
 def caption_province(rules: PlateRules, lines: Sequence[TextLine]) -> str | None:
-    """The province a caption on the plate names (``PUNJAB``, ``KARACHI``), if one is read."""
+    """The province a caption on the plate names (``PUNJAB``, ``KARACHI``), if one is read.
+
+    A caption of six letters or more also counts with one character wrong
+    (``KHYBER PAKHTUNKHWA`` is long and printed small), or as the end of a
+    longer line (``ICT-ISLAMABAD``); a short one (``ICT``, ``KPK``) only exactly.
+    """
     for line in lines:
-        province = rules.captions.get(normalise(line.text))
+        text = normalise(line.text)
+        province = rules.captions.get(text)
         if province is not None:
             return province
+        for word, named in rules.captions.items():
+            if len(word) >= 6 and (text.endswith(word) or _one_edit(text, word)):
+                return named
     return None
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """At most one substitution, insertion or deletion apart."""
+    if abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        return sum(x != y for x, y in zip(a, b, strict=True)) <= 1
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    return any(long_[:i] + long_[i + 1 :] == short for i in range(len(long_)))
 
 
 def crop_box(frame: Frame, box: Box, *, margin: float = 0.1) -> Frame:
@@ -190,10 +226,13 @@ def crop_box(frame: Frame, box: Box, *, margin: float = 0.1) -> Frame:
 
 
 def province_hint(crop: Frame) -> str | None:
-    """Sindh when the plate is mostly yellow, Punjab when its left strip is green, else None.
+    """Sindh when the plate is mostly yellow, Punjab / Islamabad by a green / blue left strip.
 
-    Colour separates layouts the text cannot (Punjab's and Sindh's
-    ``AAA 999`` share a shape); the rules file decides how much it weighs.
+    Colour separates layouts the text cannot (Punjab's, Sindh's and
+    Islamabad's ``AAA 999`` share a shape); the rules file decides how much
+    it weighs. Sindh's yellow runs to orange under sodium light and on older
+    plates (hue 8-35 of OpenCV's 0-180). Islamabad's newer plates carry a
+    blue strip (the Faisal Mosque) where Punjab's carry a green one.
     """
     import cv2
     import numpy as np
@@ -203,19 +242,16 @@ def province_hint(crop: Frame) -> str | None:
     hsv = cv2.cvtColor(crop, cv2.COLOR_BGR2HSV)
     hue, sat, val = hsv[..., 0], hsv[..., 1], hsv[..., 2]
     colourful = (sat > 80) & (val > 60)
-    yellow = float(np.mean(colourful & (hue >= 15) & (hue <= 35)))
+    yellow = float(np.mean(colourful & (hue >= 8) & (hue <= 35)))
     if yellow > 0.35:
         return "Sindh"
     strip = hsv[:, : max(1, crop.shape[1] // 5)]
-    green = float(
-        np.mean(
-            (strip[..., 1] > 60)
-            & (strip[..., 2] > 40)
-            & (strip[..., 0] >= 40)
-            & (strip[..., 0] <= 90)
-        )
-    )
-    return "Punjab" if green > 0.3 else None
+    strip_colour = (strip[..., 1] > 60) & (strip[..., 2] > 40)
+    green = float(np.mean(strip_colour & (strip[..., 0] >= 40) & (strip[..., 0] <= 90)))
+    if green > 0.3:
+        return "Punjab"
+    blue = float(np.mean(strip_colour & (strip[..., 0] > 95) & (strip[..., 0] <= 130)))
+    return "Islamabad" if blue > 0.3 else None
 
 
 class RapidOcrReader:
@@ -258,6 +294,7 @@ class RapidOcrReader:
         ranked, confidence = choose(self.rules, rows, province_hint=hint)
         if not ranked.canonical:
             return None
+        ranked = settle_province(ranked, hint)
         return PlateRead(
             text="".join(normalise(text) for text, _ in rows),
             canonical=ranked.canonical,

@@ -133,3 +133,38 @@ def test_the_camera_pipeline_finds_the_shipped_detector_and_reader_by_name() -> 
 
     assert load_detector("ocr-lines").name == "ocr-lines"
     assert load_reader("rapidocr").name == "rapidocr"
+
+
+def test_bench_anpr_scores_the_province_right_wrong_or_unnamed(
+    tmp_path: Path, readers: dict[str, RapidOcrReader]
+) -> None:
+    from simulators.bench_anpr import evaluate, load_truth
+
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    rng = random.Random(11)
+    lines = ["file,plate,province"]
+    for index, layout in enumerate(("islamabad", "sindh", "punjab-government")):
+        rows, canonical, _ = random_plate(layout, rng)
+        cv2.imwrite(str(crops / f"{index}.png"), render_plate(layout, rows, height=100))
+        province = LAYOUTS[layout][0]
+        if layout == "punjab-government":
+            # A blank plate counts the province only; this truth says Sindh on purpose,
+            # so the reader's (right) Punjab scores as a wrong province here.
+            lines.append(f"{index}.png,,Sindh")
+        else:
+            lines.append(f"{index}.png,{canonical},{province}")
+    truth = tmp_path / "labels.csv"
+    truth.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    figures = evaluate(
+        images=crops, truth=load_truth(truth), detector=None, reader=readers["PK"], detect="never"
+    )
+    assert (figures["plates"], figures["exact"]) == (2, 2)
+    assert figures["province_reads"] == 3
+    assert figures["province_right_rate"] == round(2 / 3, 4)
+    assert figures["province_wrong_rate"] == round(1 / 3, 4)
+    assert figures["province_unknown_rate"] == 0.0
+    assert figures["province_misses"] == [
+        {"file": "2.png", "truth": "Sindh", "read": [figures["province_misses"][0]["read"][0],
+                                                     "punjab-government", "Punjab"]}
+    ]  # fmt: skip

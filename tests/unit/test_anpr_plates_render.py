@@ -41,12 +41,17 @@ def test_the_same_seed_draws_the_same_frame() -> None:
 def test_random_plates_fit_their_own_rules(layout: str) -> None:
     rules = load_rules("pk" if LAYOUTS[layout][1] == "PK" else "br")
     rng = random.Random(3)
+    province = LAYOUTS[layout][0]
     for _ in range(20):
         rows, canonical, _ = random_plate(layout, rng)
         ranked = rank(rules, list(rows))
         # Punjab's AAA 999 and Sindh's AAA-999 share a shape: colour tells them apart.
         assert ranked[0].canonical == canonical
-        assert any(r.layout == layout and r.canonical == canonical for r in ranked)
+        # Islamabad's, KP's and Balochistan's layouts are tried only with evidence
+        # (a caption, a colour) naming the province: the reader's hint.
+        hinted = rank(rules, list(rows), province_hint=province)
+        assert any(r.layout == layout and r.canonical == canonical for r in hinted)
+        assert hinted[0].province == province, hinted[0]
 
 
 def test_a_two_row_plate_is_twice_as_wide_as_tall() -> None:

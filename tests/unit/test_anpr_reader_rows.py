@@ -51,3 +51,49 @@ def test_a_caption_alone_is_no_plate() -> None:
     rules = load_rules("pk")
     assert without_captions(rules, [("PUNJAB", 0.99)]) == []
     assert without_captions(rules, [("AKH-343", 0.9), ("SINDH", 0.99)]) == [("AKH-343", 0.9)]
+
+
+def test_a_caption_names_the_province_even_when_read_with_one_letter_wrong() -> None:
+    from edge_agent.anpr.reader import caption_province
+
+    rules = load_rules("pk")
+    assert caption_province(rules, [_line("ICT-ISLAMABAD", 0, 90, 20)]) == "Islamabad"
+    assert caption_province(rules, [_line("KHYBER PAKHTUNKHVA", 0, 90, 12)]) == (
+        "Khyber Pakhtunkhwa"
+    )
+    assert caption_province(rules, [_line("BAL0CHISTAN", 0, 90, 12)]) == "Balochistan"
+    # Short captions only exactly: KPX is not KPK, and a plate number is no caption.
+    assert caption_province(rules, [_line("KPX", 0, 90, 12), _line("AMD868", 0, 0, 40)]) is None
+
+
+def test_the_plates_colours_name_sindh_punjab_and_islamabad() -> None:
+    import numpy as np
+
+    from edge_agent.anpr.reader import province_hint
+
+    white = np.full((60, 120, 3), 245, dtype=np.uint8)
+    assert province_hint(white) is None
+    orange = white.copy()
+    orange[:] = (20, 140, 235)  # BGR: Sindh's yellow gone orange (hue ~11)
+    assert province_hint(orange) == "Sindh"
+    green = white.copy()
+    green[:, :24] = (80, 150, 40)
+    assert province_hint(green) == "Punjab"
+    blue = white.copy()
+    blue[:, :24] = (170, 90, 30)
+    assert province_hint(blue) == "Islamabad"
+
+
+def test_a_layout_of_another_province_than_the_plates_own_evidence_names_none() -> None:
+    from edge_agent.anpr.reader import settle_province
+    from edge_agent.anpr.rules import rank
+
+    rules = load_rules("pk")
+    # TD-483-C on a yellow Sindh plate: only Punjab's district layout fits the text.
+    ranked = rank(rules, "TD483", province_hint="Sindh")[0]
+    assert ranked.province == "Punjab"
+    settled = settle_province(ranked, "Sindh")
+    assert settled.province is None
+    assert (settled.canonical, settled.layout) == (ranked.canonical, ranked.layout)
+    assert settle_province(ranked, "Punjab") is ranked
+    assert settle_province(ranked, None) is ranked

@@ -118,3 +118,71 @@ def test_a_layout_that_must_not_guess_its_split_needs_the_rows_seen() -> None:
     rules = load_rules("pk")
     assert rank(rules, ["LEB-17", "4201A"])[0].layout == "punjab-district-suffix"
     assert all(r.layout != "punjab-district-suffix" for r in rank(rules, "LEB174201A"))
+
+
+def test_without_evidence_a_shape_two_provinces_issue_names_no_province() -> None:
+    # AMD-868 is an Islamabad plate (ICT-ISLAMABAD under it) that the rules once
+    # called Sindh: Punjab's, Sindh's and Islamabad's AAA 999 look alike.
+    best = rank(load_rules("pk"), "AMD-868")[0]
+    assert best.canonical == "AMD868"
+    assert best.province is None
+    assert best.layout == "LLL-999"
+
+
+def test_letters_only_one_province_issues_are_evidence_enough() -> None:
+    # U is never issued in Punjab (nor in Islamabad): only Sindh's layout fits.
+    best = rank(load_rules("pk"), "AZU-290")[0]
+    assert (best.province, best.layout) == ("Sindh", "sindh")
+
+
+@pytest.mark.parametrize(
+    ("text", "hint", "layout"),
+    [
+        ("AMD-868", "Islamabad", "islamabad"),
+        ("PRA-1234", "Khyber Pakhtunkhwa", "khyber-pakhtunkhwa"),
+        ("QA-123", "Balochistan", "balochistan"),
+        ("GAB 123", "Punjab", "punjab-government"),
+        ("GAB 1234", "Punjab", "punjab-government"),
+    ],
+)
+def test_islamabad_kp_balochistan_and_punjab_government_with_their_evidence(
+    text: str, hint: str, layout: str
+) -> None:
+    best = rank(load_rules("pk"), text, province_hint=hint)[0]
+    assert (best.canonical, best.layout, best.province) == (
+        text.replace("-", "").replace(" ", ""),
+        layout,
+        hint,
+    )
+
+
+def test_a_layout_needing_evidence_is_never_chosen_without_it() -> None:
+    ranked = rank(load_rules("pk"), "PRA-1234", province_hint="Sindh")
+    assert all(r.layout not in ("khyber-pakhtunkhwa", "balochistan", "islamabad") for r in ranked)
+
+
+@pytest.mark.parametrize(
+    ("layout_lines", "why"),
+    [
+        ('    needs_evidence: "yes"\n', "needs_evidence must be true or false"),
+        ("    needs_evidence: true\n", "names no province"),
+        ("    shape: 3\n", "shape must be a name"),
+        ("    colour: green\n", "unknown keys"),
+    ],
+)
+def test_bad_province_evidence_settings_are_refused_naming_the_line(
+    layout_lines: str, why: str
+) -> None:
+    text = (
+        "country: XX\nclasses:\n  D: {chars: '0123456789'}\nlayouts:\n"
+        "  - name: odd\n    rows: ['D{4}']\n" + layout_lines
+    )
+    with pytest.raises(RulesError, match=why) as caught:
+        parse_rules(text, source="x.yaml")
+    assert "x.yaml line 5" in str(caught.value)
+
+
+def test_a_bad_province_margin_is_refused() -> None:
+    text = "province_margin: -1\nclasses:\n  D: {chars: '0'}\nlayouts:\n  - {name: a, rows: [D]}\n"
+    with pytest.raises(RulesError, match="province_margin"):
+        parse_rules(text, source="x.yaml")

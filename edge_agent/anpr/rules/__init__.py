@@ -86,6 +86,10 @@ class Layout:
     province: str | None = None
     prior: float = 0.0
     guess_split: bool = True
+    # Tried only when the province hint names `province` (a caption, the colours).
+    needs_evidence: bool = False
+    # Layouts of different provinces that look alike share a shape (see `rank`).
+    shape: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,9 @@ class PlateRules:
     source: str = "<rules>"
     # Words printed small on plates that name a province (PUNJAB, SINDH, KARACHI).
     captions: Mapping[str, str] = field(default_factory=dict)
+    # Without evidence, a same-shape reading of another province this close means
+    # the read names no province.
+    province_margin: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -202,13 +209,23 @@ def parse_rules(text: str, *, source: str = "<rules>") -> PlateRules:
         line = f" line {mark.line + 1}" if mark is not None else ""
         raise RulesError(f"{source}{line}: not valid YAML ({exc})") from exc
     top = _require_mapping(data, "the file", source)
-    unknown = set(top) - {"country", "max_corrections", "classes", "layouts", "captions"}
+    unknown = set(top) - {
+        "country",
+        "max_corrections",
+        "classes",
+        "layouts",
+        "captions",
+        "province_margin",
+    }
     if unknown:
         raise RulesError(f"{source}: unknown keys {sorted(unknown)}")
     country = str(top.get("country", "XX"))
     max_corrections = top.get("max_corrections", 2)
     if not isinstance(max_corrections, int) or not 0 <= max_corrections <= 4:
         raise RulesError(f"{source}: max_corrections must be an integer 0-4")
+    province_margin = top.get("province_margin", 0.0)
+    if not isinstance(province_margin, (int, float)) or not 0 <= province_margin < 2:
+        raise RulesError(f"{source}: province_margin must be a number in [0, 2)")
     classes: dict[str, CharClass] = {}
     for name, spec in _require_mapping(top.get("classes"), "classes", source).items():
         where = f"{source} line {_line_of(name, 0)}"
@@ -261,6 +278,27 @@ def parse_rules(text: str, *, source: str = "<rules>") -> PlateRules:
         prior = spec.get("prior", 0.0)
         if not isinstance(prior, (int, float)) or not -1 < prior < 1:
             raise RulesError(f"{where}: layout {layout_name} prior must be a number in (-1, 1)")
+        needs_evidence = spec.get("needs_evidence", False)
+        if not isinstance(needs_evidence, bool):
+            raise RulesError(f"{where}: layout {layout_name} needs_evidence must be true or false")
+        if needs_evidence and province is None:
+            raise RulesError(f"{where}: layout {layout_name} needs_evidence but names no province")
+        shape = spec.get("shape")
+        if shape is not None and (not isinstance(shape, str) or not shape.strip()):
+            raise RulesError(f"{where}: layout {layout_name} shape must be a name")
+        unknown_keys = set(spec) - {
+            "name",
+            "rows",
+            "province",
+            "prior",
+            "guess_split",
+            "needs_evidence",
+            "shape",
+        }
+        if unknown_keys:
+            raise RulesError(
+                f"{where}: layout {layout_name} has unknown keys {sorted(unknown_keys)}"
+            )
         layouts.append(
             Layout(
                 name=layout_name,
@@ -268,6 +306,8 @@ def parse_rules(text: str, *, source: str = "<rules>") -> PlateRules:
                 province=str(province) if province is not None else None,
                 prior=float(prior),
                 guess_split=guess_split,
+                needs_evidence=needs_evidence,
+                shape=str(shape) if shape is not None else None,
             )
         )
     captions = {
@@ -281,6 +321,7 @@ def parse_rules(text: str, *, source: str = "<rules>") -> PlateRules:
         layouts=tuple(layouts),
         max_corrections=max_corrections,
         source=source,
+        province_margin=float(province_margin),
     )
 
 
@@ -434,8 +475,14 @@ def rank(
     first) or one string; `confidences` optionally gives per-character
     confidences for each row. A layout with a different number of rows is
     tried on every split of the joined text, at a small cost. A
-    `province_hint` (from the plate's colours, say) lowers the cost of that
-    province's layouts a little.
+    `province_hint` (a caption on the plate, its colours) lowers the cost of
+    that province's layouts a little and is what lets a `needs_evidence`
+    layout be tried at all. Without a hint, when the best reading's layout
+    has a `shape` and a layout of another province with the same shape reads
+    the same key within the rules' `province_margin`, the best reading is
+    returned with the shape as its layout and no province: which province
+    issued a plate of that shape is then a guess, and a wrong province is
+    worse than none.
     """
     row_list = [rows] if isinstance(rows, str) else list(rows)
     clean_rows: list[str] = []
@@ -458,7 +505,10 @@ def rank(
     joined = "".join(clean_rows)
     joined_confs = [c for row in clean_confs for c in row]
     results: list[Ranked] = []
+    shapes: dict[str, str | None] = {}
     for layout in rules.layouts:
+        if layout.needs_evidence and (province_hint is None or layout.province != province_hint):
+            continue
         candidates: list[tuple[list[str], list[list[float | None]], float]] = []
         if len(clean_rows) == len(layout.rows):
             candidates.append((clean_rows, clean_confs, 0.0))
@@ -498,8 +548,39 @@ def rank(
                 best = ranked
         if best is not None:
             results.append(best)
+            shapes[best.layout] = layout.shape
     results.sort(key=lambda r: r.cost)
+    if province_hint is None and results:
+        results[0] = _unless_ambiguous(rules, results, shapes)
     results.append(
         Ranked(canonical=joined, text=joined, layout="unknown", province=None, cost=float("inf"))
     )
     return results
+
+
+def _unless_ambiguous(
+    rules: PlateRules, results: Sequence[Ranked], shapes: Mapping[str, str | None]
+) -> Ranked:
+    """The best reading, or the same with no province when a same-shape rival is as likely."""
+    best = results[0]
+    shape = shapes.get(best.layout)
+    if shape is None or best.province is None:
+        return best
+    for rival in results[1:]:
+        if rival.cost - best.cost > rules.province_margin:
+            break
+        if (
+            shapes.get(rival.layout) == shape
+            and rival.province not in (None, best.province)
+            and rival.canonical == best.canonical
+        ):
+            return Ranked(
+                canonical=best.canonical,
+                text=best.text,
+                layout=shape,
+                province=None,
+                cost=best.cost,
+                corrections=best.corrections,
+                attributes=best.attributes,
+            )
+    return best
