@@ -141,6 +141,8 @@
     badge.dataset.match = hit.match;
     if (hit.match === "exact") {
       badge.textContent = "EXACT match";
+    } else if (hit.match === "face") {
+      badge.textContent = "FACE match: compare the photo before confirming";
     } else {
       const where = hit.differs_at.map((i) => i + 1).join(", ");
       badge.textContent = where
@@ -177,6 +179,7 @@
     item.append(heading, matchBadge(hit));
 
     const plates = el("div", { className: "hit-plates" });
+    plates.hidden = hit.subject === "person";
     const read = el("div", { className: "plate-box" });
     read.append(el("span", { text: "Camera read", className: "plate-label" }),
       plateKey(hit.plate, hit.differs_at, "hit-read"));
