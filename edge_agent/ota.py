@@ -284,15 +284,19 @@ class OtaComponent(ComponentBase):
         self._wake = asyncio.Event()
         now = ctx.clock.monotonic()
         for kind in self.config.kinds:
+            trial = self.store(kind).on_trial() or {}
             verdict = self.store(kind).on_boot(now=ctx.clock.now().timestamp())
             if verdict.rolled_back:
+                # The version that failed, and its campaign: what the server's campaign
+                # must mark rolled back (not the version the node is back on).
                 self._emit(
                     ctx,
                     _Report(
                         "rolled_back",
                         kind,
                         "",
-                        verdict.version or "unknown",
+                        trial.get("version") or verdict.version or "unknown",
+                        campaign=trial.get("campaign") or None,
                         reason="boot",
                         detail=verdict.reason,
                     ),

@@ -310,6 +310,11 @@ class SlotStore:
             return BootVerdict(False)
         if not state["clean_shutdown"]:
             trial["boots"] += 1
+        else:
+            # A deliberate restart into the new version (the agent stopped to run it):
+            # its health window runs from this boot, however long the restart took.
+            window = trial["deadline"] - trial["started"]
+            trial["deadline"] = max(trial["deadline"], now + window)
         state["clean_shutdown"] = False
         self._save(state)
         if trial["boots"] > self.max_boots:

@@ -217,3 +217,31 @@ def test_a_node_that_deferred_looks_again_after_deferred_recheck_s(tmp_path: Pat
                                  step=10.0, limit=200.0)  # fmt: skip
 
     _run(body)
+
+
+def test_a_rollback_at_boot_names_the_failed_version_and_its_campaign(tmp_path: Path) -> None:
+    from tests.unit.test_ota_component import _app, _preinstall
+
+    clock = ManualClock(start=0.0)
+    sim = _repository(tmp_path)
+    node, component = _node(tmp_path, clock, sim)
+    _preinstall(component, tmp_path, "1.0.0")
+    blob, _ = _app(tmp_path, "1.1.0")
+    artifact = tmp_path / "next.tar"
+    artifact.write_bytes(blob)
+    store = component.store("app")
+    store.install(artifact)
+    # Switched two minutes ago with a one-minute window; the node crashed and boots now.
+    store.switch(now=clock.now().timestamp() - 120, deadline_s=60, campaign="c-5")
+
+    async def body() -> None:
+        async with _running(node, clock) as transport:
+            transport.connect()
+            await until(lambda: ("rolled_back", "boot") in _phases(transport), "boot rollback")
+            event = next(e for e in transport.messages(OtaEvent) if e.phase == "rolled_back")
+            # What the server's campaign must mark: the failed version, not the one running.
+            assert event.version == "1.1.0"
+            assert event.campaign_id == "c-5"
+        assert store.installed_version() == "1.0.0"
+
+    _run(body)

@@ -101,6 +101,19 @@ def test_a_trial_past_its_deadline_at_boot_rolls_back(store: SlotStore, tmp_path
     assert _running(store) == "1.0.0"
 
 
+def test_after_a_deliberate_restart_the_health_window_runs_from_that_boot(
+    store: SlotStore, tmp_path: Path
+) -> None:
+    store.install(_artifact(tmp_path, "1.1.0"))
+    store.switch(now=0.0, deadline_s=60)
+    store.mark_clean_shutdown()  # the agent stops to run the new slot ...
+    assert store.on_boot(now=90.0).on_trial  # ... and a loaded machine took 90 s to restart
+    assert store.check_deadline(now=149.0, health_detail="uplink: not connected").on_trial
+    verdict = store.check_deadline(now=151.0, health_detail="uplink: not connected")
+    assert verdict.rolled_back
+    assert _running(store) == "1.0.0"
+
+
 def test_an_older_version_is_refused_unless_a_downgrade_is_allowed(
     store: SlotStore,
     tmp_path: Path,
