@@ -426,7 +426,10 @@ class CameraPipeline:
     @property
     def capabilities(self) -> Sequence[Capability]:
         plates = any(f.detector is not None or f.settings.detector for f in self.feeds)
-        return (Capability.CAMERA, Capability.ANPR) if plates else (Capability.CAMERA,)
+        found = [Capability.CAMERA, Capability.ANPR] if plates else [Capability.CAMERA]
+        if self.watchlists is not None and any(self._face_allowed(f.camera_id) for f in self.feeds):
+            found.append(Capability.FACE)  # the site's policy allows faces (docs/faces.md)
+        return tuple(found)
 
     def commands(self) -> Mapping[str, CommandHandler]:
         return {}

@@ -38,7 +38,7 @@ from fleet_server.watchlists.sealing import PlainTemplate, Recipient, seal_faces
 from fleet_server.watchlists.signing import WatchlistSigner, sign_bundle
 from hardware import ManualClock, SimBackend
 from hardware.camera import SimCamera
-from proto.messages import PlateEvent, WatchlistHitEvent
+from proto.messages import Capability, PlateEvent, WatchlistHitEvent
 from proto.watchlist import WatchlistBody
 from tests.support.camera import ScriptedReader, WhiteRectDetector, moving_plate
 from tests.support.faces import PERSON, face_photo, walking_face
@@ -164,6 +164,7 @@ def test_an_enrolled_face_walking_past_is_one_watchlist_hit(
             assert pipeline.evidence is not None
             assert hit.snapshot_sha256 in pipeline.evidence
             assert pipeline.stats()["cameras"]["gate"]["faces"]["skip"] is None
+            assert Capability.FACE in pipeline.capabilities  # announced in Birth
 
     run(body)
 
@@ -186,6 +187,7 @@ def test_no_face_work_where_the_site_s_policy_forbids_it(
             await until(lambda: worker.stats.frames_analysed >= 14, "the frames analysed")
             assert transport.messages(WatchlistHitEvent) == []
             assert "faces" not in pipeline.stats()["cameras"]["gate"]
+            assert Capability.FACE not in pipeline.capabilities
 
     run(body)
 
