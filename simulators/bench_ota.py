@@ -118,7 +118,7 @@ class OtaBenchConfig:
     window_every: int = 50
     window_opens_after_s: float = 240.0
     resolve_alerts_after_s: float = 60.0
-    health_deadline_s: float = 20.0
+    health_deadline_s: float = 60.0
     # A node that deferred looks again this soon ([ota] deferred_recheck_s).
     check_interval_s: float = 30.0
     offer_resend_s: float = 30.0
@@ -795,7 +795,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument("--nodes", type=int, default=1000, help="simulated nodes (1-5000)")
     parser.add_argument(
-        "--health-deadline", type=float, default=20.0, help="a new version's health deadline (s)"
+        "--health-deadline", type=float, default=60.0, help="a new version's health deadline (s)"
     )
     parser.add_argument(
         "--window-opens-after",
