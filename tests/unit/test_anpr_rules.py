@@ -186,3 +186,11 @@ def test_a_bad_province_margin_is_refused() -> None:
     text = "province_margin: -1\nclasses:\n  D: {chars: '0'}\nlayouts:\n  - {name: a, rows: [D]}\n"
     with pytest.raises(RulesError, match="province_margin"):
         parse_rules(text, source="x.yaml")
+
+
+def test_rawalpindis_district_series_keeps_its_i() -> None:
+    # RIA-09 over 9133: Punjab's district series (RI: Rawalpindi) do use I.
+    rules = load_rules("pk")
+    best = rank(rules, ["RIA-09", "9133"])[0]
+    assert (best.canonical, best.layout, best.province) == ("RIA9133", "punjab-district", "Punjab")
+    assert rank(rules, ["R1A-09", "9133"])[0].canonical == "RIA9133"
