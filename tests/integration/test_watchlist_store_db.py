@@ -1,0 +1,135 @@
+"""Photos, sealed templates and delivered bundles in a real database (SQLite and PostgreSQL).
+
+The template command is a stand-in script here (the real one, with the real
+models, runs in test_watchlist_enrolment.py and the end-to-end test): it
+shows the server's side of the subprocess contract — one JSON line in, a
+template kept with its model, or a refusal passed on with its reason — and
+that a command that answers garbage, a wrong size or nothing is a clear
+error that keeps nothing. A delivered bundle is kept byte for byte by its
+SHA-256, and the node in scope opens the template the server sealed for it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import sys
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cryptography import x509
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from edge_agent.watchlist import WatchlistStore
+from fleet_server.db import make_engine
+from fleet_server.models import Node, NodeCertificate, utcnow
+from fleet_server.models.watchlist import (
+    WatchlistBundle,
+    WatchlistEntryIn,
+    WatchlistIn,
+    WatchlistPhoto,
+)
+from fleet_server.pki.store import PkiPaths, init_dev_pki
+from fleet_server.schema import migrate
+from fleet_server.watchlists import service
+from fleet_server.watchlists.enrolment import PhotoRefused, PhotoStore
+from fleet_server.watchlists.errors import WatchlistError
+from fleet_server.watchlists.signing import WatchlistSigner
+from tests.support.pki import FleetCA, csr_pem, new_key
+
+NODE = "lhr-db-0001"
+VECTOR = (np.arange(128, dtype="<f4") + 1.0) / 1000.0
+MODEL_SHA = "cd" * 32
+
+
+def command(answer: dict[str, object] | str) -> list[str]:
+    text = answer if isinstance(answer, str) else json.dumps(answer)
+    return [sys.executable, "-c", f"import sys; sys.stdin.buffer.read(); print({text!r})"]
+
+
+GOOD = {
+    "ok": True, "template": base64.b64encode(VECTOR.tobytes()).decode(), "dim": 128,
+    "model": "sface", "model_version": "test", "model_sha256": MODEL_SHA,
+    "quality": {"eye_distance_px": 80.0},
+}  # fmt: skip
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = make_engine(db_url)
+    migrate(eng)
+    yield eng
+    eng.dispose()
+
+
+def test_photos_templates_and_bundles_are_kept_and_sealed_for_the_node(
+    engine: Engine, tmp_path: Path
+) -> None:
+    now = utcnow()
+    paths = PkiPaths(tmp_path / "pki")
+    init_dev_pki(paths, passphrase=b"test-passphrase", now=now - timedelta(minutes=5))
+    signer = WatchlistSigner.from_pki(paths, now=now)
+    key = new_key()
+    pem = FleetCA().sign_csr(csr_pem(key, cn=NODE), lifetime=timedelta(days=5))
+    cert = x509.load_pem_x509_certificate(pem.encode())
+    photos = PhotoStore(tmp_path / "photos")
+    with Session(engine, expire_on_commit=False) as session:
+        session.add(Node(node_id=NODE, district="lahore", lifecycle="active"))
+        session.add(NodeCertificate(
+            serial=format(cert.serial_number, "x"), node_id=NODE, hardware_serial="SN-DB-1",
+            key_sha256="0" * 64, not_before=now, not_after=now + timedelta(days=5),
+            issued_via="token", pem=pem,
+        ))  # fmt: skip
+        wl = service.create_watchlist(
+            session,
+            WatchlistIn(name="wanted-db", category="wanted_person", purpose="warrants",
+                        owner_agency="Punjab Police", districts=["lahore"],
+                        expires_at=now + timedelta(days=2)),
+            actor="user:admin", now=now,
+        )  # fmt: skip
+        session.flush()
+        entry = service.add_entry(
+            session, wl, WatchlistEntryIn(kind="person", note="warrant"), actor="user:admin",
+            now=now,
+        )  # fmt: skip
+        session.commit()
+        # bad answers from the command: clear errors, nothing kept
+        for bad in ("not json", json.dumps({**GOOD, "dim": 64}), ""):
+            with pytest.raises(WatchlistError):
+                service.add_photo(session, wl, entry, b"photo-x", store=photos,
+                                  actor="user:admin", now=now, command=command(bad))  # fmt: skip
+        with pytest.raises(PhotoRefused) as refused:
+            service.add_photo(
+                session, wl, entry, b"photo-x", store=photos, actor="user:admin", now=now,
+                command=command({"ok": False, "reason": "several_faces", "detail": "2 faces"}),
+            )  # fmt: skip
+        assert (refused.value.reason, refused.value.detail) == ("several_faces", "2 faces")
+        assert session.exec(select(WatchlistPhoto)).all() == []
+        assert not (tmp_path / "photos").exists()
+        row = service.add_photo(session, wl, entry, b"photo-1", store=photos,
+                                actor="user:admin", now=now, command=command(GOOD))  # fmt: skip
+        session.commit()
+        assert row.sha256 == hashlib.sha256(b"photo-1").hexdigest()
+        assert photos.get(row.sha256) == b"photo-1"
+        bundle = service.build_bundle(session, wl, signer=signer, now=now)
+        fetch = service.delivery_for(session, wl, bundle)
+        session.commit()
+    assert fetch is not None
+    with Session(engine) as session:
+        stored = session.get(WatchlistBundle, fetch.sha256)
+        assert stored is not None
+        content = bytes(stored.content)
+    assert hashlib.sha256(content).hexdigest() == fetch.sha256
+    assert len(content) == fetch.size
+    trusted = list(x509.load_pem_x509_certificates(paths.chain.read_bytes()))
+    node = WatchlistStore(trusted=trusted, district="lahore", node_id=NODE, node_key=key,
+                          model_sha256=MODEL_SHA)  # fmt: skip
+    node.install(content, now=now)
+    [template] = node.templates()
+    assert template.entry_id == entry.id.lower()
+    assert np.array_equal(template.vector, VECTOR)
