@@ -329,8 +329,12 @@ class WatchlistStore:
         node_id: str = "",
         node_key: ec.EllipticCurvePrivateKey | None = None,
         model_sha256: str | None = None,
+        faces_allowed: bool = True,
     ) -> None:
         self.trusted = list(trusted)
+        # The site's face policy: where faces are not allowed the templates are never even
+        # opened (the list's plates still count; its sealed part stays ciphertext).
+        self.faces_allowed = faces_allowed
         self.directory = directory
         self.district = district
         self.site_id = site_id
@@ -359,10 +363,12 @@ class WatchlistStore:
                 raw, trusted=self.trusted, now=now, held_version=held,
                 district=self.district, site_id=self.site_id,
             )  # fmt: skip
-            templates = open_faces(
-                bundle.body, node_id=self.node_id, node_key=self.node_key,
-                model_sha256=self.model_sha256,
-            )  # fmt: skip
+            templates: list[Template] = []
+            if self.faces_allowed:
+                templates = open_faces(
+                    bundle.body, node_id=self.node_id, node_key=self.node_key,
+                    model_sha256=self.model_sha256,
+                )  # fmt: skip
         except BundleRefused as exc:
             self.refusals[exc.reason] = self.refusals.get(exc.reason, 0) + 1
             logger.warning("%s", exc)
@@ -548,7 +554,7 @@ def watchlist_store_for(config: AgentConfig) -> WatchlistStore | None:
     return WatchlistStore(
         trusted=trusted, directory=config.data_dir / "watchlists", district=config.district,
         site_id=config.site_id, node_id=config.node_id, node_key=_node_key(config.mqtt.key_file),
-        model_sha256=_face_model_sha256(),
+        model_sha256=_face_model_sha256(), faces_allowed=config.faces.allowed,
     )  # fmt: skip
 
 

@@ -226,3 +226,19 @@ def test_the_node_key_fingerprint_is_the_server_s(tmp_path: Path) -> None:
     assert key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+
+
+def test_where_faces_are_not_allowed_the_templates_are_never_opened(
+    signer: WatchlistSigner, trusted: list[x509.Certificate], tmp_path: Path
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    other = ec.generate_private_key(ec.SECP256R1())
+    store = WatchlistStore(
+        trusted=trusted, directory=tmp_path, node_id=NODE, node_key=key, model_sha256=MODEL_SHA,
+        faces_allowed=False,
+    )  # fmt: skip
+    # sealed for another node: no refusal, because nothing is opened at all
+    store.install(bundle(signer, faces_for([("lhr-other-9", other)], vectors(2))), now=T0)
+    assert store.versions() == {"wanted-lhr": 2}
+    assert store.templates() == []
+    assert store.generation == 0
