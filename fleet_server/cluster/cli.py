@@ -275,6 +275,9 @@ def probe(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def _status(args: argparse.Namespace) -> int:
+    import logging
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per probe otherwise
     directory: Path = args.dir.resolve()
     state = _read_state(directory)
     if state is None:

@@ -287,11 +287,20 @@ class ManagedRabbit:
 
     def start(self, *, timeout: float = 120.0) -> None:
         """Start every node not running (together, so they cluster) and wait for them."""
+        self.launch()
+        self.wait_all(timeout=timeout)
+
+    def launch(self) -> None:
+        """Start every node not running, without waiting (`wait_all` waits)."""
         self._write_files()
         for node in self.spec.nodes:
             self.start_node(node, wait=False)
+
+    def wait_all(self, *, timeout: float = 120.0) -> None:
+        """Until every node accepts AMQP and MQTT connections."""
+        deadline = time.monotonic() + timeout
         for node in self.spec.nodes:
-            self.wait_ready(node, timeout=timeout)
+            self.wait_ready(node, timeout=max(1.0, deadline - time.monotonic()))
 
     def start_node(self, node: RabbitNode, *, wait: bool = True, timeout: float = 120.0) -> None:
         """Start one node (again, after `kill_node`) on its old ports and state."""

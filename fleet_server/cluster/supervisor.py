@@ -1,11 +1,14 @@
 """What `nigehbaan cluster run` supervises: every part of the loopback cluster, started in order.
 
-Order matters: the PostgreSQL schema is migrated (and the admin made) before
-any worker starts, so N workers do not race to migrate; the RabbitMQ nodes
-come up together (they cluster through their peer list) and the topology is
-declared before any district bridge connects, so no bridged message finds
-its queue missing; the workers start last, together, and each leads its own
-share of the district partitions (`fleet_server.cluster.consumer`).
+Order matters where it must, and everything else overlaps (each part takes
+seconds to boot): the RabbitMQ nodes are launched first, together (they
+cluster through their peer list); while they boot, the PostgreSQL schema is
+migrated (and the admin made) and only then are the workers launched, so N
+workers do not race to migrate (they keep trying RabbitMQ until it answers);
+once RabbitMQ is up the topology is declared before any district bridge
+connects, so no bridged message finds its queue missing. Workers started
+together each lead their own share of the district partitions
+(`fleet_server.cluster.consumer`).
 """
 
 from __future__ import annotations
@@ -107,11 +110,15 @@ class Supervisor:
 
     def start(self, *, timeout: float, should_stop: Callable[[], bool]) -> None:
         """Database, RabbitMQ, topology, district brokers, workers; raises what went wrong."""
+        deadline = time.monotonic() + timeout
+        logger.info("starting %s RabbitMQ nodes", len(self.spec.nodes))
+        self.rabbit.launch()
         self._prepare_database()
         if should_stop():
             return
-        logger.info("starting %s RabbitMQ nodes", len(self.spec.nodes))
-        self.rabbit.start(timeout=timeout)
+        for worker in self.workers:
+            self._start_worker(worker)
+        self.rabbit.wait_all(timeout=max(1.0, deadline - time.monotonic()))
         asyncio.run(self._declare())
         for district in self.districts:
             config = BrokerConfig(
@@ -127,9 +134,6 @@ class Supervisor:
             broker = ManagedBroker(with_bridge(config, bridge))
             broker.start()
             self.brokers[district] = broker
-        for worker in self.workers:
-            self._start_worker(worker)
-        deadline = time.monotonic() + timeout
         for worker in self.workers:
             self._wait_worker(worker, deadline=deadline, should_stop=should_stop)
 

@@ -1,101 +1,126 @@
-"""A cluster worker killed with SIGKILL mid-stream: its standby takes the partition, nothing lost.
+"""`nigehbaan cluster up`, a worker killed with SIGKILL mid-stream, and `cluster status`/`down`.
 
-Two `nigehbaan server` processes in cluster mode share one district's
-partition (single active consumer: one leads, the other stands by), behind
-one RabbitMQ node and the district's bridged Mosquitto, on a PostgreSQL
-schema of the module's own. A node streams plate reads; the leader is killed
-half-way. Every event is stored exactly once and in the node's order (no
-sequence gap is ever recorded), the standby reports the partition as its
-own, and the node gets an ack for every event (re-sending, as its outbox
-would, whatever the dead worker had committed but not acked).
+The cluster is started the way a user starts it (`nigehbaan cluster up`:
+one RabbitMQ node here, one district broker bridged to it, two `nigehbaan
+server` workers, a PostgreSQL schema of its own); the two workers share the
+district's partition (single active consumer: one leads, the other stands
+by). A node streams plate reads; the leader is killed half-way. Every event
+is stored exactly once and in the node's order (no sequence gap is ever
+recorded), the standby takes the partition, `cluster status` reports the
+dead worker, and the node gets an ack for every event (re-sending, as its
+outbox would, whatever the dead worker had committed but not acked).
+`cluster down` stops everything and drops the schema.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import queue
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import paho.mqtt.client as mqtt
+import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from fleet_server.alerting import ensure_default_policies
 from fleet_server.db import make_engine
 from fleet_server.models import Event, Node, SequenceGap
-from fleet_server.schema import migrate
-from simulators.server_process import ServerProcess
+from tests.support.db import PG_URL, pg_unreachable
 from tests.support.ingest import plate_read, wire
 from tests.support.polling import wait_for
-from tests.support.rabbit import district_broker, pg_schema, start_cluster
+from tests.support.rabbit import rabbit_missing
 
 DISTRICT = "east"
 NODE = "fo-node-1"
 EVENTS = 120
 
 
+def _cluster(directory: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge_agent.console", "cluster", *args, "--dir", str(directory)],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+class Worker:
+    """A worker of the running cluster, as `cluster.json` names it."""
+
+    def __init__(self, entry: dict[str, Any]) -> None:
+        self.base_url: str = entry["url"]
+        self.pid: int = entry["pid"]
+        self.log = Path(entry["log"])
+
+    def kill(self) -> None:
+        os.killpg(self.pid, signal.SIGKILL)
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    base: Path = tmp_path_factory.mktemp("failover")
-    with pg_schema() as url:
-        engine = make_engine(url)
-        migrate(engine)  # before the workers: they find the schema at head
-        with Session(engine) as session:
-            ensure_default_policies(session=session)
-        cluster = start_cluster(base / "rabbit", size=1, districts=(DISTRICT,))
-        broker = district_broker(base / DISTRICT, cluster.bridge_settings(DISTRICT))
-        workers = [
-            ServerProcess(
-                data_dir=base / f"worker-{i}",
-                broker_url=None,
-                db_url=url,
-                extra_args=("--no-mqtt",),
-                env={
-                    "NIGEHBAAN_CLUSTER_AMQP_URLS": ",".join(cluster.worker_urls()),
-                    "NIGEHBAAN_CLUSTER_DISTRICTS": DISTRICT,
-                    "NIGEHBAAN_CLUSTER_WORKER_INDEX": str(i),
-                    "NIGEHBAAN_CLUSTER_WORKERS": "2",
-                    "NIGEHBAAN_CLUSTER_REPLICAS": "1",
-                    "NIGEHBAAN_INGEST_BATCH_MAX": "10",
-                },
-            )
-            for i in range(2)
-        ]
+    for reason in (rabbit_missing(), pg_unreachable()):
+        if reason:
+            print(reason)
+            pytest.skip(reason)
+    directory = tmp_path_factory.mktemp("cluster-cli")
+    up = _cluster(
+        directory, "up", "--rabbit-nodes", "1", "--districts", DISTRICT, "--workers", "2",
+        "--db", PG_URL,
+    )  # fmt: skip
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr + _logs(directory)
+        assert "cluster up under" in up.stdout
+        state = json.loads((directory / "cluster.json").read_text())
+        engine = make_engine(state["database_url"])
         try:
-            broker.start()
-            with ThreadPoolExecutor(2) as pool:  # two servers start in parallel
-                list(pool.map(lambda w: w.start(timeout=90), workers))
-            yield {"engine": engine, "workers": workers, "broker": broker}
-        except BaseException:
-            for worker in workers:
-                print(f"--- {worker.data_dir.name} log ---\n{worker.log_text()}")
-            raise
+            yield {
+                "dir": directory,
+                "state": state,
+                "engine": engine,
+                "workers": [Worker(w) for w in state["workers"]],
+                "district_port": state["districts"][0]["port"],
+            }
         finally:
-            for worker in workers:
-                worker.stop()
-            broker.stop()
-            cluster.rabbit.stop()
             engine.dispose()
+    finally:
+        down = _cluster(directory, "down")
+        assert down.returncode == 0, down.stderr
+        with psycopg.connect(PG_URL) as conn:
+            left = conn.execute(
+                "SELECT count(*) FROM pg_namespace WHERE nspname = %s",
+                (json.loads((directory / "cluster.json").read_text()).get("schema", ""),),
+            ).fetchone()
+        assert left == (0,), "cluster down left its schema behind"
 
 
-def _health(worker: ServerProcess) -> dict[str, Any]:
+def _logs(directory: Path) -> str:
+    out = []
+    for path in sorted(directory.glob("**/*.log")):
+        if path.stat().st_size:
+            lines = path.read_text(errors="replace").splitlines()[-40:]
+            out.append(f"--- {path} ---\n" + "\n".join(lines))
+    return "\n".join(out)
+
+
+def _health(worker: Worker) -> dict[str, Any]:
     body: dict[str, Any] = httpx.get(f"{worker.base_url}/healthz", timeout=5).json()
     return body
 
 
-def _subscribed(worker: ServerProcess) -> bool:
+def _subscribed(worker: Worker) -> bool:
     return bool(_health(worker)["cluster"]["partitions"][DISTRICT]["subscribed"])
 
 
-def _processed(worker: ServerProcess) -> int:
+def _processed(worker: Worker) -> int:
     return int(_health(worker)["cluster"]["partitions"][DISTRICT]["processed"])
 
 
@@ -121,7 +146,7 @@ def test_a_killed_worker_s_partition_moves_to_its_standby_with_nothing_lost_or_d
     node.on_message = lambda _c, _u, msg: acks.put(json.loads(msg.payload)["event_ids"])
     subscribed = threading.Event()
     node.on_subscribe = lambda *_a: subscribed.set()
-    node.connect(stack["broker"].host, stack["broker"].port)
+    node.connect("127.0.0.1", stack["district_port"])
     node.loop_start()
     events = [plate_read(NODE, seq) for seq in range(1, EVENTS + 1)]
     try:
@@ -134,6 +159,13 @@ def test_a_killed_worker_s_partition_moves_to_its_standby_with_nothing_lost_or_d
         assert _processed(leader) > 0
         assert _processed(standby) == 0
         leader.kill()
+        status = _cluster(stack["dir"], "status", "--json", timeout=60)
+        assert status.returncode == 1  # not healthy: a worker is down
+        report = json.loads(status.stdout)
+        assert report["workers"]["0"]["healthy"] is False
+        assert report["workers"]["1"]["healthy"] is True
+        assert all(report["rabbit"].values())
+        assert all(report["districts"].values())
         for event in events[half:]:
             node.publish(*wire(event), qos=1).wait_for_publish(5)
         wait_for(lambda: _stored(engine) == EVENTS, f"all {EVENTS} events stored", timeout=60)

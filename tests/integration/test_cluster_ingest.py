@@ -10,11 +10,16 @@ database link goes through a relay the tests can cut. Stories:
   counted, and the node's next event behind it is stored;
 - while the worker cannot reach the database it acknowledges nothing (to the
   broker or the node), says so in its health, and stores everything once the
-  database is back.
+  database is back;
+- partitions spread over the workers: a worker started late takes over its
+  own share from the one that led every district (published here the way
+  the MQTT plugin publishes a bridged topic, to two districts of their own,
+  on a SQLite database: the pipeline is the same).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import queue
 from collections.abc import Iterator
@@ -33,7 +38,12 @@ from sqlmodel import Session, col, select
 from fleet_server.alerting import ensure_default_policies
 from fleet_server.broker import ManagedBroker
 from fleet_server.cluster.consumer import ClusterIngest, IngestThread
-from fleet_server.cluster.topology import DEAD_QUEUE, DEAD_REASON_HEADER
+from fleet_server.cluster.topology import (
+    DEAD_QUEUE,
+    DEAD_REASON_HEADER,
+    MQTT_EXCHANGE,
+    downlink_routing_key,
+)
 from fleet_server.db import make_engine
 from fleet_server.ingest.batch import Batch
 from fleet_server.ingest.registry import MessageHandler, handler_for, register_handler
@@ -41,11 +51,12 @@ from fleet_server.models import Event, IngestRejection, Node
 from fleet_server.schema import migrate
 from proto.messages import PlateEvent
 from tests.support.db import PG_URL
-from tests.support.ingest import plate_read, wire
+from tests.support.ingest import migrated_engine, plate_read, wire
 from tests.support.polling import wait_for
 from tests.support.rabbit import ClusterRig, CuttableLink, district_broker, pg_schema, start_cluster
 
 DISTRICTS = ("north", "south")
+SPREAD = ("east", "west")  # the spreading story's own districts (no bridge: AMQP publishes)
 
 
 class OrderRecorder:
@@ -89,7 +100,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         migrate(engine)
         with Session(engine) as session:
             ensure_default_policies(session=session)
-        cluster = start_cluster(base / "rabbit", size=1, districts=DISTRICTS)
+        cluster = start_cluster(base / "rabbit", size=1, districts=DISTRICTS + SPREAD)
         link = CuttableLink(("127.0.0.1", 5432))
         worker_engine = make_engine(url.replace("127.0.0.1:5432", f"127.0.0.1:{link.port}"))
         inner = handler_for(PlateEvent)
@@ -210,8 +221,6 @@ async def _dead_letters(url: str) -> list[tuple[str, str]]:
 def test_an_undecodable_message_is_dead_lettered_counted_and_does_not_block_its_node(
     rig: Rig,
 ) -> None:
-    import asyncio
-
     client = NodeClient(rig.brokers["south"], "cl-bad")
     try:
         client.send("nb/v1/cl-bad/event/plate", b'{"not": "a plate read"')
@@ -256,3 +265,80 @@ def test_without_its_database_the_worker_acks_nothing_and_catches_up_when_it_ret
         assert rig.ingest.stats.handed_back >= 1
     finally:
         client.stop()
+
+
+def _publish_bridged(url: str, district: str, node: str, seqs: range) -> None:
+    """Bridged plate reads of `node` as the MQTT plugin hands them to RabbitMQ."""
+
+    async def send() -> None:
+        connection = await aio_pika.connect(url)
+        try:
+            channel = await connection.channel()
+            exchange = await channel.get_exchange(MQTT_EXCHANGE, ensure=False)
+            for seq in seqs:
+                topic, payload = wire(plate_read(node, seq))
+                await exchange.publish(
+                    aio_pika.Message(payload), routing_key=downlink_routing_key(district, topic)
+                )
+        finally:
+            await connection.close()
+
+    asyncio.run(send())
+
+
+def _all_stored(engine: Engine) -> int:
+    with Session(engine) as session:
+        return session.exec(select(func.count()).select_from(Event)).one()
+
+
+def _wait_stored(engine: Engine, n: int) -> None:
+    wait_for(lambda: _all_stored(engine) == n, f"{n} events stored")
+
+
+def _leads(worker: ClusterIngest, district: str) -> bool:
+    return bool(worker.health()["partitions"][district]["processed"] > 0)
+
+
+def test_a_worker_started_late_takes_over_its_own_share(rig: Rig, tmp_path: Path) -> None:
+    engine = migrated_engine(tmp_path / "fleet.db")  # SQLite: the pipeline is the same
+    url = rig.cluster.worker_urls()[0]
+    first, second = (
+        ClusterIngest(
+            urls=[url],
+            engine=engine,
+            districts=SPREAD,
+            worker_index=i,
+            workers=2,
+            standby_delay_s=0.0,
+            handback_s=0.5,
+            batch_max=5,
+        )
+        for i in range(2)
+    )
+    assert first.own_districts == ["east"]
+    assert second.own_districts == ["west"]
+    threads = [IngestThread(first).start()]
+    try:
+        wait_for(lambda: first.connected, "the first worker subscribed")
+        _publish_bridged(url, "west", "sp-w1", range(1, 11))
+        wait_for(lambda: _all_stored(engine) == 10, "the first worker storing west alone")
+        assert _leads(first, "west")
+        threads.append(IngestThread(second).start())
+        wait_for(lambda: second.health()["partitions"]["west"]["subscribed"], "second subscribed")
+        sent = 10
+        for _ in range(40):  # bounded: each round sends a few and checks who stored them
+            _publish_bridged(url, "west", "sp-w1", range(sent + 1, sent + 6))
+            sent += 5
+            _wait_stored(engine, sent)
+            if _leads(second, "west"):
+                break
+        assert _leads(second, "west"), "the owner never took its district over"
+        assert first.stats.handbacks >= 1
+        assert not _leads(second, "east")
+        with Session(engine) as session:
+            seqs = [e.seq for e in session.exec(select(Event).where(Event.node_id == "sp-w1"))]
+        assert sorted(seqs) == list(range(1, sent + 1))
+    finally:
+        for thread in threads:
+            thread.stop()
+        engine.dispose()
