@@ -43,6 +43,7 @@ from fleet_server.broker import FleetBrokerFiles, ManagedBroker, fleet_broker_co
 from fleet_server.broker.denial_alerts import alert_on_denials
 from fleet_server.broker.fleet import FLEET_SERVER_USER
 from fleet_server.console.audit_pages import router as audit_pages_router
+from fleet_server.console.evidence_pages import router as evidence_pages_router
 from fleet_server.console.fleet_pages import router as fleet_pages_router
 from fleet_server.console.ota_pages import router as ota_pages_router
 from fleet_server.console.plate_pages import router as plate_pages_router
@@ -375,6 +376,7 @@ def _include_console(app: FastAPI) -> None:
     app.include_router(plate_pages_router)  # plate reads and camera health (docs/anpr.md)
     app.include_router(privacy_pages_router)  # privacy masks, private cameras (docs/privacy.md)
     app.include_router(watchlist_hit_pages_router)  # docs/watchlists-operations.md
+    app.include_router(evidence_pages_router)  # evidence, exports, holds (docs/evidence.md)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

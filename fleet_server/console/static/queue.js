@@ -253,13 +253,15 @@
 
   /* "Export evidence": the alert's node-signed files, export and holds (evidence.js). */
   function evidenceButton(alert) {
-    const link = document.createElement("a");
-    link.className = "btn btn-quiet";
-    link.href = `${NB.queueUrl}evidence?alert=${encodeURIComponent(alertId(alert))}`;
-    link.textContent = "Export evidence";
-    link.dataset.testid = "action-evidence";
-    link.setAttribute("aria-label", `Evidence of the ${alert.type} alert at ${alert.node_id}`);
-    return link;
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "btn btn-quiet";
+    button.textContent = "Export evidence";
+    button.dataset.testid = "action-evidence";
+    button.setAttribute("aria-label", `Evidence of the ${alert.type} alert at ${alert.node_id}`);
+    const target = `${NB.queueUrl}evidence?alert=${encodeURIComponent(alertId(alert))}`;
+    button.addEventListener("click", () => window.location.assign(target));
+    return button;
   }
 
   function renderRow(alert, { fresh = false } = {}) {
