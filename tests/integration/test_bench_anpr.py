@@ -168,3 +168,20 @@ def test_bench_anpr_scores_the_province_right_wrong_or_unnamed(
         {"file": "2.png", "truth": "Sindh", "read": [figures["province_misses"][0]["read"][0],
                                                      "punjab-government", "Punjab"]}
     ]  # fmt: skip
+
+
+def test_the_shipped_detector_and_reader_read_a_plate_from_a_child_process() -> None:
+    from edge_agent.inference.workers import InferenceProcess
+
+    frame, truth = render_scene(random.Random(4), layout="islamabad", size=(640, 360), clean=True)
+    process = InferenceProcess(detector="ocr-lines", reader="rapidocr", name="gate")
+    try:
+        assert process.detector is not None
+        assert process.reader is not None
+        boxes = process.detector.detect(frame, None)
+        reads = [process.reader.read(frame, box) for box in boxes]
+        assert process.pid is not None
+    finally:
+        process.close()
+    found = [(r.canonical, r.province) for r in reads if r is not None]
+    assert (truth.canonical, "Islamabad") in found
