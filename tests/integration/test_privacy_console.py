@@ -38,6 +38,7 @@ from hardware.clock import SystemClock
 from simulators.server_process import ServerProcess
 from tests.support.browser import BROWSER_MARKS
 from tests.support.camera import street
+from tests.integration.test_console_layout import CONTRAST, UNNAMED
 from tests.support.console import Account, console_server, sign_in
 from tests.support.polling import wait_for
 
@@ -204,3 +205,22 @@ def test_a_private_camera_is_registered_with_its_agreement(
     page.get_by_test_id("private-save").click()
     expect(page.get_by_test_id("message-error").first).to_contain_text("reason")
     expect(page.get_by_test_id("private-row")).to_have_count(1)
+
+
+def test_the_privacy_page_is_readable_named_and_fits_a_phone(
+    page: Page, stack: tuple[ServerProcess, RunningNode]
+) -> None:
+    server, _ = stack
+    sign_in(page, server, ADMIN)
+    page.goto(f"{server.base_url}/console/privacy?node={NODE}")
+    expect(page.get_by_test_id("editor")).to_be_visible()
+    expect(page.get_by_test_id("console-nav").locator('[aria-current="page"]')).to_have_text(
+        "Privacy"
+    )
+    assert page.evaluate(UNNAMED) == []
+    assert page.evaluate(CONTRAST) == []
+    page.set_viewport_size({"width": 360, "height": 800})
+    overflow = page.evaluate(
+        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert int(overflow) <= 0, "the privacy page is wider than a phone"

@@ -166,12 +166,14 @@
     render();
   }
 
+  /* Open a node; the lag list is read again after it, so the two never disagree. */
   async function openNode(nodeId) {
     try {
       showNode(await NB.api(`/privacy/nodes/${encodeURIComponent(nodeId)}`));
     } catch (err) {
       NB.say(err.message, { kind: "error" });
     }
+    await loadLagging();
   }
 
   async function loadLagging() {
@@ -298,7 +300,6 @@
       NB.say(`Version ${answer.version} saved and sent to ${node.node_id}.`);
       event.target.reset();
       await openNode(node.node_id);
-      loadLagging();
     } catch (err) {
       NB.say(err.message, { kind: "error" });
     }
@@ -350,7 +351,8 @@
   if (wanted) {
     document.getElementById("f-node").value = wanted;
     openNode(wanted);
+  } else {
+    loadLagging();
   }
-  loadLagging();
   loadPrivate();
 })();
