@@ -31,6 +31,7 @@ __all__ = [
     "NodeWatchlist",
     "Watchlist",
     "WatchlistBundle",
+    "WatchlistEntriesIn",
     "WatchlistEntry",
     "WatchlistEntryIn",
     "WatchlistHit",
@@ -99,6 +100,12 @@ class WatchlistEntryIn(SQLModel):
         if not 1 <= len(key) <= 16:
             raise ValueError("a plate needs 1 to 16 letters or digits")
         return key
+
+
+class WatchlistEntriesIn(SQLModel):
+    """Many entries at once (a hotlist imported from another system): one version step."""
+
+    entries: list[WatchlistEntryIn] = Field(min_length=1, max_length=20_000)
 
 
 class WatchlistEntry(SQLModel, table=True):

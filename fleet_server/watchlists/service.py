@@ -51,6 +51,7 @@ from proto.watchlist import SignedWatchlist, WatchlistBody, WatchlistFaces, Watc
 
 __all__ = [
     "SEVERITY_BY_CATEGORY",
+    "add_entries",
     "add_entry",
     "add_photo",
     "build_bundle",
@@ -139,6 +140,45 @@ def add_entry(
         now=now,
     )  # fmt: skip
     return entry
+
+
+def add_entries(
+    session: Session,
+    wl: Watchlist,
+    items: list[WatchlistEntryIn],
+    *,
+    actor: str,
+    now: datetime,
+) -> list[WatchlistEntry]:
+    """Add many entries in one change (one version step, one audit record; not committed).
+
+    Every item is checked first; one bad item refuses the whole batch, naming it.
+    """
+    for i, data in enumerate(items):
+        if data.kind == "plate" and not data.plate:
+            raise WatchlistError(f"entry {i}: a plate entry needs a plate")
+        if data.kind == "person" and data.plate:
+            raise WatchlistError(f"entry {i}: a person entry carries no plate")
+    entries = [
+        WatchlistEntry(
+            id=new_id(),
+            watchlist_id=wl.id,
+            kind=d.kind,
+            plate_key=d.plate,
+            note=d.note,
+            created_at=now,
+        )
+        for d in items
+    ]
+    session.add_all(entries)
+    _bump(session, wl, now=now)
+    audit.record(
+        session, actor=actor, action="watchlist.entries_added", object=f"watchlist:{wl.name}",
+        detail={"count": len(entries), "plates": sum(1 for e in entries if e.kind == "plate"),
+                "first": entries[0].id, "last": entries[-1].id, "version": wl.version},
+        now=now,
+    )  # fmt: skip
+    return entries
 
 
 def remove_entry(

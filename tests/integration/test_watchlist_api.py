@@ -104,8 +104,18 @@ def test_a_list_too_large_for_one_command_is_delivered_by_https_fetch(client: Te
     if not paths.exists:
         init_dev_pki(paths, passphrase=b"test-passphrase", now=utcnow())
     client.post(f"{API}/watchlists", headers=admin, json=watchlist("wl-big"))
-    for i in range(220):
-        client.post(f"{API}/watchlists/wl-big/entries", headers=admin, json={"plate": f"BIG{i}"})
+    bulk = f"{API}/watchlists/wl-big/entries/bulk"
+    # one bad entry refuses the whole batch, naming it; an operator may not import
+    bad = [{"plate": "BIG1"}, {"kind": "plate"}]
+    refused = client.post(bulk, headers=admin, json={"entries": bad})
+    assert refused.status_code == 422
+    assert "entry 1" in refused.json()["detail"]
+    ok = [{"plate": f"BIG{i}"} for i in range(220)]
+    assert client.post(bulk, headers=login(client, "op"), json={"entries": ok}).status_code == 403
+    assert client.post(bulk, headers=admin, json={"entries": ok}).json() == {
+        "added": 220,
+        "version": 2,
+    }
     answer = client.post(f"{API}/watchlists/wl-big/deliver", headers=admin)
     assert answer.status_code == 202, answer.text
     fetch = answer.json()["fetch"]

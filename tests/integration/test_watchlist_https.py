@@ -37,7 +37,6 @@ from edge_agent.watchlist import WatchlistComponent, WatchlistStore, https_fetch
 from fleet_server.app import create_app
 from fleet_server.broker.process import free_port
 from fleet_server.models import Node, NodeCertificate, utcnow
-from fleet_server.models.watchlist import Watchlist, WatchlistEntry
 from fleet_server.ota.mtls import uvicorn_client_cert_options
 from fleet_server.pki.store import PkiPaths, init_dev_pki
 from fleet_server.settings import Settings
@@ -134,17 +133,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                       "expires_at": (utcnow() + timedelta(days=10)).isoformat()},
             )  # fmt: skip
             assert made.status_code == 201, made.text
-            # 10,000 entries straight into the table (the entry route is tested elsewhere)
-            with Session(runtime.engine) as session:
-                wl = session.get(Watchlist, made.json()["id"])
-                assert wl is not None
-                session.add_all(
-                    WatchlistEntry(watchlist_id=wl.id, kind="plate", plate_key=f"LE{i:06d}")
-                    for i in range(PLATES)
-                )
-                wl.version += 1
-                session.add(wl)
-                session.commit()
+            bulk = admin.post(
+                f"{API}/watchlists/stolen-punjab/entries/bulk", headers=headers,
+                json={"entries": [{"plate": f"le-{i:06d}"} for i in range(PLATES)]},
+            )  # fmt: skip
+            assert bulk.status_code == 201, bulk.text
+            assert bulk.json() == {"added": PLATES, "version": 2}
             delivered = admin.post(f"{API}/watchlists/stolen-punjab/deliver", headers=headers)
             assert delivered.status_code == 202, delivered.text
         trusted = list(x509.load_pem_x509_certificates(paths.chain.read_bytes()))

@@ -33,6 +33,7 @@ from fleet_server.models.watchlist import (
     HitDecisionIn,
     Watchlist,
     WatchlistBundle,
+    WatchlistEntriesIn,
     WatchlistEntry,
     WatchlistEntryIn,
     WatchlistHit,
@@ -153,6 +154,20 @@ def add_entry(
         raise _refused(exc) from None
     session.commit()
     return {**entry.model_dump(mode="json"), "version": wl.version}
+
+
+@router.post("/watchlists/{name}/entries/bulk", status_code=status.HTTP_201_CREATED)
+def add_entries(
+    session: SessionDep, user: AdminUser, scope: ScopeDep, name: str, data: WatchlistEntriesIn
+) -> dict[str, Any]:
+    """Add up to 20,000 entries in one change (a hotlist import); one version step, audited."""
+    wl = _list(session, scope, name)
+    try:
+        entries = service.add_entries(session, wl, data.entries, actor=_actor(user), now=utcnow())
+    except WatchlistError as exc:
+        raise _refused(exc) from None
+    session.commit()
+    return {"added": len(entries), "version": wl.version}
 
 
 def _photos(runtime: Runtime) -> PhotoStore:
