@@ -36,9 +36,9 @@ from hardware import SimBackend
 from hardware.camera import SimCamera
 from hardware.clock import SystemClock
 from simulators.server_process import ServerProcess
+from tests.integration.test_console_layout import CONTRAST, UNNAMED
 from tests.support.browser import BROWSER_MARKS
 from tests.support.camera import street
-from tests.integration.test_console_layout import CONTRAST, UNNAMED
 from tests.support.console import Account, console_server, sign_in
 from tests.support.polling import wait_for
 
