@@ -217,6 +217,7 @@ class OtaComponent(ComponentBase):
         hardware: str,
         transport: Transport | None = None,
         tls: tuple[Path | None, Path | None, Path | None] = (None, None, None),
+        dev_mode: bool = False,
     ) -> None:
         self.config = config
         self.data_dir = data_dir
@@ -224,6 +225,7 @@ class OtaComponent(ComponentBase):
         self.hardware = hardware
         self._transport = transport
         self._tls = tls
+        self._dev_mode = dev_mode
         self._wake: asyncio.Event | None = None
         self._pending: OtaCheckCommand | None = None
         self._busy = False
@@ -243,6 +245,7 @@ class OtaComponent(ComponentBase):
             group=ota.group or re.sub(r"[^a-z0-9-]", "-", config.node_id.lower())[:63],
             hardware=ota.hardware or hardware,
             tls=(config.mqtt.ca_file, config.mqtt.cert_file, config.mqtt.key_file),
+            dev_mode=config.dev_mode,
         )
 
     # -- the component protocol ----------------------------------------------------------
@@ -264,6 +267,11 @@ class OtaComponent(ComponentBase):
         if self._wake is not None:
             self._wake.set()
         return {"accepted": True, "busy": self._busy, "installed": self.installed()}
+
+    @property
+    def bytes_fetched(self) -> int:
+        """Bytes this node has downloaded from the repository: metadata, targets, deltas."""
+        return self._client.fetcher.bytes_transferred if self._client is not None else 0
 
     def installed(self) -> dict[str, str | None]:
         """The version each kind runs now."""
@@ -548,6 +556,13 @@ class OtaComponent(ComponentBase):
         if self._client is not None:
             return self._client
         transport = self._transport
+        plain = self.config.repository_url.startswith("http://")
+        if transport is None and plain:
+            # Metadata and targets are signed and hashed, but plain HTTP neither
+            # authenticates the node nor hides what it runs: simulated fleets only.
+            if not self._dev_mode:
+                raise RuntimeError("[ota] repository_url over http:// needs dev_mode")
+            transport = HttpsTransport(ca_file=None)
         if transport is None:
             ca, cert, key = self._tls
             if ca is None:

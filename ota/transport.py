@@ -63,13 +63,16 @@ def _server_date(value: str | None) -> datetime | None:
 class HttpsTransport(Transport):
     """HTTPS with the node's client certificate (mTLS to the fleet server), via urllib3.
 
+    Without `ca_file` the system's CAs are trusted. Plain ``http://`` URLs work too (no TLS
+    at all): the node component allows them only in development mode (simulated fleets).
+
     urllib3 is python-tuf's own dependency, so the node carries no extra HTTP stack.
     """
 
     def __init__(
         self,
         *,
-        ca_file: Path,
+        ca_file: Path | None,
         cert_file: Path | None = None,
         key_file: Path | None = None,
         timeout: float = 30.0,
@@ -80,7 +83,7 @@ class HttpsTransport(Transport):
         self._chunk_size = chunk_size
         self._pool = urllib3.PoolManager(
             cert_reqs="CERT_REQUIRED",
-            ca_certs=str(ca_file),
+            ca_certs=str(ca_file) if ca_file else None,
             cert_file=str(cert_file) if cert_file else None,
             key_file=str(key_file) if key_file else None,
             timeout=urllib3.Timeout(connect=timeout, read=timeout),

@@ -5,9 +5,12 @@ process whose OTA directory holds a TUF repository made by the key ceremony
 (`ota.repository.Repository.create`: root 2 of 3, online keys on the server);
 and N simulated nodes in this process, each the real agent (`build_node`) with
 the real OTA component, python-tuf's ngclient reading the server's own
-`/api/v1/ota/repository` routes over HTTP (the repository is opened to
-anonymous readers with `ota_repo_open`, since simulated nodes carry no client
-certificate; metadata and targets are signed and hashed either way).
+`/api/v1/ota/repository` routes over plain HTTP (the nodes run in
+`dev_mode`, the only mode that allows an ``http://`` repository, and the
+server opens the repository to anonymous readers with `ota_repo_open`, since
+simulated nodes carry no client certificate; metadata and targets are signed
+and hashed either way). The key ceremony and the builds are the real
+commands (`nigehbaan ota keygen`, `init`, `build`).
 
 The story, in two campaigns made through the REST API, each in three waves
 (canary 5 %, wider 30 %, all):
@@ -47,13 +50,12 @@ import gc
 import json
 import logging
 import os
-import re
 import secrets
+import subprocess
 import sys
-import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -69,12 +71,6 @@ from edge_agent.node import build_node
 from edge_agent.ota import OtaComponent
 from edge_agent.outbox import StoredEvent
 from hardware.backends import SimBackend
-from ota.artifacts import ArtifactKind, build_artifact
-from ota.errors import TransportError
-from ota.keys import OnlineKeys, generate_signer
-from ota.repository import Repository
-from ota.slots import SlotStore
-from ota.transport import Download, Transport
 from simulators.bench_harness import (
     add_output_options,
     bench_result,
@@ -182,56 +178,6 @@ class AppSelfTest(ComponentBase):
         return None
 
 
-class _HttpTransport(Transport):
-    """Plain HTTP to the loopback server, shared by every node, counting what moved."""
-
-    def __init__(self) -> None:
-        import urllib3
-
-        self._pool = urllib3.PoolManager(
-            num_pools=4,
-            maxsize=16,
-            timeout=urllib3.Timeout(connect=10.0, read=60.0),
-            retries=False,
-        )
-        self._lock = threading.Lock()
-        self.bytes: Counter[str] = Counter()
-        self.requests: Counter[str] = Counter()
-
-    def open(self, url: str, *, offset: int = 0) -> Download:
-        import urllib3
-
-        headers = {"Range": f"bytes={offset}-"} if offset > 0 else {}
-        try:
-            response = self._pool.request("GET", url, headers=headers, preload_content=False)
-        except urllib3.exceptions.HTTPError as exc:
-            raise TransportError(f"cannot reach {url}: {exc}") from exc
-        if response.status not in (200, 206):
-            response.drain_conn()  # a 404 body left unread would answer the next request
-            response.release_conn()
-            raise TransportError(f"{url}: HTTP {response.status}", status=response.status)
-        what = "metadata" if "/metadata/" in url else "targets"
-        with self._lock:
-            self.requests[what] += 1
-
-        def chunks() -> Iterator[bytes]:
-            complete = False
-            try:
-                for chunk in response.stream(64 * 1024):
-                    with self._lock:
-                        self.bytes[what] += len(chunk)
-                    yield chunk
-                complete = True
-            except urllib3.exceptions.HTTPError as exc:
-                raise TransportError(f"{url}: {exc}") from exc
-            finally:
-                if not complete:
-                    response.close()
-                response.release_conn()
-
-        return Download(status=response.status, chunks=chunks())
-
-
 @dataclass
 class _Node:
     index: int
@@ -245,27 +191,34 @@ class _Node:
 class _Fleet:
     """The simulated nodes, each the real agent plus its OTA client and self-test."""
 
-    def __init__(self, configs: list[dict[str, Any]], transport: _HttpTransport) -> None:
+    def __init__(self, configs: list[dict[str, Any]]) -> None:
         self.nodes = [_Node(i, c) for i, c in enumerate(configs)]
-        self.transport = transport
+        # Bytes each node's OTA client fetched, kept across its restarts (by index).
+        self.fetched_before_restart: Counter[int] = Counter()
         self.events: list[dict[str, Any]] = []
         self.stopping = False
         self._supervisor: asyncio.Task[None] | None = None
 
     def _build(self, node: _Node) -> Agent:
         config = config_from_dict(node.config)
-        group = re.sub(r"[^a-z0-9-]", "-", config.node_id.lower())[:63]
-        ota = OtaComponent(
-            config.ota,
-            data_dir=config.data_dir / "ota",
-            group=group,
-            hardware="sim",
-            transport=self.transport,
-        )
         selftest = AppSelfTest(slots_dir=config.data_dir / "ota" / "slots", serial=config.serial)
-        agent = Agent.wrap(build_node(config, backend=SimBackend(), components=[ota, selftest]))
+        # The OTA client is build_node's own ([ota] in the config, dev_mode for http://).
+        agent = Agent.wrap(build_node(config, backend=SimBackend(), components=[selftest]))
         agent.add_listener(self._listener(node))
         return agent
+
+    @staticmethod
+    def ota_of(node: _Node) -> OtaComponent | None:
+        """The node's OTA component (None before it is built)."""
+        if node.agent is None:
+            return None
+        found = [c for c in node.agent.node.components if isinstance(c, OtaComponent)]
+        return found[0] if found else None
+
+    def bytes_fetched(self) -> int:
+        """Bytes every node's OTA client fetched so far (metadata and targets)."""
+        live = sum((c.bytes_fetched for n in self.nodes if (c := self.ota_of(n))), 0)
+        return live + sum(self.fetched_before_restart.values())
 
     def _listener(self, node: _Node) -> Any:
         def on_event(stored: StoredEvent) -> None:
@@ -307,6 +260,9 @@ class _Fleet:
                     with contextlib.suppress(Exception):
                         node.task.result()
                     node.restarts += 1
+                    ota = self.ota_of(node)
+                    if ota is not None:
+                        self.fetched_before_restart[node.index] += ota.bytes_fetched
                     self.start_node(node)
             await asyncio.sleep(0.5)
 
@@ -333,8 +289,20 @@ class _Fleet:
                     await asyncio.wait_for(node.task, 10)
 
 
+def _nigehbaan(*args: str, env: Mapping[str, str] | None = None) -> str:
+    """Run `nigehbaan …` (the technician's and the key holders' own commands)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "edge_agent.console", *args],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise OtaBenchError(f"nigehbaan {' '.join(args[:2])}: {result.stderr.strip()}")
+    return result.stdout
+
+
 def _bundle(work: Path, version: str, *, agent_kb: int, selftest: dict[str, Any] | None) -> bytes:
-    """An agent build: a version line, a bulk that every version shares, maybe a self-test."""
+    """An agent build (`nigehbaan ota build`): a version line, a shared bulk, a self-test."""
     source = work / "builds" / f"{AGENT}-{version}"
     source.mkdir(parents=True)
     (source / "agent.py").write_text(f"VERSION = {version!r}\n", encoding="utf-8")
@@ -345,23 +313,21 @@ def _bundle(work: Path, version: str, *, agent_kb: int, selftest: dict[str, Any]
     )
     if selftest is not None:
         (source / SELFTEST_FILE).write_text(json.dumps(selftest), encoding="utf-8")
-    blob, _ = build_artifact(
-        source, kind=ArtifactKind.APP, name=AGENT, version=version, hardware=["sim"]
-    )
-    return blob
+    out = work / "builds" / f"{AGENT}-{version}.tar"
+    _nigehbaan("ota", "build", str(source), "--kind", "app", "--name", AGENT,
+               "--version", version, "--hardware", "sim", "--out", str(out))  # fmt: skip
+    return out.read_bytes()
 
 
-def _ceremony(ota_dir: Path) -> bytes:
-    """The key ceremony for the server's OTA directory; returns root v1 for the nodes."""
-    online = OnlineKeys.generate()
-    Repository.create(
-        ota_dir,
-        root_signers=[generate_signer() for _ in range(3)],
-        root_threshold=2,
-        targets_signer=generate_signer(),
-        online=online,
-    )
-    online.save(ota_dir / "keys", passphrase=None)
+def _ceremony(ota_dir: Path, work: Path) -> bytes:
+    """The key ceremony (`nigehbaan ota keygen` + `init`); returns root v1 for the nodes."""
+    env = {f"NB_CEREMONY_{i}": secrets.token_urlsafe(12) for i in range(1, 5)}
+    ceremony = work / "ceremony"
+    _nigehbaan("ota", "keygen", "--out", str(ceremony), "--count", "3",
+               "--passphrase-env", "NB_CEREMONY", env=env)  # fmt: skip
+    _nigehbaan("ota", "init", str(ota_dir), "--root-keys", str(ceremony), "--threshold", "2",
+               "--online-keys", str(ota_dir / "keys"), "--passphrase-env", "NB_CEREMONY",
+               env=env)  # fmt: skip
     return (ota_dir / "metadata" / "1.root.json").read_bytes()
 
 
@@ -502,7 +468,7 @@ async def run_ota_bench(config: OtaBenchConfig) -> dict[str, Any]:
         server = bench_server(
             work=work, broker_url=broker.url, env={"NIGEHBAAN_OTA_REPO_OPEN": "true"}
         )
-        root = _ceremony(work / "server" / "ota")
+        root = _ceremony(work / "server" / "ota", work)
         api = _Api(server)
         api.create_users()
         server.start(timeout=60)
@@ -532,7 +498,10 @@ def _node_configs(
             ota["maintenance_window"] = _window_text(
                 start + timedelta(seconds=config.window_opens_after_s), tz
             )
-        overrides: dict[str, Any] = {"ota": ota, "telemetry": {"interval_s": 300.0}}
+        # dev_mode: the repository is plain http:// on loopback (no node certificates).
+        overrides: dict[str, Any] = {
+            "ota": ota, "telemetry": {"interval_s": 300.0}, "dev_mode": True,
+        }  # fmt: skip
         if roles.battery(i):
             overrides["power"] = {
                 "enabled": True, "interval_s": 1.0,
@@ -553,10 +522,11 @@ def _node_configs(
 def _provision(configs: list[dict[str, Any]], root: bytes, base: Path) -> None:
     """Every node as flashed: the repository's root, and agent 1.0.0 in its app slot."""
     for c in configs:
-        ota_dir = Path(c["data_dir"]) / "ota"
+        config = config_from_dict(c)
+        ota_dir = config.data_dir / "ota"
         ota_dir.mkdir(parents=True, exist_ok=True)
         (ota_dir / "root.json").write_bytes(root)
-        SlotStore(ota_dir / "slots", ArtifactKind.APP).install(base)
+        OtaComponent.from_config(config, hardware="sim").store("app").install(base)
 
 
 async def _wait(
@@ -610,8 +580,7 @@ async def _run(
         start=start,
     )
     await asyncio.to_thread(_provision, configs, root, base)
-    transport = _HttpTransport()
-    fleet = _Fleet(configs, transport)
+    fleet = _Fleet(configs)
     t0 = time.monotonic()
     await fleet.start(timeout=max(60.0, n / 10))
     connect_s = time.monotonic() - t0
@@ -624,10 +593,10 @@ async def _run(
         await asyncio.sleep(0.5)
     try:
         canary = await _canary_phase(config, api=api, fleet=fleet, artifact_id=ids["1.1.0"])
-        before = dict(transport.bytes)
+        before = fleet.bytes_fetched()
         good = await _good_phase(config, api=api, fleet=fleet, server=server,
                                  artifact_id=ids["1.2.0"], roles=roles)  # fmt: skip
-        moved = {k: transport.bytes[k] - before.get(k, 0) for k in ("metadata", "targets")}
+        moved = fleet.bytes_fetched() - before
         stored = await asyncio.to_thread(api.stored_panic_ids)
     finally:
         await fleet.stop()
@@ -640,7 +609,9 @@ async def _run(
     full_len = len(blobs["1.2.0"])
     target_bytes = sum(int(e.get("bytes_done") or 0) for e in installs)
     local = Counter(
-        SlotStore(Path(c["data_dir"]) / "ota" / "slots", ArtifactKind.APP).installed_version()
+        OtaComponent.from_config(config_from_dict(c), hardware="sim")
+        .store("app")
+        .installed_version()
         for c in configs
     )
     deferred = Counter(e.get("reason") for e in fleet.events if e.get("phase") == "deferred")
@@ -671,9 +642,9 @@ async def _run(
             "delta_share_of_full": round(target_bytes / (len(installs) * full_len), 4)
             if installs
             else None,
-            "metadata_moved_rollout": moved["metadata"],
-            "targets_moved_rollout_http": moved["targets"],
-            "metadata_per_node": round(moved["metadata"] / n),
+            "fetched_rollout": moved,
+            "metadata_moved_rollout": moved - target_bytes,
+            "metadata_per_node": round((moved - target_bytes) / n),
         },
         "server_cpu_s": round(good["server_cpu_s"], 2),
         "server_cpu_ms_per_node_updated": round(1000 * good["server_cpu_s"] / updated, 1)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -245,3 +246,19 @@ def test_a_rollback_at_boot_names_the_failed_version_and_its_campaign(tmp_path: 
         assert store.installed_version() == "1.0.0"
 
     _run(body)
+
+
+def test_a_plain_http_repository_is_refused_outside_development_mode(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from edge_agent.ota import OtaComponent, OtaConfig
+
+    settings = OtaConfig(enabled=True, repository_url="http://127.0.0.1:9/ota")
+    ctx: Any = SimpleNamespace(clock=ManualClock(start=0.0))
+    field_node = OtaComponent(settings, data_dir=tmp_path, group="g", hardware="sim")
+    with pytest.raises(RuntimeError, match="http:// needs dev_mode"):
+        field_node._update_client(ctx)
+    simulated = OtaComponent(
+        settings, data_dir=tmp_path / "sim", group="g", hardware="sim", dev_mode=True
+    )
+    assert simulated._update_client(ctx) is not None
