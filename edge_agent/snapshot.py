@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from edge_agent.component import CommandHandler, CommandRefused, Health, NodeContext
@@ -138,6 +139,13 @@ class SnapshotComponent:
             pin = getattr(store, "pin", None)  # evidence waiting for upload is never evicted
             if callable(pin):
                 pin(digest)
+            describe = getattr(store, "describe", None)  # the uploader signs and sends it
+            if callable(describe):
+                taken = datetime.now(timezone.utc) - timedelta(seconds=still.age_s)
+                describe(
+                    digest, data_class="panic_snapshot", event_type="snapshot",
+                    camera_id=camera_id, alert_id=command.alert_id, captured_at=taken,
+                )  # fmt: skip
             height, width = (int(n) for n in still.image.shape[:2])
             snapshots.append(
                 {"camera_id": camera_id, "sha256": digest, "bytes": len(data), "width": width,

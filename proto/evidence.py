@@ -61,7 +61,7 @@ class EvidenceClaim(BaseModel):
     captured_at: UtcDatetime
     event_id: Ulid | None = Field(default=None, description="the event this file belongs to")
     event_type: Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,32}$")] | None = None
-    alert_id: Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z]{1,64}$")] | None = Field(
+    alert_id: Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z_.:-]{1,64}$")] | None = Field(
         default=None, description="the alert a snapshot was taken for (the snapshot command's)"
     )
 
