@@ -49,7 +49,7 @@ from fleet_server.presence import (
     mark_silent_nodes,
     settle_offline_nodes,
 )
-from fleet_server.privacy.service import ExpiryWarningJob
+from fleet_server.privacy.service import ExpiryWarningJob, PrivacyDeliveryJob
 
 __all__ = [
     "EscalationJob",
@@ -192,6 +192,8 @@ def default_jobs(
         jobs.append(PlateRetentionJob(days=plate_retention_days))
     # Private cameras' agreements about to expire: one alert each (fleet_server.privacy).
     jobs.append(ExpiryWarningJob(ack_timeout_s=ack_timeout_s))
+    # Online nodes behind their privacy version get it again (fleet_server.privacy).
+    jobs.append(PrivacyDeliveryJob(publisher=ota_publisher or (lambda: None)))
     return jobs
 
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlmodel import Session, col, select
 
@@ -34,7 +34,7 @@ from fleet_server.models.privacy import (
     PrivateCameraIn,
 )
 from fleet_server.scope import Scope
-from proto.codec import encode
+from proto.codec import encode, topic_for
 from proto.errors import ProtoError
 from proto.limits import MAX_PAYLOAD_BYTES
 from proto.messages import SetConfigCommand
@@ -43,6 +43,7 @@ from proto.topics import Channel
 __all__ = [
     "POLICY_KEY",
     "ExpiryWarningJob",
+    "PrivacyDeliveryJob",
     "PrivacyError",
     "current_version",
     "document",
@@ -53,6 +54,9 @@ __all__ = [
     "set_masks",
     "set_private_camera",
 ]
+
+if TYPE_CHECKING:
+    from fleet_server.ingest.acks import Publisher
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +175,10 @@ def set_private_camera(
 def policy_command(
     session: Session, row: PrivacyPolicyVersion, *, actor: str, now: datetime
 ) -> SetConfigCommand:
-    """The ``set_config`` command carrying `row` to its node, recorded (publish after commit)."""
+    """The ``set_config`` command carrying `row` to its node, recorded (publish after commit).
+
+    `actor` is a user name, or ``system`` for the server's own re-delivery.
+    """
     text = json.dumps(document(row), separators=(",", ":"), sort_keys=True)
     command = SetConfigCommand(
         node_id=row.node_id, ts=now, request_id=new_id(), expires_at=now + COMMAND_TTL,
@@ -193,7 +200,8 @@ def policy_command(
         )
     )  # fmt: skip
     audit.record(
-        session, actor=f"user:{actor}", action="privacy.delivered", object=f"node:{row.node_id}",
+        session, actor="system" if actor == "system" else f"user:{actor}",
+        action="privacy.delivered", object=f"node:{row.node_id}",
         detail={"version": row.version, "request_id": command.request_id}, now=now,
     )  # fmt: skip
     return command
@@ -315,3 +323,65 @@ class ExpiryWarningJob:
             logger.info("private camera %s/%s: agreement %s %s %s", camera.node_id,
                         camera.camera_id, camera.agreement, verb, when)  # fmt: skip
         return notices
+
+
+def _no_publisher() -> Publisher | None:
+    return None
+
+
+@dataclass
+class PrivacyDeliveryJob:
+    """Online nodes applying an older privacy version than their current one get it again.
+
+    A node that was offline when an admin saved, or that lost the command,
+    would otherwise analyse with old masks until someone pressed "Send
+    again". Every `every_s` the job looks at the lagging nodes that are
+    online and sends each its current version, at most once per `resend_s`
+    for the same version (the node needs a moment to apply and report it),
+    and at most `limit` per run. Audited as ``privacy.delivered`` by
+    ``system``. Without a publisher (no broker) it does nothing.
+    """
+
+    publisher: Callable[[], Publisher | None] = _no_publisher
+    every_s: float = 30.0
+    resend_s: float = 300.0
+    limit: int = 200
+    name: str = "privacy_delivery"
+    _next_at: datetime | None = field(default=None, init=False, repr=False)
+    _sent: dict[str, tuple[int, datetime]] = field(default_factory=dict, init=False, repr=False)
+
+    def run(self, session: Session, now: datetime) -> Sequence[AlertNotice]:
+        if self._next_at is not None and now < self._next_at:
+            return []
+        self._next_at = now + timedelta(seconds=self.every_s)
+        publisher = self.publisher()
+        if publisher is None:
+            return []
+        sent = 0
+        for lag in lagging_nodes(session, Scope.everything()):
+            if sent >= self.limit:
+                break
+            last = self._sent.get(lag.node_id)
+            if (
+                last is not None
+                and last[0] == lag.current
+                and now - last[1] < timedelta(seconds=self.resend_s)
+            ):
+                continue
+            node = session.get(Node, lag.node_id)
+            row = current_version(session, lag.node_id)
+            if node is None or not node.online or row is None:
+                continue
+            try:
+                command = policy_command(session, row, actor="system", now=now)
+            except PrivacyError as exc:
+                logger.error("%s: privacy version %d not re-sent: %s", lag.node_id, row.version,
+                             exc)  # fmt: skip
+                self._sent[lag.node_id] = (row.version, now)
+                continue
+            publisher.publish(topic_for(command), encode(command), qos=1)
+            self._sent[lag.node_id] = (row.version, now)
+            sent += 1
+            logger.info("%s: privacy version %d sent again (applies %s)", lag.node_id,
+                        row.version, lag.applied)  # fmt: skip
+        return []

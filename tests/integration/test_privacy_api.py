@@ -29,7 +29,7 @@ from fleet_server.ingest import decode_all, store_batch
 from fleet_server.models import Alert, Event, Node, NodeCommand, Role, UserCreate, utcnow
 from fleet_server.models.audit import AuditRecord
 from fleet_server.models.plate import PlateRead
-from fleet_server.privacy.service import ExpiryWarningJob
+from fleet_server.privacy.service import ExpiryWarningJob, PrivacyDeliveryJob
 from proto.codec import decode, encode, topic_for
 from proto.ids import new_event_id
 from proto.messages import PlateEvent, SetConfigCommand, Telemetry
@@ -320,3 +320,48 @@ def test_an_agreement_about_to_expire_opens_one_alert_for_admins(
     with Session(engine, expire_on_commit=False) as session:
         assert [n.alert.node_id for n in job.run(session, utcnow())] == [node]
         session.commit()
+
+
+def test_an_online_node_behind_its_version_gets_it_again_until_it_reports_it(
+    server: tuple[TestClient, Captured, dict[str, str]],
+) -> None:
+    client, _, _ = server
+    admin = login(client, "admin")
+    node = "lhr-prv-0009"
+    engine = runtime_of(client).engine
+    with Session(engine) as session:
+        session.add(Node(node_id=node, district="lahore", online=False))
+        session.commit()
+    body = {"masks": [SQUARE], "reason": "saved while the node was away"}
+    saved = client.put(masks_url(node, "gate"), headers=admin, json=body)
+    assert saved.json()["version"] == 1
+    mqtt = Captured()
+    job = PrivacyDeliveryJob(publisher=lambda: mqtt, every_s=0.0, resend_s=300.0)
+    start = utcnow()
+
+    def tick(at: Any) -> list[str]:
+        before = len(mqtt.published)
+        with Session(engine, expire_on_commit=False) as session:
+            job.run(session, at)
+            session.commit()
+        return [t for t, _ in mqtt.published[before:] if f"/{node}/" in t]
+
+    assert tick(start) == []  # offline: nothing is sent into the void
+    with Session(engine) as session:
+        row = session.get(Node, node)
+        assert row is not None
+        row.online = True
+        session.add(row)
+        session.commit()
+    assert tick(start + timedelta(seconds=1)) == [f"nb/v1/{node}/cmd/set_config"]
+    assert tick(start + timedelta(seconds=60)) == []  # given time to apply and report
+    assert len(tick(start + timedelta(seconds=302))) == 1  # still behind: once more
+    to_server(client, Telemetry(node_id=node, ts=utcnow(), uptime_s=3.0, privacy_version=1))
+    assert tick(start + timedelta(seconds=700)) == []  # it applies the version now
+    with Session(engine) as session:
+        records = session.exec(
+            select(AuditRecord)
+            .where(col(AuditRecord.action) == "privacy.delivered")
+            .where(col(AuditRecord.object) == f"node:{node}")
+        ).all()
+        assert [r.actor for r in records] == ["user:admin", "system", "system"]
