@@ -60,6 +60,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="SECONDS",
         help="the server's ingest_ack_hold_s (0-5; 0 = ack every batch at once)",
     )
+    ingest.add_argument(
+        "--cluster",
+        action="store_true",
+        help="through district brokers bridged into RabbitMQ and N workers (docs/cluster.md); "
+        "--db is then a PostgreSQL server (default postgres@127.0.0.1:5432/postgres)",
+    )
+    ingest.add_argument("--workers", type=int, default=3, help="with --cluster: workers (1-8)")
+    ingest.add_argument(
+        "--rabbit-nodes", type=int, default=1, help="with --cluster: RabbitMQ nodes (1-5)"
+    )
     add_output_options(ingest)
     ingest.set_defaults(func=_ingest)
     pipeline = sub.add_parser("pipeline", help="camera pipeline: motion gate fps, stage ms, press")
@@ -134,6 +144,8 @@ def _panic(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
+    if args.cluster:
+        return _ingest_cluster(args)
     from simulators.bench_ingest import IngestBenchConfig, run_ingest_bench
 
     if not 1 <= args.events <= 90_000 or not 1 <= args.nodes <= 20_000:
@@ -162,6 +174,29 @@ def _ingest(args: argparse.Namespace) -> int:
         ack_hold_s=args.ack_hold,
     )
     result = run_ingest_bench(config)
+    publish(result, args)
+    return 0 if result["lost"] == 0 else 1
+
+
+def _ingest_cluster(args: argparse.Namespace) -> int:
+    from simulators.bench_cluster import ClusterBenchConfig, run_cluster_bench
+
+    if not 1 <= args.workers <= 8 or not 1 <= args.rabbit_nodes <= 5:
+        print("bench ingest --cluster: --workers 1-8, --rabbit-nodes 1-5", file=sys.stderr)
+        return 2
+    if not 1 <= args.events <= 90_000 or not 1 <= args.nodes <= 20_000:
+        print("bench ingest: --events 1-90000, --nodes 1-20000", file=sys.stderr)
+        return 2
+    db = args.db or "postgresql://postgres@127.0.0.1:5432/postgres"
+    if not db.startswith("postgresql"):
+        print("bench ingest --cluster: --db must be a PostgreSQL URL", file=sys.stderr)
+        return 2
+    result = run_cluster_bench(
+        ClusterBenchConfig(
+            db_url=db, workers=args.workers, events=args.events, nodes=args.nodes,
+            rabbit_nodes=args.rabbit_nodes, work_dir=args.work_dir,
+        )
+    )  # fmt: skip
     publish(result, args)
     return 0 if result["lost"] == 0 else 1
 
