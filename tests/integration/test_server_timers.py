@@ -21,6 +21,7 @@ from sqlmodel import Session, select
 from fleet_server.alerting import AlertNotice, notice
 from fleet_server.models import Alert, Node
 from fleet_server.ota.job import OtaWaveJob
+from fleet_server.privacy.service import ExpiryWarningJob, PrivacyDeliveryJob
 from fleet_server.timers import (
     EscalationJob,
     PresenceJob,
@@ -79,8 +80,13 @@ class Announcer:
 
 def test_the_server_runs_silence_then_presence_then_escalation() -> None:
     jobs = default_jobs(ack_timeout_s=120.0, offline_grace_s=15.0)
-    assert [type(j) for j in jobs] == [SilenceJob, PresenceJob, EscalationJob, OtaWaveJob]
-    assert [j.name for j in jobs] == ["silence", "presence", "escalation", "ota-waves"]
+    assert [type(j) for j in jobs] == [
+        SilenceJob, PresenceJob, EscalationJob, OtaWaveJob, ExpiryWarningJob, PrivacyDeliveryJob,
+    ]  # fmt: skip
+    assert [j.name for j in jobs] == [
+        "silence", "presence", "escalation", "ota-waves", "privacy_agreement_expiry",
+        "privacy_delivery",
+    ]  # fmt: skip
 
 
 def test_a_failing_job_is_rolled_back_and_the_others_still_run(engine: Engine) -> None:
