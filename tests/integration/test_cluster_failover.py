@@ -195,3 +195,17 @@ def test_a_killed_worker_s_partition_moves_to_its_standby_with_nothing_lost_or_d
     finally:
         node.loop_stop()
         node.disconnect()
+
+
+def test_cluster_commands_refuse_what_they_cannot_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edge_agent.console import main
+
+    assert main(["cluster", "status", "--dir", str(tmp_path / "none")]) == 3
+    assert "no cluster under" in capsys.readouterr().out
+    assert main(["cluster", "down", "--dir", str(tmp_path / "none")]) == 0
+    assert "nothing running" in capsys.readouterr().out
+    for bad in (["--workers", "0"], ["--db", "sqlite:///x.db"]):
+        assert main(["bench", "ingest", "--cluster", *bad]) == 2
+        assert "bench ingest --cluster" in capsys.readouterr().err
