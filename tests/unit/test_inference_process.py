@@ -114,3 +114,19 @@ def test_plugins_handed_in_as_objects_stay_on_the_analysis_thread() -> None:
         detector=mine,
     )
     assert detector is mine
+
+
+def test_a_camera_config_with_an_unknown_inference_mode_or_track_age_is_refused() -> None:
+    from pydantic import ValidationError
+
+    from edge_agent.config import CameraAnalyticsConfig
+
+    assert CameraAnalyticsConfig().inference == "threads"
+    assert CameraAnalyticsConfig(inference="processes").inference == "processes"
+    with pytest.raises(ValidationError, match="inference"):
+        CameraAnalyticsConfig.model_validate({"inference": "gpu"})
+    with pytest.raises(ValidationError, match="inference_timeout_s"):
+        CameraAnalyticsConfig.model_validate({"inference_timeout_s": 0})
+    with pytest.raises(ValidationError, match="max_track_frames"):
+        CameraAnalyticsConfig.model_validate({"max_track_frames": 0})
+    assert CameraAnalyticsConfig.model_validate({"max_track_frames": None}).max_track_frames is None
