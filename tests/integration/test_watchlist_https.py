@@ -88,6 +88,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning",
         ssl_certfile=str(server_files.cert), ssl_keyfile=str(server_files.key),
+        timeout_graceful_shutdown=1,  # the nodes' pools may keep a connection open
         **uvicorn_client_cert_options(tls_ca),
     )  # fmt: skip
     server = uvicorn.Server(config)
