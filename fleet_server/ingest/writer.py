@@ -5,6 +5,12 @@ holds; `write_events_and_nodes` sends them as multi-row statements straight
 to the driver on SQLite and PostgreSQL (one spec per database, not two
 copies), and as SQLAlchemy Core executemany elsewhere. `MULTI_ROW_WRITES`
 off makes every database take the Core statements (tests compare the two).
+
+On PostgreSQL the events go by `COPY` instead (`COPY_WRITES`): into a
+per-connection temporary table, then `INSERT … SELECT … ON CONFLICT
+(event_id) DO NOTHING`, so an event another worker stored meanwhile (a
+redelivery racing a partition handover) is dropped instead of failing the
+whole batch, and the writer says how many rows the database took.
 """
 
 from __future__ import annotations
@@ -14,13 +20,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import Table, bindparam, insert, update
+from sqlalchemy import Connection, Table, bindparam, insert, update
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlmodel import Session
 
 from fleet_server.models import Event, Node
 
-__all__ = ["EVENT_COLUMNS", "MULTI_ROW_WRITES", "sqlite_datetime", "write_events_and_nodes"]
+__all__ = [
+    "COPY_WRITES",
+    "EVENT_COLUMNS",
+    "MULTI_ROW_WRITES",
+    "sqlite_datetime",
+    "write_events_and_nodes",
+]
 
 _EVENT_TABLE: Table = Event.__table__  # type: ignore[attr-defined]
 _NODE_TABLE: Table = Node.__table__  # type: ignore[attr-defined]
@@ -54,6 +66,22 @@ _SQLITE_TOUCH_TAIL = ") AS v WHERE node.node_id = v.column2"
 if _NODE_TABLE.name != "node":
     raise RuntimeError("ingest's SQLite node UPDATE names the wrong table")
 MULTI_ROW_WRITES = True  # tests turn it off to compare with the Core statements
+COPY_WRITES = True  # PostgreSQL events by COPY (with MULTI_ROW_WRITES); tests compare
+# The COPY path's statements. The staging table lives as long as the connection
+# and is emptied by every commit; `IF NOT EXISTS` makes it at a connection's
+# first batch (and again after a rollback undid that).
+_PG_STAGE = "nb_event_in"
+_PG_COLUMNS = ", ".join(EVENT_COLUMNS)
+_PG_STAGE_DDL = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {_PG_STAGE} "
+    f"(LIKE {_EVENT_TABLE.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+)
+_PG_COPY = f"COPY {_PG_STAGE} ({_PG_COLUMNS}) FROM STDIN"
+# Only the constant table and column names are formatted into these statements.
+_PG_MOVE = (
+    f"INSERT INTO {_EVENT_TABLE.name} ({_PG_COLUMNS}) "  # noqa: S608
+    f"SELECT {_PG_COLUMNS} FROM {_PG_STAGE} ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+)
 
 
 @dataclass(frozen=True)
@@ -67,6 +95,7 @@ class _MultiRowSql:
     touch_tail: str
     stored_time: Callable[[datetime], object]  # a datetime as `UtcDateTime` binds it
     touch_one_by_one: str | None = None  # no UPDATE … FROM here: this, as an executemany
+    copy: bool = False  # events by COPY and INSERT … ON CONFLICT (PostgreSQL)
 
 
 def write_events_and_nodes(
@@ -74,8 +103,12 @@ def write_events_and_nodes(
     event_rows: list[dict[str, object]],
     seqs: dict[str, int | None],
     now: datetime,
-) -> None:
+) -> set[str]:
     """Insert the batch's events and set each node's `last_seen_at`/`last_seq`.
+
+    Returns the ids of the events in `event_rows` that another writer stored
+    first (between the batch's read and this write), which the COPY path
+    drops; the other paths fail the batch on those instead, so it is empty.
 
     On SQLite and PostgreSQL the rows go to the driver directly, as multi-row
     statements (`INSERT … VALUES (…), (…)` and `UPDATE … FROM (VALUES …)`, as
@@ -94,7 +127,7 @@ def write_events_and_nodes(
         session.execute(
             _TOUCH_NODES, [{"b_node_id": n, "b_seen": now, "b_seq": s} for n, s in seqs.items()]
         )
-        return
+        return set()
     connection = session.connection()
     seen = spec.stored_time(now)
     rows = [
@@ -108,20 +141,42 @@ def write_events_and_nodes(
         )
         for row in event_rows
     ]
-    step = spec.max_params // len(EVENT_COLUMNS)
-    for start in range(0, len(rows), step):
-        chunk = rows[start : start + step]
-        sql = _SQLITE_INSERT_HEAD + " VALUES " + ", ".join([spec.insert_row] * len(chunk))
-        connection.exec_driver_sql(sql, tuple(v for row in chunk for v in row))
+    raced: set[str] = set()
+    if spec.copy and COPY_WRITES:
+        if rows:
+            stored = _copy_events(connection, rows)
+            if len(stored) < len(rows):
+                raced = {str(row["event_id"]) for row in event_rows} - stored
+    else:
+        step = spec.max_params // len(EVENT_COLUMNS)
+        for start in range(0, len(rows), step):
+            chunk = rows[start : start + step]
+            sql = _SQLITE_INSERT_HEAD + " VALUES " + ", ".join([spec.insert_row] * len(chunk))
+            connection.exec_driver_sql(sql, tuple(v for row in chunk for v in row))
     if spec.touch_one_by_one is not None:
         connection.exec_driver_sql(spec.touch_one_by_one, [(s, seen, n) for n, s in seqs.items()])
-        return
+        return raced
     touched = list(seqs.items())
     step = (spec.max_params - 1) // 2
     for start in range(0, len(touched), step):
         pairs = touched[start : start + step]
         sql = spec.touch_head + ", ".join([spec.touch_pair] * len(pairs)) + spec.touch_tail
         connection.exec_driver_sql(sql, (seen, *(v for n, s in pairs for v in (s, n))))
+    return raced
+
+
+def _copy_events(connection: Connection, rows: list[tuple[object, ...]]) -> set[str]:
+    """COPY `rows` into the staging table, move the new ones into `event`; their ids."""
+    driver = connection.connection.driver_connection
+    if driver is None:
+        raise RuntimeError("no driver connection for COPY")
+    with driver.cursor() as cursor:
+        cursor.execute(_PG_STAGE_DDL)
+        with cursor.copy(_PG_COPY) as copy:
+            for row in rows:
+                copy.write_row(row)
+        cursor.execute(_PG_MOVE)
+        return {str(row[0]) for row in cursor.fetchall()}
 
 
 def _naive_utc(value: datetime) -> datetime:
@@ -160,5 +215,6 @@ _MULTI_ROW = {
         touch_pair="(%s::integer, %s)",
         touch_tail=") AS v(seq, node_id) WHERE node.node_id = v.node_id",
         stored_time=_naive_utc,
+        copy=True,
     ),
 }
