@@ -12,7 +12,8 @@ pipe and waits for the answer (waiting on a pipe releases the GIL).
 `InferenceProcess` is that child, started lazily and restarted when it
 dies; `detector` / `reader` are proxies with the plugins' own
 ``detect(frame, regions)`` / ``read(frame, box)`` signatures, so
-`edge_agent.camera.analysis` does not know which mode it runs in. Every
+`edge_agent.camera.analysis` does not know which mode it runs in (the
+reader proxy sends only the plate's neighbourhood, not the frame). Every
 call has a time limit (`timeout_s`): a model that hangs is killed and
 restarted, and the call raises `InferenceError`, which the analysis counts
 as an error and skips the frame (the camera goes on). A plugin that cannot
@@ -28,6 +29,7 @@ before) or processes (proxies of a new `InferenceProcess`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -241,11 +243,35 @@ class ProcessReader:
         self.name = f"{process.reader_name} (process)"
 
     def read(self, frame: Any, box: Box) -> PlateRead | None:
-        result: PlateRead | None = self.process.call("reader", "read", frame, box)
-        return result
+        # Only the plate's neighbourhood crosses the pipe (a 1280x720 frame is 2.7 MB,
+        # the neighbourhood a few tens of kB): the box grown by its height on every
+        # side covers any reader's margin. The read's box comes back in frame pixels.
+        part, x0, y0 = _around(frame, box)
+        local = dataclasses.replace(box, x=box.x - x0, y=box.y - y0)
+        result: PlateRead | None = self.process.call("reader", "read", part, local)
+        if result is None or result.box is None:
+            return result
+        found = result.box
+        return dataclasses.replace(
+            result, box=dataclasses.replace(found, x=found.x + x0, y=found.y + y0)
+        )
 
     def close(self) -> None:
         self.process.close()
+
+
+def _around(frame: Any, box: Box) -> tuple[Any, int, int]:
+    """The part of `frame` around `box` (grown by the box's height), and its top-left corner."""
+    shape = getattr(frame, "shape", None)
+    if shape is None or len(shape) < 2:
+        return frame, 0, 0
+    height, width = int(shape[0]), int(shape[1])
+    pad = max(1, box.h)
+    x0, y0 = max(0, box.x - pad), max(0, box.y - pad)
+    x1, y1 = min(width, box.x + box.w + pad), min(height, box.y + box.h + pad)
+    if x1 <= x0 or y1 <= y0:
+        return frame, 0, 0
+    return frame[y0:y1, x0:x1], x0, y0
 
 
 def plugins_for(

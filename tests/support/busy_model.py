@@ -88,3 +88,21 @@ class HangingDetector:
     def detect(self, frame: Any, regions: list[Box] | None = None) -> list[Box]:
         time.sleep(_SPIN_LIMIT_S)
         return []
+
+
+class ShapeReader:
+    """Reads the size of the image it was given as its 'plate' (what crossed the pipe)."""
+
+    name = "shape"
+
+    def read(self, frame: Any, box: Box) -> Any:
+        from edge_agent.anpr.types import PlateRead
+
+        height, width = frame.shape[:2]
+        crop = frame[box.y : box.y + box.h, box.x : box.x + box.w]
+        return PlateRead(
+            text=f"{height}x{width}",
+            canonical=f"{height}x{width}",
+            confidence=float(crop.mean()) / 255.0,
+            box=box,
+        )

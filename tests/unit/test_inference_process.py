@@ -130,3 +130,21 @@ def test_a_camera_config_with_an_unknown_inference_mode_or_track_age_is_refused(
     with pytest.raises(ValidationError, match="max_track_frames"):
         CameraAnalyticsConfig.model_validate({"max_track_frames": 0})
     assert CameraAnalyticsConfig.model_validate({"max_track_frames": None}).max_track_frames is None
+
+
+def test_the_reader_gets_the_plates_neighbourhood_and_answers_in_frame_pixels() -> None:
+    frame = np.zeros((720, 1280, 3), dtype=np.uint8)
+    box = Box(x=600, y=400, w=120, h=40, score=0.9)
+    frame[400:440, 600:720] = 255  # the plate: all white, nothing else is
+    process = InferenceProcess(reader=f"{PLUGINS}:ShapeReader", name="gate")
+    try:
+        assert process.reader is not None
+        read = process.reader.read(frame, box)
+    finally:
+        process.close()
+    assert read is not None
+    # The box grown by its height on every side crossed the pipe, not 1280x720...
+    assert read.text == f"{40 + 2 * 40}x{120 + 2 * 40}"
+    # ...the reader's box pointed at the plate inside it, and came back in frame pixels.
+    assert read.confidence == 1.0
+    assert read.box == box
