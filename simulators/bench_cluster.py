@@ -194,7 +194,7 @@ def run_cluster_bench(config: ClusterBenchConfig) -> dict[str, Any]:
         "district_brokers": len(districts),
         "phases": phases,
         "lost": sum(p.get("lost", 0) for p in phases),
-        "model": _model(one["rate"], broker_rate),
+        "model": _model(one["rate"], broker_rate, one["cpu_s_per_1000_events"]),
     }
     return bench_result("ingest-cluster", figures, started_at=started)
 
@@ -335,8 +335,15 @@ def _broker_phase(
     }
 
 
-def _model(worker_rate: float, broker_rate: float) -> dict[str, Any]:
-    """Workers and district brokers a 50,000-node province needs, with the assumptions."""
+def _model(
+    worker_rate: float, broker_rate: float, cpu_per_1000: dict[str, float]
+) -> dict[str, Any]:
+    """Workers and district brokers a 50,000-node province needs, with the assumptions.
+
+    Two ways: by the rates measured here (every part sharing this machine's
+    cores, so pessimistic), and by CPU per event (cores each part needs,
+    which is what sizing separate machines needs).
+    """
     nodes = 50_000
     # A camera node's plate reads plus telemetry at a busy hour; panic presses are rare.
     events_per_node_s = 0.2
@@ -353,6 +360,11 @@ def _model(worker_rate: float, broker_rate: float) -> dict[str, Any]:
         # At least one worker more than needed, so a dead one's partitions have a home.
         "workers_with_spare": workers + 1 if workers else None,
         "district_brokers_by_rate": math.ceil(load / per_broker) if per_broker else None,
+        "cores_by_cpu_per_event": {
+            part: round(load * per_1000 / 1000 / headroom, 1)
+            for part, per_1000 in cpu_per_1000.items()
+            if part != "publishers"
+        },
         "note": "rates measured on this machine with every part on the same cores; "
         "separate machines per part scale each term independently",
     }

@@ -242,6 +242,16 @@ class ClusterIngest:
         except Exception:
             return False
 
+    async def _database_answers_soon(self, timeout_s: float = 5.0) -> bool:
+        """`database_answers` off the loop; no answer within `timeout_s` counts as down.
+
+        A database behind a cut link can leave a connect hanging for minutes.
+        """
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self.database_answers), timeout_s)
+        except TimeoutError:
+            return False
+
     # -- running ----------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -382,7 +392,7 @@ class ClusterIngest:
         except Exception:
             logger.exception("batch of %s for %s failed", len(batch), partition.district)
             unstored = list(envelopes)
-        if unstored and not await asyncio.to_thread(self.database_answers):
+        if unstored and not await self._database_answers_soon():
             self._database_down()
             partition.outbox.take()  # whatever was committed is acked on redelivery
             self.stats.handed_back += len(batch)
@@ -422,7 +432,7 @@ class ClusterIngest:
         self._probe = asyncio.get_running_loop().create_task(self._probe_database())
 
     async def _probe_database(self) -> None:
-        while not await asyncio.to_thread(self.database_answers):  # noqa: ASYNC110 - a poll
+        while not await self._database_answers_soon():  # noqa: ASYNC110 - a poll
             await asyncio.sleep(self.db_retry_s)
         logger.info("database answers again: consuming")
         self.database_up = True
