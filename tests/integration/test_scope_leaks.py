@@ -15,7 +15,7 @@ import json
 import re
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -30,6 +30,12 @@ from fleet_server.auth import create_user
 from fleet_server.feed_replay import replay_frames
 from fleet_server.ingest import decode_all, store_batch
 from fleet_server.models import Alert, Node, PowerSite, PowerState, Role, UserCreate, utcnow
+from fleet_server.models.evidence import (
+    EvidenceCase,
+    EvidenceCaseItem,
+    EvidenceExport,
+    EvidenceItem,
+)
 from fleet_server.runtime import Runtime
 from fleet_server.scope import Scope
 from fleet_server.settings import Settings
@@ -68,6 +74,7 @@ class World:
     alerts: dict[str, str]  # node id → alert id
     tokens: dict[str, dict[str, str]]
     enrollment_token_id: str
+    evidence: dict[str, str] = field(default_factory=dict)  # Gulberg's evidence objects
 
     def markers(self, *nodes: str) -> set[str]:
         """Strings that must never appear in an answer to someone outside `nodes`' districts."""
@@ -132,7 +139,28 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             f"{API}/enrollment-tokens", json={"district": "Gulberg"}, headers=tokens["admin"]
         )
         assert made.status_code == 201, made.text
-        yield World(client, runtime, alerts, tokens, made.json()["id"])
+        evidence = _evidence(runtime, alerts["lhr-g-01"])
+        yield World(client, runtime, alerts, tokens, made.json()["id"], evidence)
+
+
+def _evidence(runtime: Runtime, alert_id: str) -> dict[str, str]:
+    """A Gulberg evidence file on the Gulberg alert, a Gulberg case holding it, an export."""
+    sha = "e" * 64
+    with Session(runtime.engine, expire_on_commit=False) as session:
+        session.add(EvidenceItem(
+            sha256=sha, data_class="panic_snapshot", node_id="lhr-g-01", district="Gulberg",
+            alert_id=alert_id, captured_at=utcnow(), size=1, content_type="image/jpeg",
+            claim={}, signature="x" * 8, cert_serial="1", cert_pem="", state="stored",
+        ))  # fmt: skip
+        case = EvidenceCase(reference="G-CASE-1", district="Gulberg", created_by="hq")
+        export = EvidenceExport(
+            subject=f"alert:{alert_id}", purpose="case:G-1", requested_by="hq", state="approved"
+        )
+        session.add_all([case, export])
+        session.flush()
+        session.add(EvidenceCaseItem(case_id=case.id, sha256=sha, added_by="hq"))
+        session.commit()
+        return {"sha256": sha, "case_id": case.id, "export_id": export.id}
 
 
 def _path_values(world: World) -> dict[str, str]:
@@ -149,6 +177,7 @@ def _path_values(world: World) -> dict[str, str]:
         "entry_id": "01J0000000000000000000000Z",
         "event_id": "01J0000000000000000000000Z",
         "camera_id": "gate",
+        **world.evidence,  # sha256, case_id, export_id
     }
 
 
@@ -263,6 +292,7 @@ PRIVATE_IN = {
 
 def _mutations(world: World) -> dict[tuple[str, str], tuple[Any, int]]:
     """(method, path) → (body, status an outsider gets) for every route that changes data."""
+    alert = world.alerts["lhr-g-01"]
     return {
         ("POST", f"{API}/alerts/{{alert_id}}/transitions"): ({"to": "acknowledged"}, 404),
         ("POST", f"{API}/nodes"): ({"node_id": "lhr-g-99", "district": "Gulberg"}, 403),
@@ -305,6 +335,14 @@ def _mutations(world: World) -> dict[tuple[str, str], tuple[Any, int]]:
             404,
         ),
         ("POST", f"{API}/privacy/nodes/{{node_id}}/deliver"): (None, 404),
+        # Evidence (docs/evidence.md): requests and exports need a stated purpose first (428
+        # here, with none sent); test_evidence_of_another_district_is_404_with_a_purpose sends one.
+        ("POST", f"{API}/evidence/requests"): ({"sha256": "e" * 64, "node_id": "lhr-g-01"}, 428),
+        ("POST", f"{API}/evidence/exports"): ({"subject": f"alert:{alert}"}, 428),
+        ("POST", f"{API}/evidence/exports/{{export_id}}/decision"): ({"decision": "approved"}, 404),
+        ("POST", f"{API}/evidence/cases"): ({"reference": "LEAK-2", "district": "Gulberg"}, 404),
+        ("POST", f"{API}/evidence/cases/{{case_id}}/items"): ({"alert_id": alert}, 404),
+        ("POST", f"{API}/evidence/cases/{{case_id}}/release"): ({"note": "leak check"}, 404),
     }
 
 
@@ -375,3 +413,24 @@ def test_counts_in_reports_cover_only_the_scope(world: World) -> None:
     assert [s["site_id"] for s in sites["data"]] == ["c-site"]
     assert sites["count"] == 1
     assert json.dumps(sites).count("g-site") == 0
+
+
+def test_evidence_of_another_district_is_404_with_a_purpose_and_visible_within_it(
+    world: World,
+) -> None:
+    sha, alert = world.evidence["sha256"], world.alerts["lhr-g-01"]
+    outsider = {**world.tokens["clifton_op"], "X-Purpose": "case:LEAK-3"}
+    insider = {**world.tokens["gulberg_op"], "X-Purpose": "case:G-3"}
+    for method, url, body in (
+        ("GET", f"{API}/evidence?alert_id={alert}", None),
+        ("POST", f"{API}/evidence/exports", {"subject": f"alert:{alert}"}),
+        ("POST", f"{API}/evidence/requests", {"sha256": sha, "node_id": "lhr-g-01"}),
+        ("GET", f"{API}/evidence/cases/{world.evidence['case_id']}", None),
+    ):
+        answer = world.client.request(method, url, json=body, headers=outsider)
+        assert answer.status_code == 404, f"{method} {url}: {answer.text}"
+    listed = world.client.get(f"{API}/evidence", headers=outsider).json()
+    assert listed["count"] == 0
+    mine = world.client.get(f"{API}/evidence?alert_id={alert}", headers=insider).json()
+    assert [row["sha256"] for row in mine["data"]] == [sha]
+    assert mine["data"][0]["held"] is True  # the Gulberg case holds it
