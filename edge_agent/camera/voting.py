@@ -10,20 +10,32 @@ character with the most weight among reads of that length. The result's
 confidence of the reads that voted, so a plate read the same way on many
 frames scores high and a split vote scores low. The best crop is the most
 confident read that agrees (or, when none agrees exactly, the closest one).
+
+The province is voted too, over the reads that agree: a caption or the
+plate's colours may be legible on some frames only, so one frame naming
+Islamabad beats three that named none; reads naming different provinces
+leave the pass with none, unless one province holds at least
+`PROVINCE_SHARE` of the weight that named any. The best read is then the
+most confident agreeing read naming the voted province (its layout with
+it), or the best read with no province.
 Pure: reads in, a result out; the caller decides what to keep of the crops.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from edge_agent.anpr.types import PlateRead
 
-__all__ = ["Vote", "Voter"]
+__all__ = ["PROVINCE_SHARE", "Vote", "Voter"]
 
 C = TypeVar("C")
+
+# The share of the province-naming weight one province needs to name the pass.
+PROVINCE_SHARE = 2 / 3
 
 
 @dataclass(frozen=True)
@@ -85,6 +97,7 @@ class Voter(Generic[C]):
             best, crop, _ = max(
                 voters, key=lambda rck: (_agreement(rck[2], text), rck[0].confidence)
             )
+        best, crop = _with_province(agreeing or [(best, crop)], best, crop)
         mean_share = sum(shares) / len(shares)
         mean_conf = sum(min(1.0, max(0.0, r.confidence)) for r, _, _ in voters) / len(voters)
         return Vote(
@@ -105,3 +118,22 @@ def _weight(read: PlateRead) -> float:
 
 def _agreement(key: str, text: str) -> int:
     return sum(1 for a, b in zip(key, text, strict=False) if a == b)
+
+
+def _with_province(
+    reads: list[tuple[PlateRead, C | None]], best: PlateRead, crop: C | None
+) -> tuple[PlateRead, C | None]:
+    """The best read (and its crop) carrying the province the reads vote for, or none."""
+    weights: dict[str, float] = defaultdict(float)
+    for read, _ in reads:
+        if read.province:
+            weights[read.province] += _weight(read)
+    if not weights:
+        return best, crop
+    province = max(weights, key=lambda p: (weights[p], p))
+    if weights[province] < PROVINCE_SHARE * sum(weights.values()):
+        return dataclasses.replace(best, province=None), crop
+    if best.province == province:
+        return best, crop
+    named = [(r, c) for r, c in reads if r.province == province]
+    return max(named, key=lambda rc: rc[0].confidence)

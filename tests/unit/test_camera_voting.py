@@ -74,3 +74,45 @@ def test_the_canonical_key_from_the_rules_is_what_is_voted() -> None:
     assert vote is not None
     assert vote.text == "LEB6881"
     assert vote.frames == 2
+
+
+def placed(text: str, province: str | None, layout: str, confidence: float = 0.9) -> PlateRead:
+    return PlateRead(
+        text=text,
+        canonical=text,
+        confidence=confidence,
+        box=BOX,
+        province=province,
+        layout=layout,
+    )
+
+
+def test_one_frame_whose_caption_named_the_province_names_the_pass() -> None:
+    # AMD-868: ICT-ISLAMABAD legible on one frame only; the others named no province.
+    voter: Voter[str] = Voter()
+    for i in range(3):
+        voter.add(placed("AMD868", None, "LLL-999", 0.95), f"plain{i}")
+    voter.add(placed("AMD868", "Islamabad", "islamabad", 0.8), "captioned")
+    vote = voter.result()
+    assert vote is not None
+    assert (vote.best.province, vote.best.layout, vote.crop) == (
+        "Islamabad",
+        "islamabad",
+        "captioned",
+    )
+    assert vote.frames == 4
+
+
+def test_frames_that_disagree_on_the_province_leave_the_pass_with_none() -> None:
+    voter: Voter[str] = Voter()
+    voter.add(placed("AKH343", "Sindh", "sindh", 0.9))
+    voter.add(placed("AKH343", "Punjab", "punjab-car", 0.9))
+    vote = voter.result()
+    assert vote is not None
+    assert vote.best.province is None
+    # A clear majority still names it.
+    voter.add(placed("AKH343", "Sindh", "sindh", 0.9))
+    voter.add(placed("AKH343", "Sindh", "sindh", 0.9))
+    vote = voter.result()
+    assert vote is not None
+    assert vote.best.province == "Sindh"
