@@ -241,3 +241,43 @@ def test_node_retention_keeps_held_and_unsent_files_and_reports_what_it_deleted(
     assert held in uploader.store  # legal hold
     assert unsent in uploader.store  # never deleted before the server holds it
     assert ((old,), "retention:plate_crop") in server.deleted_reports
+
+
+def test_build_node_adds_the_uploader_when_a_url_is_set_and_shares_the_camera_s_store(
+    tmp_path: Path,
+) -> None:
+    from edge_agent.config import config_from_dict
+    from edge_agent.memory import memory_transport
+    from edge_agent.node import build_node
+    from hardware import ManualClock, SimBackend
+    from tests.support.pki import key_pem
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "node.key").write_bytes(key_pem(key))
+    for name in ("node.pem", "ca.pem"):
+        (tmp_path / name).write_text("not read until the first upload")
+    base = {
+        "node_id": NODE, "serial": "SN-EV-1", "data_dir": str(tmp_path / NODE),
+        "hardware": {"type": "sim"}, "outbox": {"synchronous": "normal"},
+        "cameras": [{"type": "sim", "id": "gate"}],
+        "mqtt": {"ca_file": str(tmp_path / "ca.pem"), "cert_file": str(tmp_path / "node.pem"),
+                 "key_file": str(tmp_path / "node.key")},
+    }  # fmt: skip
+    clock = ManualClock()
+    plain = build_node(
+        config_from_dict(base), backend=SimBackend(clock=clock),
+        transport_factory=memory_transport(), renewal=False,
+    )  # fmt: skip
+    assert "evidence_upload" not in [c.name for c in plain.components]  # no url: no upload
+    plain.close()
+    with_url = {**base, "evidence": {"upload": {"url": "https://127.0.0.1:9/api/v1/evidence"}}}
+    node = build_node(
+        config_from_dict(with_url), backend=SimBackend(clock=clock),
+        transport_factory=memory_transport(), renewal=False,
+    )  # fmt: skip
+    uploader = node.component("evidence_upload")
+    assert isinstance(uploader, EvidenceUploader)
+    assert getattr(node.component("camera"), "evidence", None) is uploader.store
+    assert uploader.on_event in node.uplink.event_listeners
+    uploader.queue.close()
+    node.close()
