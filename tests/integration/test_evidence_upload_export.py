@@ -568,3 +568,26 @@ def test_a_snapshot_the_store_is_told_about_is_uploaded_as_its_alert_s_evidence(
         ).json()
     rows = {r["sha256"]: (r["data_class"], r["camera_id"]) for r in listed["data"]}
     assert rows[sha] == ("panic_snapshot", "cam4")  # presses from one node join one alert
+
+
+def test_a_case_s_evidence_exports_as_a_bundle_naming_the_case(served: Served) -> None:
+    from fleet_server.evidence.verify import load_ca, verify_bundle
+
+    uploader = _uploader(served, "node-h")
+    sha = uploader.store.put(CROP + b"case")
+    uploader.on_event(_hit_event(sha))
+    assert uploader.work_once() == 1
+    with httpx.Client(base_url=served.url, verify=_tls(served)) as api:
+        case = api.post(
+            f"{API}/evidence/cases", json={"reference": "CASE-77", "district": "gulberg"},
+            headers=served.headers["op"],
+        ).json()  # fmt: skip
+        api.post(f"{API}/evidence/cases/{case['id']}/items", json={"sha256s": [sha]},
+                 headers=served.headers["op"])  # fmt: skip
+    bundle = _export(served, f"case:{case['id']}", "case:CASE-77")
+    verdict = verify_bundle(bundle, trusted=load_ca(served.root_ca.read_bytes()))
+    assert verdict.ok, verdict.problems
+    assert (verdict.subject, verdict.files) == (f"case:{case['id']}", 1)
+    with zipfile.ZipFile(io.BytesIO(bundle)) as zf:
+        actions = {r["action"] for r in json.loads(zf.read("audit.json"))["records"]}
+    assert {"evidence.captured", "evidence.case_opened", "evidence.hold_placed"} <= actions
