@@ -28,6 +28,7 @@ from fleet_server.ingest import (
 )
 from fleet_server.ingest.handlers import AlertEventHandler, PlainEventHandler
 from fleet_server.models import Event, Node
+from fleet_server.privacy.ingest import PrivateCameraGate
 from proto.codec import encode, topic_for
 from proto.ids import new_event_id
 from proto.messages import FaceEvent, PanicEvent, PlateEvent
@@ -77,8 +78,12 @@ class WatchlistHits:
 
 def test_every_event_class_has_a_handler_and_the_lookup_is_by_class() -> None:
     assert isinstance(handler_for(PanicEvent), AlertEventHandler)
-    assert isinstance(handler_for(FaceEvent), PlainEventHandler)  # through EventBase
-    assert isinstance(handler_for(PlateEvent), PlainEventHandler)  # its own: a plate read too
+    # Face and plate events pass the private-camera gate first (fleet_server.privacy.ingest).
+    face, plate = handler_for(FaceEvent), handler_for(PlateEvent)
+    assert isinstance(face, PrivateCameraGate)
+    assert isinstance(face.inner, PlainEventHandler)  # through EventBase
+    assert isinstance(plate, PrivateCameraGate)
+    assert isinstance(plate.inner, PlainEventHandler)  # its own: a plate read too
     assert handler_for(PlateEvent).urgent_ack is False
     assert handler_for(PanicEvent).urgent_ack is True
 
