@@ -113,7 +113,7 @@ class OtaBenchConfig:
     battery_every: int = 100
     window_every: int = 50
     window_opens_after_s: float = 240.0
-    resolve_alerts_after_s: float = 60.0
+    resolve_alerts_after_s: float = 120.0
     health_deadline_s: float = 60.0
     # A node that deferred looks again this soon ([ota] deferred_recheck_s).
     check_interval_s: float = 30.0
@@ -553,19 +553,17 @@ async def _run(
 ) -> dict[str, Any]:
     n = config.nodes
     roles = _Roles(config)
-    blobs = {
-        "1.0.0": _bundle(work, "1.0.0", agent_kb=config.agent_kb, selftest=None),
-        "1.1.0": _bundle(
-            work,
-            "1.1.0",
-            agent_kb=config.agent_kb,
-            selftest={
-                "fails_on_serial_suffix": ["0"] if config.fail_every == 10 else [],
-                "why": "camera driver of hardware batch 0",
-            },
+    # Three builds at once (each is a `nigehbaan ota build` process).
+    builds = await asyncio.gather(
+        asyncio.to_thread(_bundle, work, "1.0.0", agent_kb=config.agent_kb, selftest=None),
+        asyncio.to_thread(
+            _bundle, work, "1.1.0", agent_kb=config.agent_kb,
+            selftest={"fails_on_serial_suffix": ["0"] if config.fail_every == 10 else [],
+                      "why": "camera driver of hardware batch 0"},
         ),
-        "1.2.0": _bundle(work, "1.2.0", agent_kb=config.agent_kb, selftest={}),
-    }
+        asyncio.to_thread(_bundle, work, "1.2.0", agent_kb=config.agent_kb, selftest={}),
+    )  # fmt: skip
+    blobs = dict(zip(("1.0.0", "1.1.0", "1.2.0"), builds, strict=True))
     if config.fail_every not in (0, 10):
         raise OtaBenchError("fail_every is 10 (serials ending in 0) or 0 (no failing batch)")
     ids = {v: await asyncio.to_thread(api.upload, b, v) for v, b in blobs.items()}
@@ -723,7 +721,15 @@ async def _good_phase(
         if healthy >= eligible:
             t_all = now - t0
             break
-        if pressed and not resolved and now >= resolve_at:
+        waited = {
+            e["node"]
+            for e in fleet.events
+            if e.get("phase") == "deferred" and e.get("reason") == "alert_active"
+        }
+        # The operator resolves the alerts once every pressed node has deferred for its
+        # alert (or at the latest `resolve_alerts_after_s` in).
+        all_waited = all(node.index in waited for node in pressed)
+        if pressed and not resolved and (all_waited or now >= resolve_at):
             ids = [f"ota-{node.index:05d}" for node in pressed]
             resolved = await asyncio.to_thread(api.resolve_alerts, ids)
         await asyncio.sleep(1.0)
