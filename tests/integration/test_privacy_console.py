@@ -224,3 +224,56 @@ def test_the_privacy_page_is_readable_named_and_fits_a_phone(
         "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
     )
     assert int(overflow) <= 0, "the privacy page is wider than a phone"
+
+
+def test_the_cameras_latest_snapshot_shows_behind_the_masks_for_a_stated_purpose(
+    page: Page, stack: tuple[ServerProcess, RunningNode]
+) -> None:
+    import hashlib
+
+    import cv2
+    from sqlmodel import Session, col, select
+
+    from fleet_server.db import make_engine
+    from fleet_server.evidence.store import LocalEvidenceStore
+    from fleet_server.models import DataAccess, utcnow
+    from fleet_server.models.evidence import EvidenceItem
+
+    server, _ = stack
+    ok, encoded = cv2.imencode(".jpg", street())
+    assert ok
+    jpeg = encoded.tobytes()
+    sha = hashlib.sha256(jpeg).hexdigest()
+    store = LocalEvidenceStore(server.data_dir.resolve() / "evidence")
+    store.append(sha, 0, jpeg, size=len(jpeg))
+    store.finish(sha, size=len(jpeg))
+    engine = make_engine(server.db_url)
+    try:
+        with Session(engine) as session:
+            session.add(
+                EvidenceItem(
+                    sha256=sha, data_class="panic_snapshot", node_id=NODE, district="gulberg",
+                    camera_id="gate", captured_at=utcnow(), size=len(jpeg),
+                    content_type="image/jpeg", claim={}, signature="-", cert_serial="-",
+                    cert_pem="-", state="stored", received_bytes=len(jpeg), stored_at=utcnow(),
+                )
+            )  # fmt: skip
+            session.commit()
+        sign_in(page, server, ADMIN)
+        page.goto(f"{server.base_url}/console/privacy?node={NODE}")
+        expect(page.get_by_test_id("snapshot-offer")).to_be_visible()
+        snapshot = page.get_by_test_id("snapshot")
+        expect(snapshot).to_have_attribute("visibility", "hidden")
+        page.get_by_test_id("snapshot-show").click()  # no purpose: refused on the page
+        expect(page.get_by_test_id("message-error").first).to_contain_text("State why")
+        page.get_by_test_id("snap-ref").fill("drawing the masks of the gate camera")
+        page.get_by_test_id("snapshot-show").click()
+        expect(snapshot).to_have_attribute("visibility", "visible")
+        assert str(snapshot.get_attribute("href")).startswith("data:image/jpeg;base64,")
+        with Session(engine) as session:
+            views = session.exec(
+                select(DataAccess).where(col(DataAccess.object_id) == sha)
+            ).all()  # fmt: skip
+        assert [(v.resource, v.purpose_kind) for v in views] == [("evidence", "note")]
+    finally:
+        engine.dispose()

@@ -6,7 +6,9 @@
  * node (PUT /privacy/nodes/{node}/cameras/{camera}/masks). The page shows the
  * node's current version and the one it says it applies, the nodes that lag
  * (GET /privacy/lagging) and the private cameras with their agreements
- * (GET /privacy/private-cameras; PUT …/private to register one).
+ * (GET /privacy/private-cameras; PUT …/private to register one). Behind the
+ * polygons: a placeholder, or the camera's latest snapshot kept on the server
+ * (GET /evidence?node_id=…, then its file with a stated purpose, recorded).
  *
  * Corners are kept as fractions of the frame (0..1), as the node takes them.
  * Everything from the server is written with textContent.
@@ -133,6 +135,87 @@
     );
   }
 
+  /* The camera's newest snapshot kept on the server (an evidence file), if any. */
+  let snapshots = [];
+  let shownSha = null; // the snapshot behind the polygons now, if any
+  async function loadSnapshots(nodeId) {
+    snapshots = [];
+    try {
+      const list = await NB.api(`/evidence?node_id=${encodeURIComponent(nodeId)}&limit=100`);
+      snapshots = list.data.filter(
+        (item) => item.state === "stored" && String(item.content_type).startsWith("image/"),
+      );
+    } catch (_err) {
+      /* not allowed to list evidence, or none: the placeholder stays */
+    }
+    offerSnapshot();
+  }
+
+  function latestSnapshot() {
+    const id = camera();
+    return snapshots
+      .filter((item) => item.camera_id === id)
+      .sort((a, b) => String(b.captured_at).localeCompare(String(a.captured_at)))[0];
+  }
+
+  function offerSnapshot() {
+    const item = latestSnapshot();
+    document.getElementById("snapshot-offer").hidden = !item;
+    document.getElementById("snapshot-when").textContent = item
+      ? `Snapshot of ${when(item.captured_at)} UTC.`
+      : "";
+    if (!item || item.sha256 !== shownSha) {
+      const image = document.getElementById("snapshot");
+      image.setAttribute("href", "");
+      image.setAttribute("visibility", "hidden");
+      shownSha = null;
+    }
+  }
+
+  /* Viewing a snapshot is viewing evidence: it needs a purpose and is recorded. The
+   * bytes become a data: URL, which the console's Content-Security-Policy allows. */
+  document.getElementById("snapshot-show").addEventListener("click", async () => {
+    const item = latestSnapshot();
+    const reference = document.getElementById("snap-ref").value.trim();
+    if (!item) {
+      return;
+    }
+    if (!reference) {
+      NB.say("State why you view the snapshot (a note, case, FIR or alert).", { kind: "error" });
+      return;
+    }
+    const purpose = `${document.getElementById("snap-kind").value}:${reference}`;
+    let response;
+    try {
+      response = await fetch(`${NB.apiBase}/evidence/${item.sha256}/file`, {
+        headers: { Authorization: `Bearer ${NB.token()}`, "X-Purpose": purpose },
+      });
+    } catch (_err) {
+      NB.say("The fleet server cannot be reached.", { kind: "error" });
+      return;
+    }
+    if (!response.ok) {
+      let detail = `HTTP ${response.status}`;
+      try {
+        const body = await response.json();
+        detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+      } catch (_err) {
+        /* keep the status */
+      }
+      NB.say(`The snapshot cannot be shown: ${detail}`, { kind: "error" });
+      return;
+    }
+    const blob = await response.blob();
+    const reader = new FileReader();
+    reader.addEventListener("load", () => {
+      const image = document.getElementById("snapshot");
+      image.setAttribute("href", String(reader.result));
+      image.setAttribute("visibility", "visible");
+      shownSha = item.sha256;
+    });
+    reader.readAsDataURL(blob);
+  });
+
   function showNode(record) {
     node = record;
     masks = {};
@@ -164,6 +247,7 @@
     pending = [];
     renderHistory(record.history);
     render();
+    loadSnapshots(record.node_id);
   }
 
   /* Open a node; the lag list is read again after it, so the two never disagree. */
@@ -269,8 +353,12 @@
     newCamera.value = "";
     pending = [];
     render();
+    offerSnapshot();
   });
-  newCamera.addEventListener("input", () => render());
+  newCamera.addEventListener("input", () => {
+    render();
+    offerSnapshot();
+  });
 
   document.getElementById("node-form").addEventListener("submit", (event) => {
     event.preventDefault();
