@@ -285,6 +285,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             ota_publisher=lambda: runtime.notify.publisher,  # OTA offers (fleet_server.ota)
             ota_repository=lambda: repository_for(settings),  # signed, when set up
             plate_retention_days=settings.plate_retention_days,  # fleet_server.plates
+            event_partitions=engine.dialect.name == "postgresql",  # fleet_server.partitions
+            event_retention_days=settings.event_retention_days,
         )
         + ([audit_job] if audit_job is not None else [])  # signed audit checkpoints
         + [evidence_retention_job(settings)],  # evidence retention (docs/evidence.md)

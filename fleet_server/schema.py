@@ -45,6 +45,7 @@ from sqlmodel import SQLModel  # noqa: E402
 
 from fleet_server import models  # noqa: F401, E402 - registers every table on the metadata
 from fleet_server.errors import FleetServerError  # noqa: E402
+from fleet_server.partitions import partition_names  # noqa: E402
 
 __all__ = [
     "SchemaError",
@@ -107,7 +108,9 @@ def _known_revisions() -> set[str]:
 
 
 def _app_tables(connection: Connection) -> set[str]:
-    return set(inspect(connection).get_table_names()) - {_VERSION_TABLE}
+    # Partitions (PostgreSQL's monthly `event_pYYYYMM`) are parts of their parent table.
+    tables = set(inspect(connection).get_table_names())
+    return tables - {_VERSION_TABLE} - partition_names(connection)
 
 
 def _current(connection: Connection) -> str | None:
@@ -127,7 +130,16 @@ def schema_state(engine: Engine) -> SchemaState:
 
 
 def _differences(connection: Connection) -> list[str]:
-    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    # A partition (PostgreSQL's monthly `event_pYYYYMM`, fleet_server.partitions)
+    # is part of its parent table, not a table of the models.
+    partitions = partition_names(connection)
+
+    def include(_obj: object, name: str | None, type_: str, reflected: bool, _to: object) -> bool:
+        return not (type_ == "table" and reflected and name in partitions)
+
+    context = MigrationContext.configure(
+        connection, opts={"compare_type": True, "include_object": include}
+    )
     return [str(diff) for diff in compare_metadata(context, SQLModel.metadata)]
 
 

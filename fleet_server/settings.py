@@ -126,6 +126,11 @@ class Settings(BaseModel):
         default=90.0, gt=0.0, le=36_500.0,
         description="plate reads older than this are deleted (docs/anpr.md); unset: kept",
     )  # fmt: skip
+    event_retention_days: float | None = Field(
+        default=None, gt=0.0, le=36_500.0,
+        description="PostgreSQL: monthly event partitions that ended longer ago than this are "
+        "dropped (docs/scaling-postgresql.md); unset: kept. SQLite: no effect",
+    )  # fmt: skip
     # The panic snapshot pull (fleet_server.alerting.snapshots, docs/watchlists-operations.md).
     snapshot_radius_m: float = Field(
         default=300.0, ge=0.0, le=50_000.0,

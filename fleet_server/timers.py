@@ -41,6 +41,7 @@ from fleet_server.leases import Leases
 from fleet_server.models import utcnow
 from fleet_server.ota.job import OtaWaveJob
 from fleet_server.ota.signing import SignedRepository
+from fleet_server.partitions import EventPartitionJob
 from fleet_server.plates import PlateRetentionJob
 from fleet_server.presence import (
     OFFLINE_SWEEP_MAX,
@@ -165,6 +166,8 @@ def default_jobs(
     ota_publisher: Callable[[], Publisher | None] | None = None,
     ota_repository: Callable[[], SignedRepository | None] | None = None,
     plate_retention_days: float | None = None,
+    event_partitions: bool = False,
+    event_retention_days: float | None = None,
 ) -> list[TimerJob]:
     """The server's jobs in the order they run.
 
@@ -176,7 +179,9 @@ def default_jobs(
     `ota_repository` the signed repository offers are assigned in (None:
     offers go out unsigned, and nodes find nothing new). Plate reads older than
     `plate_retention_days` are deleted in chunks (`fleet_server.plates`; None:
-    kept).
+    kept). With `event_partitions` (PostgreSQL) the event table's monthly
+    partitions are made ahead and, with `event_retention_days`, dropped when
+    older (`fleet_server.partitions`).
     """
     policies = PolicyCache(ack_timeout_s=ack_timeout_s)
     jobs: list[TimerJob] = [
@@ -194,6 +199,8 @@ def default_jobs(
     jobs.append(ExpiryWarningJob(ack_timeout_s=ack_timeout_s))
     # Online nodes behind their privacy version get it again (fleet_server.privacy).
     jobs.append(PrivacyDeliveryJob(publisher=ota_publisher or (lambda: None)))
+    if event_partitions:  # PostgreSQL: made ahead, dropped after retention
+        jobs.append(EventPartitionJob(retention_days=event_retention_days))
     return jobs
 
 
