@@ -13,6 +13,7 @@ alert's evidence; the auditor releases the hold.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import secrets
 from collections.abc import Iterator
@@ -42,11 +43,32 @@ from tests.support.pki import new_key
 OPERATOR = Account("op-evidence", "operator", "ev-" + secrets.token_hex(8))
 AUDITOR = Account("aud-evidence", "auditor", "ev-" + secrets.token_hex(8))
 NODE = "lhr-cam-ev01"
-# A real JPEG header and end marker around bytes a browser may or may not render.
-PHOTO = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8 + b"\xff\xd9"
+
+
+def _photo() -> bytes:
+    """A real JPEG (a grey gradient with a bright box), as a camera's still would be."""
+    import cv2
+    import numpy as np
+
+    image = np.tile(np.linspace(40, 200, 160, dtype=np.uint8), (90, 1))
+    image[30:60, 50:110] = 250
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_GRAY2BGR))
+    assert ok
+    return bytes(encoded.tobytes())
+
+
+PHOTO = _photo()
 DATA_URL = re.compile(r"^data:image/jpeg;base64,")  # the viewed file, as the page shows it
 
+SHOTS = os.environ.get("NIGEHBAAN_CONSOLE_SHOTS")
+
 pytestmark = BROWSER_MARKS
+
+
+def _shot(page: Page, tmp_path: Path, name: str) -> None:
+    directory = Path(SHOTS) if SHOTS else tmp_path
+    directory.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(directory / f"{name}.png"), full_page=True)
 
 
 @dataclass
@@ -124,6 +146,11 @@ def test_an_operator_exports_an_alert_s_evidence_after_an_auditor_approves_and_i
     page.get_by_test_id("f-purpose").fill("fir:FIR-88/2026")
     page.get_by_test_id("ev-view").click()
     expect(page.get_by_test_id("ev-image")).to_have_attribute("src", DATA_URL)
+    shown = page.wait_for_function(
+        "() => document.querySelector('[data-testid=ev-image]').naturalWidth"
+    )
+    assert shown.json_value() == 160  # the browser decoded the node's JPEG
+    _shot(page, tmp_path, "evidence-viewed")
 
     page.get_by_test_id("export-evidence").click()
     pending = page.get_by_test_id("ex-row").filter(has_text="fir:FIR-88/2026")
@@ -151,6 +178,7 @@ def test_an_operator_exports_an_alert_s_evidence_after_an_auditor_approves_and_i
     assert verdict.ok, verdict.problems
     assert verdict.files == 1
     expect(ready.get_by_test_id("ex-state")).to_have_text("exported")
+    _shot(page, tmp_path, "evidence-exported")
 
 
 def test_an_operator_holds_an_alert_s_evidence_in_a_case_and_an_auditor_releases_it(

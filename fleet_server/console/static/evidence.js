@@ -96,7 +96,7 @@
         const row = document.createElement("tr");
         row.dataset.testid = "ev-row";
         row.append(
-          td(item.sha256, "ev-sha"),
+          Object.assign(td(item.sha256, "ev-sha"), { className: "sha" }),
           td(item.data_class),
           td(`${item.node_id} ${item.camera_id || ""}`.trim()),
           td(item.captured_at),
