@@ -140,3 +140,37 @@ def test_sqlite_keeps_one_plain_table_and_the_job_does_nothing(tmp_path: Path) -
         assert differences(eng) == []
     finally:
         eng.dispose()
+
+
+def test_upgrading_a_database_with_events_partitions_them_and_downgrading_undoes_it(
+    pg_url: str,
+) -> None:
+    from alembic import command
+
+    from fleet_server.schema import _config
+
+    eng = make_engine(pg_url)
+    try:
+        with eng.begin() as connection:
+            command.upgrade(_config(connection), "0015")  # before partitions
+        with Session(eng) as session:
+            ensure_default_policies(session=session)
+        now = datetime.now(timezone.utc)
+        old = _plate_at("cam-0003", 1, now - timedelta(days=400))  # stored a year ago
+        recent = _plate_at("cam-0003", 2, now)
+        _store(eng, [old, recent], now)
+
+        assert migrate(eng) == ("0015", "0016")
+        assert _where(eng, recent.event_id) == f"event_p{now.year:04d}{now.month:02d}"
+        then = now - timedelta(days=400)
+        assert _where(eng, old.event_id) == f"event_p{then.year:04d}{then.month:02d}"
+        assert differences(eng) == []
+
+        with eng.begin() as connection:
+            command.downgrade(_config(connection), "0015")
+        with eng.connect() as conn:
+            assert partition_names(conn) == set()
+            ids = conn.exec_driver_sql("SELECT event_id FROM event ORDER BY event_id").all()
+        assert [r[0] for r in ids] == sorted([old.event_id, recent.event_id])
+    finally:
+        eng.dispose()
