@@ -206,3 +206,21 @@ def test_an_operator_holds_an_alert_s_evidence_in_a_case_and_an_auditor_releases
         expect(auditor.get_by_test_id("ev-state")).to_have_text("stored")
     finally:
         auditor.context.close()
+
+
+def test_the_evidence_page_fits_a_phone(browser: Browser, seeded: Seeded, tmp_path: Path) -> None:
+    context = browser.new_context(viewport={"width": 360, "height": 740})
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        sign_in(page, seeded.server, OPERATOR)
+        page.goto(f"{seeded.server.base_url}/console/evidence?alert={seeded.alert_id}")
+        expect(page.get_by_test_id("ev-row")).to_have_count(1)
+        expect(page.get_by_test_id("export-evidence")).to_be_visible()
+        _shot(page, tmp_path, "evidence-360px")
+        overflow = page.evaluate(
+            "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0, f"the page is {overflow}px wider than the phone"
+    finally:
+        context.close()
