@@ -163,6 +163,9 @@ def test_an_alert_acknowledged_on_worker_a_appears_on_worker_b_s_feed(
         ((cursor, data),) = reader.seen(alert_id, "acknowledged")
         assert data["op"] == "transition"
         assert cursor == cursor_of(AlertPublic.model_validate(data["alert"]).updated_at)
+        health_b = httpx.get(f"{b}/healthz", timeout=20).json()["feed_fanout"]
+        assert health_b["listening"] is True
+        assert health_b["received"] >= 1  # the change came from the other worker
     finally:
         reader.close()
     # A client of B that was away is replayed the change from the database.

@@ -42,6 +42,12 @@ def healthz(runtime: RuntimeDep) -> JSONResponse:
         if not runtime.cluster.healthy:
             body["status"] = "degraded"
     body["sse_clients"] = runtime.broadcaster.subscribers
+    fanout = runtime.notify.fanout
+    if fanout is not None:  # N workers on PostgreSQL (docs/scaling-postgresql.md)
+        body["feed_fanout"] = {
+            "listening": fanout.listening.is_set(), "sent": fanout.sent,
+            "received": fanout.received, "send_failures": fanout.send_failures,
+        }  # fmt: skip
     if runtime.broker is not None:  # publishes the broker's ACL refused, per client (node) id
         body["broker_acl_denials"] = runtime.broker.denials.totals()
     return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
