@@ -409,6 +409,21 @@ def test_an_alert_s_evidence_exports_as_a_bundle_that_verifies_offline_and_names
     assert forged_run.returncode == 1
     assert "FAIL manifest.json" in forged_run.stdout
 
+    # A file slipped into the bundle, or one taken out, is named too.
+    from fleet_server.evidence.verify import load_ca, verify_bundle
+
+    trusted = load_ca(served.root_ca.read_bytes())
+    for extra, drop in (("files/extra.jpg", None), (None, "audit.json")):
+        changed = io.BytesIO()
+        with zipfile.ZipFile(io.BytesIO(bundle)) as src, zipfile.ZipFile(changed, "w") as dst:
+            for info in src.infolist():
+                if info.filename != drop:
+                    dst.writestr(info, src.read(info.filename))
+            if extra:
+                dst.writestr(extra, b"planted")
+        problems = verify_bundle(changed.getvalue(), trusted=trusted).problems
+        assert [name for name, _ in problems] == [extra or drop]
+
     # Another fleet's CA does not vouch for it.
     (tmp_path / "foreign").mkdir()
     other_root = FleetCA().paths.root / "root-ca.pem"
