@@ -42,6 +42,19 @@ def server(
         yield proc
 
 
+@pytest.fixture(scope="module")
+def pressed(server: ServerProcess, broker: ManagedBroker) -> ServerProcess:
+    """The pillar pressed (acked, so its alert is committed) and the pull recorded."""
+    pillar = FakePillar(broker, PILLAR)
+    pillar.start()
+    try:
+        pillar.press()
+    finally:
+        pillar.stop()
+    _record_pull(server)
+    return server
+
+
 def _record_pull(server: ServerProcess) -> None:
     engine = make_engine(server.db_url)
     try:
@@ -77,20 +90,12 @@ def _record_pull(server: ServerProcess) -> None:
 
 @pytest.mark.parametrize("width", [1280, 360])
 def test_the_alert_details_list_the_cameras_asked_and_what_each_kept(
-    page: Page, server: ServerProcess, broker: ManagedBroker, width: int
+    page: Page, pressed: ServerProcess, width: int
 ) -> None:
     page.set_viewport_size({"width": width, "height": 900})
-    sign_in(page, server, OPERATOR)
-    if width == 1280:  # the first run presses and records the pull
-        pillar = FakePillar(broker, PILLAR)
-        pillar.start()
-        try:
-            pillar.press()
-        finally:
-            pillar.stop()
-        expect(alert_row(page, PILLAR)).to_have_count(1)
-        _record_pull(server)
+    sign_in(page, pressed, OPERATOR)
     row = alert_row(page, PILLAR)
+    expect(row).to_have_count(1)
     row.get_by_test_id("action-details").click()
     box = page.get_by_test_id("details-snapshots")
     expect(box).to_be_visible()

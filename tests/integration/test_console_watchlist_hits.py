@@ -13,6 +13,7 @@ dispatched. An operator scoped to another district sees no hit at all.
 
 from __future__ import annotations
 
+import math
 import queue
 import secrets
 import time
@@ -167,8 +168,13 @@ def test_a_confusable_hit_arrives_live_is_refused_dispatch_and_rejected_from_the
     page.get_by_test_id("decide-submit").press("Enter")
     expect(hit_card(page, event_id)).to_have_count(0)
     expect(page.get_by_test_id("message-info").first).to_contain_text("false alarm")
+    with _api(server, OPERATOR) as op:
+        figures = op.get("/watchlist-hits/false-accepts").json()["by_watchlist"]["stolen-lhr"]
+    assert figures["rejected"] >= 1
     row = page.locator('[data-testid="figure-row"][data-watchlist="stolen-lhr"]')
-    expect(row).to_contain_text("100 %")
+    expect(row.locator("td").nth(2)).to_have_text(str(figures["rejected"]))
+    percent = math.floor(100 * figures["false_accept_rate"] + 0.5)  # as JS Math.round
+    expect(row.locator("td").nth(4)).to_have_text(f"{percent} %")
 
     engine = make_engine(server.db_url)
     try:

@@ -41,6 +41,7 @@
   const decideReason = document.getElementById("decide-reason");
   const decideError = document.getElementById("decide-error");
   const hits = new Map(); // event_id → {hit, item}
+  const entries = new Map(); // event_id → the entry answer already viewed (kept across reloads)
   let current = null; // event_id of the hit holding the roving focus
   let pendingDecision = null;
   let reloadTimer = null;
@@ -68,6 +69,7 @@
     document.getElementById("purpose-text").textContent = stated;
     if (!stated) {
       hits.clear();
+      entries.clear(); // a new purpose means a new, recorded view
       list.replaceChildren();
       count.textContent = "0";
       empty.hidden = false;
@@ -212,6 +214,9 @@
     const entry = el("div", { className: "hit-entry", testid: "hit-entry" });
     entry.hidden = true;
     item.append(entry);
+    if (entries.has(hit.event_id)) {
+      fillEntry(entry, entries.get(hit.event_id));
+    }
 
     const actions = el("div", { className: "actions hit-actions" });
     const buttons = [
@@ -316,7 +321,6 @@
     if (!entry) {
       return;
     }
-    const box = entry.item.querySelector("[data-testid=hit-entry]");
     let answer;
     try {
       answer = await viewApi(`/watchlist-hits/${encodeURIComponent(eventId)}/entry`);
@@ -326,6 +330,16 @@
       }
       return;
     }
+    answer.viewedFor = purpose();
+    entries.set(eventId, answer);
+    // The queue may have been drawn again while the call was out: fill the card shown now.
+    const shown = hits.get(eventId);
+    if (shown) {
+      fillEntry(shown.item.querySelector("[data-testid=hit-entry]"), answer);
+    }
+  }
+
+  function fillEntry(box, answer) {
     const dl = el("dl", { className: "hit-facts" });
     if (answer.entry) {
       fact(dl, "Listed plate", plateKey(answer.entry.plate, answer.differs_at, "entry-plate"));
@@ -341,7 +355,7 @@
       fact(dl, "List version", `${answer.watchlist.version} (hit on ${answer.watchlist.hit_version})`);
       fact(dl, "Expires", when(answer.watchlist.expires_at));
     }
-    const note = el("p", { className: "hint", text: `This view was recorded for ${purpose()}.` });
+    const note = el("p", { className: "hint", text: `This view was recorded for ${answer.viewedFor}.` });
     box.replaceChildren(el("h4", { text: "List entry" }), dl, note);
     box.hidden = false;
   }
