@@ -201,8 +201,10 @@ def test_a_newer_version_gets_a_server_made_delta_that_a_node_applies(
     assert repository is not None
     deltas = [t for t in repository.repo.artifacts(ArtifactKind.APP)
               if t.unrecognized_fields.get("custom", {}).get("delta_to") == "2.0.1"]  # fmt: skip
-    assert len(deltas) == 1
-    assert deltas[0].length < len(new) / 10  # a small change moves a small delta
+    # One from each of the newest earlier versions (2.0.0, and 1.4.0 from an earlier story).
+    bases = {t.unrecognized_fields["custom"]["delta_from"]: t for t in deltas}
+    assert "2.0.0" in bases
+    assert bases["2.0.0"].length < len(new) / 10  # a small change moves a small delta
     repository.assign(groups=["sig-node-02"], kind="app", target_path="app/agent-2.0.1.tar",
                       campaign_id="test", downgrade=False)  # fmt: skip
     installed = tmp_path / "installed.tar"
@@ -219,3 +221,65 @@ def test_a_newer_version_gets_a_server_made_delta_that_a_node_applies(
     assert got.via_delta
     assert got.path.read_bytes() == new
     assert got.bytes_transferred < len(new) / 10
+
+
+def _report(client: TestClient, node_id: str, phase: str, cid: str, *, seq: int) -> None:
+    """An `ota` event through the normal ingest path (decode, batch, store)."""
+    from fleet_server.alerting import load_policies
+    from fleet_server.ingest import decode_all, store_batch
+    from proto.codec import encode, topic_for
+    from proto.ids import new_event_id
+    from proto.messages import OtaEvent
+
+    event = OtaEvent(
+        node_id=node_id, ts=utcnow(), event_id=new_event_id(), seq=seq, artifact="agent",
+        version="3.0.0", phase=phase, campaign_id=cid,
+    )  # fmt: skip
+    envelopes, _ = decode_all([(topic_for(event), encode(event))])
+    with Session(runtime_of(client).engine, expire_on_commit=False) as session:
+        policies = load_policies(session=session, ack_timeout_s=120)
+        store_batch(session=session, envelopes=envelopes, now=utcnow(), policies=policies)
+        session.commit()
+
+
+def test_an_aborted_campaign_is_withdrawn_from_every_node_not_yet_healthy(
+    signed: TestClient, tmp_path: Path
+) -> None:
+    uploaded = upload(signed, bundle(tmp_path, "3.0.0"), version="3.0.0")
+    assert uploaded["status"] == 201, uploaded
+    settings = runtime_of(signed).settings
+    created = signed.post(
+        f"{OTA}/campaigns",
+        headers=login(signed, "admin"),
+        json={"name": "agent 3.0.0", "artifact_id": uploaded["id"],
+              "target": {"node_ids": ["sig-node-01", "sig-node-02"]},
+              "waves": [{"name": "canary", "count": 2}, {"name": "all", "percent": 100}],
+              "min_sample": 2, "failure_threshold": 0.0},
+    )  # fmt: skip
+    assert created.status_code == 201, created.text
+    cid = created.json()["id"]
+
+    class Recorder:
+        def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
+            pass
+
+    job = OtaWaveJob(publisher=Recorder, repository=lambda: repository_for(settings))
+    engine = runtime_of(signed).engine
+    run_jobs_once(engine=engine, jobs=[job], now=utcnow())
+    repository = repository_for(settings)
+    assert repository is not None
+    for node_id in ("sig-node-01", "sig-node-02"):
+        assigned = repository.repo.assignment(node_group(node_id), ArtifactKind.APP)
+        assert assigned is not None
+        assert assigned.unrecognized_fields["custom"]["campaign"] == cid
+    _report(signed, "sig-node-02", "healthy", cid, seq=101)
+    _report(signed, "sig-node-01", "rolled_back", cid, seq=102)
+    run_jobs_once(engine=engine, jobs=[job], now=utcnow())
+    got = signed.get(f"{OTA}/campaigns/{cid}", headers=login(signed, "admin")).json()
+    assert got["state"] == "aborted", got
+    # The node that rolled back (or one still deferring) no longer finds 3.0.0 signed
+    # for its group; the node already healthy on it keeps its assignment.
+    assert repository.repo.assignment(node_group("sig-node-01"), ArtifactKind.APP) is None
+    kept = repository.repo.assignment(node_group("sig-node-02"), ArtifactKind.APP)
+    assert kept is not None
+    assert kept.unrecognized_fields["custom"]["campaign"] == cid
