@@ -213,11 +213,18 @@ class UploadQueue:
         event_type: str | None,
         captured_at: datetime,
         alert_id: str | None = None,
+        replace: bool = False,
     ) -> None:
-        """Remember what a stored file is (for on-request uploads and retention)."""
+        """Remember what a stored file is (for on-request uploads and retention).
+
+        The first event to name a file wins, unless `replace`: a watchlist hit
+        names the crop its plate event named a moment before, and the hit (the
+        event an alert hangs on) is what the file is evidence of.
+        """
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
         with self._lock:
             self._db.execute(
-                "INSERT OR IGNORE INTO known (sha256, data_class, camera_id, event_id, event_type,"
+                f"{verb} INTO known (sha256, data_class, camera_id, event_id, event_type,"
                 " captured_at, alert_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     sha256,
@@ -533,6 +540,7 @@ class EvidenceUploader(ComponentBase):
         except ValueError:
             captured_at = self._now()
         data_class = data_class_for(event_type, payload)
+        automatic = event_type in self.config.auto_upload
         for sha in shas:
             if not isinstance(sha, str) or len(sha) != 64:
                 continue
@@ -543,8 +551,9 @@ class EvidenceUploader(ComponentBase):
                 event_id=stored.event_id,
                 event_type=event_type,
                 captured_at=captured_at,
+                replace=automatic,
             )
-            if event_type in self.config.auto_upload:
+            if automatic:
                 self.enqueue(sha)
 
     def _on_describe(self, sha256: str, meta: dict[str, Any]) -> None:

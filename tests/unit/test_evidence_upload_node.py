@@ -131,6 +131,21 @@ def test_a_hit_goes_at_once_signed_by_the_node_key_and_a_plate_read_waits_to_be_
     assert server.claims[plate].claim.data_class == "plate_crop"
 
 
+def test_a_hit_s_crop_is_evidence_of_the_hit_even_though_its_plate_event_named_it_first(
+    tmp_path: Path,
+) -> None:
+    server = MemoryServer()
+    uploader, _ = _uploader(tmp_path, server)
+    crop = uploader.store.put(b"crop of LEB6881" * 50)
+    plate, hit = _event("plate", crop), _event("watchlist_hit", crop)
+    hit = StoredEvent(**{**hit.__dict__, "event_id": "01JD0Q60000000000000000002"})
+    uploader.on_event(plate)  # the pass, then the hit on the same crop
+    uploader.on_event(hit)
+    assert uploader.work_once() == 1
+    claim = server.claims[crop].claim
+    assert (claim.event_id, claim.event_type) == (hit.event_id, "watchlist_hit")
+
+
 def test_a_snapshot_the_command_keeps_is_uploaded_with_its_alert(tmp_path: Path) -> None:
     pytest.importorskip("cv2")
     from edge_agent.snapshot import SnapshotComponent, Still
