@@ -357,6 +357,9 @@ def _cluster_ingest(settings: Settings, engine: Engine, notify: LiveNotifier) ->
             future_s=settings.device_time_future_s, past_s=settings.device_time_past_s
         ),
         on_notices=notify,
+        district_brokers=dict(
+            entry.split("=", 1) for entry in settings.cluster_district_brokers if "=" in entry
+        ),
     )
 
 

@@ -91,6 +91,11 @@ class Settings(BaseModel):
     cluster_worker_index: int = Field(default=0, ge=0, description="this worker's number, 0-based")
     cluster_workers: int = Field(default=1, ge=1, description="workers sharing the partitions")
     cluster_replicas: int = Field(default=3, ge=1, le=7, description="quorum queue members")
+    cluster_district_brokers: list[str] = Field(
+        default_factory=list,
+        description="district=mqtt://host:port (comma list): publish acks and commands to "
+        "each district broker directly instead of down its bridge (docs/cluster.md)",
+    )
     offline_grace_s: float = Field(default=15.0, ge=0.0)
     silence_intervals: float = Field(
         default=3.0,
@@ -302,7 +307,9 @@ class Settings(BaseModel):
             raise ValueError(f"database {backend!r} is not supported; use sqlite or postgresql")
         return value
 
-    @field_validator("cluster_amqp_urls", "cluster_districts", mode="before")
+    @field_validator(
+        "cluster_amqp_urls", "cluster_districts", "cluster_district_brokers", mode="before"
+    )
     @classmethod
     def _split_cluster_lists(cls, value: Any) -> Any:
         if isinstance(value, str):

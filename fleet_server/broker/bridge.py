@@ -47,6 +47,9 @@ class BridgeSettings:
     cafile: str | None = None
     certfile: str | None = None
     keyfile: str | None = None
+    # False: acks and commands come from the workers straight to this broker
+    # (`fleet_server.cluster.consumer.DistrictLink`), not down the bridge.
+    downlink: bool = True
 
     def __post_init__(self) -> None:
         validate_district(self.district)
@@ -92,6 +95,8 @@ def bridge_lines(settings: BridgeSettings) -> tuple[str, ...]:
     if settings.certfile and settings.keyfile:
         lines += [f"bridge_certfile {settings.certfile}", f"bridge_keyfile {settings.keyfile}"]
     for channel in Channel:
+        if not channel.uplink and not settings.downlink:
+            continue
         direction = "out" if channel.uplink else "in"
         lines.append(f'topic {channel_filter(channel)} {direction} 1 "" {prefix}')
     return tuple(lines)

@@ -126,6 +126,51 @@ class _PartitionNotifier:
                 self.outbox.publish(topic_for(n.command), encode(n.command))
 
 
+class DistrictLink:
+    """A worker's MQTT connection to one district broker, for the downlink (acks, commands).
+
+    With `ClusterIngest.district_brokers` the worker publishes a district's
+    acks and commands straight to its broker instead of through RabbitMQ and
+    the bridge, so the bridge only carries traffic up and keeps no
+    subscription queue in RabbitMQ (docs/cluster.md: a RabbitMQ node's death
+    otherwise pins a district's bridge to that node). paho queues QoS 1
+    publishes while the link is down and sends them when it is back.
+    """
+
+    def __init__(
+        self, url: str, *, client_id: str, tls_files: tuple[str, str, str] | None = None
+    ) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        from fleet_server.mqtt import parse_broker_url
+
+        self.url = url
+        self.host, self.port, tls = parse_broker_url(url)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+        )
+        if tls:
+            if tls_files is not None:
+                ca, cert, key = tls_files
+                self.client.tls_set(ca_certs=ca, certfile=cert, keyfile=key)
+            else:
+                self.client.tls_set()
+        self.client.max_inflight_messages_set(100)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=5)
+
+    def start(self) -> None:
+        self.client.connect_async(self.host, self.port, keepalive=30)
+        self.client.loop_start()
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.client.publish(topic, payload, qos=1)
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
 class _Partition:
     """One district's queue as this worker sees it: its pipeline, channel and inbox."""
 
@@ -158,12 +203,17 @@ class ClusterIngest:
         db_retry_s: float = 1.0,
         device_time: DeviceTimeRules | None = None,
         on_notices: Callable[[Sequence[AlertNotice]], None] | None = None,
+        district_brokers: dict[str, str] | None = None,
     ) -> None:
+        """`district_brokers`: district → MQTT URL for the downlink (`DistrictLink`);
+        without it acks and commands go through RabbitMQ and the district's bridge."""
         if not urls:
             raise ValueError("ClusterIngest needs at least one AMQP URL")
         if not 0 <= worker_index < workers:
             raise ValueError(f"worker_index {worker_index} not in 0..{workers - 1}")
         self.urls = list(urls)
+        self.district_brokers = dict(district_brokers or {})
+        self._links: dict[str, DistrictLink] = {}
         self.engine = engine
         self.districts = sorted(set(districts))
         self.worker_index = worker_index
@@ -257,11 +307,17 @@ class ClusterIngest:
     async def run(self) -> None:
         """Connect (trying each URL in turn), declare, consume; reconnect on loss, forever."""
         self._db_ok.set()
+        for district, url in self.district_brokers.items():
+            link = DistrictLink(url, client_id=f"nb-worker-{self.worker_index}-{district}")
+            link.start()
+            self._links[district] = link
         try:
             await self._connect_loop()
         finally:
             if self._probe is not None:
                 self._probe.cancel()
+            for link in self._links.values():
+                link.stop()
 
     async def _connect_loop(self) -> None:
         attempt = 0
@@ -412,12 +468,16 @@ class ClusterIngest:
         self.stats.batches += 1
         self.stats.broker_acked += len(batch)
         partition.processed += len(batch)
+        link = self._links.get(partition.district)
         for topic, payload in partition.outbox.take():
+            self.stats.downlink_published += 1
+            if link is not None:
+                link.publish(topic, payload)
+                continue
             await mqtt.publish(
                 aio_pika.Message(payload, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
                 routing_key=downlink_routing_key(partition.district, topic),
             )
-            self.stats.downlink_published += 1
         return True
 
     def _database_down(self) -> None:

@@ -1,14 +1,15 @@
 """What `nigehbaan cluster run` supervises: every part of the loopback cluster, started in order.
 
-Order matters where it must, and everything else overlaps (each part takes
-seconds to boot): the RabbitMQ nodes are launched first, together (they
-cluster through their peer list); while they boot, the PostgreSQL schema is
-migrated (and the admin made) and only then are the workers launched, so N
-workers do not race to migrate (they keep trying RabbitMQ until it answers);
-once RabbitMQ is up the topology is declared before any district bridge
-connects, so no bridged message finds its queue missing. Workers started
-together each lead their own share of the district partitions
-(`fleet_server.cluster.consumer`).
+Order matters: the first RabbitMQ node is launched, and while it boots the
+PostgreSQL schema is migrated (and the admin made), so N workers never race
+to migrate; the other nodes join the first once it is up
+(`ManagedRabbit.wait_all`); the topology is declared only when every node is
+up, because a quorum queue takes its members when it is declared (a worker
+that declared it against the first node alone made single-member
+partitions, lost with that node) and before any district bridge connects,
+so no bridged message finds its queue missing; then the district brokers and
+the workers start. Workers started together each lead their own share of
+the district partitions (`fleet_server.cluster.consumer`).
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ class Supervisor:
         self.spec = ClusterSpec.loopback(directory / "rabbit", size=rabbit_nodes, users=users)
         self.rabbit = ManagedRabbit(self.spec)
         self.brokers: dict[str, ManagedBroker] = {}
+        # Known before anything starts: the workers publish acks and commands to them.
+        self.district_ports = {d: loopback_port() for d in districts}
         self.workers = [
             _Worker(index=i, port=loopback_port(), data_dir=directory / f"worker-{i}")
             for i in range(workers)
@@ -116,20 +119,23 @@ class Supervisor:
         self._prepare_database()
         if should_stop():
             return
+        self.rabbit.wait_all(timeout=max(1.0, deadline - time.monotonic()))
+        # Declared once every node is up: a quorum queue gets its members when it is
+        # declared (3.10 does not grow it later), and workers declare at connect.
+        asyncio.run(self._declare())
         for worker in self.workers:
             self._start_worker(worker)
-        self.rabbit.wait_all(timeout=max(1.0, deadline - time.monotonic()))
-        asyncio.run(self._declare())
         for district in self.districts:
             config = BrokerConfig(
                 data_dir=self.directory / f"district-{district}",
-                listeners=(Listener(port=loopback_port(), allow_anonymous=True),),
+                listeners=(Listener(port=self.district_ports[district], allow_anonymous=True),),
             )
             bridge = BridgeSettings(
                 district=district,
                 addresses=tuple(f"127.0.0.1:{n.mqtt_port}" for n in self.spec.nodes),
                 username=f"bridge-{district}",
                 password=self.bridge_passwords[district],
+                downlink=False,  # the workers publish downlink to this broker themselves
             )
             broker = ManagedBroker(with_bridge(config, bridge))
             broker.start()
@@ -184,6 +190,9 @@ class Supervisor:
             "NIGEHBAAN_CLUSTER_WORKER_INDEX": str(worker.index),
             "NIGEHBAAN_CLUSTER_WORKERS": str(len(self.workers)),
             "NIGEHBAAN_CLUSTER_REPLICAS": str(min(3, len(self.spec.nodes))),
+            "NIGEHBAAN_CLUSTER_DISTRICT_BROKERS": ",".join(
+                f"{d}=mqtt://127.0.0.1:{p}" for d, p in self.district_ports.items()
+            ),
         }
         command = [
             sys.executable, "-m", "edge_agent.console", "server", "--no-mqtt",
