@@ -332,6 +332,11 @@ class ManagedRabbit:
         if wait:
             self.wait_ready(node, timeout=timeout)
 
+    def pid(self, node: RabbitNode) -> int | None:
+        """The node's start script's pid (its process group's id), while it runs."""
+        proc = self._processes.get(node.name)
+        return proc.pid if proc is not None and proc.poll() is None else None
+
     def running(self, node: RabbitNode) -> bool:
         proc = self._processes.get(node.name)
         return proc is not None and proc.poll() is None

@@ -240,7 +240,12 @@ class Supervisor:
             "admin_password": self.admin_password,
             "amqp_urls": self.worker_urls(),
             "rabbit": [
-                {"nodename": n.nodename, "amqp_port": n.amqp_port, "mqtt_port": n.mqtt_port}
+                {
+                    "nodename": n.nodename,
+                    "amqp_port": n.amqp_port,
+                    "mqtt_port": n.mqtt_port,
+                    "pid": self.rabbit.pid(n),
+                }
                 for n in self.spec.nodes
             ],
             "districts": [

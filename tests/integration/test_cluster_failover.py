@@ -1,7 +1,7 @@
-"""`nigehbaan cluster up`, a worker killed with SIGKILL mid-stream, and `cluster status`/`down`.
+"""`nigehbaan cluster up`, a worker and then a RabbitMQ node killed, `cluster status`/`down`.
 
 The cluster is started the way a user starts it (`nigehbaan cluster up`:
-one RabbitMQ node here, one district broker bridged to it, two `nigehbaan
+three RabbitMQ nodes, one district broker bridged to them, two `nigehbaan
 server` workers, a PostgreSQL schema of its own); the two workers share the
 district's partition (single active consumer: one leads, the other stands
 by). A node streams plate reads; the leader is killed half-way. Every event
@@ -9,7 +9,11 @@ is stored exactly once and in the node's order (no sequence gap is ever
 recorded), the standby takes the partition, `cluster status` reports the
 dead worker, and the node gets an ack for every event (re-sending, as its
 outbox would, whatever the dead worker had committed but not acked).
-`cluster down` stops everything and drops the schema.
+Then the RabbitMQ node that the bridge and the surviving worker are
+connected to is killed: a node's next 20 events are still stored once, in
+order, and acked (the bridge and the worker move to the other nodes; the
+partition is a quorum queue with a member on each). `cluster down` stops
+everything and drops the schema.
 """
 
 from __future__ import annotations
@@ -73,7 +77,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             pytest.skip(reason)
     directory = tmp_path_factory.mktemp("cluster-cli")
     up = _cluster(
-        directory, "up", "--rabbit-nodes", "1", "--districts", DISTRICT, "--workers", "2",
+        directory, "up", "--rabbit-nodes", "3", "--districts", DISTRICT, "--workers", "2",
         "--db", PG_URL,
     )  # fmt: skip
     try:
@@ -192,6 +196,53 @@ def test_a_killed_worker_s_partition_moves_to_its_standby_with_nothing_lost_or_d
                     node.publish(*wire(event), qos=1).wait_for_publish(5)
             wait_for(lambda: drained() >= want, "acks after the re-send", timeout=20)
         assert _stored(engine) == EVENTS
+    finally:
+        node.loop_stop()
+        node.disconnect()
+
+
+def test_the_rabbitmq_node_everyone_uses_dies_and_events_still_flow(
+    stack: dict[str, Any],
+) -> None:
+    """After the worker story: the node the bridge and the worker are connected to is killed."""
+    engine: Engine = stack["engine"]
+    first = stack["state"]["rabbit"][0]
+    os.killpg(first["pid"], signal.SIGKILL)
+    status = _cluster(stack["dir"], "status", "--json", timeout=60)
+    assert json.loads(status.stdout)["rabbit"][first["nodename"]] is False
+    node_id = "fo-node-2"
+    acks: queue.Queue[list[str]] = queue.Queue()
+    node = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=node_id)
+    node.on_message = lambda _c, _u, msg: acks.put(json.loads(msg.payload)["event_ids"])
+    subscribed = threading.Event()
+    node.on_subscribe = lambda *_a: subscribed.set()
+    node.connect("127.0.0.1", stack["district_port"])
+    node.loop_start()
+    events = [plate_read(node_id, seq) for seq in range(1, 21)]
+    try:
+        node.subscribe(f"nb/v1/{node_id}/ack", qos=1)
+        assert subscribed.wait(5)
+        for event in events:
+            node.publish(*wire(event), qos=1).wait_for_publish(5)
+
+        def stored() -> int:
+            with Session(engine) as session:
+                return session.exec(
+                    select(func.count()).select_from(Event).where(Event.node_id == node_id)
+                ).one()
+
+        wait_for(lambda: stored() == 20, "events through the surviving nodes", timeout=60)
+        got: set[str] = set()
+
+        def acked() -> bool:
+            while not acks.empty():
+                got.update(acks.get_nowait())
+            return got >= {e.event_id for e in events}
+
+        wait_for(acked, "acks with a RabbitMQ node down", timeout=20)
+        with Session(engine) as session:
+            gaps = session.exec(select(SequenceGap).where(SequenceGap.node_id == node_id)).all()
+        assert gaps == []
     finally:
         node.loop_stop()
         node.disconnect()
