@@ -7,8 +7,8 @@ machine's own RabbitMQ (``rabbit@localhost`` on 5672) is never touched. The
 nodes of one cluster share an Erlang cookie file (``HOME/.erlang.cookie`` for
 the server and the CLI tools alike) and find each other through the
 ``classic_config`` peer discovery list written into each node's
-``rabbitmq.conf``, so three nodes started together form one cluster with no
-``join_cluster`` calls.
+``rabbitmq.conf``, so the nodes form one cluster with no ``join_cluster``
+calls (the first starts alone, the others once it is up: see `launch`).
 
 Users and permissions come in with a definitions file loaded at boot
 (`definitions`): the workers' user, and one user per district bridge whose
