@@ -27,7 +27,10 @@ the same node row at once and its sequence numbers would arrive out of order.
 Partitioning by district broker keeps the order by construction, needs no
 re-publishing hop, and scales the way the deployment does: more district
 brokers (a big city runs several) are more partitions. docs/cluster.md has
-the trade-offs.
+the trade-offs. (In `nigehbaan cluster up` acks and commands skip the bridge:
+the workers publish them to the district broker directly, see
+`fleet_server.cluster.consumer.DistrictLink`; `downlink_routing_key` is the
+path through the bridge, for deployments that use it.)
 
 A message whose district has no queue goes to ``nb.unrouted`` (never
 dropped); a message a worker refuses (undecodable, or one that fails with
