@@ -224,3 +224,18 @@ def test_the_evidence_page_fits_a_phone(browser: Browser, seeded: Seeded, tmp_pa
         assert overflow <= 0, f"the page is {overflow}px wider than the phone"
     finally:
         context.close()
+
+
+def test_an_operator_asks_a_node_for_a_plate_crop_with_the_stated_purpose(
+    page: Page, seeded: Seeded
+) -> None:
+    sign_in(page, seeded.server, OPERATOR)
+    page.goto(f"{seeded.server.base_url}/console/evidence")
+    page.get_by_test_id("f-purpose").fill("case:PLATE-5")
+    page.get_by_test_id("f-rq-node").fill(NODE)
+    page.get_by_test_id("f-rq-sha").fill("f" * 64)
+    page.get_by_test_id("rq-send").click()
+    expect(page.get_by_test_id("message-info").first).to_contain_text(f"Asked {NODE}")
+    page.get_by_test_id("f-rq-node").fill("lhr-no-such-node")
+    page.get_by_test_id("rq-send").click()
+    expect(page.get_by_test_id("message-error").first).to_be_visible()  # 404: not in scope

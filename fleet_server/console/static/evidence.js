@@ -9,7 +9,8 @@
  * an admin or auditor who did not ask approves it (POST …/decision); the one
  * who asked downloads the signed bundle (GET …/bundle). Cases: POST
  * /evidence/cases, attach the alert's files (…/items), release the hold
- * (…/release). Values from the server are written with textContent only.
+ * (…/release). A plate read's crop stays on its node until asked for (POST
+ * /evidence/requests). Values from the server are written with textContent only.
  */
 "use strict";
 
@@ -274,6 +275,28 @@
     }
   }
 
+  async function requestCrop(event) {
+    event.preventDefault();
+    const rq = document.getElementById("rq-form");
+    const nodeId = rq.elements.node_id.value.trim();
+    const sha = rq.elements.sha256.value.trim().toLowerCase();
+    if (!nodeId || !/^[0-9a-f]{64}$/.test(sha) || !purpose()) {
+      NB.say("Give the node, the crop's 64-character SHA-256 and a purpose.", { kind: "error" });
+      return;
+    }
+    try {
+      await NB.api("/evidence/requests", {
+        method: "POST",
+        json: { sha256: sha, node_id: nodeId },
+        headers: { "X-Purpose": purpose() },
+      });
+      NB.say(`Asked ${nodeId} for the crop; it uploads at its next poll.`);
+    } catch (err) {
+      fail(err);
+    }
+  }
+
+  document.getElementById("rq-form").addEventListener("submit", requestCrop);
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     loadEvidence();
