@@ -25,7 +25,9 @@ component takes them to the fleet server (docs/evidence.md):
   sends the rest in bounded chunks (`PUT /evidence/uploads/<sha256>?offset=`):
   resumable and idempotent by SHA-256. A transport failure retries with
   doubling backoff; a refusal is kept with its reason (a hash mismatch is
-  retried from zero, a file that is gone is dropped and counted).
+  retried from zero, a file that is gone is dropped and counted; a refusal the
+  same claim would always get — too large, another node's, a signature that
+  does not hold — leaves the queue, logged and counted).
 - **Retention and holds.** The node deletes its own copies by data class
   (``retention_*_days``) and whatever the server says it expired, keeps what
   the server says is held (legal hold), and reports each deletion back
@@ -124,6 +126,11 @@ class EvidenceUploadConfig(BaseModel):
         """Days the node keeps a file of `data_class` (None: until the store needs the room)."""
         value: float | None = getattr(self, f"retention_{data_class}_days", None)
         return value
+
+
+# Refusals that the same signed claim would get again: the file leaves the queue (kept on the
+# node under its class's retention, no longer pinned) and the refusal is counted and logged.
+PERMANENT_REFUSALS = frozenset({"too_large", "node_mismatch", "signature", "claim_invalid"})
 
 
 class UploadError(AgentError):
@@ -286,6 +293,11 @@ class UploadQueue:
         with self._lock:
             self._db.execute("DELETE FROM pending WHERE sha256 = ?", (sha256,))
             self._db.execute("UPDATE known SET uploaded = 1 WHERE sha256 = ?", (sha256,))
+
+    def forget_upload(self, sha256: str) -> None:
+        """Stop trying to upload this file (a permanent refusal); its index entry stays."""
+        with self._lock:
+            self._db.execute("DELETE FROM pending WHERE sha256 = ?", (sha256,))
 
     def retry(self, sha256: str, *, at: float, error: str) -> None:
         with self._lock:
@@ -707,8 +719,15 @@ class EvidenceUploader(ComponentBase):
             except UploadRefused as exc:
                 self.refused += 1
                 self.last_error = str(exc)[:200]
-                if exc.reason in ("deleted",):  # the server expired it: nothing to send
+                if exc.reason == "deleted":  # the server expired it: nothing to send
                     self.queue.done(item.sha256)
+                    self.store.unpin(item.sha256)
+                    continue
+                if exc.reason in PERMANENT_REFUSALS:  # sending it again cannot change the answer
+                    logger.error(
+                        "%s: evidence %s refused for good: %s", self.node_id, item.sha256, exc
+                    )
+                    self.queue.forget_upload(item.sha256)
                     self.store.unpin(item.sha256)
                     continue
                 self._backoff(item, str(exc))

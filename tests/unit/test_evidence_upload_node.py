@@ -296,3 +296,21 @@ def test_build_node_adds_the_uploader_when_a_url_is_set_and_shares_the_camera_s_
     assert uploader.on_event in node.uplink.event_listeners
     uploader.queue.close()
     node.close()
+
+
+def test_a_refusal_the_same_claim_would_always_get_leaves_the_queue_and_is_counted(
+    tmp_path: Path,
+) -> None:
+    class Refusing(MemoryServer):
+        def begin(self, signed: SignedClaim) -> tuple[int, str]:
+            raise UploadRefused("too_large", "over evidence_max_bytes", status=413)
+
+    server = Refusing()
+    uploader, _ = _uploader(tmp_path, server)
+    sha = uploader.store.put(b"big" * 100)
+    uploader.on_event(_event("watchlist_hit", sha))
+    assert uploader.work_once() == 0
+    assert uploader.queue.pending() == []
+    assert uploader.refused == 1
+    assert not uploader.store.is_pinned(sha)
+    assert sha in uploader.store  # kept on the node under its class's retention
