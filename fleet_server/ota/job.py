@@ -7,7 +7,8 @@ run (`SignedRepository.assign`, when a signed repository is set up) and
 publishes the offers through the server's MQTT publisher. When the rule
 aborts a campaign, the assignment is withdrawn from every group not yet
 healthy on it, so a node still deferring never installs the failed version
-later. Once a minute it
+later; a campaign an admin aborted through the API is withdrawn the same way
+at the next once-a-minute sweep. Once a minute it
 also re-signs online metadata close to expiry.
 The offers are published inside the job's transaction, before the loop
 commits: an offer whose transaction then fails is harmless (the node checks
@@ -82,8 +83,27 @@ class OtaWaveJob:
                        repository=repository)  # fmt: skip
         if repository is not None and (self._refresh_at is None or now >= self._refresh_at):
             self._refresh_at = now + timedelta(seconds=self.refresh_every_s)
+            self._sweep_aborted(session, repository, now)
             repository.refresh()
         return []
+
+    def _sweep_aborted(self, session: Session, repository: SignedRepository, now: datetime) -> None:
+        """Withdraw campaigns aborted by an admin (the API) in the last day, like the rule's.
+
+        Stateless: only groups whose assignment still names the campaign are touched, so
+        running it again (or after the rule's own abort) changes nothing.
+        """
+        aborted = session.exec(
+            select(OtaCampaign).where(
+                OtaCampaign.state == CampaignState.ABORTED,
+                col(OtaCampaign.updated_at) >= now - timedelta(days=1),
+            )
+        ).all()
+        for campaign in aborted:
+            artifact = session.get(OtaArtifact, campaign.artifact_id)
+            if artifact is not None:
+                rows = node_rows(session=session, campaign_id=campaign.id)
+                self._withdraw(repository, campaign, artifact, rows)
 
     @staticmethod
     def _withdraw(
@@ -100,7 +120,7 @@ class OtaWaveJob:
         """
         groups = [node_group(r.node_id) for r in rows if r.state != "healthy"]
         try:
-            repository.withdraw(groups=groups, kind=artifact.kind)
+            repository.withdraw(groups=groups, kind=artifact.kind, campaign_id=campaign.id)
         except OtaServerError as exc:
             logger.error("campaign %s aborted but not withdrawn: %s", campaign.id, exc.message)
 

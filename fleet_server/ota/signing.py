@@ -121,16 +121,27 @@ class SignedRepository:
         except OtaError as exc:
             raise StorageError("signing_failed", f"could not assign {target_path}: {exc}") from exc
 
-    def withdraw(self, *, groups: Sequence[str], kind: str) -> None:
-        """Remove `kind`'s assignment from each group (an aborted campaign), then publish."""
-        if not groups:
-            return
+    def withdraw(self, *, groups: Sequence[str], kind: str, campaign_id: str) -> int:
+        """Remove `kind`'s assignment from each group still assigned by `campaign_id`.
+
+        An aborted campaign's; a group a newer campaign has assigned since is left alone.
+        Publishes when anything changed; returns how many groups were withdrawn.
+        """
+        artifact_kind = ArtifactKind(kind)
         try:
-            for group in groups:
-                self.repo.withdraw(group, ArtifactKind(kind))
-            self.repo.publish()
+            mine = [
+                g
+                for g in groups
+                if (entry := self.repo.assignment(g, artifact_kind)) is not None
+                and entry.unrecognized_fields.get("custom", {}).get("campaign") == campaign_id
+            ]
+            for group in mine:
+                self.repo.withdraw(group, artifact_kind)
+            if mine:
+                self.repo.publish()
         except OtaError as exc:
             raise StorageError("signing_failed", f"could not withdraw {kind}: {exc}") from exc
+        return len(mine)
 
     def refresh(self) -> dict[str, int]:
         """Re-sign online roles close to expiry (a node never sees stale metadata)."""

@@ -283,3 +283,37 @@ def test_an_aborted_campaign_is_withdrawn_from_every_node_not_yet_healthy(
     kept = repository.repo.assignment(node_group("sig-node-02"), ArtifactKind.APP)
     assert kept is not None
     assert kept.unrecognized_fields["custom"]["campaign"] == cid
+
+
+def test_a_campaign_an_admin_aborts_is_withdrawn_at_the_next_sweep(
+    signed: TestClient, tmp_path: Path
+) -> None:
+    uploaded = upload(signed, bundle(tmp_path, "4.0.0"), version="4.0.0")
+    assert uploaded["status"] == 201, uploaded
+    settings = runtime_of(signed).settings
+    created = signed.post(
+        f"{OTA}/campaigns",
+        headers=login(signed, "admin"),
+        json={"name": "agent 4.0.0", "artifact_id": uploaded["id"],
+              "target": {"node_ids": ["sig-node-01"]},
+              "waves": [{"name": "all", "percent": 100}]},
+    )  # fmt: skip
+    assert created.status_code == 201, created.text
+    cid = created.json()["id"]
+
+    class Recorder:
+        def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
+            pass
+
+    job = OtaWaveJob(publisher=Recorder, repository=lambda: repository_for(settings))
+    engine = runtime_of(signed).engine
+    run_jobs_once(engine=engine, jobs=[job], now=utcnow())
+    repository = repository_for(settings)
+    assert repository is not None
+    group = node_group("sig-node-01")
+    assert repository.repo.assignment(group, ArtifactKind.APP) is not None
+    stopped = signed.post(f"{OTA}/campaigns/{cid}/abort", headers=login(signed, "admin"))
+    assert stopped.status_code == 200, stopped.text
+    job._refresh_at = None  # the once-a-minute sweep is due
+    run_jobs_once(engine=engine, jobs=[job], now=utcnow())
+    assert repository.repo.assignment(group, ArtifactKind.APP) is None
