@@ -469,6 +469,7 @@ class EvidenceUploader(ComponentBase):
         self._client: UploadClient | None = None
         self._now = now or (lambda: datetime.now(timezone.utc))
         self._work_lock = threading.Lock()
+        self._close_when_done = False
         self.uploaded = 0
         self.refused = 0
         self.queue_full = 0
@@ -533,7 +534,15 @@ class EvidenceUploader(ComponentBase):
                 await asyncio.to_thread(self.work_once)
                 await ctx.clock.sleep(self.config.poll_s)
         finally:
-            self.queue.close()
+            # A round still running in its thread closes the queue when it ends; never
+            # block the loop here waiting for an HTTP timeout.
+            if self._work_lock.acquire(blocking=False):
+                try:
+                    self.queue.close()
+                finally:
+                    self._work_lock.release()
+            else:
+                self._close_when_done = True
 
     # -- capture side (loop thread) --------------------------------------------------------
 
@@ -651,14 +660,18 @@ class EvidenceUploader(ComponentBase):
         """One round: ask for work, apply retention, upload what is due; files uploaded."""
         with self._work_lock:
             try:
-                client = self._client or self._client_factory()
-                self._client = client
-            except Exception as exc:
-                self.last_error = f"client: {exc}"[:200]
-                return 0
-            self._instructions(client)
-            self._retention(client)
-            return self._upload_due(client)
+                try:
+                    client = self._client or self._client_factory()
+                    self._client = client
+                except Exception as exc:
+                    self.last_error = f"client: {exc}"[:200]
+                    return 0
+                self._instructions(client)
+                self._retention(client)
+                return self._upload_due(client)
+            finally:
+                if self._close_when_done:
+                    self.queue.close()
 
     def _instructions(self, client: UploadClient) -> None:
         try:

@@ -314,3 +314,33 @@ def test_a_refusal_the_same_claim_would_always_get_leaves_the_queue_and_is_count
     assert uploader.refused == 1
     assert not uploader.store.is_pinned(sha)
     assert sha in uploader.store  # kept on the node under its class's retention
+
+
+def test_the_component_uploads_in_its_own_thread_until_stopped_and_closes_its_queue(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+    import sqlite3
+    from types import SimpleNamespace
+
+    from hardware.clock import SystemClock
+
+    server = MemoryServer()
+    uploader, _ = _uploader(tmp_path, server, poll_s=0.05)
+    sha = uploader.store.put(b"hit" * 100)
+    uploader.on_event(_event("watchlist_hit", sha))
+
+    async def body() -> None:
+        task = asyncio.ensure_future(uploader.run(SimpleNamespace(clock=SystemClock())))
+        for _ in range(200):  # bounded: 10 s at most
+            if sha in server.bytes:
+                break
+            await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(asyncio.wait_for(body(), 30))
+    assert sha in server.bytes
+    with pytest.raises(sqlite3.ProgrammingError):
+        uploader.queue.pending()  # closed with the component
