@@ -56,6 +56,7 @@ from tests.support.polling import wait_for
 from tests.support.rabbit import ClusterRig, CuttableLink, district_broker, pg_schema, start_cluster
 
 DISTRICTS = ("north", "south")
+POISON = "cl-poison"  # the recorder fails on this node's events, as a handler bug would
 SPREAD = ("east", "west")  # the spreading story's own districts (no bridge: AMQP publishes)
 
 
@@ -73,6 +74,8 @@ class OrderRecorder:
         return self.inner.scan(batch, node_id, message)
 
     def handle(self, batch: Batch, node: Node | None, message: Any, event: Any) -> None:
+        if message.node_id == POISON:
+            raise RuntimeError("a handler bug this node's events trip")
         if event is not None:
             self.seen.append((message.node_id, message.seq))
         if node is not None or getattr(self.inner, "rowless", False):
@@ -238,6 +241,33 @@ def test_an_undecodable_message_is_dead_lettered_counted_and_does_not_block_its_
         assert sum(rig.ingest.stats.dead_lettered.values()) >= 1
     finally:
         client.stop()
+
+
+def test_a_message_that_fails_with_the_database_up_is_dead_lettered_not_retried_forever(
+    rig: Rig,
+) -> None:
+    poison, good = (
+        NodeClient(rig.brokers["north"], POISON),
+        NodeClient(rig.brokers["north"], "cl-after-poison"),
+    )
+    try:
+        asyncio.run(_dead_letters(rig.cluster.worker_urls()[0]))  # start from an empty queue
+        poison.send(*wire(plate_read(POISON, 1)))
+        event = plate_read("cl-after-poison", 1)
+        good.send(*wire(event))
+        wait_for(lambda: _stored(rig.engine, ["cl-after-poison"]) == 1, "the next event stored")
+        wait_for(lambda: event.event_id in good.acked(), "its ack")
+        assert _stored(rig.engine, [POISON]) == 0
+        dead = asyncio.run(_dead_letters(rig.cluster.worker_urls()[0]))
+        assert dead == [("server_error", f"d.north.nb.v1.{POISON}.event.plate")]
+        with Session(rig.engine) as session:
+            counted = session.get(IngestRejection, ("server_error", POISON))
+        assert counted is not None
+        assert counted.count == 1
+        assert rig.ingest.healthy
+    finally:
+        poison.stop()
+        good.stop()
 
 
 def test_without_its_database_the_worker_acks_nothing_and_catches_up_when_it_returns(
