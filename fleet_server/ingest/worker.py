@@ -195,6 +195,9 @@ class IngestWorker:
         except Exception:
             if self.database_check is not None and not self.database_check():
                 logger.warning("database unreachable: batch of %s handed back", len(envelopes))
+                # Not received after all: it comes back, and is counted, when redelivered.
+                self.stats.received -= received
+                self.stats.batches -= 1
                 return list(envelopes)
             logger.exception("batch of %s failed; retrying message by message", received)
             outcome = BatchOutcome()
