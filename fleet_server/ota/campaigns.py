@@ -38,6 +38,7 @@ from fleet_server.models.ota import (
     OtaSiteWindow,
 )
 from fleet_server.ota.errors import CampaignNotFound, CampaignRefused
+from fleet_server.ota.signing import node_group
 from fleet_server.ota.waves import (
     FAILED_STATES,
     Abort,
@@ -51,11 +52,13 @@ from fleet_server.ota.waves import (
 )
 
 __all__ = [
+    "GROUP_TAG",
     "abort_campaign",
     "apply_actions",
     "campaign_public",
     "create_campaign",
     "get_campaign",
+    "groups_of",
     "list_campaigns",
     "mark_offered",
     "node_progress",
@@ -66,6 +69,7 @@ __all__ = [
     "resolve_target",
     "resume_campaign",
     "retry_failed",
+    "shared_groups",
     "site_windows",
     "tally",
     "wave_plan",
@@ -366,9 +370,37 @@ def site_windows(session: Session, site_ids: Iterable[str]) -> dict[str, Mainten
     }
 
 
+GROUP_TAG = "ota-group:"
+
+
+def shared_groups(*, session: Session, node_ids: Sequence[str]) -> dict[str, str]:
+    """Nodes whose OTA group is not their own id: the `ota-group:<g>` tag, by node id.
+
+    The node must be provisioned with the same `[ota] group` (its agent.toml): it looks
+    its update up under `groups/<g>/` and refuses an offer naming another group.
+    """
+    found: dict[str, str] = {}
+    for chunk in range(0, len(node_ids), 500):
+        part = list(node_ids[chunk : chunk + 500])
+        rows = session.exec(
+            select(OtaNodeTag.node_id, OtaNodeTag.tag).where(
+                col(OtaNodeTag.node_id).in_(part), col(OtaNodeTag.tag).startswith(GROUP_TAG)
+            )
+        ).all()
+        found.update({node_id: tag.removeprefix(GROUP_TAG) for node_id, tag in rows})
+    return found
+
+
+def groups_of(*, session: Session, node_ids: Sequence[str]) -> dict[str, str]:
+    """Every node's OTA group: its shared group, or its own id in lower case."""
+    shared = shared_groups(session=session, node_ids=node_ids)
+    return {n: shared.get(n) or node_group(n) for n in node_ids}
+
+
 def node_progress(*, session: Session, rows: Sequence[OtaCampaignNode]) -> list[NodeProgress]:
     """The campaign's nodes as `decide_wave` reads them, with their site's window."""
     ids = [r.node_id for r in rows]
+    shared = shared_groups(session=session, node_ids=ids)
     sites: dict[str, str | None] = {}
     for chunk in range(0, len(ids), 500):
         part = ids[chunk : chunk + 500]
@@ -384,6 +416,7 @@ def node_progress(*, session: Session, rows: Sequence[OtaCampaignNode]) -> list[
             r.state,
             r.offered_at,
             windows.get(sites.get(r.node_id) or ""),
+            shared.get(r.node_id),
         )
         for r in rows
     ]

@@ -32,6 +32,7 @@ from fleet_server.models.ota import CampaignState, OtaArtifact, OtaCampaign
 from fleet_server.ota.artifacts import target_path
 from fleet_server.ota.campaigns import (
     apply_actions,
+    groups_of,
     mark_offered,
     node_progress,
     node_rows,
@@ -40,7 +41,7 @@ from fleet_server.ota.campaigns import (
 )
 from fleet_server.ota.errors import OtaServerError
 from fleet_server.ota.offers import offer_command
-from fleet_server.ota.signing import SignedRepository, node_group
+from fleet_server.ota.signing import SignedRepository
 from fleet_server.ota.waves import Abort, decide_wave
 from proto.codec import encode, topic_for
 
@@ -103,10 +104,11 @@ class OtaWaveJob:
             artifact = session.get(OtaArtifact, campaign.artifact_id)
             if artifact is not None:
                 rows = node_rows(session=session, campaign_id=campaign.id)
-                self._withdraw(repository, campaign, artifact, rows)
+                self._withdraw(session, repository, campaign, artifact, rows)
 
     @staticmethod
     def _withdraw(
+        session: Session,
         repository: SignedRepository,
         campaign: OtaCampaign,
         artifact: OtaArtifact,
@@ -118,7 +120,8 @@ class OtaWaveJob:
         still find the failed version signed for its group at its next scheduled
         check and install it after the abort.
         """
-        groups = [node_group(r.node_id) for r in rows if r.state != "healthy"]
+        sick = [r.node_id for r in rows if r.state != "healthy"]
+        groups = sorted(set(groups_of(session=session, node_ids=sick).values()))
         try:
             repository.withdraw(groups=groups, kind=artifact.kind, campaign_id=campaign.id)
         except OtaServerError as exc:
@@ -148,13 +151,15 @@ class OtaWaveJob:
             and artifact is not None
             and any(isinstance(a, Abort) for a in actions)
         ):
-            self._withdraw(repository, campaign, artifact, rows)
+            self._withdraw(session, repository, campaign, artifact, rows)
         if not to_offer or publisher is None or artifact is None:
             return
         if repository is not None:
             try:
                 repository.assign(
-                    groups=[node_group(r.node_id) for r in to_offer], kind=artifact.kind,
+                    groups=sorted(set(groups_of(session=session,
+                                                node_ids=[r.node_id for r in to_offer]).values())),
+                    kind=artifact.kind,
                     target_path=target_path(artifact), campaign_id=campaign.id,
                     downgrade=campaign.downgrade,
                 )  # fmt: skip

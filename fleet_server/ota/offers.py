@@ -17,7 +17,7 @@ from sqlmodel import Session
 
 from fleet_server.models import NodeCommand, new_id
 from fleet_server.models.ota import OtaArtifact, OtaCampaign
-from fleet_server.ota.signing import node_group
+from fleet_server.ota.campaigns import groups_of
 from proto.messages import COMMAND_MODELS, CommandBase
 
 __all__ = ["OFFER_COMMAND", "offer_command", "offers_supported"]
@@ -50,7 +50,7 @@ def offer_command(
         return None
     known: dict[str, Any] = {
         "campaign_id": campaign.id,
-        "group": node_group(node_id),
+        "group": groups_of(session=session, node_ids=[node_id])[node_id],
         "artifact_kind": artifact.kind,
         "version": artifact.version,
     }

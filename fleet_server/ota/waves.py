@@ -19,6 +19,8 @@ The rules (issue 13):
 - the next wave starts when every node of the current one has finished, or,
   with `wave_max_s`, when the wave is that old and its sample is good (so a
   few nodes deferring for days do not hold the fleet back);
+- nodes that share an OTA group (`NodeProgress.group`) join a wave together:
+  the signed assignment is per group;
 - a node is offered the update only while its site's maintenance window is
   open (`MaintenanceWindow`, in the site's time zone), and offered again
   after `offer_resend_s` without an answer;
@@ -92,13 +94,18 @@ class WavePlan:
 
 @dataclass(frozen=True)
 class NodeProgress:
-    """One targeted node: its wave (None: not in one yet), state and last offer."""
+    """One targeted node: its wave (None: not in one yet), state and last offer.
+
+    `group` is the node's OTA group when it shares one with other nodes (None: its own):
+    the signed assignment is per group, so a group's nodes always join a wave together.
+    """
 
     node_id: str
     wave: int | None
     state: str
     offered_at: datetime | None = None
     window: MaintenanceWindow | None = None
+    group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -235,14 +242,20 @@ def _start(
     sizes = wave_targets(plan.waves, len(nodes))
     placed = len(nodes) - len(waiting)
     take = max(0, sizes[index] - placed)
-    return _join(index, plan, nodes, set(waiting[:take]), now)
+    joining = set(waiting[:take])
+    # A shared group is assigned as a whole: every waiting node of a group that has a
+    # node joining joins too (the wave grows past its size rather than leak the update
+    # to nodes of a later wave at their next check).
+    groups = {n.group for n in nodes if n.node_id in joining and n.group is not None}
+    joining |= {n.node_id for n in nodes if n.wave is None and n.group in groups}
+    return _join(index, plan, nodes, joining, now)
 
 
 def _join(
     index: int, plan: WavePlan, nodes: Sequence[NodeProgress], joining: set[str], now: datetime
 ) -> list[Action]:
     members = [
-        NodeProgress(n.node_id, index, n.state, n.offered_at, n.window)
+        NodeProgress(n.node_id, index, n.state, n.offered_at, n.window, n.group)
         for n in nodes
         if n.node_id in joining
     ]

@@ -317,3 +317,68 @@ def test_a_campaign_an_admin_aborts_is_withdrawn_at_the_next_sweep(
     job._refresh_at = None  # the once-a-minute sweep is due
     run_jobs_once(engine=engine, jobs=[job], now=utcnow())
     assert repository.repo.assignment(group, ArtifactKind.APP) is None
+
+
+def test_a_shared_group_is_assigned_as_one_and_no_other_group_can_take_it(
+    signed: TestClient, tmp_path: Path
+) -> None:
+    admin = login(signed, "admin")
+    for bad in (["ota-group:Pilot A"], ["ota-group:pilot-a", "ota-group:pilot-b"]):
+        refused = signed.put(f"{OTA}/nodes/sig-node-01/tags", headers=admin, json=bad)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["detail"]["reason"] == "bad_group"
+    for node_id in ("sig-node-01", "sig-node-02"):
+        tagged = signed.put(
+            f"{OTA}/nodes/{node_id}/tags", headers=admin, json=["ota-group:pilot-a"]
+        )
+        assert tagged.status_code == 200, tagged.text
+    try:
+        uploaded = upload(signed, bundle(tmp_path, "5.0.0"), version="5.0.0")
+        assert uploaded["status"] == 201, uploaded
+        created = signed.post(
+            f"{OTA}/campaigns", headers=admin,
+            json={"name": "agent 5.0.0 pilot", "artifact_id": uploaded["id"],
+                  "target": {"tags": ["ota-group:pilot-a"]},
+                  "waves": [{"name": "canary", "count": 1}, {"name": "all", "percent": 100}]},
+        )  # fmt: skip
+        assert created.status_code == 201, created.text
+        cid = created.json()["id"]
+        sent: list[tuple[str, bytes]] = []
+
+        class Recorder:
+            def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
+                sent.append((topic, payload))
+
+        settings = runtime_of(signed).settings
+        job = OtaWaveJob(publisher=Recorder, repository=lambda: repository_for(settings))
+        run_jobs_once(engine=runtime_of(signed).engine, jobs=[job], now=utcnow())
+        got = signed.get(f"{OTA}/campaigns/{cid}", headers=admin).json()
+        # A canary of one takes the whole group: the assignment reaches both nodes.
+        assert sorted((n["node_id"], n["wave"]) for n in got["nodes"]) == [
+            ("sig-node-01", 0), ("sig-node-02", 0)
+        ]  # fmt: skip
+        commands = [decode(*m) for m in sent]
+        assert {c.group for c in commands if isinstance(c, OtaCheckCommand)} == {"pilot-a"}
+
+        root = signed.get(f"{OTA}/repository/metadata/1.root.json", headers=admin).content
+
+        def client(group: str) -> UpdateClient:
+            return UpdateClient(
+                cache_dir=tmp_path / f"node-{group}", metadata_url=f"{REPO_URL}/metadata/",
+                targets_url=f"{REPO_URL}/targets/", transport=ServerTransport(signed),
+                group=group, hardware="sim", trusted_root=root,
+            )  # fmt: skip
+
+        offer = client("pilot-a").check(ArtifactKind.APP)
+        assert offer is not None
+        assert offer.version == "5.0.0"
+        # A node of another group finds nothing of pilot-a's; told to look at pilot-a it
+        # refuses (the director signs per group; the node looks only under its own).
+        other = client("pilot-b")
+        assert other.check(ArtifactKind.APP) is None
+        with pytest.raises(OtaError) as refused_offer:
+            other.check(ArtifactKind.APP, expect_group="pilot-a")
+        assert refused_offer.value.reason == "mix_and_match"
+    finally:
+        for node_id in ("sig-node-01", "sig-node-02"):
+            signed.put(f"{OTA}/nodes/{node_id}/tags", headers=admin, json=[])

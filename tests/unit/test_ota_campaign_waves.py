@@ -146,3 +146,27 @@ def test_a_window_across_midnight_and_an_unknown_zone() -> None:
     assert late.is_open(NOW)  # 03:00 local
     assert not late.is_open(NOW + timedelta(hours=8))  # 11:00 local
     assert MaintenanceWindow("Mars/Olympus", time(1, 0), time(2, 0)).is_open(NOW)
+
+
+def test_nodes_that_share_an_ota_group_join_a_wave_together() -> None:
+    # n000 and n042 are one pilot group: its signed assignment would reach both.
+    nodes = [
+        NodeProgress(
+            n.node_id, None, "pending", group="pilot-a" if n.node_id in ("n000", "n042") else None
+        )
+        for n in fleet(100)
+    ]
+    start = decide_wave(plan(), nodes, NOW)[0]
+    assert isinstance(start, StartWave)
+    assert "n042" in start.node_ids
+    assert len(start.node_ids) == 6  # five by size, plus the rest of the group
+    # The next wave takes nobody twice.
+    placed = [
+        NodeProgress(n.node_id, 0 if n.node_id in start.node_ids else None, "healthy"
+                     if n.node_id in start.node_ids else "pending", group=n.group)
+        for n in nodes
+    ]  # fmt: skip
+    wider = decide_wave(plan(wave_index=0, wave_started_at=NOW), placed, NOW)[0]
+    assert isinstance(wider, StartWave)
+    assert not set(wider.node_ids) & set(start.node_ids)
+    assert len(start.node_ids) + len(wider.node_ids) == 30

@@ -13,6 +13,7 @@ or anyone when `ota_repo_open` is set (docs/ota-server.md).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -320,6 +321,18 @@ def set_tags(
     clean = sorted({t.strip() for t in tags if t.strip()})
     if any(len(t) > 64 for t in clean):
         raise refusal("bad_tag", "a tag has at most 64 characters", status_code=422)
+    groups = [
+        t.removeprefix(campaign_data.GROUP_TAG)
+        for t in clean
+        if t.startswith(campaign_data.GROUP_TAG)
+    ]
+    if len(groups) > 1 or any(not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", g) for g in groups):
+        raise refusal(
+            "bad_group",
+            f"at most one {campaign_data.GROUP_TAG}<group> tag, the group in lower-case "
+            "letters, digits and hyphens (the node's [ota] group)",
+            status_code=422,
+        )
     session.execute(delete(OtaNodeTag).where(col(OtaNodeTag.node_id) == node_id))
     session.add_all(OtaNodeTag(node_id=node_id, tag=t) for t in clean)
     session.commit()
