@@ -326,6 +326,11 @@ def _mutations(world: World) -> dict[tuple[str, str], tuple[Any, int]]:
         ("PUT", f"{API}/ota/sites/{{site_id}}/window"): ({"start": "01:00", "end": "02:00"}, 403),
         ("POST", f"{API}/watchlists"): (WATCHLIST_IN, 403),
         ("POST", f"{API}/watchlists/{{name}}/entries"): ({"plate": "LEA1"}, 404),
+        ("POST", f"{API}/watchlists/{{name}}/entries/bulk"): (
+            {"entries": [{"plate": "LEA1"}]},
+            404,
+        ),
+        ("POST", f"{API}/watchlists/{{name}}/entries/{{entry_id}}/photos"): (None, 404),
         ("DELETE", f"{API}/watchlists/{{name}}/entries/{{entry_id}}"): (None, 404),
         ("POST", f"{API}/watchlists/{{name}}/deliver"): (None, 404),
         ("POST", f"{API}/watchlist-hits/{{event_id}}/decision"): ({"decision": "rejected"}, 404),
