@@ -105,7 +105,7 @@ class FeedFanout:
         self._channel: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._listener: Any = None
+        self.listener_pid: int | None = None  # the LISTEN connection's backend, while up
 
     def channel(self) -> str:
         """The channel name (reads the schema once)."""
@@ -176,6 +176,7 @@ class FeedFanout:
                 continue
             try:
                 conn.execute(f'LISTEN "{self.channel()}"')
+                self.listener_pid = int(conn.info.backend_pid)
                 self.listening.set()
                 if lost:  # what was sent while we were away never reached our clients
                     self.broadcaster.publish_threadsafe(
@@ -192,6 +193,7 @@ class FeedFanout:
                     lost = True
             finally:
                 self.listening.clear()
+                self.listener_pid = None
                 try:
                     conn.close()
                 except Exception:

@@ -12,28 +12,31 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 import uvicorn
 from sqlmodel import Session
 
-from fleet_server.alerting import AlertNotice, load_policies
+from fleet_server.alerting import AlertNotice, ensure_default_policies, load_policies
 from fleet_server.app import create_app
 from fleet_server.broker import free_port
 from fleet_server.db import make_engine
 from fleet_server.feed_notify import PAYLOAD_MAX, FeedFanout, _payloads
 from fleet_server.ingest import decode_all, store_batch
-from fleet_server.models import AlertPublic, utcnow
+from fleet_server.models import Alert, AlertPublic, utcnow
+from fleet_server.schema import migrate
 from fleet_server.settings import Settings
 from fleet_server.stream import Broadcaster, cursor_of
 from proto.codec import encode, topic_for
 from proto.ids import new_event_id
 from proto.messages import PanicEvent
+from tests.support.db import PG_URL
 from tests.support.polling import wait_for
 
 API = "/api/v1"
@@ -208,4 +211,46 @@ def test_a_malformed_notification_is_ignored_and_publishes_nothing(
         fanout._received(payload)  # the listener's handler, without a database
         assert (broadcaster.published, fanout.received) == (0, 0)
     finally:
+        engine.dispose()
+
+
+class RecordingBroadcaster(Broadcaster):
+    """Keeps what the fan-out publishes (the Broadcaster's own fan-out is tested elsewhere)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.items: list[str] = []
+
+    def publish_threadsafe(self, items: Sequence[str]) -> None:
+        self.items += list(items)
+
+
+def test_a_listener_whose_connection_is_cut_asks_for_a_resync_and_hears_again(pg_url: str) -> None:
+    engine = make_engine(pg_url)
+    migrate(engine)
+    with Session(engine) as session:
+        ensure_default_policies(session=session)
+    alert_id = _press(pg_url, "lhr-fan-0002")
+    with Session(engine) as session:
+        alert = AlertPublic.model_validate(session.get(Alert, alert_id))
+    a, b = FeedFanout(engine, RecordingBroadcaster()), FeedFanout(engine, RecordingBroadcaster())
+    heard: RecordingBroadcaster = b.broadcaster  # type: ignore[assignment]
+    b.start()
+    try:
+        wait_for(b.listening.is_set, timeout=20, what="B listening")
+        pid = b.listener_pid
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        wait_for(lambda: b.listening.is_set() and b.listener_pid not in (None, pid),
+                 timeout=20, what="B listening again")  # fmt: skip
+        wait_for(lambda: any("event: resync" in i for i in heard.items), timeout=20,
+                 what="a resync frame for B's clients")  # fmt: skip
+        a.announce([AlertNotice(op="escalated", alert=alert)])
+        wait_for(lambda: any(alert_id in i for i in heard.items), timeout=20,
+                 what="A's change on B after the reconnect")  # fmt: skip
+        assert a.sent == 1
+        assert b.received == 1
+    finally:
+        b.stop()
+        a.stop()
         engine.dispose()
