@@ -86,8 +86,9 @@ class Leases:
     `check` (once per timer tick) verifies that connection and forgets every
     lease if it died; `hold(name)` says whether this worker holds the lease
     now, taking it if it is free; `fence(session, name)` takes the job's
-    transaction-level lock. `close` releases everything (a clean shutdown
-    hands leases over at once rather than when the connection times out).
+    transaction-level lock. `close` releases everything for good (a clean
+    shutdown hands leases over at once rather than when the connection times
+    out).
     """
 
     engine: Engine
@@ -95,6 +96,8 @@ class Leases:
     _conn: Any = field(default=None, init=False, repr=False)
     _schema: str = field(default="", init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    # Set by `close`: a tick still running while the server stops takes no lease again.
+    _closed: bool = field(default=False, init=False, repr=False)
 
     def _connect(self) -> Any:
         # A pooled connection detached from the pool: same URL and connect
@@ -134,6 +137,8 @@ class Leases:
         with self._lock:
             if name in self.held:
                 return True
+            if self._closed:
+                return False
             try:
                 if self._conn is None:
                     self._conn = self._connect()
@@ -163,6 +168,7 @@ class Leases:
     def close(self) -> None:
         """Release every lease (closing the connection releases its advisory locks)."""
         with self._lock:
+            self._closed = True
             self.held.clear()
             self._drop("closed")
 

@@ -152,6 +152,7 @@ def test_a_singleton_job_runs_on_one_worker_and_moves_when_its_connection_is_cut
         leases[standby].close()
         tick(6, range(0, 1))
         assert runs[-1] == (0, T0 + timedelta(seconds=6))
+        assert leases[standby].hold("recording") is False  # a stopped worker takes none again
     finally:
         for lease in leases:
             lease.close()
