@@ -48,6 +48,9 @@ class ArtifactKind(str, Enum):
     APP = "app"
     MODEL = "model"
     CONFIG = "config"
+    # The operating system: a bundle whose payload is an image for the node's OS updater
+    # (a RAUC bundle, `ota.system`), installed into the OS's own A/B slots, not ours.
+    OS = "os"
 
 
 def parse_version(version: str) -> tuple[int, ...]:

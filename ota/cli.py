@@ -97,7 +97,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     init.set_defaults(func=_init)
     build = actions.add_parser("build", help="pack a directory into an artifact")
     build.add_argument("source", type=Path)
-    build.add_argument("--kind", choices=KINDS, required=True)
+    build.add_argument("--kind", choices=(*KINDS, "os"), required=True)
     build.add_argument("--name", required=True)
     build.add_argument("--version", required=True)
     build.add_argument("--hardware", action="append", required=True)

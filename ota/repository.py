@@ -86,6 +86,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T", bound=Signed)
 
 KIND_ROLES = tuple(kind.value for kind in ArtifactKind)
+# Kind roles added after the first repositories were made: absent from those until a
+# key ceremony re-signs the top-level targets role to delegate them.
+OPTIONAL_KIND_ROLES = frozenset({ArtifactKind.OS.value})
 DIRECTOR = "director"
 _GROUP = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
@@ -275,6 +278,11 @@ class Repository:
         if not (repo.metadata_dir / "root.json").exists():
             raise RepositoryError(f"{directory} holds no OTA repository (no metadata/root.json)")
         for role in (Root.type, Timestamp.type, Snapshot.type, Targets.type, *KIND_ROLES, DIRECTOR):
+            if role in OPTIONAL_KIND_ROLES and not (repo.metadata_dir / f"{role}.json").exists():
+                # A repository made before this kind existed: its offline targets role does
+                # not delegate it; the next key ceremony adds it.
+                logger.warning("ota repository %s has no %r role (made before it)", directory, role)
+                continue
             repo._load_role(role)
         director = repo._signed(DIRECTOR, Targets)
         if director.delegations is not None and director.delegations.roles:
@@ -343,7 +351,7 @@ class Repository:
 
     def artifacts(self, kind: ArtifactKind | None = None) -> list[TargetFile]:
         """Every artifact and delta listed (optionally of one kind)."""
-        kinds = [kind.value] if kind else list(KIND_ROLES)
+        kinds = [kind.value] if kind else [k for k in KIND_ROLES if k in self._roles]
         return [t for k in kinds for t in self._signed(k, Targets).targets.values()]
 
     def _find_target(self, target_path: str) -> TargetFile:
@@ -618,6 +626,11 @@ class Repository:
         try:
             signed = self._roles[role].signed
         except KeyError as exc:
+            if role in OPTIONAL_KIND_ROLES:
+                raise RepositoryError(
+                    f"this repository was made before the {role!r} artifact kind: its "
+                    f"offline targets role must delegate {role!r} at the next key ceremony"
+                ) from exc
             raise RepositoryError(f"no role {role!r} in the repository") from exc
         if not isinstance(signed, kind):
             raise RepositoryError(f"role {role!r} is not {kind.type}")

@@ -44,13 +44,14 @@ __all__ = [
 class ArtifactKind(StrEnum):
     """What an artifact replaces on a node: the agent application, a model or config bundle.
 
-    The same values as `ota.artifacts.ArtifactKind` (one TUF role and one A/B
-    slot each). The OS (RAUC, balenaOS) is not an artifact kind here yet.
+    The same values as `ota.artifacts.ArtifactKind` (one TUF role each; one A/B
+    slot each, except the OS, which goes to the node's OS updater, RAUC).
     """
 
     APP = "app"
     MODEL = "model"
     CONFIG = "config"
+    OS = "os"
 
 
 class CampaignState(StrEnum):

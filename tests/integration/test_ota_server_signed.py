@@ -382,3 +382,24 @@ def test_a_shared_group_is_assigned_as_one_and_no_other_group_can_take_it(
     finally:
         for node_id in ("sig-node-01", "sig-node-02"):
             signed.put(f"{OTA}/nodes/{node_id}/tags", headers=admin, json=[])
+
+
+def test_an_os_bundle_is_uploaded_and_signed_in_the_os_role(
+    signed: TestClient, tmp_path: Path
+) -> None:
+    source = tmp_path / "os-src"
+    source.mkdir()
+    (source / "rootfs.raucb").write_bytes(b"hsqs" + b"\0" * 4096)
+    blob, _ = build_artifact(source, kind=ArtifactKind.OS, name="nigehbaan-os",
+                             version="2026.11.1", hardware=["sim"])  # fmt: skip
+    response = signed.post(
+        f"{OTA}/artifacts",
+        headers=login(signed, "admin"),
+        data={"kind": "os", "name": "nigehbaan-os", "version": "2026.11.1", "hardware": "sim"},
+        files={"file": ("os.tar", blob, "application/octet-stream")},
+    )
+    assert response.status_code == 201, response.text
+    repository = repository_for(runtime_of(signed).settings)
+    assert repository is not None
+    listed = [t.path for t in repository.repo.artifacts(ArtifactKind.OS)]
+    assert listed == ["os/nigehbaan-os-2026.11.1.tar"]
