@@ -152,7 +152,11 @@ class Leases:
                 return False
             if row is not None and row[0]:
                 self.held.add(name)
-                logger.info("this worker now runs timer job %s", name)
+                logger.info(
+                    "this worker now runs timer job %s (lease on backend %s)",
+                    name,
+                    self._conn.info.backend_pid,
+                )
                 return True
             return False
 
