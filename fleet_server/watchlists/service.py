@@ -46,6 +46,7 @@ from fleet_server.watchlists.enrolment import PhotoStore, compute_template
 from fleet_server.watchlists.errors import WatchlistError, WatchlistNotFound
 from fleet_server.watchlists.sealing import PlainTemplate, Recipient, seal_faces
 from fleet_server.watchlists.signing import WatchlistSigner, sign_bundle
+from fleet_server.watchlists.template_vault import TemplateVault
 from proto.messages import WatchlistCommand, WatchlistFetch
 from proto.watchlist import SignedWatchlist, WatchlistBody, WatchlistFaces, WatchlistPlate
 
@@ -207,6 +208,7 @@ def add_photo(
     photo: bytes,
     *,
     store: PhotoStore,
+    vault: TemplateVault,
     actor: str,
     now: datetime,
     command: list[str] | None = None,
@@ -215,6 +217,7 @@ def add_photo(
 
     `PhotoRefused` (with the reason: no face, several faces, too small,
     blurred, pose, not an image) leaves nothing behind; nothing is committed.
+    The template is kept encrypted under `vault` (never in clear in the database).
     """
     if entry.kind != "person":
         raise WatchlistError("enrolment photos belong to person entries")
@@ -228,8 +231,9 @@ def add_photo(
     if dup is not None:
         raise WatchlistError(f"that photo ({digest[:12]}…) is already enrolled for this entry")
     store.put(photo)
+    sealed = vault.seal(base64.b64decode(result.template), entry_id=entry.id, photo_sha256=digest)
     row = WatchlistPhoto(
-        entry_id=entry.id, sha256=digest, size=len(photo), template=result.template,
+        entry_id=entry.id, sha256=digest, size=len(photo), template=sealed,
         dim=result.dim, model=result.model, model_sha256=result.model_sha256,
         quality=result.quality, uploaded_by=actor, uploaded_at=now,
     )  # fmt: skip
@@ -269,7 +273,12 @@ def _current_keys(session: Session, nodes: Iterable[Node], now: datetime) -> lis
 
 
 def _sealed_faces(
-    session: Session, wl: Watchlist, persons: list[WatchlistEntry], *, now: datetime
+    session: Session,
+    wl: Watchlist,
+    persons: list[WatchlistEntry],
+    *,
+    vault: TemplateVault,
+    now: datetime,
 ) -> WatchlistFaces | None:
     """The person entries' templates sealed for the nodes in scope, or None with no photos."""
     if not persons:
@@ -288,9 +297,15 @@ def _sealed_faces(
     if len(usable) < len(photos):
         logger.warning("%s: %d template(s) of another model left out of the bundle", wl.name,
                        len(photos) - len(usable))  # fmt: skip
-    templates = [
-        PlainTemplate(p.entry_id.lower(), base64.b64decode(p.template), p.sha256) for p in usable
-    ]
+    templates = []
+    for p in usable:
+        if not vault.is_sealed(p.template):  # a row from before encryption at rest: seal it now
+            p.template = vault.seal(
+                base64.b64decode(p.template), entry_id=p.entry_id, photo_sha256=p.sha256
+            )
+            session.add(p)
+        vector = vault.open(p.template, entry_id=p.entry_id, photo_sha256=p.sha256)
+        templates.append(PlainTemplate(p.entry_id.lower(), vector, p.sha256))
     recipients = _current_keys(session, nodes_in_scope(session, wl), now)
     return seal_faces(
         watchlist_id=wl.name, version=wl.version, templates=templates, recipients=recipients,
@@ -299,9 +314,17 @@ def _sealed_faces(
 
 
 def build_bundle(
-    session: Session, wl: Watchlist, *, signer: WatchlistSigner, now: datetime
+    session: Session,
+    wl: Watchlist,
+    *,
+    signer: WatchlistSigner,
+    vault: TemplateVault,
+    now: datetime,
 ) -> SignedWatchlist:
-    """The list as it stands, signed for the nodes; `WatchlistError` once it has expired."""
+    """The list as it stands, signed for the nodes; `WatchlistError` once it has expired.
+
+    Face templates are opened from the database with `vault` only to be sealed for the nodes.
+    """
     if wl.expires_at <= now:
         raise WatchlistError(f"{wl.name!r} expired at {wl.expires_at.isoformat()}")
     entries = session.exec(
@@ -319,7 +342,9 @@ def build_bundle(
             if e.kind == "plate" and e.plate_key
         ],
         persons=sum(1 for e in entries if e.kind == "person"),
-        faces=_sealed_faces(session, wl, [e for e in entries if e.kind == "person"], now=now),
+        faces=_sealed_faces(
+            session, wl, [e for e in entries if e.kind == "person"], vault=vault, now=now
+        ),
     )  # fmt: skip
     return sign_bundle(body, signer=signer)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cryptography import x509
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
@@ -40,6 +41,13 @@ from fleet_server.watchlists import service
 from fleet_server.watchlists.enrolment import PhotoRefused, PhotoStore
 from fleet_server.watchlists.errors import WatchlistError
 from fleet_server.watchlists.signing import WatchlistSigner
+from fleet_server.watchlists.template_vault import (
+    KEY_FILE,
+    TemplateVault,
+    TemplateVaultError,
+    reseal_templates,
+    rotate_key,
+)
 from tests.support.pki import FleetCA, csr_pem, new_key
 
 NODE = "lhr-db-0001"
@@ -74,6 +82,7 @@ def test_photos_templates_and_bundles_are_kept_and_sealed_for_the_node(
     paths = PkiPaths(tmp_path / "pki")
     init_dev_pki(paths, passphrase=b"test-passphrase", now=now - timedelta(minutes=5))
     signer = WatchlistSigner.from_pki(paths, now=now)
+    vault = TemplateVault.from_pki(paths)
     key = new_key()
     pem = FleetCA().sign_csr(csr_pem(key, cn=NODE), lifetime=timedelta(days=5))
     cert = x509.load_pem_x509_certificate(pem.encode())
@@ -101,22 +110,24 @@ def test_photos_templates_and_bundles_are_kept_and_sealed_for_the_node(
         # bad answers from the command: clear errors, nothing kept
         for bad in ("not json", json.dumps({**GOOD, "dim": 64}), ""):
             with pytest.raises(WatchlistError):
-                service.add_photo(session, wl, entry, b"photo-x", store=photos,
+                service.add_photo(session, wl, entry, b"photo-x", store=photos, vault=vault,
                                   actor="user:admin", now=now, command=command(bad))  # fmt: skip
         with pytest.raises(PhotoRefused) as refused:
             service.add_photo(
-                session, wl, entry, b"photo-x", store=photos, actor="user:admin", now=now,
+                session, wl, entry, b"photo-x", store=photos, vault=vault, actor="user:admin",
+                now=now,
                 command=command({"ok": False, "reason": "several_faces", "detail": "2 faces"}),
             )  # fmt: skip
         assert (refused.value.reason, refused.value.detail) == ("several_faces", "2 faces")
         assert session.exec(select(WatchlistPhoto)).all() == []
         assert not (tmp_path / "photos").exists()
-        row = service.add_photo(session, wl, entry, b"photo-1", store=photos,
+        row = service.add_photo(session, wl, entry, b"photo-1", store=photos, vault=vault,
                                 actor="user:admin", now=now, command=command(GOOD))  # fmt: skip
         session.commit()
+        _assert_no_plaintext(engine, VECTOR)
         assert row.sha256 == hashlib.sha256(b"photo-1").hexdigest()
         assert photos.get(row.sha256) == b"photo-1"
-        bundle = service.build_bundle(session, wl, signer=signer, now=now)
+        bundle = service.build_bundle(session, wl, signer=signer, vault=vault, now=now)
         fetch = service.delivery_for(session, wl, bundle)
         session.commit()
     assert fetch is not None
@@ -133,3 +144,78 @@ def test_photos_templates_and_bundles_are_kept_and_sealed_for_the_node(
     [template] = node.templates()
     assert template.entry_id == entry.id.lower()
     assert np.array_equal(template.vector, VECTOR)
+
+
+def _raw_templates(engine: Engine) -> list[str]:
+    """The template column as the database holds it (no model, no decoding)."""
+    with engine.connect() as conn:
+        return [r[0] for r in conn.execute(text("SELECT template FROM watchlistphoto")).all()]
+
+
+def _assert_no_plaintext(engine: Engine, vector: np.ndarray) -> None:
+    raw = _raw_templates(engine)
+    assert raw
+    plain = vector.astype("<f4").tobytes()
+    for stored in raw:
+        assert stored.startswith("aesgcm1:")
+        assert base64.b64encode(plain).decode() not in stored
+        assert base64.b64encode(plain[:24]).decode()[:24] not in stored
+        assert plain[:16] not in base64.b64decode(stored.split(":", 2)[2])
+
+
+def test_templates_at_rest_are_sealed_rotated_and_bound_to_their_row(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """A template in the database is ciphertext only; old plain rows get sealed; keys rotate."""
+    now = utcnow()
+    paths = PkiPaths(tmp_path / "pki")
+    init_dev_pki(paths, passphrase=b"test-passphrase", now=now - timedelta(minutes=5))
+    vault = TemplateVault.from_pki(paths)
+    assert (paths.root / KEY_FILE).stat().st_mode & 0o777 == 0o600
+    photos = PhotoStore(tmp_path / "photos")
+    with Session(engine, expire_on_commit=False) as session:
+        wl = service.create_watchlist(
+            session,
+            WatchlistIn(name="wanted-rest", category="wanted_person", purpose="warrants",
+                        owner_agency="Punjab Police", districts=["lahore"],
+                        expires_at=now + timedelta(days=2)),
+            actor="user:admin", now=now,
+        )  # fmt: skip
+        session.flush()
+        a = service.add_entry(session, wl, WatchlistEntryIn(kind="person", note="a"),
+                              actor="user:admin", now=now)  # fmt: skip
+        b = service.add_entry(session, wl, WatchlistEntryIn(kind="person", note="b"),
+                              actor="user:admin", now=now)  # fmt: skip
+        session.flush()
+        row = service.add_photo(session, wl, a, b"photo-a", store=photos, vault=vault,
+                                actor="user:admin", now=now, command=command(GOOD))  # fmt: skip
+        # a row from before encryption at rest (plain base64), written as it was then
+        session.add(WatchlistPhoto(
+            entry_id=b.id, sha256=hashlib.sha256(b"photo-b").hexdigest(), size=7,
+            template=base64.b64encode(VECTOR.tobytes()).decode(), dim=128, model="sface",
+            model_sha256=MODEL_SHA, quality={}, uploaded_by="user:admin", uploaded_at=now,
+        ))  # fmt: skip
+        session.commit()
+        assert reseal_templates(session, vault) == 1
+        session.commit()
+        _assert_no_plaintext(engine, VECTOR)
+        assert vault.open(row.template, entry_id=a.id, photo_sha256=row.sha256) == VECTOR.tobytes()
+        # moved to another entry's row, it does not open
+        with pytest.raises(TemplateVaultError, match="does not decrypt"):
+            vault.open(row.template, entry_id=b.id, photo_sha256=row.sha256)
+        # rotation: the old key still opens rows until the reseal, which moves them all
+        old_id = vault.key_id
+        rotated = rotate_key(paths)
+        assert rotated.key_id != old_id
+        assert rotated.open(row.template, entry_id=a.id, photo_sha256=row.sha256) == (
+            VECTOR.tobytes()
+        )
+        assert reseal_templates(session, rotated) == 2
+        session.commit()
+        assert all(t.startswith(f"aesgcm1:{rotated.key_id}:") for t in _raw_templates(engine))
+        _assert_no_plaintext(engine, VECTOR)
+        # a server without the key (a copied database alone) cannot open them
+        stranger = TemplateVault(b"\x00" * 32)
+        session.refresh(row)
+        with pytest.raises(TemplateVaultError, match="does not hold"):
+            stranger.open(row.template, entry_id=a.id, photo_sha256=row.sha256)

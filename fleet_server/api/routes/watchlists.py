@@ -50,6 +50,7 @@ from fleet_server.watchlists import service
 from fleet_server.watchlists.enrolment import MAX_PHOTO_BYTES, PhotoRefused, PhotoStore
 from fleet_server.watchlists.errors import WatchlistError, WatchlistNotFound
 from fleet_server.watchlists.signing import WatchlistSigner
+from fleet_server.watchlists.template_vault import TemplateVault
 from proto.codec import encode, topic_for
 
 router = APIRouter(tags=["watchlists"])
@@ -174,6 +175,12 @@ def _photos(runtime: Runtime) -> PhotoStore:
     return PhotoStore(runtime.settings.data_dir / "watchlist-photos")
 
 
+def _vault(runtime: Runtime) -> TemplateVault:
+    """The key face templates are kept under in the database (pki/watchlist-templates.key)."""
+    paths = runtime.pki.paths if runtime.pki is not None else PkiPaths(runtime.settings.pki_path)
+    return TemplateVault.from_pki(paths)
+
+
 def _entry(session: Session, wl: Watchlist, entry_id: str) -> WatchlistEntry:
     entry = session.get(WatchlistEntry, entry_id.upper()) or session.get(WatchlistEntry, entry_id)
     if entry is None or entry.watchlist_id != wl.id:
@@ -210,8 +217,9 @@ def add_photo(
     data = photo.file.read(MAX_PHOTO_BYTES + 1)
     try:
         row = service.add_photo(
-            session, wl, entry, data, store=_photos(runtime), actor=_actor(user), now=utcnow()
-        )
+            session, wl, entry, data, store=_photos(runtime), vault=_vault(runtime),
+            actor=_actor(user), now=utcnow(),
+        )  # fmt: skip
     except PhotoRefused as exc:
         raise HTTPException(
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
@@ -342,7 +350,9 @@ def deliver(
     wl = _list(session, scope, name)
     now = utcnow()
     try:
-        bundle = service.build_bundle(session, wl, signer=_signer(runtime), now=now)
+        bundle = service.build_bundle(
+            session, wl, signer=_signer(runtime), vault=_vault(runtime), now=now
+        )
         nodes = service.nodes_in_scope(session, wl)
         commands = service.bundle_commands(
             session, wl, bundle, nodes=nodes, actor=_actor(user), now=now
