@@ -107,6 +107,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     from fleet_server.audit_cli import register_audit
     from fleet_server.ca_cli import register_ca
     from fleet_server.db_cli import register_db
+    from fleet_server.watchlists.cli import register_watchlist_templates
 
     commands = parser.add_subparsers(
         dest="server_command", metavar="{ca,db,audit}", help="optional: CA, database, audit tools"
@@ -114,6 +115,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     register_ca(commands)
     register_db(commands)
     register_audit(commands)
+    register_watchlist_templates(commands)  # docs/watchlists.md
 
 
 def _run(args: argparse.Namespace) -> int:
