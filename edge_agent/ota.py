@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge_agent.component import (
     CommandHandler,
@@ -41,8 +41,11 @@ from edge_agent.component import (
 from proto.messages import CommandBase, EventBase, OtaCheckCommand, OtaEvent
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from edge_agent.config import AgentConfig
     from ota.slots import SlotStore
+    from ota.system import OsSlots, OsUpdater
     from ota.transport import Transport
     from ota.trust import UpdateClient
 
@@ -60,7 +63,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Kind = Literal["app", "model", "config"]
+Kind = Literal["app", "model", "config", "os"]
 _ALL_KINDS: tuple[Kind, ...] = ("app", "model", "config")
 _WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 
@@ -101,7 +104,19 @@ class OtaConfig(BaseModel):
         "(default: <data_dir>/ota/root.json)",
     )
     kinds: list[Kind] = Field(
-        default_factory=lambda: list(_ALL_KINDS), description="artifact kinds this node takes"
+        default_factory=lambda: list(_ALL_KINDS),
+        description="artifact kinds this node takes (add os where the image has RAUC)",
+    )
+    os_updater: Literal["rauc"] | None = Field(
+        default=None, description="how the OS is updated when kinds has os: rauc"
+    )
+    rauc_command: list[str] = Field(
+        default_factory=lambda: ["rauc"], min_length=1, description="the rauc command line"
+    )
+    reboot_command: list[str] = Field(
+        default_factory=lambda: ["systemctl", "reboot"],
+        min_length=1,
+        description="run to boot into a new OS (or back to the old one)",
     )
     check_interval_s: float = Field(
         default=6 * 3600.0,
@@ -149,6 +164,12 @@ class OtaConfig(BaseModel):
         description="when the node's clock is off the server's by more than "
         "5 min, judge expiry by the server's clock (the mTLS-authenticated Date header)",
     )
+
+    @model_validator(mode="after")
+    def _os_needs_an_updater(self) -> OtaConfig:
+        if "os" in self.kinds and self.os_updater is None:
+            raise ValueError('kinds has "os": set os_updater = "rauc" (the image must have RAUC)')
+        return self
 
     @field_validator("maintenance_window")
     @classmethod
@@ -218,6 +239,8 @@ class OtaComponent(ComponentBase):
         transport: Transport | None = None,
         tls: tuple[Path | None, Path | None, Path | None] = (None, None, None),
         dev_mode: bool = False,
+        os_updater: OsUpdater | None = None,
+        reboot: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self.data_dir = data_dir
@@ -226,11 +249,13 @@ class OtaComponent(ComponentBase):
         self._transport = transport
         self._tls = tls
         self._dev_mode = dev_mode
+        self._os_updater = os_updater
+        self._reboot_hook = reboot
         self._wake: asyncio.Event | None = None
         self._pending: OtaCheckCommand | None = None
         self._busy = False
         self._last_error: str = ""
-        self._stores: dict[str, SlotStore] = {}
+        self._stores: dict[str, SlotStore | OsSlots] = {}
         self._client: UpdateClient | None = None
         self.checks = 0
         self.checks_done = 0  # checks that ran to the end (tests wait on it)
@@ -277,11 +302,16 @@ class OtaComponent(ComponentBase):
         """The version each kind runs now."""
         return {kind: self.store(kind).installed_version() for kind in self.config.kinds}
 
-    def store(self, kind: str) -> SlotStore:
-        """The A/B slots of one artifact kind."""
+    def store(self, kind: str) -> SlotStore | OsSlots:
+        """The A/B slots of one artifact kind (the OS's own, through RAUC, for `os`)."""
         from ota.artifacts import ArtifactKind
         from ota.slots import SlotStore
 
+        if kind == "os" and kind not in self._stores:
+            from ota.system import OsSlots, RaucUpdater
+
+            updater = self._os_updater or RaucUpdater(command=tuple(self.config.rauc_command))
+            self._stores[kind] = OsSlots(self.data_dir / "slots", updater)
         if kind not in self._stores:
             self._stores[kind] = SlotStore(
                 self.data_dir / "slots", ArtifactKind(kind), max_boots=self.config.max_boots
@@ -359,6 +389,8 @@ class OtaComponent(ComponentBase):
             verdict = store.check_deadline(
                 now=ctx.clock.now().timestamp(), health_detail=detail or "uplink not connected"
             )
+            if verdict.rolled_back and getattr(store, "reboot_required", False):
+                self._reboot(trial["version"])  # marked bad: the next boot is the old OS
             if verdict.rolled_back:
                 self._emit(
                     ctx,
@@ -372,6 +404,16 @@ class OtaComponent(ComponentBase):
                         detail=verdict.reason,
                     ),
                 )
+
+    def _reboot(self, version: str) -> None:
+        """Boot into (or away from) an OS version: the hook, else `reboot_command`."""
+        logger.warning("ota: os %s: rebooting", version)
+        if self._reboot_hook is not None:
+            self._reboot_hook()
+            return
+        import subprocess
+
+        subprocess.run(self.config.reboot_command, check=False, timeout=60)
 
     # -- check, defer, download, install ---------------------------------------------------
 
@@ -453,7 +495,12 @@ class OtaComponent(ComponentBase):
         )
 
     async def _apply(
-        self, ctx: NodeContext, store: SlotStore, client: UpdateClient, offer: Any, base: _Report
+        self,
+        ctx: NodeContext,
+        store: SlotStore | OsSlots,
+        client: UpdateClient,
+        offer: Any,
+        base: _Report,
     ) -> bool:
         """Download, install and switch; True when it must wait (deferred, transport)."""
         from ota.errors import OtaError
@@ -499,7 +546,9 @@ class OtaComponent(ComponentBase):
                 _replace(base, phase="installed", bytes_done=got.bytes_transferred, detail=note),
             )
             got.path.unlink(missing_ok=True)
-            if not first and self.config.restart_for_app:
+            if offer.kind.value == "os":
+                self._reboot(offer.version)  # the new OS runs from the next boot
+            elif not first and self.config.restart_for_app:
                 # The app, its models and its configuration are all read at start.
                 store.mark_clean_shutdown()
                 logger.info(
@@ -629,7 +678,9 @@ _DEFER_TEXT = {
 }
 
 
-def _rolled_back_here(store: SlotStore, version: str, command: OtaCheckCommand | None) -> bool:
+def _rolled_back_here(
+    store: SlotStore | OsSlots, version: str, command: OtaCheckCommand | None
+) -> bool:
     """Whether `version` already failed its health gate on this node and nobody asked again.
 
     A scheduled check must not install a version that just rolled back (its group may

@@ -17,10 +17,11 @@ import subprocess
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ota.errors import SlotError
 
-__all__ = ["OsSlotStatus", "OsUpdater", "RaucUpdater"]
+__all__ = ["OsSlotStatus", "OsSlots", "OsUpdater", "RaucUpdater"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,3 +101,145 @@ class RaucUpdater(OsUpdater):
 
     def mark_bad(self) -> None:
         self._run("status", "mark-bad", "booted")
+
+
+class OsSlots:
+    """The OS as the OTA component sees a kind's slots, over an `OsUpdater` (RAUC).
+
+    The same methods the component calls on `ota.slots.SlotStore`, so the OS goes through
+    the same check → defer → download → verify → install → trial → health gate path:
+    `install` hands the bundle's payload (the one `*.raucb` file) to the updater, which
+    writes the inactive OS slot; `switch` records the trial (`<root>/os/state.json`);
+    the switch itself is the reboot (`reboot_required`). After it, `on_boot` finds the new
+    version booted (on trial) or not (the bootloader fell back: rolled back); the health
+    gate then marks the booted slot good, or bad past the deadline so the next boot is
+    the old OS. No delta: an OS image is moved whole.
+    """
+
+    def __init__(self, root: Path, updater: OsUpdater) -> None:
+        self.updater = updater
+        self.base = root / "os"
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.reboot_required = False
+
+    @property
+    def _path(self) -> Path:
+        return self.base / "state.json"
+
+    def _state(self) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads(self._path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            data = {}
+        data.setdefault("trial", None)
+        data.setdefault("last_rollback", None)
+        return data
+
+    def _save(self, state: dict[str, Any]) -> None:
+        tmp = self._path.with_name(".state.json.tmp")
+        tmp.write_text(json.dumps(state, indent=1, sort_keys=True), encoding="utf-8")
+        tmp.replace(self._path)
+
+    # -- what the component reads -----------------------------------------------------------
+
+    def installed_version(self) -> str | None:
+        return self.updater.status().booted_version
+
+    def installed_artifact(self) -> Path | None:
+        return None
+
+    def active_slot(self) -> str | None:
+        return self.updater.status().booted or "booted"
+
+    def on_trial(self) -> dict[str, Any] | None:
+        trial: dict[str, Any] | None = self._state()["trial"]
+        return trial
+
+    def status(self) -> Any:
+        from types import SimpleNamespace
+
+        state = self._state()
+        return SimpleNamespace(trial=state["trial"], last_rollback=state["last_rollback"])
+
+    # -- install, switch, trial --------------------------------------------------------------
+
+    def install(self, artifact: Path, *, allow_downgrade: bool = False) -> Any:
+        from ota.artifacts import ArtifactKind, read_bundle
+
+        manifest, files = read_bundle(artifact.read_bytes())
+        if manifest.kind is not ArtifactKind.OS:
+            raise SlotError(f"a {manifest.kind.value} artifact is not an OS image")
+        payloads = [name for name in files if name.endswith(".raucb")]
+        if len(payloads) != 1:
+            raise SlotError(f"an OS artifact holds one *.raucb bundle, not {payloads}")
+        staged = self.base / "incoming.raucb"
+        staged.write_bytes(files[payloads[0]])
+        try:
+            self.updater.install(staged)
+        finally:
+            staged.unlink(missing_ok=True)
+        state = self._state()
+        state["installed"] = manifest.version
+        self._save(state)
+        return manifest
+
+    def switch(self, *, now: float, deadline_s: float, campaign: str = "") -> str:
+        state = self._state()
+        version = str(state.get("installed") or "")
+        state["trial"] = {"version": version, "started": now, "deadline": now + deadline_s,
+                          "campaign": campaign, "rebooted": False}  # fmt: skip
+        self._save(state)
+        self.reboot_required = True
+        return version
+
+    def mark_clean_shutdown(self) -> None:
+        """Nothing to record: the OS switch is the reboot itself."""
+
+    def on_boot(self, *, now: float) -> Any:
+        from ota.slots import BootVerdict
+
+        state = self._state()
+        trial = state["trial"]
+        if not trial:
+            return BootVerdict(False)
+        booted = self.updater.status().booted_version
+        if booted != trial["version"]:
+            state["trial"] = None
+            state["last_rollback"] = {"version": trial["version"], "reason": "not booted"}
+            self._save(state)
+            return BootVerdict(
+                False, rolled_back=True, version=booted,
+                reason=f"the bootloader did not boot {trial['version']} (runs {booted})",
+            )  # fmt: skip
+        if not trial.get("rebooted"):
+            # The health window runs from the first boot of the new OS.
+            trial["rebooted"] = True
+            trial["deadline"] = max(trial["deadline"], now + trial["deadline"] - trial["started"])
+            self._save(state)
+        return BootVerdict(True, version=trial["version"])
+
+    def mark_healthy(self) -> str | None:
+        state = self._state()
+        trial = state["trial"]
+        if not trial or self.updater.status().booted_version != trial["version"]:
+            return None  # not yet rebooted into it: nothing to commit
+        self.updater.mark_good()
+        state["trial"] = None
+        self._save(state)
+        return str(trial["version"])
+
+    def check_deadline(self, *, now: float, health_detail: str) -> Any:
+        from ota.slots import BootVerdict
+
+        state = self._state()
+        trial = state["trial"]
+        if not trial or now <= trial["deadline"]:
+            return BootVerdict(bool(trial), version=trial["version"] if trial else None)
+        reason = f"not healthy before the deadline: {health_detail}"
+        if self.updater.status().booted_version == trial["version"]:
+            self.updater.mark_bad()  # the next boot is the old OS
+            self.reboot_required = True
+        state["trial"] = None
+        state["last_rollback"] = {"version": trial["version"], "reason": reason}
+        self._save(state)
+        return BootVerdict(False, rolled_back=True, reason=reason, version=trial["version"])
