@@ -49,6 +49,7 @@ from fleet_server.console.ota_pages import router as ota_pages_router
 from fleet_server.console.plate_pages import router as plate_pages_router
 from fleet_server.console.routes import router as console_router
 from fleet_server.console.watchlist_hit_pages import router as watchlist_hit_pages_router
+from fleet_server.console.watchlist_pages import router as watchlist_pages_router
 from fleet_server.db import make_engine
 from fleet_server.device_clock import DeviceTimeRules
 from fleet_server.evidence.retention import evidence_retention_job
@@ -381,6 +382,7 @@ def _include_console(app: FastAPI) -> None:
     app.include_router(plate_pages_router)  # plate reads and camera health (docs/anpr.md)
     app.include_router(privacy_pages_router)  # privacy masks, private cameras (docs/privacy.md)
     app.include_router(watchlist_hit_pages_router)  # docs/watchlists-operations.md
+    app.include_router(watchlist_pages_router)  # lists, entries, enrolment (docs/watchlists.md)
     app.include_router(evidence_pages_router)  # evidence, exports, holds (docs/evidence.md)
 
 

@@ -1,4 +1,4 @@
-"""`nigehbaan server watchlist-templates status|reseal|rotate`: the key face templates are kept under.
+"""`nigehbaan server watchlist-templates status|reseal|rotate`: the face templates' key.
 
 Face templates sit encrypted in the database (`template_vault`); the key is
 ``DATA_DIR/pki/watchlist-templates.key``. These commands are for the person
