@@ -16,8 +16,9 @@ import hashlib
 import json
 import sys
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from edge_agent.watchlist import WatchlistStore
+from edge_agent.watchlist import BundleRefused, WatchlistStore
 from fleet_server.db import make_engine
 from fleet_server.models import Node, NodeCertificate, utcnow
 from fleet_server.models.watchlist import (
@@ -219,3 +220,69 @@ def test_templates_at_rest_are_sealed_rotated_and_bound_to_their_row(
         session.refresh(row)
         with pytest.raises(TemplateVaultError, match="does not hold"):
             stranger.open(row.template, entry_id=a.id, photo_sha256=row.sha256)
+
+
+def test_a_node_that_renews_with_a_new_key_gets_templates_sealed_for_it_at_the_next_delivery(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """The bundle after a renewal is sealed for the new key only; the old key opens nothing."""
+    now = utcnow()
+    paths = PkiPaths(tmp_path / "pki")
+    init_dev_pki(paths, passphrase=b"test-passphrase", now=now - timedelta(minutes=5))
+    signer = WatchlistSigner.from_pki(paths, now=now)
+    vault = TemplateVault.from_pki(paths)
+    trusted = list(x509.load_pem_x509_certificates(paths.chain.read_bytes()))
+    ca = FleetCA()
+
+    def certificate(key: Any, serial: str, issued: datetime) -> NodeCertificate:
+        pem = ca.sign_csr(csr_pem(key, cn=NODE), lifetime=timedelta(days=5))
+        cert = x509.load_pem_x509_certificate(pem.encode())
+        return NodeCertificate(
+            serial=format(cert.serial_number, "x"), node_id=NODE, hardware_serial=serial,
+            key_sha256="0" * 64, not_before=issued, issued_at=issued,
+            not_after=now + timedelta(days=5), issued_via="token", pem=pem,
+        )  # fmt: skip
+
+    def node(key: Any) -> WatchlistStore:
+        return WatchlistStore(trusted=trusted, district="lahore", node_id=NODE, node_key=key,
+                              model_sha256=MODEL_SHA)  # fmt: skip
+
+    old_key, new_key_ = new_key(), new_key()
+    with Session(engine, expire_on_commit=False) as session:
+        session.add(Node(node_id=NODE, district="lahore", lifecycle="active"))
+        session.add(certificate(old_key, "SN-RENEW-1", now - timedelta(hours=2)))
+        wl = service.create_watchlist(
+            session,
+            WatchlistIn(name="wanted-renew", category="wanted_person", purpose="warrants",
+                        owner_agency="Punjab Police", districts=["lahore"],
+                        expires_at=now + timedelta(days=2)),
+            actor="user:admin", now=now,
+        )  # fmt: skip
+        session.flush()
+        entry = service.add_entry(session, wl, WatchlistEntryIn(kind="person", note="p"),
+                                  actor="user:admin", now=now)  # fmt: skip
+        service.add_photo(session, wl, entry, b"photo-r", store=PhotoStore(tmp_path / "photos"),
+                          vault=vault, actor="user:admin", now=now,
+                          command=command(GOOD))  # fmt: skip
+        session.commit()
+        before = service.build_bundle(session, wl, signer=signer, vault=vault, now=now)
+        # the node renews: a new key, a newer certificate
+        session.add(certificate(new_key_, "SN-RENEW-1", now - timedelta(minutes=1)))
+        session.commit()
+        after = service.build_bundle(session, wl, signer=signer, vault=vault, now=now)
+
+    old_node = node(old_key)
+    old_node.install(before.model_dump_json(), now=now)
+    assert [t.entry_id for t in old_node.templates()] == [entry.id.lower()]
+    renewed = node(new_key_)
+    with pytest.raises(BundleRefused) as refused:
+        renewed.install(before.model_dump_json(), now=now)  # sealed for the old key only
+    assert refused.value.reason == "recipient"
+    renewed.install(after.model_dump_json(), now=now)
+    [template] = renewed.templates()
+    assert np.array_equal(template.vector, VECTOR)
+    with pytest.raises(BundleRefused) as stale:
+        node(old_key).install(after.model_dump_json(), now=now)
+    assert stale.value.reason == "recipient"
+    assert after.body.faces is not None
+    assert len(after.body.faces.recipients) == 1
