@@ -119,7 +119,7 @@ SCOPE_FREE_ROUTES: dict[tuple[str, str], str] = {
     ("PUT", "/api/v1/evidence/uploads/{sha256}"): "a node's evidence bytes (mTLS)",
     ("GET", "/api/v1/evidence/node/instructions"): "a node's own evidence work list (mTLS)",
     ("POST", "/api/v1/evidence/node/deleted"): "a node reporting its own deletions (mTLS)",
-    ("GET", "/api/v1/watchlist-bundles/{sha256}"): "a node's own signed bundle, in its scope (mTLS)",
+    ("GET", "/api/v1/watchlist-bundles/{sha256}"): "a node's own bundle, in its scope (mTLS)",
 }
 # Console routes serve page shells and static files only; every figure on a
 # page comes from the scoped API with the user's token.
