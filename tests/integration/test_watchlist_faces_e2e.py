@@ -46,6 +46,7 @@ from fleet_server.models import Alert, Node, NodeCertificate, utcnow
 from fleet_server.models.watchlist import WatchlistHit, WatchlistPhoto
 from fleet_server.ota.mtls import _WithClientCert
 from fleet_server.pki.store import PkiPaths, init_dev_pki
+from fleet_server.watchlists.template_vault import TemplateVault
 from hardware import ManualClock, SimBackend
 from hardware.camera import SimCamera
 from proto.codec import encode, topic_for
@@ -130,9 +131,18 @@ def test_an_enrolled_face_is_recognised_by_the_node_and_confirmed(
     [(topic, payload)] = [(t, p) for t, p in captured.published if f"/{NODE}/" in t]
     assert b"template" not in payload  # the command carries a URL, never the templates
 
-    with Session(runtime_of(client).engine) as session:
+    runtime = runtime_of(client)
+    vault = TemplateVault.from_pki(
+        runtime.pki.paths if runtime.pki is not None else PkiPaths(runtime.settings.pki_path)
+    )
+    with Session(runtime.engine) as session:
         [photo_row] = session.exec(select(WatchlistPhoto)).all()
-        template = np.frombuffer(base64.b64decode(photo_row.template), "<f4")
+        assert photo_row.template.startswith("aesgcm1:")  # encrypted at rest
+        template = np.frombuffer(
+            vault.open(photo_row.template, entry_id=photo_row.entry_id,
+                       photo_sha256=photo_row.sha256),
+            "<f4",
+        )  # fmt: skip
 
     app = client.app
     node_client = TestClient(_WithClientCert(app, node_pem))  # the node's certificate, as TLS
