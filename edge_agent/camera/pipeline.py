@@ -154,6 +154,7 @@ class CameraWorker:
         self.last_frame_at: float | None = None  # time.monotonic() of the last frame
         self.latest: Frame | None = None  # the newest frame read (edge_agent.snapshot)
         self.final_passes: list[PlatePass] = []
+        self.plates_withheld = 0  # frames the plate stage skipped: private terms (issue 15)
         self._threads: list[threading.Thread] = []
 
     # ---------------------------------------------------------------- control
@@ -329,18 +330,26 @@ class CameraWorker:
                     credit -= 1.0
                 last_t = frame.t
                 motion_before = self.stats.motion_frames
+                # Issue 15: plates are switchable per camera at run time (a private camera
+                # whose agreement allows faces but not plates never runs the plate stage).
+                plates_on = self.privacy is None or self.privacy.allows(self.camera_id, "plates")
                 try:
-                    passes = self.analysis.process(frame.image)
+                    passes = self.analysis.process(frame.image) if plates_on else []
                 except Exception:  # the analysis guards its plugins; this is a bug
                     self.stats.errors += 1
                     logger.exception("camera %s: analysis failed; frame skipped", self.camera_id)
                     continue
+                if not plates_on:
+                    self.plates_withheld += 1
+                    for plate_pass in self.analysis.flush():  # terms changed mid-pass:
+                        self._on_pass(plate_pass)  # the pass read while allowed ends now
                 for plate_pass in passes:
                     self._on_pass(plate_pass)
                 if self.faces is not None and self._on_face_hit is not None:
                     # After the plates, on the same frames (power's rate thins both); the
-                    # motion counter moving says this frame had motion.
-                    moving = self.stats.motion_frames > motion_before
+                    # motion counter moving says this frame had motion (no plate stage,
+                    # no motion gate: every frame is looked at).
+                    moving = not plates_on or self.stats.motion_frames > motion_before
                     for staged in self.faces.process(frame.image, moving=moving):
                         self._on_face_hit(staged)
         finally:
@@ -467,6 +476,7 @@ class CameraPipeline:
             figures["fault"] = worker.fault
             figures["analytics_rate"] = worker.analytics_rate
             figures["camera_on"] = worker.cameras_on
+            figures["plates_withheld"] = worker.plates_withheld
             if worker.faces is not None:
                 figures["faces"] = worker.faces.stats()
             cameras[camera_id] = figures

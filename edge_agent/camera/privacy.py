@@ -17,9 +17,12 @@ camera:
   school) and is shared under an agreement: its owner, the agreement's
   reference and expiry, and the data classes it may contribute
   (``live_view``, ``plates``, ``faces``). A private camera whose agreement
-  has expired (by the node's clock), or that may not contribute plates,
-  gives the analysis nothing: `admit` returns None and the frame is dropped
-  and counted. ``faces`` is what the face stage asks (`PrivacyGuard.allows`).
+  has expired (by the node's clock), or that may contribute neither plates
+  nor faces (live view only), gives the analysis nothing: `admit` returns
+  None and the frame is dropped and counted. Each stage asks for its own
+  class at run time (`PrivacyGuard.allows`): the plate stage ``plates`` on
+  every frame, the face stage ``faces`` — so a faces-only camera runs faces
+  and never the plate detector or reader.
 
 The policy reaches the node as the runtime config key ``privacy.policy``
 (a ``set_config`` command carrying the policy as JSON text), so the config
@@ -234,6 +237,11 @@ class PrivacyGuard:
             return True
         return camera.private.allows(data_class, self._now())
 
+    def _analysable(self, private: PrivateSource) -> bool:
+        """May anything look at this private camera's frames (plates or faces, today)?"""
+        now = self._now()
+        return private.allows("plates", now) or private.allows("faces", now)
+
     # ------------------------------------------------------------------ frames
 
     def admit(self, camera_id: str, image: Image) -> Image | None:
@@ -242,7 +250,7 @@ class PrivacyGuard:
         camera = policy.cameras.get(camera_id) if policy is not None else None
         if camera is None or policy is None:
             return image
-        if camera.private is not None and not camera.private.allows("plates", self._now()):
+        if camera.private is not None and not self._analysable(camera.private):
             # Expired, or live view only: nothing of it is analysed or kept on the node.
             self.frames_refused += 1
             return None

@@ -208,3 +208,12 @@ def test_a_bad_policy_is_refused_and_the_config_is_unchanged(text: str, says: st
     with pytest.raises(ConfigError, match=says):
         apply_changes(config, {"privacy.policy": text})
     assert config.privacy.policy is None
+
+
+def test_a_faces_only_private_camera_is_admitted_for_faces_but_not_plates() -> None:
+    terms = private(["faces"], NOW + timedelta(days=30))
+    guard = PrivacyGuard(lambda: policy(1, lobby={"private": terms}), now=lambda: NOW)
+    assert guard.admit("lobby", frame()) is not None
+    assert guard.allows("lobby", "faces")
+    assert not guard.allows("lobby", "plates")  # the plate stage asks this on every frame
+    assert guard.frames_refused == 0

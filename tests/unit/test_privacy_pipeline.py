@@ -26,7 +26,7 @@ pytest.importorskip("cv2")
 
 from edge_agent.anpr.types import Box
 from edge_agent.camera.pipeline import CameraFeed, CameraPipeline
-from edge_agent.config import CameraAnalyticsConfig, config_from_dict
+from edge_agent.config import CameraAnalyticsConfig, FacesConfig, config_from_dict
 from edge_agent.memory import MemoryTransport, memory_transport
 from edge_agent.node import Node, build_node
 from hardware import ManualClock, SimBackend
@@ -235,3 +235,69 @@ def test_faces_stay_off_on_a_private_camera_whose_agreement_does_not_allow_them(
     pipeline.privacy = PrivacyGuard(lambda: policy, now=clock.now)
     assert not pipeline._face_allowed("lobby")
     assert pipeline._face_allowed("street")  # a camera of our own: the site's policy decides
+
+
+class SpyFaceWork:
+    """Stands in for the face stage: counts the frames the pipeline hands it."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+
+    def process(self, image: Any, *, moving: bool) -> list[Any]:
+        self.frames += 1
+        return []
+
+    def stats(self) -> dict[str, Any]:
+        return {"frames": self.frames}
+
+
+def test_a_faces_only_private_camera_runs_faces_and_never_the_plate_stage(tmp_path: Path) -> None:
+    clock = ManualClock(start=0.0)
+    cameras = {c: SimCamera(camera_id=c, clock=clock, max_queued=256) for c in ("lobby", "street")}
+    detectors = {c: SpyDetector() for c in cameras}
+    readers = {c: ScriptedReader(["LEB6881"]) for c in cameras}
+    feeds = [
+        CameraFeed.of(cameras[c], settings(), detector=detectors[c], reader=readers[c])
+        for c in cameras
+    ]
+    spies: dict[str, SpyFaceWork] = {}
+
+    class Pipeline(CameraPipeline):
+        def _face_work(self, camera_id: str) -> Any:
+            if not self._face_allowed(camera_id):
+                return None
+            spies[camera_id] = SpyFaceWork()
+            return spies[camera_id]
+
+    ends = (clock.now() + timedelta(days=30)).isoformat()
+    terms = {"owner": "Pearl Plaza", "agreement": "KP-DSA-14", "expires_at": ends,
+             "allow": ["faces"]}  # fmt: skip
+    privacy = {"policy": {"version": 4, "cameras": {"lobby": {"private": terms}}}}
+    pipeline = Pipeline(feeds, faces=FacesConfig(allowed=True))
+    node = make_node(tmp_path, clock, pipeline, privacy=privacy)
+
+    async def body() -> None:
+        async with running(node, clock) as transport:
+            for image in moving_plate():
+                for camera in cameras.values():
+                    camera.push_frame(image)
+            await until(lambda: transport.messages(PlateEvent), "the street camera's pass")
+            await until(lambda: all(
+                c["queued"] == 0 and c["frames_in"] >= 35
+                for c in pipeline_of(node).stats()["cameras"].values()
+            ), "every frame taken")  # fmt: skip
+            await until(lambda: spies["lobby"].frames >= 35, "the lobby's frames at the faces")
+            await asyncio.sleep(0.2)
+            events = transport.messages(PlateEvent)
+            assert [e.camera_id for e in events] == ["street"]
+            stats = pipeline_of(node).stats()
+            assert stats["privacy"]["frames_refused"] == 0  # faces may see them
+            assert stats["cameras"]["lobby"]["plates_withheld"] >= 35
+            assert stats["cameras"]["street"]["plates_withheld"] == 0
+
+    run(body)
+    assert detectors["lobby"].frames == 0  # the plate stage never ran on the lobby
+    assert readers["lobby"].calls == 0
+    assert detectors["street"].frames > 0
+    assert readers["street"].calls > 0
+    assert len(evidence_files(tmp_path)) == 1  # the street camera's crop only
