@@ -76,6 +76,24 @@ def _read_key(path: Path) -> bytes:
     return data
 
 
+def _make_key(path: Path) -> None:
+    """Make the key once, even with several server workers starting together.
+
+    Written 0600 to a temporary name, then hard-linked to its name, which
+    fails if another worker made it first: a key replaced after rows were
+    sealed under it would lose those templates for good.
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.new")
+    write_private(tmp, secrets.token_bytes(32))
+    try:
+        os.link(tmp, path)
+        logger.info("watchlist template key made: %s", path)
+    except FileExistsError:
+        pass  # another worker's key stands
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 class TemplateVault:
     """The template key in use and any retired ones still able to open older rows."""
 
@@ -91,8 +109,7 @@ class TemplateVault:
         """The vault kept beside the server's other secrets, its key made on first use."""
         path = paths.root / KEY_FILE
         if not path.exists():
-            write_private(path, secrets.token_bytes(32))
-            logger.info("watchlist template key made: %s", path)
+            _make_key(path)
         retired: dict[str, bytes] = {}
         folder = paths.root / RETIRED_DIR
         if folder.is_dir():

@@ -173,6 +173,8 @@ def test_templates_at_rest_are_sealed_rotated_and_bound_to_their_row(
     init_dev_pki(paths, passphrase=b"test-passphrase", now=now - timedelta(minutes=5))
     vault = TemplateVault.from_pki(paths)
     assert (paths.root / KEY_FILE).stat().st_mode & 0o777 == 0o600
+    assert TemplateVault.from_pki(paths).key_id == vault.key_id  # made once, then kept
+    assert [p.name for p in paths.root.glob(".watchlist-templates*")] == []
     photos = PhotoStore(tmp_path / "photos")
     with Session(engine, expire_on_commit=False) as session:
         wl = service.create_watchlist(
