@@ -177,6 +177,11 @@ class WatchlistLag(SQLModel):
     site_id: str | None
     held: int | None
     current: int
+    key_renewed: bool = Field(
+        default=False,
+        description="holds the current version, but its key changed since the face "
+        "templates were sealed: it needs the list delivered again",
+    )
 
 
 class WatchlistHit(SQLModel, table=True):

@@ -36,7 +36,7 @@ from proto.watchlist import (
     template_aad,
 )
 
-__all__ = ["PlainTemplate", "Recipient", "seal_faces"]
+__all__ = ["PlainTemplate", "Recipient", "key_sha256", "seal_faces"]
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _key_sha256(key: ec.EllipticCurvePublicKey) -> str:
+def key_sha256(key: ec.EllipticCurvePublicKey) -> str:
     digest = hashes.Hash(hashes.SHA256())
     digest.update(
         key.public_bytes(
@@ -108,7 +108,7 @@ def seal_faces(
         wraps.append(
             SealedKey(
                 node_id=recipient.node_id,
-                key_sha256=_key_sha256(recipient.public_key),
+                key_sha256=key_sha256(recipient.public_key),
                 ephemeral=_b64(point),
                 nonce=_b64(nonce),
                 wrapped=_b64(AESGCM(kek).encrypt(nonce, key, info)),

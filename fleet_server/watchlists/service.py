@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
@@ -29,7 +30,7 @@ from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
 from fleet_server import audit
-from fleet_server.models import Node, NodeCertificate, NodeCommand, Severity
+from fleet_server.models import Node, NodeCertificate, NodeCommand, Severity, utcnow
 from fleet_server.models.common import new_id
 from fleet_server.models.watchlist import (
     NodeWatchlist,
@@ -44,7 +45,7 @@ from fleet_server.models.watchlist import (
 )
 from fleet_server.watchlists.enrolment import PhotoStore, compute_template
 from fleet_server.watchlists.errors import WatchlistError, WatchlistNotFound
-from fleet_server.watchlists.sealing import PlainTemplate, Recipient, seal_faces
+from fleet_server.watchlists.sealing import PlainTemplate, Recipient, key_sha256, seal_faces
 from fleet_server.watchlists.signing import WatchlistSigner, sign_bundle
 from fleet_server.watchlists.template_vault import TemplateVault
 from proto.messages import WatchlistCommand, WatchlistFetch
@@ -438,14 +439,49 @@ def record_versions(
         session.add(row)
 
 
-def lagging_nodes(session: Session, wl: Watchlist) -> list[WatchlistLag]:
-    """Nodes in the list's scope that hold an older version, or none."""
+def _renewed_since_sealing(
+    session: Session, wl: Watchlist, nodes: list[Node], now: datetime
+) -> set[str]:
+    """Nodes whose current key no bundle of this version was sealed for.
+
+    Such a node holds the version but cannot open its templates (after a
+    restart it refuses the bundle: ``recipient``); the next delivery seals
+    for its new key. Lists without faces have no such nodes.
+    """
+    rows = session.exec(
+        select(WatchlistBundle.content)
+        .where(col(WatchlistBundle.watchlist_name) == wl.name)
+        .where(col(WatchlistBundle.version) == wl.version)
+    ).all()
+    sealed: set[tuple[str, str]] = set()
+    with_faces = False
+    for content in rows:
+        faces = json.loads(bytes(content))["body"].get("faces")
+        if faces:
+            with_faces = True
+            sealed.update((r["node_id"], r["key_sha256"]) for r in faces["recipients"])
+    if not with_faces:
+        return set()
+    return {
+        r.node_id
+        for r in _current_keys(session, nodes, now)
+        if (r.node_id, key_sha256(r.public_key)) not in sealed
+    }
+
+
+def lagging_nodes(
+    session: Session, wl: Watchlist, *, now: datetime | None = None
+) -> list[WatchlistLag]:
+    """Nodes in the list's scope that hold an older version or none, or whose key was renewed."""
     held = {
         row.node_id: row.version
         for row in session.exec(
             select(NodeWatchlist).where(col(NodeWatchlist.watchlist_name) == wl.name)
         ).all()
     }
+    nodes = nodes_in_scope(session, wl)
+    current = [n for n in nodes if held.get(n.node_id, 0) >= wl.version]
+    renewed = _renewed_since_sealing(session, wl, current, now or utcnow())
     return [
         WatchlistLag(
             node_id=node.node_id,
@@ -453,9 +489,10 @@ def lagging_nodes(session: Session, wl: Watchlist) -> list[WatchlistLag]:
             site_id=node.site_id,
             held=held.get(node.node_id),
             current=wl.version,
+            key_renewed=node.node_id in renewed,
         )
-        for node in nodes_in_scope(session, wl)
-        if held.get(node.node_id, 0) < wl.version
+        for node in nodes
+        if held.get(node.node_id, 0) < wl.version or node.node_id in renewed
     ]
 
 

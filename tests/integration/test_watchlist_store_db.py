@@ -268,10 +268,19 @@ def test_a_node_that_renews_with_a_new_key_gets_templates_sealed_for_it_at_the_n
                           command=command(GOOD))  # fmt: skip
         session.commit()
         before = service.build_bundle(session, wl, signer=signer, vault=vault, now=now)
+        assert service.delivery_for(session, wl, before) is not None  # kept, as delivered
+        service.record_versions(session, NODE, {wl.name: wl.version}, now=now)
+        session.commit()
+        assert service.lagging_nodes(session, wl, now=now) == []
         # the node renews: a new key, a newer certificate
         session.add(certificate(new_key_, "SN-RENEW-1", now - timedelta(minutes=1)))
         session.commit()
+        [lag] = service.lagging_nodes(session, wl, now=now)
+        assert (lag.node_id, lag.held, lag.key_renewed) == (NODE, wl.version, True)
         after = service.build_bundle(session, wl, signer=signer, vault=vault, now=now)
+        assert service.delivery_for(session, wl, after) is not None
+        session.commit()
+        assert service.lagging_nodes(session, wl, now=now) == []  # sealed for the new key
 
     old_node = node(old_key)
     old_node.install(before.model_dump_json(), now=now)

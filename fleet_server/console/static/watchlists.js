@@ -153,10 +153,15 @@
     }
     const names = lag.data
       .slice(0, 10)
-      .map((n) => `${n.node_id} (${n.held === null ? "none" : `v${n.held}`})`)
+      .map((n) => {
+        if (n.key_renewed) {
+          return `${n.node_id} (key renewed: deliver again)`;
+        }
+        return `${n.node_id} (${n.held === null ? "none" : `v${n.held}`})`;
+      })
       .join(", ");
     const more = lag.count > 10 ? ` and ${lag.count - 10} more` : "";
-    return `${lag.count} node(s) behind version ${lag.current}: ${names}${more}`;
+    return `${lag.count} node(s) need version ${lag.current}: ${names}${more}`;
   }
 
   async function fillLag(name, target) {
