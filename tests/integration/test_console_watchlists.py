@@ -151,6 +151,10 @@ def test_an_admin_adds_entries_enrols_a_photo_refused_then_accepted_and_delivers
     expect(page.get_by_test_id("verdict-title")).to_have_text("Accepted: enrolled")
     expect(page.get_by_test_id("verdict-quality")).to_contain_text("eye distance px")
     expect(person.get_by_test_id("entry-photos")).to_contain_text("sface")
+    person.get_by_test_id("show-photo").click()
+    photo = person.get_by_test_id("photo")
+    expect(photo).to_be_visible()
+    assert photo.evaluate("img => img.complete && img.naturalWidth") == 400
     expect(page.get_by_test_id("detail-heading")).to_have_text(f"{LIST} · version {version + 3}")
 
     page.get_by_test_id("deliver").click()
@@ -170,7 +174,8 @@ def test_an_admin_adds_entries_enrols_a_photo_refused_then_accepted_and_delivers
             ).all()
     finally:
         engine.dispose()
-    assert {v.resource for v in views} >= {"watchlists", "watchlist", "watchlist_photos"}
+    resources = {v.resource for v in views}
+    assert resources >= {"watchlists", "watchlist", "watchlist_photos", "watchlist_photo"}
     assert {f"{v.purpose_kind}:{v.purpose_ref}" for v in views} == {PURPOSE}
 
 

@@ -239,14 +239,56 @@
         cell.textContent = "none yet: not matched";
       }
       for (const p of photos.data) {
-        const line = el("div");
+        const line = el("div", { className: "wl-photo" });
         line.append(`${p.model} · `, el("span", { className: "wl-sha", text: p.sha256.slice(0, 16) }));
+        const show = el("button", { text: "Show photo", className: "btn btn-small", testid: "show-photo" });
+        show.type = "button";
+        show.addEventListener("click", () => showPhoto(name, p.sha256, line, show));
+        line.append(" ", show);
         cell.append(line);
       }
     } catch (err) {
       cell.textContent = `not shown: ${err.message}`;
     }
     return cell;
+  }
+
+  /* The enrolment photo itself, on request (each view is recorded with the purpose):
+   * fetched with the token, shown as a data: URL (the console's CSP allows no blob:). */
+  async function showPhoto(name, sha256, line, button) {
+    const stated = purpose();
+    if (!stated) {
+      return;
+    }
+    button.disabled = true;
+    try {
+      const response = await fetch(
+        `${NB.apiBase}/watchlists/${encodeURIComponent(name)}/photos/${encodeURIComponent(sha256)}`,
+        { headers: { Authorization: `Bearer ${NB.token() || ""}`, "X-Purpose": stated } },
+      );
+      if (!response.ok) {
+        const body = await response.json().catch(() => ({}));
+        throw new NB.ApiError(response.status, photoError(body, response.status));
+      }
+      const blob = await response.blob();
+      const url = await new Promise((resolve, reject) => {
+        const reader = new FileReader();
+        reader.onload = () => resolve(reader.result);
+        reader.onerror = () => reject(new Error("the photo could not be read"));
+        reader.readAsDataURL(blob);
+      });
+      const img = el("img", { className: "wl-thumb", testid: "photo" });
+      img.alt = `Enrolment photo ${sha256.slice(0, 12)}`;
+      img.src = url;
+      button.replaceWith(img);
+    } catch (err) {
+      button.disabled = false;
+      showError(err);
+    }
+  }
+
+  function photoError(body, status) {
+    return body && typeof body.detail === "string" ? body.detail : `HTTP ${status}`;
   }
 
   async function openList(name) {
