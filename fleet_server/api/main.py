@@ -10,6 +10,7 @@ from fleet_server.api.routes import (
     alerts,
     api_tokens,
     audit,
+    cluster_districts,
     enrollment,
     escalation,
     events,
@@ -61,3 +62,4 @@ api_router.include_router(privacy_routes.router)  # masks, private cameras (docs
 api_router.include_router(watchlist_hit_queue.router)  # hit console (watchlists-operations.md)
 api_router.include_router(alert_snapshots.router)  # panic snapshot pull (same doc)
 api_router.include_router(evidence_routes.router)  # evidence, exports, holds (docs/evidence.md)
+api_router.include_router(cluster_districts.router)  # district uplink states (docs/cluster.md)

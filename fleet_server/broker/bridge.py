@@ -89,6 +89,8 @@ def bridge_lines(settings: BridgeSettings) -> tuple[str, ...]:
         "start_type automatic",
         "notifications true",
         "notifications_local_only true",
+        # Else Mosquitto names the topic after remote_clientid (nb-bridge-<district>).
+        f"notification_topic {bridge_state_topic(settings)}",
     ]
     if settings.cafile:
         lines.append(f"bridge_cafile {settings.cafile}")

@@ -72,6 +72,7 @@ from fleet_server.cluster.topology import (
     partition_queue,
     split_routing_key,
 )
+from fleet_server.cluster.uplink import DistrictUplink
 from fleet_server.device_clock import DeviceTimeRules
 from fleet_server.ingest.decode import Rejections, decode_all
 from fleet_server.ingest.worker import IngestStats, IngestWorker
@@ -138,14 +139,23 @@ class DistrictLink:
     """
 
     def __init__(
-        self, url: str, *, client_id: str, tls_files: tuple[str, str, str] | None = None
+        self,
+        url: str,
+        *,
+        client_id: str,
+        tls_files: tuple[str, str, str] | None = None,
+        district: str | None = None,
     ) -> None:
+        """With `district`, the link also follows that district's uplink bridge state
+        (`fleet_server.cluster.uplink`)."""
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
+        from fleet_server.cluster.uplink import UplinkState, state_topic
         from fleet_server.mqtt import parse_broker_url
 
         self.url = url
+        self.uplink = UplinkState(district) if district else None
         self.host, self.port, tls = parse_broker_url(url)
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
@@ -158,6 +168,20 @@ class DistrictLink:
                 self.client.tls_set()
         self.client.max_inflight_messages_set(100)
         self.client.reconnect_delay_set(min_delay=1, max_delay=5)
+        uplink = self.uplink
+        if uplink is not None:
+            topic = state_topic(uplink.district)
+
+            def on_connect(client: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+                if not reason.is_failure:
+                    uplink.link_connected(True)
+                    client.subscribe(topic, qos=1)  # retained: the current state at once
+
+            self.client.on_connect = on_connect
+            self.client.on_disconnect = lambda *_a: uplink.link_connected(False)
+            self.client.message_callback_add(
+                topic, lambda _c, _u, m: uplink.message(bytes(m.payload))
+            )
 
     def start(self) -> None:
         self.client.connect_async(self.host, self.port, keepalive=30)
@@ -279,9 +303,22 @@ class ClusterIngest:
                 d: {"subscribed": p.active, "processed": p.processed}
                 for d, p in self._partitions.items()
             },
+            "districts": {u.district: u.public() for u in self.uplinks()},
             "stats": {**vars(self.stats), "dead_lettered": dict(self.stats.dead_lettered)},
             "ingest": vars(self.ingest_stats()),
         }
+
+    def uplinks(self) -> list[DistrictUplink]:
+        """Each linked district's broker link and uplink bridge state.
+
+        Only districts with a `DistrictLink` (`district_brokers`): without one
+        this worker cannot see the district broker.
+        """
+        return [
+            link.uplink.snapshot()
+            for _district, link in sorted(self._links.items())
+            if link.uplink is not None
+        ]
 
     def database_answers(self) -> bool:
         """One `SELECT 1` on a fresh connection from the pool."""
@@ -308,7 +345,9 @@ class ClusterIngest:
         """Connect (trying each URL in turn), declare, consume; reconnect on loss, forever."""
         self._db_ok.set()
         for district, url in self.district_brokers.items():
-            link = DistrictLink(url, client_id=f"nb-worker-{self.worker_index}-{district}")
+            link = DistrictLink(
+                url, client_id=f"nb-worker-{self.worker_index}-{district}", district=district
+            )
             link.start()
             self._links[district] = link
         try:

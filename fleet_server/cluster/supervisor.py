@@ -112,6 +112,11 @@ class Supervisor:
         del index
         return self.database_url
 
+    def bridge_addresses(self, district: str) -> tuple[str, ...]:
+        """Where `district`'s bridge connects: every RabbitMQ node's MQTT listener, in order."""
+        del district
+        return tuple(f"127.0.0.1:{n.mqtt_port}" for n in self.spec.nodes)
+
     def worker_urls(self) -> list[str]:
         user = worker_user(self.worker_password)
         return [self.spec.amqp_url(user, node) for node in self.spec.nodes]
@@ -137,7 +142,7 @@ class Supervisor:
             )
             bridge = BridgeSettings(
                 district=district,
-                addresses=tuple(f"127.0.0.1:{n.mqtt_port}" for n in self.spec.nodes),
+                addresses=self.bridge_addresses(district),
                 username=f"bridge-{district}",
                 password=self.bridge_passwords[district],
                 downlink=False,  # the workers publish downlink to this broker themselves

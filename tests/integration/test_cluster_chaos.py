@@ -66,9 +66,17 @@ CAMERAS = {"north": ("ch-n-cam1", "ch-n-cam2"), "south": ("ch-s-cam1", "ch-s-cam
 
 
 class _RelayedSupervisor(Supervisor):
-    """The cluster with worker 2's database link through `link` (a relay the test cuts)."""
+    """The cluster with worker 2's database link through `link` and south's bridge through
+    `south_links` (relays to each RabbitMQ node's MQTT listener): relays the tests cut."""
 
     link: CuttableLink
+    south_links: list[CuttableLink]
+
+    def bridge_addresses(self, district: str) -> tuple[str, ...]:
+        if district != "south":
+            return super().bridge_addresses(district)
+        self.south_links = [CuttableLink(("127.0.0.1", n.mqtt_port)) for n in self.spec.nodes]
+        return tuple(f"127.0.0.1:{link.port}" for link in self.south_links)
 
     def worker_database_url(self, index: int) -> str:
         url = self.database_url
@@ -207,12 +215,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_RelayedSuperv
         keep_db=False, schema=f"nbchaos_{os.urandom(5).hex()}", admin_password="chaos-admin-pw",
     )  # fmt: skip
     supervisor.link = CuttableLink(("127.0.0.1", 5432))
+    supervisor.south_links = []
     try:
         supervisor.start(timeout=180, should_stop=lambda: False)
         yield supervisor
     finally:
         supervisor.stop()
-        supervisor.link.cut()
+        for link in (supervisor.link, *supervisor.south_links):
+            link.cut()
 
 
 def _worker_health(base: str) -> dict[str, Any]:
@@ -351,3 +361,42 @@ def test_presses_and_plate_reads_survive_a_worker_a_rabbit_node_a_district_broke
         for feed in feeds:
             feed.halt.set()
         engine.dispose()
+
+
+def _districts(base: str, token: str) -> dict[str, dict[str, Any]]:
+    response = httpx.get(f"{base}{API}/cluster/districts",
+                         headers={"Authorization": f"Bearer {token}"}, timeout=10)  # fmt: skip
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["clustered"] is True
+    return {d["district"]: d for d in body["districts"]}
+
+
+def test_a_district_whose_uplink_bridge_is_down_shows_as_degraded(
+    cluster: _RelayedSupervisor,
+) -> None:
+    """South's bridge loses every RabbitMQ node (its relays cut): the district broker says
+    so on its `$SYS` state topic, and the worker's /healthz and the console's API show
+    south degraded ("uplink bridge down") and north not; restored, south is up again."""
+    worker = next(w for w in cluster.workers if w.process is not None and w.process.poll() is None)
+    token = _token(worker.url, cluster.admin_password)
+    wait_for(lambda: _districts(worker.url, token)["south"]["uplink"] == "up",
+             "south's uplink up before the cut", timeout=20)  # fmt: skip
+    assert _districts(worker.url, token)["north"]["degraded"] is False
+    for link in cluster.south_links:
+        link.cut()
+    try:
+        wait_for(lambda: _districts(worker.url, token)["south"]["uplink"] == "down",
+                 "south's uplink reported down", timeout=30)  # fmt: skip
+        south = _districts(worker.url, token)["south"]
+        assert south["degraded"] is True
+        assert south["broker"] == "connected"  # the district broker itself is fine
+        assert _districts(worker.url, token)["north"]["degraded"] is False
+        health = _worker_health(worker.url)["cluster"]["districts"]
+        assert health["south"]["uplink"] == "down"
+        assert health["north"]["uplink"] == "up"
+    finally:
+        for link in cluster.south_links:
+            link.restore()
+    wait_for(lambda: _districts(worker.url, token)["south"]["uplink"] == "up",
+             "south's uplink back up", timeout=30)  # fmt: skip
