@@ -44,6 +44,8 @@ def register_watchlist_templates(
 def _run(args: argparse.Namespace) -> int:
     from sqlmodel import Session, select
 
+    from fleet_server import audit
+    from fleet_server.cli import _cli_actor
     from fleet_server.db import make_engine
     from fleet_server.models.watchlist import WatchlistPhoto
     from fleet_server.pki.store import PkiPaths
@@ -73,6 +75,11 @@ def _run(args: argparse.Namespace) -> int:
                 TemplateVault.from_pki(paths)
             )  # fmt: skip
             changed = reseal_templates(session, vault)
+            done = "rotated" if args.templates_command == "rotate" else "resealed"
+            audit.record(
+                session, actor=_cli_actor(), action=f"watchlist.templates_{done}",
+                object="watchlist-templates", detail={"key_id": vault.key_id, "rows": changed},
+            )  # fmt: skip
             session.commit()
             print(json.dumps({"current_key": vault.key_id, "resealed": changed}))
             return 0

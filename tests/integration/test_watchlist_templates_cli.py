@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 from sqlalchemy import text
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from fleet_server.db import make_engine
 from fleet_server.models import utcnow
+from fleet_server.models.audit import AuditRecord
 from fleet_server.models.watchlist import Watchlist, WatchlistEntry, WatchlistPhoto
 from fleet_server.schema import migrate
 from fleet_server.watchlists.template_vault import RETIRED_DIR
@@ -79,6 +80,16 @@ def test_an_admin_reseals_and_rotates_the_template_key_from_the_command_line(
     assert after["rows"] == {second["current_key"]: 1}
     with engine.connect() as conn:
         [raw] = [r[0] for r in conn.execute(text("SELECT template FROM watchlistphoto"))]
+    with Session(engine) as session:
+        actions = [
+            (r.action, r.detail)
+            for r in session.exec(select(AuditRecord).order_by(col(AuditRecord.seq))).all()
+            if r.action.startswith("watchlist.templates_")
+        ]
     engine.dispose()
+    assert actions == [
+        ("watchlist.templates_resealed", {"key_id": first["current_key"], "rows": 1}),
+        ("watchlist.templates_rotated", {"key_id": second["current_key"], "rows": 1}),
+    ]
     assert raw.startswith(f"aesgcm1:{second['current_key']}:")
     assert plain[:40] not in raw
