@@ -222,6 +222,16 @@ def test_templates_at_rest_are_sealed_rotated_and_bound_to_their_row(
         session.refresh(row)
         with pytest.raises(TemplateVaultError, match="does not hold"):
             stranger.open(row.template, entry_id=a.id, photo_sha256=row.sha256)
+        # a row altered in the database: delivery refuses, naming the photo, and sends nothing
+        signer = WatchlistSigner.from_pki(paths, now=now)
+        head, body = row.template[:-8], row.template[-8:]
+        row.template = head + ("A" if body[0] != "A" else "B") + body[1:]
+        session.add(row)
+        session.commit()
+        with pytest.raises(TemplateVaultError, match=f"{row.sha256[:12]}.*does not decrypt"):
+            service.build_bundle(session, wl, signer=signer, vault=rotated, now=now)
+        session.rollback()
+        assert session.exec(select(WatchlistBundle)).all() == []
 
 
 def test_a_node_that_renews_with_a_new_key_gets_templates_sealed_for_it_at_the_next_delivery(
