@@ -260,16 +260,20 @@ def probe(state: dict[str, Any]) -> dict[str, Any]:
                     d for d, p in cluster.get("partitions", {}).items() if p.get("processed")
                 ],
                 "stored": body.get("cluster", {}).get("ingest", {}).get("inserted"),
+                "uplinks": {d: u.get("uplink") for d, u in cluster.get("districts", {}).items()},
             }
         except (httpx.HTTPError, ValueError) as exc:
             workers[str(w["index"])] = {"healthy": False, "error": str(exc)}
     report["workers"] = workers
+    # Each district's uplink bridge as the first answering worker sees it (its district link).
+    report["uplinks"] = next((w["uplinks"] for w in workers.values() if w.get("uplinks")), {})
     report["healthy"] = (
         report["supervisor"]
         and report["state"] == "up"
         and all(report["rabbit"].values())
         and all(report["districts"].values())
         and all(w["healthy"] for w in workers.values())
+        and all(u == "up" for u in report["uplinks"].values())
     )
     return report
 
@@ -292,7 +296,9 @@ def _status(args: argparse.Namespace) -> int:
         for name, ok in report["rabbit"].items():
             print(f"  rabbitmq {name}: {'up' if ok else 'DOWN'}")
         for name, ok in report["districts"].items():
-            print(f"  district {name}: {'up' if ok else 'DOWN'}")
+            uplink = report["uplinks"].get(name, "unknown")
+            bridge = "uplink bridge up" if uplink == "up" else f"uplink bridge {uplink.upper()}"
+            print(f"  district {name}: {'up' if ok else 'DOWN'}, {bridge}")
         for index, w in report["workers"].items():
             text = "healthy" if w["healthy"] else f"UNHEALTHY {w.get('error', '')}"
             print(f"  worker {index}: {text}")
