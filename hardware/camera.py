@@ -34,6 +34,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -106,6 +107,9 @@ class CameraSource(ABC):
         self.frames_dropped = 0
         self.read_failures = 0  # consecutive
         self.last_frame_at: float | None = None
+        # The wall time the source itself stamped on the last frame, for a source that
+        # gives one (the standards check compares it with the node's clock); None: unknown.
+        self.source_time: datetime | None = None
         self.closed = False
 
     @abstractmethod

@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     from edge_agent.anpr.types import PlateDetector, PlateReader
     from edge_agent.camera.analysis import CameraAnalysis, CameraStats, PlatePass
     from edge_agent.camera.privacy import PrivacyGuard
+    from edge_agent.camera.standards import StandardsCheck, Verdict
     from edge_agent.config import AgentConfig, CameraAnalyticsConfig, FacesConfig
     from edge_agent.evidence import EvidenceStore
     from edge_agent.faces.models import Detector, Embedder
@@ -155,6 +156,8 @@ class CameraWorker:
         self.latest: Frame | None = None  # the newest frame read (edge_agent.snapshot)
         self.final_passes: list[PlatePass] = []
         self.plates_withheld = 0  # frames the plate stage skipped: private terms (issue 15)
+        self.standards: Verdict | None = None  # the last standards check's verdict (issue 15)
+        self._check: StandardsCheck | None = None  # measuring since the source was opened
         self._threads: list[threading.Thread] = []
 
     # ---------------------------------------------------------------- control
@@ -237,6 +240,7 @@ class CameraWorker:
                     try:
                         self.source = self.feed.open()
                         self.analysis.gate.reset()
+                        self._begin_standards()
                     except HardwareError as exc:
                         self._report("camera_lost", f"{self.camera_id}: cannot open: {exc}")
                         self._stop.wait(backoff)
@@ -255,6 +259,8 @@ class CameraWorker:
                 if frame is not None and self.shed():
                     continue  # read while the power step came in: shed, not analysed
                 if frame is None:
+                    if self._check is not None:
+                        self._judge(self._check.poll(now))
                     stalled = now - (self.last_frame_at or waiting_since)
                     if stalled > settings.stall_after_s:
                         self._report(
@@ -270,6 +276,9 @@ class CameraWorker:
                 backoff = settings.retry_min_s
                 self._recovered()
                 self.stats.frames_in += 1
+                if not self._meets_standards(frame, now):
+                    self.stats.frames_skipped += 1  # measuring, or below standard: not analysed
+                    continue
                 if self.privacy is not None:  # issue 15: nothing downstream sees masked pixels
                     image = self.privacy.admit(self.camera_id, frame.image)
                     if image is None:
@@ -286,6 +295,57 @@ class CameraWorker:
                     self._ready.notify()
         finally:
             self._close_source()
+
+    # ------------------------------------------------------- standards (issue 15)
+
+    def _begin_standards(self) -> None:
+        """On every connect: measure a private camera with minimums before analysing it."""
+        standards = self.privacy.standards(self.camera_id) if self.privacy is not None else None
+        if standards is None:
+            self._check = None
+            return
+        from edge_agent.camera.standards import StandardsCheck
+
+        self._check = StandardsCheck(standards, started=time.monotonic())
+
+    def _meets_standards(self, frame: Frame, now: float) -> bool:
+        """False while the check measures and after a failed verdict (live view only)."""
+        if self._check is None and self.standards is None and not self._terms_dropped():
+            self._begin_standards()  # minimums that arrived after the source was opened
+        if self._check is not None:
+            source = self.source
+            self._judge(
+                self._check.add(
+                    width=int(frame.image.shape[1]),
+                    height=int(frame.image.shape[0]),
+                    t=now,
+                    source_time=source.source_time if source is not None else None,
+                    node_time=source.clock.now() if source is not None else None,
+                )
+            )
+            if self._check is not None:
+                return False
+        verdict = self.standards
+        return verdict is None or verdict.passed or self._terms_dropped()
+
+    def _terms_dropped(self) -> bool:
+        """The camera's terms no longer ask for a check (the server removed its minimums)."""
+        return self.privacy is None or self.privacy.standards(self.camera_id) is None
+
+    def _judge(self, verdict: Verdict | None) -> None:
+        if verdict is None:
+            return
+        from edge_agent.camera.standards import FAULT_CODE
+
+        self._check = None
+        before, self.standards = self.standards, verdict
+        if verdict.passed:
+            logger.info("camera %s meets its standards: %s", self.camera_id, verdict.summary())
+            if before is not None and not before.passed:
+                self._on_fault(FAULT_CODE, False, f"{self.camera_id}: {verdict.summary()}")
+        else:
+            logger.warning("camera %s below standard: %s", self.camera_id, verdict.summary())
+            self._on_fault(FAULT_CODE, True, f"{self.camera_id}: {verdict.summary()}")
 
     # --------------------------------------------------------------- analysis
 
@@ -477,6 +537,7 @@ class CameraPipeline:
             figures["analytics_rate"] = worker.analytics_rate
             figures["camera_on"] = worker.cameras_on
             figures["plates_withheld"] = worker.plates_withheld
+            figures["standards"] = worker.standards.as_dict() if worker.standards else None
             if worker.faces is not None:
                 figures["faces"] = worker.faces.stats()
             cameras[camera_id] = figures
@@ -751,5 +812,15 @@ def _camera_health(camera_id: str, worker: CameraWorker, now: float) -> dict[str
         "plates_per_hour": stats.plates_per_hour(now),
         "shed": shed,
         "analytics_rate": min(1.0, max(0.0, rate)),
-        "fault": worker.fault or None,
+        "fault": worker.fault or _below_standard(worker),
     }
+
+
+def _below_standard(worker: CameraWorker) -> str | None:
+    """A camera that failed its standards check is live view only: say so in telemetry."""
+    verdict = worker.standards
+    if verdict is None or verdict.passed:
+        return None
+    from edge_agent.camera.standards import FAULT_CODE
+
+    return FAULT_CODE

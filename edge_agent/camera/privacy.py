@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from edge_agent.camera.standards import Standards
 from proto.topics import NAME_PATTERN
 
 if TYPE_CHECKING:
@@ -95,6 +96,11 @@ class PrivateSource(_Model):
     expires_at: datetime = Field(description="no data from this camera after this time (UTC)")
     allow: list[DataClass] = Field(
         default_factory=list, max_length=3, description="data classes it may contribute"
+    )
+    standards: Standards | None = Field(
+        default=None,
+        description="minimums checked on every connect (resolution, frame rate, clock); "
+        "a camera below them is live view only (edge_agent.camera.standards)",
     )
 
     @field_validator("expires_at")
@@ -241,6 +247,14 @@ class PrivacyGuard:
         """May anything look at this private camera's frames (plates or faces, today)?"""
         now = self._now()
         return private.allows("plates", now) or private.allows("faces", now)
+
+    def standards(self, camera_id: str) -> Standards | None:
+        """The minimums this camera must meet on connect (None: a camera of our own, no check)."""
+        policy = self.current()
+        camera = policy.cameras.get(camera_id) if policy is not None else None
+        if camera is None or camera.private is None:
+            return None
+        return camera.private.standards
 
     # ------------------------------------------------------------------ frames
 
