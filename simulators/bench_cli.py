@@ -41,6 +41,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     panic.add_argument(
         "--background-telemetry", type=float, default=30.0, help="their telemetry interval (s)"
     )
+    panic.add_argument(
+        "--cluster",
+        action="store_true",
+        help="through district brokers, their bridges, RabbitMQ and N workers (docs/cluster.md)",
+    )
+    panic.add_argument("--workers", type=int, default=2, help="with --cluster: workers (1-8)")
+    panic.add_argument(
+        "--rabbit-nodes", type=int, default=1, help="with --cluster: RabbitMQ nodes (1-5)"
+    )
+    panic.add_argument("--db", metavar="URL", help="with --cluster: PostgreSQL to use a schema of")
     add_output_options(panic)
     panic.set_defaults(func=_panic)
     ingest = sub.add_parser("ingest", help="server ingest rate vs. the broker's own rate")
@@ -129,6 +139,8 @@ def _panic(args: argparse.Namespace) -> int:
         return 2
     # The broker inherits this limit and holds a socket per node, background ones too.
     raise_fd_limit(args.nodes * 4 + args.background_nodes + 1024)
+    if args.cluster:
+        return _panic_cluster(args)
     config = PanicBenchConfig(
         nodes=args.nodes,
         presses=args.presses,
@@ -139,6 +151,30 @@ def _panic(args: argparse.Namespace) -> int:
         background_telemetry_s=args.background_telemetry,
     )
     result = asyncio.run(run_panic_bench(config))
+    publish(result, args)
+    return 0 if result["lost"] == 0 and result["duplicate_alerts"] == 0 else 1
+
+
+def _panic_cluster(args: argparse.Namespace) -> int:
+    from simulators.bench_cluster import ClusterPanicConfig, run_cluster_panic_bench
+
+    db = args.db or "postgresql://postgres@127.0.0.1:5432/postgres"
+    if not 1 <= args.workers <= 8 or not 1 <= args.rabbit_nodes <= 5 or args.chaos != "none":
+        print(
+            "bench panic --cluster: --workers 1-8, --rabbit-nodes 1-5, no --chaos",
+            file=sys.stderr,
+        )
+        return 2
+    if not db.startswith("postgresql"):
+        print("bench panic --cluster: --db must be a PostgreSQL URL", file=sys.stderr)
+        return 2
+    config = ClusterPanicConfig(
+        db_url=db, nodes=args.nodes, presses=args.presses, press_rate=args.rate,
+        background_nodes=args.background_nodes,
+        background_telemetry_s=args.background_telemetry, workers=args.workers,
+        rabbit_nodes=args.rabbit_nodes, work_dir=args.work_dir,
+    )  # fmt: skip
+    result = run_cluster_panic_bench(config)
     publish(result, args)
     return 0 if result["lost"] == 0 and result["duplicate_alerts"] == 0 else 1
 

@@ -23,6 +23,7 @@ district brokers a 50,000-node province needs under stated assumptions.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -48,7 +49,12 @@ from proto.ids import new_event_id
 from proto.messages import PlateEvent
 from simulators.bench_harness import bench_result, bench_work_dir
 
-__all__ = ["ClusterBenchConfig", "run_cluster_bench"]
+__all__ = [
+    "ClusterBenchConfig",
+    "ClusterPanicConfig",
+    "run_cluster_bench",
+    "run_cluster_panic_bench",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -368,3 +374,176 @@ def _model(
         "note": "rates measured on this machine with every part on the same cores; "
         "separate machines per part scale each term independently",
     }
+
+
+# -- `bench panic --cluster`: press → operator feed through the bridge and the cluster ------
+
+
+@dataclass(frozen=True)
+class ClusterPanicConfig:
+    """`nigehbaan bench panic --cluster`: presses on two district brokers, one operator feed.
+
+    Panic nodes are split over districts `north` and `south`; the background
+    nodes (telemetry, `simulators.bench_background`) all sit on `north`, so
+    the result compares a busy partition with a quiet one.
+    """
+
+    db_url: str
+    nodes: int = 100
+    presses: int = 100
+    press_rate: float = 20.0
+    background_nodes: int = 0
+    background_telemetry_s: float = 30.0
+    workers: int = 2
+    rabbit_nodes: int = 1
+    settle_timeout_s: float = 90.0
+    timeout_s: float = 240.0
+    work_dir: Path | None = None
+
+
+def run_cluster_panic_bench(config: ClusterPanicConfig) -> dict[str, Any]:
+    """Start the cluster, press, measure press → worker 0's SSE feed; the result record."""
+    from simulators.bench_background import BackgroundFleet
+
+    started = time.time()
+    districts = ("north", "south")
+    with bench_work_dir(config.work_dir, prefix="nb-bench-cluster-panic-") as work:
+        supervisor = Supervisor(
+            directory=work, rabbit_nodes=config.rabbit_nodes, districts=districts,
+            workers=config.workers, db_url=config.db_url, keep_db=False,
+            schema=f"nbbench_{uuid.uuid4().hex[:10]}", admin_password=uuid.uuid4().hex,
+        )  # fmt: skip
+        background: BackgroundFleet | None = None
+        try:
+            supervisor.start(timeout=config.timeout_s, should_stop=lambda: False)
+            time.sleep(supervisor_standby_wait())
+            if config.background_nodes:
+                background = BackgroundFleet(
+                    broker_url=supervisor.brokers["north"].url, data_dir=work / "background",
+                    nodes=config.background_nodes,
+                    duration_s=600 + config.presses / config.press_rate + config.settle_timeout_s,
+                    telemetry_interval_s=config.background_telemetry_s,
+                )  # fmt: skip
+                background.start(timeout=max(120.0, config.background_nodes / 20))
+            figures = asyncio.run(_panic_run(config, supervisor, work, _admin_token(supervisor)))
+            if background is not None:
+                figures["background"] = background.summary()
+        finally:
+            if background is not None:
+                background.stop()
+            supervisor.stop()
+    return bench_result("panic-cluster", figures, started_at=started)
+
+
+def _admin_token(supervisor: Supervisor) -> str:
+    import httpx
+
+    response = httpx.post(
+        f"{supervisor.workers[0].url}/api/v1/login/access-token",
+        data={"username": "admin", "password": supervisor.admin_password},
+        timeout=20,
+    )
+    response.raise_for_status()
+    return str(response.json()["access_token"])
+
+
+async def _panic_run(
+    config: ClusterPanicConfig, supervisor: Supervisor, work: Path, token: str
+) -> dict[str, Any]:
+    import gc
+
+    from fleet_server.models import Alert
+    from simulators.bench_panic import latency_summary
+    from simulators.fleet import SimFleet
+    from simulators.sse import FeedItem, alert_feed
+
+    base = supervisor.workers[0].url
+    half = max(1, config.nodes // 2)
+    fleets = {
+        d: SimFleet(
+            broker_url=supervisor.brokers[d].url,
+            data_dir=work / f"nodes-{d}",
+            count=half,
+            prefix=f"p{d[0]}",
+        )
+        for d in ("north", "south")
+    }
+    for fleet in fleets.values():
+        await fleet.start(connect_timeout=max(60.0, config.nodes / 20))
+    gc.collect()
+    gc.freeze()
+    arrivals: dict[str, float] = {}
+    connected = asyncio.Event()
+
+    async def watch() -> None:
+        item: FeedItem
+        async for item in alert_feed(base, token, connected=connected):
+            event_id = item.data.get("event_id")
+            if item.data.get("op") in ("created", "joined") and event_id:
+                arrivals.setdefault(str(event_id), item.received_at)
+
+    watcher = asyncio.ensure_future(watch())
+    order = ("north", "south")
+    try:
+        await asyncio.wait_for(connected.wait(), 30)
+        tasks = []
+        begin = time.monotonic()
+        for k in range(config.presses):
+            delay = begin + k / config.press_rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            fleet = fleets[order[k % 2]]
+            tasks.append(asyncio.ensure_future(fleet.press((k // 2) % half)))
+        await asyncio.gather(*tasks)
+        deadline = time.monotonic() + config.settle_timeout_s
+        while time.monotonic() < deadline:
+            ids = [p.event_id for f in fleets.values() for p in f.presses]
+            if all(i is not None and i in arrivals for i in ids):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        for fleet in fleets.values():
+            await fleet.stop()
+    engine = make_engine(supervisor.database_url)
+    try:
+        with Session(engine) as session:
+            stored = set(session.exec(select(Event.event_id).where(Event.type == "panic")).all())
+            alerts = session.exec(select(Alert.node_id).where(Alert.type == "panic")).all()
+    finally:
+        engine.dispose()
+    per_node: dict[str, int] = {}
+    for node_id in alerts:
+        per_node[node_id] = per_node.get(node_id, 0) + 1
+    out: dict[str, Any] = {
+        "cluster": True, "nodes": half * 2, "presses": config.presses,
+        "press_rate": config.press_rate, "background_nodes": config.background_nodes,
+        "background_on": "north", "workers": config.workers,
+        "rabbit_nodes": config.rabbit_nodes, "feed_of": "worker 0",
+    }  # fmt: skip
+    lost = 0
+    pressed_nodes: set[str] = set()
+    for district, fleet in fleets.items():
+        presses = fleet.presses
+        lost += sum(1 for p in presses if p.event_id not in stored)
+        pressed_nodes.update(p.node_id for p in presses)
+        samples = [
+            (arrivals[p.event_id] - p.pressed_at) * 1000.0
+            for p in presses
+            if p.event_id is not None and p.event_id in arrivals
+        ]
+        out[district] = {"latency_ms": latency_summary(samples), "samples": len(samples)}
+    every = [
+        (arrivals[p.event_id] - p.pressed_at) * 1000.0
+        for f in fleets.values()
+        for p in f.presses
+        if p.event_id is not None and p.event_id in arrivals
+    ]
+    out["latency_ms"] = latency_summary(every)
+    out["latency_samples"] = len(every)
+    out["lost"] = lost
+    out["duplicate_alerts"] = sum(max(0, per_node.get(n, 0) - 1) for n in pressed_nodes)
+    out["nodes_without_alert"] = sum(1 for n in pressed_nodes if per_node.get(n, 0) == 0)
+    return out

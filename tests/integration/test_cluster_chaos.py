@@ -423,3 +423,12 @@ for _mark in BROWSER_MARKS:  # Chromium for the map's badge (skipped, saying so,
     test_a_district_whose_uplink_bridge_is_down_shows_as_degraded = _mark(
         test_a_district_whose_uplink_bridge_is_down_shows_as_degraded
     )
+
+
+def test_bench_panic_cluster_refuses_what_it_cannot_do(capsys: pytest.CaptureFixture[str]) -> None:
+    from edge_agent.console import main
+
+    for bad in (["--workers", "0"], ["--rabbit-nodes", "9"], ["--db", "sqlite:///x.db"],
+                ["--chaos", "broker-restart"]):  # fmt: skip
+        assert main(["bench", "panic", "--cluster", *bad]) == 2
+        assert "bench panic --cluster" in capsys.readouterr().err
