@@ -545,9 +545,8 @@ class CameraPipeline:
         return {"cameras": cameras, "shed": self.shed or None, "privacy": privacy}
 
     async def run(self, ctx: NodeContext) -> None:
-        from edge_agent.camera.analysis import CameraAnalysis
         from edge_agent.camera.privacy import PrivacyGuard
-        from edge_agent.inference.workers import close_plugins, plugins_for
+        from edge_agent.inference.workers import close_plugins
 
         self.privacy = PrivacyGuard(
             lambda: ctx.config.privacy.policy,
@@ -565,36 +564,14 @@ class CameraPipeline:
                 max_files=limits.max_files,
             )
         for feed in self.feeds:
-            settings = feed.settings
-            # Built here (threads) or in a child process (`inference = "processes"`).
-            detector, reader = plugins_for(
-                inference=settings.inference,
-                detector_name=settings.detector,
-                reader_name=settings.reader,
-                detector=feed.detector,
-                reader=feed.reader,
-                timeout_s=settings.inference_timeout_s,
-                name=feed.camera_id,
-            )
-            analysis = CameraAnalysis(
-                camera_id=feed.camera_id,
-                settings=settings,
-                detector=detector,
-                reader=reader,
-                evidence=self.evidence,
-            )
-            self.workers[feed.camera_id] = CameraWorker(
-                feed, analysis=analysis, on_pass=self._hand_over(ctx), on_fault=self._fault(ctx),
-                privacy=self.privacy,
-                faces=self._face_work(feed.camera_id),
-                on_face_hit=self._face_hand_over(ctx, feed.camera_id),
-            )  # fmt: skip
+            self._add_worker(ctx, feed)
         self._obey_power(ctx)
         for worker in self.workers.values():
             worker.start()
         try:
             while True:
                 await ctx.clock.sleep(self.poll_s)
+                self._adopt_private_sources(ctx)
                 self._obey_power(ctx)
         finally:
             for worker in self.workers.values():
@@ -606,6 +583,73 @@ class CameraPipeline:
                 for plate_pass in worker.final_passes:
                     self._write_pass(ctx, plate_pass)
                 worker.final_passes.clear()
+
+    def _add_worker(self, ctx: NodeContext, feed: CameraFeed) -> CameraWorker:
+        """Build one camera's analysis and worker (not started)."""
+        from edge_agent.camera.analysis import CameraAnalysis
+        from edge_agent.inference.workers import plugins_for
+
+        settings = feed.settings
+        # Built here (threads) or in a child process (`inference = "processes"`).
+        detector, reader = plugins_for(
+            inference=settings.inference,
+            detector_name=settings.detector,
+            reader_name=settings.reader,
+            detector=feed.detector,
+            reader=feed.reader,
+            timeout_s=settings.inference_timeout_s,
+            name=feed.camera_id,
+        )
+        analysis = CameraAnalysis(
+            camera_id=feed.camera_id,
+            settings=settings,
+            detector=detector,
+            reader=reader,
+            evidence=self.evidence,
+        )
+        self.workers[feed.camera_id] = CameraWorker(
+            feed, analysis=analysis, on_pass=self._hand_over(ctx), on_fault=self._fault(ctx),
+            privacy=self.privacy,
+            faces=self._face_work(feed.camera_id),
+            on_face_hit=self._face_hand_over(ctx, feed.camera_id),
+        )  # fmt: skip
+        return self.workers[feed.camera_id]
+
+    # ------------------------------------------ third-party cameras (issue 15)
+
+    def _adopt_private_sources(self, ctx: NodeContext) -> None:
+        """Start a camera for each private camera whose terms name a source this node opens.
+
+        A hotel's or plaza's camera registered to this node on the server
+        arrives in the privacy policy (``set_config privacy.policy``) with its
+        RTSP/HTTP URL or device; it gets the same worker as a configured
+        camera — masks, terms, standards check, evidence retention — from the
+        next poll. Its URL is never logged or reported (`redact`).
+        """
+        policy = self.privacy.current() if self.privacy is not None else None
+        if policy is None:
+            return
+        for camera_id, camera in policy.cameras.items():
+            source = camera.private.source if camera.private is not None else None
+            if source is None or camera_id in self.workers:
+                continue
+            if len(self.workers) >= MAX_TELEMETRY_CAMERAS:
+                logger.error("camera %s: no room for another camera; not started", camera_id)
+                continue
+            feed = self._private_feed(ctx, camera_id, source)
+            self.feeds.append(feed)
+            worker = self._add_worker(ctx, feed)
+            logger.info("camera %s: third-party source added", camera_id)
+            ctx.counters["private_sources_added"] += 1
+            worker.start()
+
+    def _private_feed(self, ctx: NodeContext, camera_id: str, source: str) -> CameraFeed:
+        """The feed for a third-party source (the node's default analytics settings)."""
+        return CameraFeed(
+            camera_id=camera_id,
+            open=_private_opener(camera_id, source, ctx.clock),
+            settings=ctx.config.camera_analytics(camera_id),
+        )
 
     def _hand_over(self, ctx: NodeContext) -> Callable[[PlatePass], None]:
         """From a worker thread: write the pass in the loop (unbounded: never dropped)."""
@@ -814,6 +858,29 @@ def _camera_health(camera_id: str, worker: CameraWorker, now: float) -> dict[str
         "analytics_rate": min(1.0, max(0.0, rate)),
         "fault": worker.fault or _below_standard(worker),
     }
+
+
+def _private_opener(camera_id: str, source: str, clock: Clock) -> Callable[[], CameraSource]:
+    """Open a third-party source with OpenCV; a failure names it without its credentials."""
+    from edge_agent.camera.privacy import redact
+    from hardware.camera import OpenCvCamera, OpenCvCameraConfig, load_camera
+
+    if source.startswith("/dev/video"):
+        config = OpenCvCameraConfig(type="opencv", id=camera_id, device=int(source[10:]))
+    else:
+        config = OpenCvCameraConfig(type="opencv", id=camera_id, url=source)
+
+    def open_source() -> CameraSource:
+        try:
+            camera = load_camera(config, clock=clock)
+        except HardwareError as exc:
+            message = str(exc).replace(source, redact(source))
+            raise type(exc)(message) from None
+        if isinstance(camera, OpenCvCamera):
+            camera.source = redact(source)  # what its read errors name (it reads `_target`)
+        return camera
+
+    return open_source
 
 
 def _below_standard(worker: CameraWorker) -> str | None:

@@ -69,6 +69,7 @@ __all__ = [
     "PrivacyPolicy",
     "PrivateSource",
     "rasterise",
+    "redact",
 ]
 
 logger = logging.getLogger(__name__)
@@ -96,6 +97,13 @@ class PrivateSource(_Model):
     expires_at: datetime = Field(description="no data from this camera after this time (UTC)")
     allow: list[DataClass] = Field(
         default_factory=list, max_length=3, description="data classes it may contribute"
+    )
+    source: str | None = Field(
+        default=None,
+        max_length=500,
+        pattern=r"^((rtsp|rtsps|http|https)://\S+|/dev/video[0-9]{1,2})$",
+        description="a third-party camera the node opens itself: an RTSP/HTTP URL (credentials "
+        "may be in it; never logged or reported, see `redact`) or a /dev/videoN device",
     )
     standards: Standards | None = Field(
         default=None,
@@ -293,6 +301,20 @@ class PrivacyGuard:
             "frames_masked": self.frames_masked,
             "frames_refused": self.frames_refused,
         }
+
+
+def redact(source: str) -> str:
+    """A source as it may be logged or reported: any ``user:password@`` taken out of the URL."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(source)
+    except ValueError:
+        return "<unparseable source>"
+    if "@" not in parts.netloc:
+        return source
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit((parts.scheme, f"***@{host}", parts.path, "", ""))
 
 
 def policy_from_text(value: Any) -> Any:

@@ -13,8 +13,10 @@ reported as ``camera_lost`` while the node runs on.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import http.server
 import itertools
+import json
 import socket
 import threading
 import time
@@ -34,8 +36,8 @@ from edge_agent.config import CameraAnalyticsConfig, config_from_dict  # noqa: E
 from edge_agent.memory import MemoryTransport, memory_transport  # noqa: E402
 from edge_agent.node import Node, build_node  # noqa: E402
 from hardware import ManualClock, SimBackend  # noqa: E402
-from hardware.camera import CameraSource, OpenCvCamera  # noqa: E402
-from proto.messages import NodeFaultEvent  # noqa: E402
+from hardware.camera import CameraSource, OpenCvCamera, SimCamera  # noqa: E402
+from proto.messages import NodeFaultEvent, Reply, SetConfigCommand  # noqa: E402
 from tests.support.camera import ScriptedReader, WhiteRectDetector  # noqa: E402
 from tests.support.polling import until  # noqa: E402
 
@@ -45,7 +47,7 @@ SERVE_S = 40.0  # an MJPEG stream ends after this long, whatever the test does
 
 def settings() -> CameraAnalyticsConfig:
     return CameraAnalyticsConfig.model_validate(
-        {"max_fps": 0, "queue_size": 8, "retry_min_s": 0.1, "retry_max_s": 0.4}
+        {"max_fps": 0, "queue_size": 8, "retry_min_s": 0.2, "retry_max_s": 0.8}
     )
 
 
@@ -130,7 +132,7 @@ def make_node(tmp_path: Path, clock: ManualClock, pipeline: CameraPipeline, poli
         {
             "node_id": NODE, "serial": "SN-GW-2", "data_dir": str(tmp_path / NODE),
             "hardware": {"type": "sim"}, "outbox": {"synchronous": "normal"},
-            "privacy": {"policy": policy},
+            **({"privacy": {"policy": policy}} if policy else {}),
         }
     )  # fmt: skip
     return build_node(
@@ -242,8 +244,80 @@ def test_good_small_slow_and_unreachable_sources_on_connect(tmp_path: Path) -> N
             assert "cannot open" in (lost[0].detail or "")
             tries = openers["roof"].attempts
             waits = [b - a for a, b in itertools.pairwise(tries)]
-            assert waits[1] >= waits[0] * 1.5
+            assert waits[0] >= 0.2  # the first retry waits retry_min_s, the next twice that
+            assert waits[1] >= 0.4
             assert stats["roof"]["standards"] is None
             assert stats["roof"]["fault"] == "camera_lost"
+
+        run(body)
+
+
+def test_a_third_party_source_sent_in_the_policy_becomes_a_camera_of_the_node(
+    tmp_path: Path,
+) -> None:
+    clock = ManualClock(start=0.0)
+    own = SimCamera(camera_id="street", clock=clock)
+    detectors: dict[str, WhiteRectDetector] = {}
+
+    class Pipeline(CameraPipeline):
+        def _private_feed(self, ctx: Any, camera_id: str, source: str) -> CameraFeed:
+            feed = super()._private_feed(ctx, camera_id, source)
+            detectors[camera_id] = WhiteRectDetector()
+            return dataclasses.replace(
+                feed, settings=settings(), detector=detectors[camera_id],
+                reader=ScriptedReader(["X1"]),
+            )  # fmt: skip
+
+    street = CameraFeed.of(own, settings(), detector=WhiteRectDetector(), reader=ScriptedReader([]))
+    pipeline = Pipeline([street])
+    node = make_node(tmp_path, clock, pipeline, None)
+    port = closed_port()
+    with mjpeg_server(640, 360, 20.0) as url:
+        plaza = url.replace("http://", "http://plaza:s3cret-pw@")
+        policy = {"version": 7, "cameras": {
+            "plaza": {"masks": [[[0.0, 0.0], [1.0, 0.0], [1.0, 0.5], [0.0, 0.5]]],
+                      "private": {**terms(min_width=640, min_height=360, sample_frames=5),
+                                  "source": plaza}},
+            "roof": {"private": {**terms(), "source":
+                                 f"rtsp://roof:s3cret-pw@127.0.0.1:{port}/live"}},
+        }}  # fmt: skip
+
+        async def body() -> None:
+            async with running(node, clock) as transport:
+                transport.deliver(
+                    SetConfigCommand(
+                        node_id=NODE,
+                        ts=clock.now(),
+                        request_id="01JD0Q60000000000000000007",
+                        changes={"privacy.policy": json.dumps(policy)},
+                    )
+                )
+                (reply,) = await until(lambda: transport.messages(Reply), "the set_config reply")
+                assert reply.ok, reply.error
+
+                def cameras() -> dict[str, Any]:
+                    figures: dict[str, Any] = pipeline.stats()["cameras"]
+                    return figures
+
+                for _ in range(100):  # the pipeline adopts sources at its next poll
+                    await clock.elapse(1.0)
+                    if {"plaza", "roof"} <= set(cameras()):
+                        break
+                await until(lambda: cameras()["plaza"]["frames_analysed"] > 0, "plaza analysed")
+                await until(lambda: faults(transport, "camera_lost"), "the roof reported lost")
+                stats = cameras()
+                lost = faults(transport, "camera_lost")
+                snapshot = pipeline.latest_still("plaza")
+
+            assert stats["plaza"]["standards"]["passed"]
+            assert pipeline.stats()["privacy"]["frames_masked"] > 0
+            assert not isinstance(snapshot, str)
+            assert int(snapshot.image[: 360 // 2 - 1].max()) == 0  # the mask is black
+            assert int(snapshot.image[360 // 2 + 2 :].max()) > 0
+            assert stats["plaza"]["frames_analysed"] > 0  # a still view: no motion, no detector
+            assert "roof" in (lost[0].detail or "")
+            assert all("s3cret" not in (e.detail or "") for e in transport.messages(NodeFaultEvent))
+            assert "s3cret" not in json.dumps(pipeline.stats())
+            assert "s3cret" not in str(pipeline.health())
 
         run(body)
