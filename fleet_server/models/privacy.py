@@ -13,6 +13,7 @@ contribute) and when admins were warned of its expiry. The rules live in
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
@@ -57,6 +58,20 @@ class MasksIn(SQLModel):
     reason: Reason = Field(description="why the masks change (recorded with the version)")
 
 
+SOURCE_PATTERN = r"^((rtsp|rtsps|http|https)://\S+|/dev/video[0-9]{1,2})$"
+
+
+class CameraStandardsIn(SQLModel):
+    """Minimums a third-party camera must meet on connect (the node's standards check)."""
+
+    min_width: int = Field(default=1280, ge=16, le=8192)
+    min_height: int = Field(default=720, ge=16, le=8192)
+    min_fps: float = Field(default=10.0, ge=0.0, le=240.0)
+    max_clock_skew_s: float = Field(default=2.0, gt=0.0, le=3600.0)
+    sample_frames: int = Field(default=50, ge=2, le=1000)
+    sample_s: float = Field(default=10.0, gt=0.0, le=120.0)
+
+
 class PrivateCameraIn(SQLModel):
     """A privately owned camera's agreement: who owns it, under what, until when, for what."""
 
@@ -67,11 +82,27 @@ class PrivateCameraIn(SQLModel):
         default_factory=list, max_length=3, description="live_view, plates, faces"
     )
     reason: Reason = Field(description="why (recorded with the version)")
+    source: str | None = Field(
+        default=None, max_length=500,
+        description="a third-party stream the node opens (RTSP/HTTP URL, credentials allowed; "
+        "never shown back) or /dev/videoN; omitted: the source held stays",
+    )  # fmt: skip
+    standards: CameraStandardsIn | None = Field(
+        default=None, description="minimums checked on every connect; none: no check"
+    )
 
     @field_validator("expires_at")
     @classmethod
     def _expiry_utc(cls, value: datetime) -> datetime:
         return _utc(value)
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(SOURCE_PATTERN, value):
+            raise ValueError("source must be an rtsp://, rtsps://, http:// or https:// URL, "
+                             "or /dev/videoN")  # fmt: skip
+        return value
 
     @field_validator("allow")
     @classmethod

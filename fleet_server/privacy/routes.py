@@ -11,6 +11,7 @@ of scope is a 404 worded like a missing one. docs/privacy.md.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, status
@@ -19,6 +20,7 @@ from sqlmodel import Session, col, select
 from fleet_server.api.deps import AdminUser, OperatorUser, RuntimeDep, SessionDep
 from fleet_server.api.scope import ScopeDep, not_in_scope
 from fleet_server.models import Node, utcnow
+from fleet_server.models.event import Event
 from fleet_server.models.plate import NodeCamera
 from fleet_server.models.privacy import (
     MasksIn,
@@ -48,14 +50,33 @@ def _version(row: PrivacyPolicyVersion | None) -> dict[str, Any] | None:
     if row is None:
         return None
     return {
-        "version": row.version, "cameras": row.cameras, "changed_by": row.changed_by,
+        "version": row.version, "cameras": service.redact_cameras(row.cameras),
+        "changed_by": row.changed_by,
         "reason": row.reason, "created_at": row.created_at.isoformat(),
     }  # fmt: skip
 
 
-def _private(row: PrivateCamera) -> dict[str, Any]:
+def _private(session: Session, row: PrivateCamera) -> dict[str, Any]:
     now = utcnow()
+    current = service.current_version(session, row.node_id)
+    terms = ((current.cameras if current else {}).get(row.camera_id) or {}).get("private") or {}
+    source = terms.get("source")
+    health = session.get(NodeCamera, (row.node_id, row.camera_id))
+    standards = terms.get("standards")
+    if standards is None:
+        verdict = None  # no minimums: not checked
+    elif health is None:
+        verdict = "unknown"  # the node has not reported this camera yet
+    else:
+        verdict = {"camera_below_standard": "below standard", None: "ok"}.get(
+            health.fault, "unknown"
+        )
     return {
+        "standard_detail": _standards_detail(session, row) if standards is not None else None,
+        "source": service.redact_source(source) if source else None,
+        "standards": standards,
+        "standard": verdict,
+        "fault": health.fault if health is not None else None,
         "node_id": row.node_id, "camera_id": row.camera_id, "owner": row.owner,
         "agreement": row.agreement, "expires_at": row.expires_at.isoformat(),
         "allow": row.allow, "expired": row.expires_at <= now,
@@ -63,6 +84,33 @@ def _private(row: PrivateCamera) -> dict[str, Any]:
         "updated_by": row.updated_by, "updated_at": row.updated_at.isoformat(),
         "warned_at": row.warned_at.isoformat() if row.warned_at else None,
     }  # fmt: skip
+
+
+def _standards_detail(session: Session, row: PrivateCamera) -> str | None:
+    """The node's latest standards verdict on the camera (a ``camera_below_standard`` fault).
+
+    The node reports the measurements and reasons as the fault's detail
+    (``<camera>: 640x360, 19.8 fps, clock unknown over 6 frames: …``), and the
+    same code cleared when the camera meets them again.
+    """
+    query = (
+        select(Event)
+        .where(col(Event.node_id) == row.node_id, col(Event.type) == "node_fault")
+        .order_by(col(Event.received_at).desc())
+        .limit(200)
+    )
+    for event in session.exec(query).all():
+        try:
+            payload = json.loads(event.payload)
+        except ValueError:
+            continue
+        detail = str(payload.get("detail") or "")
+        if payload.get("code") == "camera_below_standard" and detail.startswith(
+            f"{row.camera_id}:"
+        ):
+            state = "below standard" if payload.get("active", True) else "meets it again"
+            return f"{state}: {detail.split(':', 1)[1].strip()}"
+    return None
 
 
 def _deliver(
@@ -103,7 +151,7 @@ def read_node_privacy(
         "applied": {"version": applied.version, "reported_at": applied.reported_at.isoformat()}
         if applied is not None else None,
         "lagging": current is not None and (applied is None or applied.version < current.version),
-        "private": [_private(p) for p in private],
+        "private": [_private(session, p) for p in private],
         "history": [_version(r) for r in service.history(session, node_id)],
     }  # fmt: skip
 
@@ -133,7 +181,7 @@ def put_private_camera(
         session, node, camera_id, data, actor=user.username, now=utcnow()
     )
     delivered = _deliver(session, runtime, row, user.username)
-    return {**delivered, "private": _private(camera)}
+    return {**delivered, "private": _private(session, camera)}
 
 
 @router.post("/privacy/nodes/{node_id}/deliver", status_code=status.HTTP_202_ACCEPTED)
@@ -165,5 +213,5 @@ def read_private_cameras(
     session: SessionDep, user: OperatorUser, scope: ScopeDep
 ) -> dict[str, Any]:
     """Private cameras in scope with their agreements, soonest expiry first."""
-    data = [_private(p) for p in service.private_cameras(session, scope)]
+    data = [_private(session, p) for p in service.private_cameras(session, scope)]
     return {"data": data, "count": len(data)}

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from sqlmodel import Session, col, select
 
@@ -51,6 +52,8 @@ __all__ = [
     "policy_command",
     "private_cameras",
     "record_applied",
+    "redact_cameras",
+    "redact_source",
     "set_masks",
     "set_private_camera",
 ]
@@ -157,19 +160,46 @@ def set_private_camera(
         row.warned_at = None  # a new expiry is warned about again
     session.add(row)
     cameras = _cameras(session, node.node_id)
-    cameras.setdefault(camera_id, {})["private"] = {
+    held = cameras.get(camera_id, {}).get("private") or {}
+    terms: dict[str, Any] = {
         "owner": data.owner, "agreement": data.agreement,
         "expires_at": data.expires_at.isoformat().replace("+00:00", "Z"), "allow": list(data.allow),
     }  # fmt: skip
+    source = data.source if data.source is not None else held.get("source")
+    if source:  # a third-party stream the node opens itself (kept when not given again)
+        terms["source"] = source
+    if data.standards is not None:
+        terms["standards"] = data.standards.model_dump()
+    cameras.setdefault(camera_id, {})["private"] = terms
     version = _new_version(session, node.node_id, cameras, actor=actor, reason=data.reason, now=now)
     audit.record(
         session, actor=f"user:{actor}", action="privacy.private_camera_set",
         object=f"camera:{node.node_id}/{camera_id}", now=now,
         detail={"version": version.version, "owner": data.owner, "agreement": data.agreement,
                 "expires_at": data.expires_at.isoformat(), "allow": list(data.allow),
-                "reason": data.reason},
+                "reason": data.reason, "source": redact_source(source) if source else None,
+                "standards": terms.get("standards")},
     )  # fmt: skip
     return row, version
+
+
+def redact_source(source: str) -> str:
+    """A camera source as the API and the audit log may show it: no ``user:password@``."""
+    parts = urlsplit(source)
+    if "@" not in parts.netloc:
+        return source
+    return urlunsplit((parts.scheme, "***@" + parts.netloc.rsplit("@", 1)[1], parts.path, "", ""))
+
+
+def redact_cameras(cameras: dict[str, Any]) -> dict[str, Any]:
+    """A policy document's cameras with every private source redacted (for the API)."""
+    shown: dict[str, Any] = {}
+    for camera_id, camera in cameras.items():
+        private = camera.get("private") if isinstance(camera, dict) else None
+        if isinstance(private, dict) and private.get("source"):
+            camera = {**camera, "private": {**private, "source": redact_source(private["source"])}}
+        shown[camera_id] = camera
+    return shown
 
 
 def policy_command(
