@@ -15,6 +15,7 @@ listed with its agreement.
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import threading
 from collections.abc import Iterator
@@ -190,12 +191,19 @@ def test_a_private_camera_is_registered_with_its_agreement(
     page.get_by_test_id("p-agreement").fill("KP-DSA-2026-031")
     page.get_by_test_id("p-expires").fill("2026-12-05T00:00")
     page.get_by_test_id("p-allow-plates").check()
+    # Its own stream (issue 15): the URL's password goes to the node and is never shown back.
+    page.get_by_test_id("p-source").fill("rtsp://hotel:pw-s3cret@127.0.0.1:9/live")
+    page.get_by_test_id("p-min-width").fill("1280")
+    page.get_by_test_id("p-min-fps").fill("12.5")
     page.get_by_test_id("p-reason").fill("hotel gate joins under the KP scheme")
     page.get_by_test_id("private-save").click()
     row = page.locator(f'[data-testid="private-row"][data-camera="{NODE}/lobby"]')
     expect(row).to_contain_text("Shelton Hotel Peshawar")
     expect(row).to_contain_text("KP-DSA-2026-031")
     expect(row).to_contain_text("plates")
+    expect(row).to_contain_text("rtsp://***@127.0.0.1:9/live")
+    expect(row).not_to_contain_text("pw-s3cret")
+    expect(row.locator("td").last).to_have_text(re.compile(r"^(unknown|ok|below standard)"))
     # A bad form (no reason) is refused with the server's words and nothing is added.
     page.get_by_test_id("p-node").fill(NODE)
     page.get_by_test_id("p-camera").fill("hall")

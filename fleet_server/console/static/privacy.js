@@ -305,6 +305,11 @@
           }
           cell(row, text, state);
           cell(row, item.allow.length ? item.allow.join(", ").replace("_", " ") : "nothing");
+          cell(row, item.source || "\u2014");
+          // The node's standards check on connect (issue 15): below standard is live view only.
+          const verdict = item.standard || "not checked";
+          const detail = item.standard_detail ? ` \u2014 ${item.standard_detail}` : "";
+          cell(row, `${verdict}${detail}`, item.standard === "below standard" ? "expired" : "");
           return row;
         }),
       );
@@ -421,6 +426,12 @@
       allow,
       reason: f.reason.value.trim(),
     };
+    if (f.source.value.trim()) body.source = f.source.value.trim();
+    const minimums = {};
+    for (const name of ["min_width", "min_height", "min_fps"]) {
+      if (f[name].value !== "") minimums[name] = Number(f[name].value);
+    }
+    if (Object.keys(minimums).length) body.standards = minimums;
     const path =
       `/privacy/nodes/${encodeURIComponent(f.node.value.trim())}` +
       `/cameras/${encodeURIComponent(f.camera.value.trim())}/private`;
