@@ -428,6 +428,8 @@ class CameraWorker:
         age = time.monotonic() - self.last_frame_at
         if age > self.settings.stall_after_s:
             return Health(False, f"{self.camera_id}: no frame for {age:.0f}s")
+        if self.standards is not None and not self.standards.passed:  # issue 15
+            return Health(False, f"{self.camera_id}: below standard, live view only")
         return Health(
             True,
             f"{self.camera_id}: {stats.frames_in} in, {stats.frames_dropped} dropped, "

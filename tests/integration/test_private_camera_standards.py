@@ -206,6 +206,7 @@ def test_good_small_slow_and_unreachable_sources_on_connect(tmp_path: Path) -> N
                             "the gate still streams (live view)")  # fmt: skip
                 stats = cameras()
                 telemetry = {c["camera_id"]: c for c in pipeline.telemetry()["cameras"]}
+                health = pipeline.health().detail
                 below = {
                     (e.detail or "").split(":")[0]: e
                     for e in faults(transport, "camera_below_standard")
@@ -228,6 +229,7 @@ def test_good_small_slow_and_unreachable_sources_on_connect(tmp_path: Path) -> N
             assert detectors["garage"].calls == 0
             assert detectors["lobby"].calls > 0
             assert telemetry["gate"]["fault"] == "camera_below_standard"
+            assert "gate: below standard, live view only" in health
             assert below["gate"].active
             assert "640x360" in (below["gate"].detail or "")
             # The slow one: full resolution, but 3 fps.
