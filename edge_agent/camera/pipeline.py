@@ -158,6 +158,7 @@ class CameraWorker:
         self.plates_withheld = 0  # frames the plate stage skipped: private terms (issue 15)
         self.standards: Verdict | None = None  # the last standards check's verdict (issue 15)
         self._check: StandardsCheck | None = None  # measuring since the source was opened
+        self._reopen = threading.Event()  # a new source: close and open again (issue 15)
         self._threads: list[threading.Thread] = []
 
     # ---------------------------------------------------------------- control
@@ -189,6 +190,11 @@ class CameraWorker:
         if cameras_on != self.cameras_on:
             self.cameras_on = cameras_on
             self._power_changed.set()
+
+    def reopen(self, open_source: Callable[[], CameraSource]) -> None:
+        """Open the camera from `open_source` from now on (a third-party source that changed)."""
+        self.feed.open = open_source
+        self._reopen.set()
 
     def shed(self) -> bool:
         """True while the power policy has the camera off (set from the loop thread)."""
@@ -229,6 +235,10 @@ class CameraWorker:
         waiting_since = time.monotonic()
         try:
             while not self._stop.is_set():
+                if self._reopen.is_set():  # the feed's source changed: a new connection
+                    self._reopen.clear()
+                    self._close_source()
+                    self.standards = None  # judged again on the new connection
                 if not self.cameras_on:
                     self._close_source()
                     self.capturing = False
@@ -467,6 +477,7 @@ class CameraPipeline:
         self.shed = ""  # what the power policy has shed, for health and stats
         self.sheds = 0
         self.privacy: PrivacyGuard | None = None  # set in run (edge_agent.camera.privacy)
+        self._sources: dict[str, str] = {}  # third-party camera id → the source it runs
 
     @classmethod
     def from_config(
@@ -633,12 +644,20 @@ class CameraPipeline:
             return
         for camera_id, camera in policy.cameras.items():
             source = camera.private.source if camera.private is not None else None
-            if source is None or camera_id in self.workers:
+            if source is None:
+                continue
+            if camera_id in self.workers:
+                if self._sources.get(camera_id, source) != source:
+                    logger.info("camera %s: third-party source changed; reconnecting", camera_id)
+                    self._sources[camera_id] = source
+                    feed = self._private_feed(ctx, camera_id, source)
+                    self.workers[camera_id].reopen(feed.open)
                 continue
             if len(self.workers) >= MAX_TELEMETRY_CAMERAS:
                 logger.error("camera %s: no room for another camera; not started", camera_id)
                 continue
             feed = self._private_feed(ctx, camera_id, source)
+            self._sources[camera_id] = source
             self.feeds.append(feed)
             worker = self._add_worker(ctx, feed)
             logger.info("camera %s: third-party source added", camera_id)

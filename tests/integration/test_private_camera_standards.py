@@ -274,7 +274,7 @@ def test_a_third_party_source_sent_in_the_policy_becomes_a_camera_of_the_node(
     pipeline = Pipeline([street])
     node = make_node(tmp_path, clock, pipeline, None)
     port = closed_port()
-    with mjpeg_server(640, 360, 20.0) as url:
+    with mjpeg_server(640, 360, 20.0) as url, mjpeg_server(800, 450, 20.0) as moved:
         plaza = url.replace("http://", "http://plaza:s3cret-pw@")
         policy = {"version": 7, "cameras": {
             "plaza": {"masks": [[[0.0, 0.0], [1.0, 0.0], [1.0, 0.5], [0.0, 0.5]]],
@@ -310,6 +310,31 @@ def test_a_third_party_source_sent_in_the_policy_becomes_a_camera_of_the_node(
                 stats = cameras()
                 lost = faults(transport, "camera_lost")
                 snapshot = pipeline.latest_still("plaza")
+
+                # The owner moves the stream: the node reconnects to the new source and
+                # judges it again (800x450 now), without a restart.
+                policy["version"] = 8
+                policy["cameras"]["plaza"]["private"]["source"] = moved  # type: ignore[index]
+                transport.deliver(
+                    SetConfigCommand(
+                        node_id=NODE,
+                        ts=clock.now(),
+                        request_id="01JD0Q60000000000000000008",
+                        changes={"privacy.policy": json.dumps(policy)},
+                    )
+                )
+
+                def moved_verdict() -> bool:
+                    verdict = cameras()["plaza"]["standards"]
+                    return verdict is not None and verdict["width"] == 800
+
+                for _ in range(100):
+                    await clock.elapse(1.0)
+                    if moved_verdict():
+                        break
+                    await asyncio.sleep(0.05)
+                await until(moved_verdict, "the plaza judged on its new stream")
+                assert cameras()["plaza"]["standards"]["passed"]
 
             assert stats["plaza"]["standards"]["passed"]
             assert pipeline.stats()["privacy"]["frames_masked"] > 0
