@@ -301,3 +301,70 @@ def test_a_faces_only_private_camera_runs_faces_and_never_the_plate_stage(tmp_pa
     assert detectors["street"].frames > 0
     assert readers["street"].calls > 0
     assert len(evidence_files(tmp_path)) == 1  # the street camera's crop only
+
+
+class SkewedCamera(SimCamera):
+    """A simulated camera that stamps its frames with its own wall clock, 30 s behind."""
+
+    def _grab(self, timeout_s: float | None) -> Any:
+        image = super()._grab(timeout_s)
+        if image is not None:
+            self.source_time = self.clock.now() - timedelta(seconds=30)
+        return image
+
+
+def test_minimums_sent_after_connecting_are_checked_and_a_camera_below_is_live_view_only(
+    tmp_path: Path,
+) -> None:
+    clock = ManualClock(start=0.0)
+    cameras: dict[str, SimCamera] = {
+        "small": SimCamera(camera_id="small", clock=clock, max_queued=256),
+        "skewed": SkewedCamera(camera_id="skewed", clock=clock, max_queued=256),
+    }
+    detectors = {c: SpyDetector() for c in cameras}
+    feeds = [
+        CameraFeed.of(cameras[c], settings(), detector=detectors[c], reader=ScriptedReader([]))
+        for c in cameras
+    ]
+    node = make_node(tmp_path, clock, CameraPipeline(feeds))
+    ends = (clock.now() + timedelta(days=30)).isoformat()
+
+    def terms(**standards: Any) -> dict[str, Any]:
+        minimums = {"sample_frames": 5, **standards}
+        return {"private": {"owner": "Pearl Plaza", "agreement": "KP-DSA-14", "expires_at": ends,
+                            "allow": ["plates"], "standards": minimums}}  # fmt: skip
+
+    policy = {"version": 2, "cameras": {
+        "small": terms(),  # 1280x720 by default; these frames are 640x360
+        "skewed": terms(min_width=320, min_height=180),
+    }}  # fmt: skip
+
+    async def body() -> None:
+        async with running(node, clock) as transport:
+            for image in list(moving_plate())[:5]:  # analysed: no minimums yet
+                for camera in cameras.values():
+                    camera.push_frame(image)
+            await until(lambda: all(c["frames_analysed"] >= 5
+                                    for c in pipeline_of(node).stats()["cameras"].values()),
+                        "the first frames analysed")  # fmt: skip
+            transport.deliver(SetConfigCommand(
+                node_id=NODE, ts=clock.now(), request_id="01JD0Q60000000000000000009",
+                changes={"privacy.policy": json.dumps(policy)},
+            ))  # fmt: skip
+            (reply,) = await until(lambda: transport.messages(Reply), "the set_config reply")
+            assert reply.ok, reply.error
+            for image in moving_plate():
+                for camera in cameras.values():
+                    camera.push_frame(image)
+            await until(lambda: all(c["standards"] and c["queued"] == 0 and c["frames_in"] >= 40
+                                    for c in pipeline_of(node).stats()["cameras"].values()),
+                        "both judged and every frame taken")  # fmt: skip
+            stats = pipeline_of(node).stats()["cameras"]
+            assert stats["small"]["standards"]["reasons"] == ["resolution 640x360 below 1280x720"]
+            assert stats["skewed"]["standards"]["clock"] == "skew 30.0 s"
+            assert stats["skewed"]["standards"]["reasons"] == ["clock off by 30.0 s (over 2 s)"]
+            for camera_id in cameras:
+                assert stats[camera_id]["frames_analysed"] == 5  # none after the minimums came
+            assert not transport.messages(PlateEvent)
+
+    run(body)
