@@ -636,6 +636,10 @@ async def _stream(
                 if item.data.get("op") == "created" and alert.get("type") == "watchlist_hit":
                     arrived.setdefault(str(item.data.get("event_id")), time.perf_counter())
 
+        def analysed_up() -> bool:
+            worker = pipeline.workers.get("gate")
+            return worker is not None and worker.queued == 0
+
         def play() -> None:
             nonlocal frames_pushed
             frame_s = 1.0 / fps
@@ -649,7 +653,16 @@ async def _stream(
                     frames_pushed += 1
                     time.sleep(frame_s)
                 street = frames[-1]
-                for _ in range(round(gap_s * fps)):  # still street: the track ends, votes
+                # Still street: the track ends and votes. On a loaded machine analysis lags
+                # behind the camera, so the next pass waits (bounded) until every frame
+                # pushed was analysed: a hit is then always written before the next subject
+                # enters, and is attributed to the right pass.
+                calm_until = time.monotonic() + 60.0
+                for count in range(10_000):
+                    if count >= round(gap_s * fps) and (
+                        analysed_up() or time.monotonic() > calm_until
+                    ):
+                        break
                     camera.push_frame(street)
                     frames_pushed += 1
                     time.sleep(frame_s)
