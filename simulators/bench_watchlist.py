@@ -22,6 +22,13 @@ Three measurements, one JSON line (simulators/bench_harness.py):
   durable outbox; the time is from that write to the alert on the operator's
   SSE feed (``{p50, p95, p99, max}`` ms), with how many hits arrived.
 
+``--stream`` runs instead a simulated camera stream through a real node's
+camera pipeline (`run_stream_bench`, the ``stream`` section below): rendered
+vehicles with hotlisted and clean plates and, with ``--faces DIR``, real
+photos of enrolled and unenrolled persons; hits found, false hits and the
+time from the subject entering the frame to its alert on the operator feed
+(docs/watchlists-operations.md).
+
 Plates are drawn from a seeded generator in Pakistani shapes (``LEB6881``,
 ``KHI123``, ``ICT8812``…), so two runs with one ``--seed`` measure the same
 lists. Figures go to docs/benchmarks.md by hand.
