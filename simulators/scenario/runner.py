@@ -325,8 +325,9 @@ class ScenarioRunner:
         if not isinstance(button, SimButton):
             press.reason = "no simulated button"
             return
-        if agent.uptime_s == 0.0:
-            # Booted but its loop has not started: a real pillar's button is dead then too.
+        if agent.uptime_s == 0.0 or not agent.panic.running:
+            # Booted but its button loop has not started (at the scenario's speed a node's
+            # start-up spans simulated minutes): a real pillar's button is dead then too.
             press.reason = "node booting"
             site.pending_presses.remove(press)
             return
