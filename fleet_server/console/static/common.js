@@ -178,10 +178,26 @@ const NB = (() => {
     }
   }
 
+  /* An element with text (never HTML), a class and a test id: how pages build their rows. */
+  function el(tag, { text, className, testid } = {}) {
+    const node = document.createElement(tag);
+    if (text !== undefined && text !== null) {
+      node.textContent = text;
+    }
+    if (className) {
+      node.className = className;
+    }
+    if (testid) {
+      node.dataset.testid = testid;
+    }
+    return node;
+  }
+
   return {
     ApiError,
     api,
     apiBase,
+    el,
     loginUrl,
     queueUrl,
     token,

@@ -104,19 +104,7 @@
 
   // ------------------------------------------------------------ rendering
 
-  function el(tag, { text, className, testid } = {}) {
-    const node = document.createElement(tag);
-    if (text !== undefined && text !== null) {
-      node.textContent = text;
-    }
-    if (className) {
-      node.className = className;
-    }
-    if (testid) {
-      node.dataset.testid = testid;
-    }
-    return node;
-  }
+  const el = NB.el;
 
   function when(iso) {
     return iso ? `${iso.slice(0, 19).replace("T", " ")} UTC` : "";
