@@ -9,8 +9,7 @@ sleeping.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +20,13 @@ pytest.importorskip("cv2")
 
 from edge_agent.camera.pipeline import CameraFeed, CameraPipeline
 from edge_agent.config import CameraAnalyticsConfig, config_from_dict
-from edge_agent.memory import MemoryTransport, memory_transport
+from edge_agent.memory import memory_transport
 from edge_agent.node import Node, build_node
 from hardware import ManualClock, SimBackend
 from hardware.camera import SimCamera
 from proto.messages import Birth, Capability, NodeFaultEvent, PlateEvent, Telemetry
 from tests.support.camera import HeldDetector, ScriptedReader, WhiteRectDetector, moving_plate
+from tests.support.node import running
 from tests.support.polling import until
 
 NODE = "lhr-cam-0001"
@@ -58,19 +58,6 @@ def make_node(tmp_path: Path, clock: ManualClock, pipeline: CameraPipeline, **ex
 
 def run(body: Callable[[], Coroutine[Any, Any, None]]) -> None:
     asyncio.run(asyncio.wait_for(body(), 60))
-
-
-@asynccontextmanager
-async def running(node: Node, clock: ManualClock) -> AsyncIterator[MemoryTransport]:
-    task = asyncio.ensure_future(node.run())
-    await clock.elapse(0)
-    transport = node.uplink.transport
-    assert isinstance(transport, MemoryTransport)
-    try:
-        yield transport
-    finally:
-        node.stop()
-        await asyncio.wait_for(task, 10)
 
 
 def pipeline_of(node: Node) -> CameraPipeline:

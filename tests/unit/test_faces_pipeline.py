@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from edge_agent.camera.pipeline import CameraFeed, CameraPipeline
 from edge_agent.config import CameraAnalyticsConfig, FacesConfig, config_from_dict
 from edge_agent.faces.template import template_of
-from edge_agent.memory import MemoryTransport, memory_transport
+from edge_agent.memory import memory_transport
 from edge_agent.node import Node, build_node
 from edge_agent.watchlist import WatchlistStore
 from fleet_server.models import utcnow
@@ -42,6 +41,7 @@ from proto.messages import Capability, PlateEvent, WatchlistHitEvent
 from proto.watchlist import WatchlistBody
 from tests.support.camera import ScriptedReader, WhiteRectDetector, moving_plate
 from tests.support.faces import PERSON, face_photo, walking_face
+from tests.support.node import running
 from tests.support.polling import until
 
 NODE = "lhr-face-0002"
@@ -119,19 +119,6 @@ def pipeline_for(
 
 def run(body: Callable[[], Coroutine[Any, Any, None]]) -> None:
     asyncio.run(asyncio.wait_for(body(), 90))
-
-
-@asynccontextmanager
-async def running(node: Node, clock: ManualClock) -> AsyncIterator[MemoryTransport]:
-    task = asyncio.ensure_future(node.run())
-    await clock.elapse(0)
-    transport = node.uplink.transport
-    assert isinstance(transport, MemoryTransport)
-    try:
-        yield transport
-    finally:
-        node.stop()
-        await asyncio.wait_for(task, 10)
 
 
 def test_an_enrolled_face_walking_past_is_one_watchlist_hit(
