@@ -74,6 +74,7 @@ from fleet_server.timers import TimerLoop, default_jobs
 
 if TYPE_CHECKING:
     from fleet_server.cluster.consumer import ClusterIngest
+    from fleet_server.cluster.downlink import ClusterDownlink
 
 logger = logging.getLogger(__name__)
 
@@ -231,10 +232,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )  # fmt: skip
     snapshots.start()
     runtime.notify.listeners.append(snapshots)
+    cluster_downlink: ClusterDownlink | None = None
     if broker is not None:  # a node probing other nodes' topics becomes an alert
         alert_on_denials(broker.denials, engine=engine, notify=runtime.notify, settings=settings)
     if settings.cluster_amqp_urls:
+        from fleet_server.cluster.downlink import ClusterDownlink
+
         runtime.cluster = _cluster_ingest(settings, engine, runtime.notify)
+        # Commands, offers, snapshot pulls… go to each node's district broker.
+        cluster_downlink = ClusterDownlink(runtime.cluster, engine=engine)
+        runtime.notify.publisher = cluster_downlink
     elif broker_url:
         ingest_ref: list[IngestWorker] = []
         link = MqttLink(
@@ -281,8 +288,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 default_s=settings.silence_default_s,
                 min_s=settings.silence_min_s,
             ),
-            # Silence counts only while the broker link is up (no link: never).
-            link_up=lambda: runtime.mqtt is not None and runtime.mqtt.connected.is_set(),
+            # Silence counts only while the broker link is up (no link: never); a cluster
+            # worker: while every district reaches it (ClusterDownlink.link_up).
+            link_up=(
+                cluster_downlink.link_up
+                if cluster_downlink is not None
+                else lambda: runtime.mqtt is not None and runtime.mqtt.connected.is_set()
+            ),
             ota_publisher=lambda: runtime.notify.publisher,  # OTA offers (fleet_server.ota)
             ota_repository=lambda: repository_for(settings),  # signed, when set up
             plate_retention_days=settings.plate_retention_days,  # fleet_server.plates
@@ -341,14 +353,16 @@ def _cluster_ingest(settings: Settings, engine: Engine, notify: LiveNotifier) ->
 
     Alert changes go to `notify` (the SSE feed and its fan-out to the other
     workers); the node commands they carry go down through the partition's
-    district, published by the consumer itself.
+    district, published by the consumer itself (so `notify.announce`, which
+    sends none). District names are compared as `topology.district_key` makes them.
     """
     from fleet_server.cluster.consumer import ClusterIngest
+    from fleet_server.cluster.topology import district_key
 
     return ClusterIngest(
         urls=settings.cluster_amqp_urls,
         engine=engine,
-        districts=settings.cluster_districts,
+        districts=[district_key(d) for d in settings.cluster_districts],
         worker_index=settings.cluster_worker_index,
         workers=settings.cluster_workers,
         replicas=settings.cluster_replicas,
@@ -357,10 +371,13 @@ def _cluster_ingest(settings: Settings, engine: Engine, notify: LiveNotifier) ->
         device_time=DeviceTimeRules(
             future_s=settings.device_time_future_s, past_s=settings.device_time_past_s
         ),
-        on_notices=notify,
-        district_brokers=dict(
-            entry.split("=", 1) for entry in settings.cluster_district_brokers if "=" in entry
-        ),
+        on_notices=notify.announce,
+        district_brokers={
+            district_key(name): url
+            for name, _, url in (
+                entry.partition("=") for entry in settings.cluster_district_brokers if "=" in entry
+            )
+        },
     )
 
 

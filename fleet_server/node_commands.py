@@ -37,8 +37,10 @@ from proto.topics import Channel, parse_topic
 __all__ = [
     "OPERATOR_COMMANDS",
     "CommandRefused",
+    "NodeUnreachable",
     "RecordingPublisher",
     "SentCommands",
+    "check_reachable",
     "make_command",
     "reply_for",
     "store_reply",
@@ -59,6 +61,32 @@ class CommandRefused(FleetServerError, ValueError):
         super().__init__(message)
         self.reason = reason
         self.message = message
+
+
+class NodeUnreachable(CommandRefused):
+    """This server has no way to the node now; `status_code` is what a route answers with.
+
+    Raised by a cluster worker's downlink (`fleet_server.cluster.downlink`):
+    the node's district is unknown (409) or this worker has no link to its
+    district broker (503). One box never raises it: its broker holds every
+    node's session and queues for a node that is away.
+    """
+
+    def __init__(self, reason: str, message: str, *, status_code: int) -> None:
+        super().__init__(reason, message)
+        self.status_code = status_code
+
+
+def check_reachable(publisher: object, node_id: str) -> None:
+    """Raise `NodeUnreachable` when `publisher` knows it cannot reach `node_id` now.
+
+    For routes, before they record a command. A publisher that can tell has
+    a ``reach(node_id)`` (the cluster downlink); the one-box link cannot
+    fail to queue, so it has none and this passes.
+    """
+    reach = getattr(publisher, "reach", None)
+    if reach is not None:
+        reach(node_id)
 
 
 def make_command(

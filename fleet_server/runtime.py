@@ -51,16 +51,25 @@ class LiveNotifier:
         self.listeners: list[Callable[[Sequence[AlertNotice]], None]] = []
 
     def __call__(self, notices: Sequence[AlertNotice]) -> None:
-        self.broadcaster.publish_threadsafe([alert_frame(n) for n in notices])
-        if self.fanout is not None:
-            self.fanout.announce(notices)
-        for listener in self.listeners:
-            listener(notices)
+        self.announce(notices)
         if self.publisher is None:
             return
         for n in notices:
             if n.command is not None:
                 self.publisher.publish(topic_for(n.command), encode(n.command), qos=1)
+
+    def announce(self, notices: Sequence[AlertNotice]) -> None:
+        """The feed, the other workers' feeds and the listeners; no node command.
+
+        A cluster worker's ingest calls this: it sends its batches' commands
+        down the partition's district itself, after the broker ack
+        (`fleet_server.cluster.consumer`), so they are not sent twice.
+        """
+        self.broadcaster.publish_threadsafe([alert_frame(n) for n in notices])
+        if self.fanout is not None:
+            self.fanout.announce(notices)
+        for listener in self.listeners:
+            listener(notices)
 
 
 @dataclass
@@ -78,3 +87,10 @@ class Runtime:
     pki: PkiRuntime | None = None
     enroll_limiter: TokenBucketLimiter | None = None
     cluster: ClusterIngest | None = None  # a cluster worker's ingest (docs/cluster.md)
+
+    @property
+    def node_publisher(self) -> Publisher | None:
+        """Where a route sends a node a command: the MQTT link, or a cluster worker's
+        downlink (`fleet_server.cluster.downlink`, which is `notify.publisher` there);
+        None: this server cannot reach nodes."""
+        return self.mqtt if self.mqtt is not None else self.notify.publisher

@@ -62,6 +62,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from fleet_server.alerting import AlertNotice, Notifier
+from fleet_server.cluster.downlink import NodeDistricts
 from fleet_server.cluster.topology import (
     DEAD_EXCHANGE,
     MQTT_EXCHANGE,
@@ -254,6 +255,10 @@ class ClusterIngest:
         self._db_ok = asyncio.Event()
         self._probe: asyncio.Task[None] | None = None
         self._partitions: dict[str, _Partition] = {}
+        # Node → the partition its messages arrive on, for the downlink of everything that
+        # is not a batch's ack (`fleet_server.cluster.downlink`), and that downlink's counters.
+        self.node_districts = NodeDistricts()
+        self.downlink_health: Callable[[], dict[str, Any]] | None = None
         for district in self.districts:
             outbox = _Outbox()
             self._partitions[district] = _Partition(
@@ -306,7 +311,16 @@ class ClusterIngest:
             "districts": {u.district: u.public() for u in self.uplinks()},
             "stats": {**vars(self.stats), "dead_lettered": dict(self.stats.dead_lettered)},
             "ingest": vars(self.ingest_stats()),
+            "downlink": self.downlink_health() if self.downlink_health is not None else None,
         }
+
+    def link(self, district: str) -> DistrictLink | None:
+        """This worker's link to `district`'s broker (None: not linked, or not running)."""
+        return self._links.get(district)
+
+    def linked_districts(self) -> list[str]:
+        """The districts this worker has a broker link for (once `run` started them)."""
+        return sorted(self._links)
 
     def uplinks(self) -> list[DistrictUplink]:
         """Each linked district's broker link and uplink bridge state.
@@ -480,6 +494,7 @@ class ClusterIngest:
                 continue
             envelopes.append(decoded[0])
             owner[id(decoded[0])] = message
+            self.node_districts.heard(decoded[0].topic.node_id, partition.district)
         try:
             unstored = await asyncio.to_thread(
                 partition.worker.process_decoded, envelopes, rejections, received=len(batch)

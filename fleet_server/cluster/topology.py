@@ -60,6 +60,7 @@ __all__ = [
     "UPLINK_EXCHANGE",
     "bridge_user",
     "declare_topology",
+    "district_key",
     "district_prefix",
     "downlink_routing_key",
     "partition_queue",
@@ -97,6 +98,18 @@ def validate_district(district: str) -> str:
             "starting with a letter or digit"
         )
     return district
+
+
+def district_key(name: str) -> str:
+    """A district name as the cluster compares it: trimmed, lower case, then validated.
+
+    The one place a district coming from outside the cluster's own settings
+    (a node row's `district`, an operator's setting) is made comparable with
+    partition and district-broker names: a node row saying ``South`` is the
+    ``south`` district broker's node. Raises `TopologyError` for a name no
+    district broker can have.
+    """
+    return validate_district(name.strip().lower())
 
 
 def district_prefix(district: str) -> str:

@@ -29,6 +29,7 @@ from fleet_server.models.privacy import (
     PrivateCamera,
     PrivateCameraIn,
 )
+from fleet_server.node_commands import NodeUnreachable, check_reachable
 from fleet_server.privacy import service
 from fleet_server.runtime import Runtime
 from fleet_server.scope import Scope
@@ -116,18 +117,25 @@ def _standards_detail(session: Session, row: PrivateCamera) -> str | None:
 def _deliver(
     session: Session, runtime: Runtime, row: PrivacyPolicyVersion, actor: str
 ) -> dict[str, Any]:
+    publisher = runtime.node_publisher
+    try:  # a cluster worker may have no way to the node now: the version stays, unsent
+        check_reachable(publisher, row.node_id)
+    except NodeUnreachable as exc:
+        session.commit()
+        return {"version": row.version, "request_id": None, "published": False,
+                "unreachable": {"reason": exc.reason, "message": exc.message}}  # fmt: skip
     try:
         command = service.policy_command(session, row, actor=actor, now=utcnow())
     except service.PrivacyError as exc:
         session.rollback()
         raise HTTPException(status_code=422, detail=str(exc)) from None
     session.commit()
-    if runtime.mqtt is not None:
-        runtime.mqtt.publish(topic_for(command), encode(command), qos=1)
+    if publisher is not None:
+        publisher.publish(topic_for(command), encode(command), qos=1)
     return {
         "version": row.version,
         "request_id": command.request_id,
-        "published": runtime.mqtt is not None,
+        "published": publisher is not None,
     }
 
 
@@ -193,6 +201,10 @@ def deliver(
     row = service.current_version(session, node_id)
     if row is None:
         raise HTTPException(status_code=404, detail=f"node {node_id!r} has no privacy policy")
+    try:  # asked to send it now: say plainly when it cannot go (a cluster worker)
+        check_reachable(runtime.node_publisher, node_id)
+    except NodeUnreachable as exc:
+        raise HTTPException(status_code=exc.status_code, detail=exc.message) from None
     return _deliver(session, runtime, row, user.username)
 
 

@@ -34,7 +34,13 @@ from fleet_server.models import (
     utcnow,
 )
 from fleet_server.models import Node as NodeRow
-from fleet_server.node_commands import CommandRefused, make_command, reply_for
+from fleet_server.node_commands import (
+    CommandRefused,
+    NodeUnreachable,
+    check_reachable,
+    make_command,
+    reply_for,
+)
 from fleet_server.runtime import Runtime
 from fleet_server.scope import Scope
 from proto.codec import encode, topic_for
@@ -177,8 +183,13 @@ def send_command(
     node = session.get(NodeRow, node_id)
     if node is None or not scope.allows(node.district):
         raise refusal("node_unknown", f"no node {node_id!r}", status_code=404)
-    if runtime.mqtt is None:
+    publisher = runtime.node_publisher
+    if publisher is None:
         raise refusal("mqtt_disabled", "this server has no MQTT connection", status_code=503)
+    try:  # a cluster worker may have no way to the node: refused before anything is recorded
+        check_reachable(publisher, node_id)
+    except NodeUnreachable as exc:
+        raise refusal(exc.reason, exc.message, status_code=exc.status_code) from None
     try:
         command = make_command(
             session=session,
@@ -197,7 +208,7 @@ def send_command(
         detail={"command": cmd.name, "args": cmd.args, "request_id": command.request_id},
     )  # fmt: skip
     session.commit()
-    runtime.mqtt.publish(topic_for(command), encode(command), qos=1)
+    publisher.publish(topic_for(command), encode(command), qos=1)
     return NodeCommandOut(request_id=command.request_id)
 
 

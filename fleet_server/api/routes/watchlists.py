@@ -41,6 +41,7 @@ from fleet_server.models.watchlist import (
     WatchlistLag,
     WatchlistPhoto,
 )
+from fleet_server.node_commands import NodeUnreachable, check_reachable
 from fleet_server.ota.errors import OtaServerError
 from fleet_server.ota.mtls import node_for_certificate
 from fleet_server.pki.store import PkiPaths
@@ -368,14 +369,22 @@ def deliver(
         ) from None
     fetch = service.delivery_for(session, wl, bundle)  # kept even with no node in scope yet
     session.commit()
-    if runtime.mqtt is not None:
+    publisher = runtime.node_publisher
+    unreachable: dict[str, str] = {}  # a cluster worker's nodes it has no way to now
+    if publisher is not None:
         for command in commands:
-            runtime.mqtt.publish(topic_for(command), encode(command), qos=1)
+            try:
+                check_reachable(publisher, command.node_id)
+            except NodeUnreachable as exc:
+                unreachable[command.node_id] = exc.message
+                continue
+            publisher.publish(topic_for(command), encode(command), qos=1)
     return {
         "version": wl.version,
         "nodes": [c.node_id for c in commands],
         "requests": {c.node_id: c.request_id for c in commands},
-        "published": runtime.mqtt is not None,
+        "published": publisher is not None,
+        "unreachable": unreachable,
         "fetch": fetch.model_dump(mode="json") if fetch is not None else None,
         "persons_sealed": len(bundle.body.faces.templates) if bundle.body.faces else 0,
         "recipients": len(bundle.body.faces.recipients) if bundle.body.faces else 0,
