@@ -2,9 +2,10 @@
 
 Camera nodes send one `plate` event per vehicle pass; ingest keeps the event
 row (evidence of what the node sent) and adds a `PlateRead` row in the same
-batch (`fleet_server.ingest.plate_reads`), written here in one multi-row
-INSERT per batch. A search matches the canonical key (the node's plate rules
-corrected look-alikes and left out attributes such as the year):
+batch (`fleet_server.ingest.plate_reads`), written here in bulk once per
+batch (on PostgreSQL by `COPY`, like the events). A search matches the
+canonical key (the node's plate rules corrected look-alikes and left out
+attributes such as the year):
 
 - ``exact``: the key equals the query (normalised: upper case, no separators);
 - ``prefix``: the key starts with the query (``LIKE 'KEY%'``: the key has
@@ -17,8 +18,11 @@ corrected look-alikes and left out attributes such as the year):
 Narrowed by node, district (the node's) and receive-time range, newest
 first, paginated. Retention: `PlateRetentionJob` deletes reads older than
 the configured days in bounded chunks, so a long backlog never holds one
-huge transaction. `NodeCamera` rows are each camera's latest health from
-telemetry, replaced per node in one statement pair per batch.
+huge transaction; on PostgreSQL, where `plateread` is partitioned by month,
+a month whose reads are all past retention is dropped whole
+(`fleet_server.partitions`, the same `plate_retention_days`). `NodeCamera`
+rows are each camera's latest health from telemetry, replaced per node in one
+statement pair per batch.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from sqlmodel import Session, col, select
 from fleet_server.alerting import AlertNotice
 from fleet_server.errors import FleetServerError
 from fleet_server.models import Node
+from fleet_server.models.common import UtcDateTime
 from fleet_server.models.plate import (
     CameraSummary,
     NodeCamera,
@@ -64,6 +69,10 @@ logger = logging.getLogger(__name__)
 _PLATE_TABLE: Table = PlateRead.__table__  # type: ignore[attr-defined]
 _CAMERA_TABLE: Table = NodeCamera.__table__  # type: ignore[attr-defined]
 RETENTION_CHUNK = 5_000
+PLATE_COLUMNS = tuple(str(c.name) for c in _PLATE_TABLE.columns)  # the bulk write's order
+_PLATE_TIMES = frozenset(
+    str(c.name) for c in _PLATE_TABLE.columns if isinstance(c.type, UtcDateTime)
+)
 
 
 class PlateSearchError(FleetServerError):
@@ -82,9 +91,37 @@ class PlateMatch(StrEnum):
 
 
 def insert_plate_reads(session: Session, rows: list[dict[str, object]]) -> None:
-    """One multi-row INSERT of a batch's plate reads (event ids are new: ingest deduplicated)."""
-    if rows:
-        session.execute(insert(_PLATE_TABLE), rows)
+    """Write a batch's plate reads in bulk.
+
+    Event ids are new (ingest deduplicated them). On PostgreSQL the rows go
+    by `COPY` and one `INSERT … SELECT … ON CONFLICT (event_id) DO NOTHING`,
+    the path the batch's events take (`fleet_server.ingest.writer`): an
+    executemany there is still one INSERT per read, and a read another
+    worker stored first (a redelivery racing a handover) is left out rather
+    than failing the batch. Elsewhere one SQLAlchemy executemany (on SQLite,
+    in-process, that is already fast).
+    """
+    if not rows:
+        return
+    # Imported here: `fleet_server.ingest` imports this module while it loads.
+    from fleet_server.ingest import writer
+
+    if (
+        session.get_bind().dialect.name == "postgresql"
+        and writer.MULTI_ROW_WRITES
+        and writer.COPY_WRITES
+    ):
+        stored = [
+            tuple(
+                writer.naive_utc(row[name]) if name in _PLATE_TIMES else row.get(name)  # type: ignore[arg-type]
+                for name in PLATE_COLUMNS
+            )
+            for row in rows
+        ]
+        table = _PLATE_TABLE.name
+        writer.copy_insert(session.connection(), table=table, columns=PLATE_COLUMNS, rows=stored)
+        return
+    session.execute(insert(_PLATE_TABLE), rows)
 
 
 def replace_node_cameras(session: Session, rows: list[dict[str, object]]) -> None:

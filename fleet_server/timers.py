@@ -41,7 +41,7 @@ from fleet_server.leases import Leases
 from fleet_server.models import utcnow
 from fleet_server.ota.job import OtaWaveJob
 from fleet_server.ota.signing import SignedRepository
-from fleet_server.partitions import EventPartitionJob
+from fleet_server.partitions import PartitionJob
 from fleet_server.plates import PlateRetentionJob
 from fleet_server.presence import (
     OFFLINE_SWEEP_MAX,
@@ -179,9 +179,9 @@ def default_jobs(
     `ota_repository` the signed repository offers are assigned in (None:
     offers go out unsigned, and nodes find nothing new). Plate reads older than
     `plate_retention_days` are deleted in chunks (`fleet_server.plates`; None:
-    kept). With `event_partitions` (PostgreSQL) the event table's monthly
-    partitions are made ahead and, with `event_retention_days`, dropped when
-    older (`fleet_server.partitions`).
+    kept). With `event_partitions` (PostgreSQL) the monthly partitions of the
+    event and plate read tables are made ahead and dropped when older than
+    `event_retention_days` and `plate_retention_days` (`fleet_server.partitions`).
     """
     policies = PolicyCache(ack_timeout_s=ack_timeout_s)
     jobs: list[TimerJob] = [
@@ -200,7 +200,8 @@ def default_jobs(
     # Online nodes behind their privacy version get it again (fleet_server.privacy).
     jobs.append(PrivacyDeliveryJob(publisher=ota_publisher or (lambda: None)))
     if event_partitions:  # PostgreSQL: made ahead, dropped after retention
-        jobs.append(EventPartitionJob(retention_days=event_retention_days))
+        retention = {"event": event_retention_days, "plateread": plate_retention_days}
+        jobs.append(PartitionJob(retention_days=retention))
     return jobs
 
 

@@ -10,7 +10,9 @@ On PostgreSQL the events go by `COPY` instead (`COPY_WRITES`): into a
 per-connection temporary table, then `INSERT … SELECT … ON CONFLICT
 (event_id) DO NOTHING`, so an event another worker stored meanwhile (a
 redelivery racing a partition handover) is dropped instead of failing the
-whole batch, and the writer says how many rows the database took.
+whole batch, and the writer says how many rows the database took. Other
+per-event rows take the same path (`copy_insert`: plate reads,
+`fleet_server.plates`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ __all__ = [
     "COPY_WRITES",
     "EVENT_COLUMNS",
     "MULTI_ROW_WRITES",
+    "copy_insert",
+    "naive_utc",
     "sqlite_datetime",
     "write_events_and_nodes",
 ]
@@ -67,21 +71,27 @@ if _NODE_TABLE.name != "node":
     raise RuntimeError("ingest's SQLite node UPDATE names the wrong table")
 MULTI_ROW_WRITES = True  # tests turn it off to compare with the Core statements
 COPY_WRITES = True  # PostgreSQL events by COPY (with MULTI_ROW_WRITES); tests compare
-# The COPY path's statements. The staging table lives as long as the connection
-# and is emptied by every commit; `IF NOT EXISTS` makes it at a connection's
-# first batch (and again after a rollback undid that).
-_PG_STAGE = "nb_event_in"
-_PG_COLUMNS = ", ".join(EVENT_COLUMNS)
-_PG_STAGE_DDL = (
-    f"CREATE TEMP TABLE IF NOT EXISTS {_PG_STAGE} "
-    f"(LIKE {_EVENT_TABLE.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-)
-_PG_COPY = f"COPY {_PG_STAGE} ({_PG_COLUMNS}) FROM STDIN"
-# Only the constant table and column names are formatted into these statements.
-_PG_MOVE = (
-    f"INSERT INTO {_EVENT_TABLE.name} ({_PG_COLUMNS}) "  # noqa: S608
-    f"SELECT {_PG_COLUMNS} FROM {_PG_STAGE} ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
-)
+# The COPY path's statements (`copy_insert`). Each table's staging table lives
+# as long as the connection and is emptied by every commit; `IF NOT EXISTS`
+# makes it at a connection's first batch (and again after a rollback undid that).
+
+
+def _copy_statements(table: str, columns: tuple[str, ...], key: str) -> tuple[str, str, str]:
+    """(make the staging table, COPY into it, move its new rows into `table`).
+
+    Only constant table and column names are formatted into these statements.
+    """
+    stage, names = f"nb_{table}_in", ", ".join(columns)
+    return (
+        f"CREATE TEMP TABLE IF NOT EXISTS {stage} "
+        f"(LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
+        f"COPY {stage} ({names}) FROM STDIN",
+        f"INSERT INTO {table} ({names}) "  # noqa: S608
+        f"SELECT {names} FROM {stage} ON CONFLICT ({key}) DO NOTHING RETURNING {key}",
+    )
+
+
+_COPY_STATEMENTS: dict[tuple[str, tuple[str, ...], str], tuple[str, str, str]] = {}
 
 
 @dataclass(frozen=True)
@@ -165,21 +175,43 @@ def write_events_and_nodes(
     return raced
 
 
-def _copy_events(connection: Connection, rows: list[tuple[object, ...]]) -> set[str]:
-    """COPY `rows` into the staging table, move the new ones into `event`; their ids."""
+def copy_insert(
+    connection: Connection,
+    *,
+    table: str,
+    columns: tuple[str, ...],
+    rows: list[tuple[object, ...]],
+    key: str = "event_id",
+) -> set[str]:
+    """PostgreSQL: COPY `rows` into `table`'s staging table, move the new ones in; their keys.
+
+    A row whose `key` is already stored (another worker wrote it first) is
+    left out, not an error. `table` and `columns` are the caller's constants,
+    never input; datetimes in `rows` must already be naive UTC (`naive_utc`,
+    as `UtcDateTime` stores them): COPY bypasses the column types.
+    """
+    statements = _COPY_STATEMENTS.get((table, columns, key))
+    if statements is None:
+        statements = _COPY_STATEMENTS[(table, columns, key)] = _copy_statements(table, columns, key)
+    make_stage, copy_in, move = statements
     driver = connection.connection.driver_connection
     if driver is None:
         raise RuntimeError("no driver connection for COPY")
     with driver.cursor() as cursor:
-        cursor.execute(_PG_STAGE_DDL)
-        with cursor.copy(_PG_COPY) as copy:
+        cursor.execute(make_stage)
+        with cursor.copy(copy_in) as copy:
             for row in rows:
                 copy.write_row(row)
-        cursor.execute(_PG_MOVE)
+        cursor.execute(move)
         return {str(row[0]) for row in cursor.fetchall()}
 
 
-def _naive_utc(value: datetime) -> datetime:
+def _copy_events(connection: Connection, rows: list[tuple[object, ...]]) -> set[str]:
+    """COPY `rows` into the staging table, move the new ones into `event`; their ids."""
+    return copy_insert(connection, table=_EVENT_TABLE.name, columns=EVENT_COLUMNS, rows=rows)
+
+
+def naive_utc(value: datetime) -> datetime:
     """An aware datetime as `UtcDateTime` binds it on PostgreSQL: naive, in UTC."""
     if value.tzinfo is None:
         raise ValueError("naive datetime given to a UTC column")
@@ -214,7 +246,7 @@ _MULTI_ROW = {
         touch_head="UPDATE node SET last_seq = v.seq, last_seen_at = %s FROM (VALUES ",
         touch_pair="(%s::integer, %s)",
         touch_tail=") AS v(seq, node_id) WHERE node.node_id = v.node_id",
-        stored_time=_naive_utc,
+        stored_time=naive_utc,
         copy=True,
     ),
 }

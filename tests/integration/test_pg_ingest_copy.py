@@ -36,6 +36,8 @@ _ROWS = {
     "node": "SELECT node_id, last_seq, last_seen_at FROM node ORDER BY node_id",
     "gap": "SELECT node_id, first_missing, last_missing FROM sequencegap ORDER BY node_id",
     "alert": "SELECT node_id, type, state FROM alert ORDER BY node_id",
+    "plateread": "SELECT event_id, node_id, camera_id, received_at, ts, plate, canonical, "
+    "country, confidence, frames FROM plateread ORDER BY event_id",  # by COPY too
 }
 
 
@@ -109,6 +111,7 @@ def test_copy_stores_the_same_rows_as_multi_row_insert_and_core(
     assert outcomes["copy"] == outcomes["core"] == [(5, 0), (3, 2)]
     rows = results["copy"]
     assert len(rows["event"]) == 8  # redeliveries are not stored twice
+    assert len(rows["plateread"]) == 6  # one read per new plate event
     assert [r[:2] for r in rows["node"]] == [("cam-0001", 3), ("cam-0002", 5), ("cam-0003", 1),
                                              ("cam-0005", 1)]  # fmt: skip
     assert rows["node"][0][2] == datetime(2025, 3, 1, 9, 0, 6, 250_000)  # naive UTC, last batch

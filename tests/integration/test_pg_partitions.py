@@ -1,4 +1,4 @@
-"""On PostgreSQL the event table is partitioned by month, and a redelivery is still a no-op.
+"""On PostgreSQL the event and plate read tables are partitioned by month; a redelivery is a no-op.
 
 Months are ranges of ULID event ids (their first characters are their
 creation time), so `event_id` stays the unique key; partitions are made
@@ -23,9 +23,11 @@ from fleet_server.db import make_engine
 from fleet_server.ingest import decode_all, store_batch
 from fleet_server.partitions import (
     DEFAULT_PARTITION,
-    EventPartitionJob,
+    PLATEREAD,
+    PartitionJob,
     event_partitions,
     month_bound,
+    monthly_partitions,
     partition_names,
 )
 from fleet_server.schema import differences, migrate
@@ -62,11 +64,12 @@ def _store(engine: Engine, events: list[PlateEvent], now: datetime) -> tuple[int
     return out.inserted, out.duplicates
 
 
-def _where(engine: Engine, event_id: str) -> str:
+def _where(engine: Engine, event_id: str, table: str = "event") -> str:
     with engine.connect() as conn:
         return str(
             conn.exec_driver_sql(
-                "SELECT tableoid::regclass::text FROM event WHERE event_id = %s", (event_id,)
+                f"SELECT tableoid::regclass::text FROM {table} WHERE event_id = %s",
+                (event_id,),
             ).scalar_one()
         )
 
@@ -115,7 +118,7 @@ def test_the_job_makes_months_ahead_taking_over_default_rows_and_drops_expired_m
     assert _where(engine, early.event_id) == DEFAULT_PARTITION
 
     later = ahead - timedelta(days=60)  # the server's clock reaches that month's window
-    job = EventPartitionJob(retention_days=90.0)
+    job = PartitionJob(retention_days={"event": 90.0})
     with Session(engine) as session:
         job.run(session, later)
         session.commit()
@@ -129,12 +132,80 @@ def test_the_job_makes_months_ahead_taking_over_default_rows_and_drops_expired_m
         assert job.run(session, later + timedelta(minutes=5)) == []
 
 
+def test_a_plate_read_lands_in_its_event_s_month_and_a_redelivery_adds_no_second_read(
+    engine: Engine,
+) -> None:
+    now = datetime.now(timezone.utc)
+    with engine.connect() as conn:
+        assert (now.year, now.month) in monthly_partitions(conn, PLATEREAD)
+        assert PLATEREAD.default in partition_names(conn)
+    read = _plate_at("cam-0004", 1, now)
+    assert _store(engine, [read], now) == (1, 0)
+    assert _where(engine, read.event_id, "plateread") == PLATEREAD.month(now.year, now.month)
+    assert _store(engine, [read], now) == (0, 1)
+    skewed = _plate_at("cam-0004", 2, datetime(2099, 1, 1, tzinfo=timezone.utc))
+    _store(engine, [skewed], now)
+    assert _where(engine, skewed.event_id, "plateread") == PLATEREAD.default
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM plateread").scalar_one() == 2
+
+
+def test_plate_months_go_by_plate_retention_but_not_while_they_hold_recent_reads(
+    engine: Engine,
+) -> None:
+    now = datetime.now(timezone.utc)
+    month_ago = now.replace(day=1) - timedelta(days=20)  # inside last month
+    old = _plate_at("cam-0005", 1, month_ago)
+    _store(engine, [old], month_ago)  # received when written
+    backlog = _plate_at("cam-0006", 1, month_ago)
+    _store(engine, [backlog], now)  # written last month, received only now (an outbox backlog)
+    last = PLATEREAD.month(month_ago.year, month_ago.month)
+    assert _where(engine, backlog.event_id, "plateread") == last
+
+    # The cut-off falls where last month ended: the month has expired, `backlog` has not.
+    this_month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    later = this_month + timedelta(days=45)
+    job = PartitionJob(retention_days={"event": None, "plateread": 45.0})
+    with Session(engine) as session:
+        job.run(session, later)
+        session.commit()
+    with engine.connect() as conn:
+        months = monthly_partitions(conn, PLATEREAD)
+        event_months = event_partitions(conn)
+    assert (month_ago.year, month_ago.month) in months  # `backlog` is within 45 days
+    assert (month_ago.year, month_ago.month) in event_months  # event retention unset: kept
+
+    much_later = now + timedelta(days=46)
+    with Session(engine) as session:
+        PartitionJob(retention_days={"plateread": 45.0}).run(session, much_later)
+        session.commit()
+    with engine.connect() as conn:
+        months = monthly_partitions(conn, PLATEREAD)
+        reads = conn.exec_driver_sql("SELECT count(*) FROM plateread").scalar_one()
+        events = conn.exec_driver_sql("SELECT count(*) FROM event").scalar_one()
+    assert (month_ago.year, month_ago.month) not in months
+    assert reads == 0  # both of last month's reads went with it
+    assert events == 2  # the event rows follow the events' own retention
+
+
+def test_the_server_s_partition_job_takes_each_table_s_own_retention() -> None:
+    from fleet_server.timers import default_jobs
+
+    jobs = default_jobs(
+        ack_timeout_s=120.0, offline_grace_s=15.0, plate_retention_days=30.0,
+        event_partitions=True, event_retention_days=400.0,
+    )  # fmt: skip
+    (job,) = [j for j in jobs if isinstance(j, PartitionJob)]
+    assert dict(job.retention_days) == {"event": 400.0, "plateread": 30.0}
+    assert {t.table for t in job.tables} == {"event", "plateread"}
+
+
 def test_sqlite_keeps_one_plain_table_and_the_job_does_nothing(tmp_path: Path) -> None:
     eng = make_engine(f"sqlite:///{tmp_path / 'fleet.db'}")
     try:
         migrate(eng)
         with Session(eng) as session:
-            assert EventPartitionJob(retention_days=1.0).run(session, T0) == []
+            assert PartitionJob(retention_days={"event": 1.0}).run(session, T0) == []
         with eng.connect() as conn:
             assert partition_names(conn) == set()
         assert differences(eng) == []
@@ -160,10 +231,13 @@ def test_upgrading_a_database_with_events_partitions_them_and_downgrading_undoes
         recent = _plate_at("cam-0003", 2, now)
         _store(eng, [old, recent], now)
 
-        assert migrate(eng) == ("0015", "0016")
+        assert migrate(eng)[0] == "0015"
         assert _where(eng, recent.event_id) == f"event_p{now.year:04d}{now.month:02d}"
         then = now - timedelta(days=400)
         assert _where(eng, old.event_id) == f"event_p{then.year:04d}{then.month:02d}"
+        # Their plate reads (migration 0017) sit in the same months of `plateread`.
+        assert _where(eng, old.event_id, "plateread") == PLATEREAD.month(then.year, then.month)
+        assert _where(eng, recent.event_id, "plateread") == PLATEREAD.month(now.year, now.month)
         assert differences(eng) == []
 
         with eng.begin() as connection:
@@ -171,6 +245,9 @@ def test_upgrading_a_database_with_events_partitions_them_and_downgrading_undoes
         with eng.connect() as conn:
             assert partition_names(conn) == set()
             ids = conn.exec_driver_sql("SELECT event_id FROM event ORDER BY event_id").all()
+            reads = conn.exec_driver_sql("SELECT event_id FROM plateread ORDER BY 1").all()
         assert [r[0] for r in ids] == sorted([old.event_id, recent.event_id])
+        assert [r[0] for r in reads] == sorted([old.event_id, recent.event_id])
+        assert differences(eng) == []  # the plain tables, keys and indexes are back
     finally:
         eng.dispose()

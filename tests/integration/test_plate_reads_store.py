@@ -1,21 +1,23 @@
 """A camera node's plate events become plate reads, searchable by key, node, district and
 time; telemetry's camera list becomes per-camera health; old reads expire in chunks.
 
-Real migrated SQLite database, the real batch loop (`store_batch`).
+Real migrated database, SQLite and PostgreSQL (where `plateread` is partitioned by
+month and written by COPY; skipped, saying so, when unreachable), the real batch loop
+(`store_batch`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from fleet_server.alerting import PolicyCache
+from fleet_server.alerting import PolicyCache, ensure_default_policies
+from fleet_server.db import make_engine
 from fleet_server.ingest import decode_all, store_batch
 from fleet_server.models import Event, Node
 from fleet_server.models.plate import NodeCamera, PlateRead
@@ -26,17 +28,22 @@ from fleet_server.plates import (
     camera_health,
     search_plate_reads,
 )
+from fleet_server.schema import migrate
 from proto.codec import encode, topic_for
 from proto.ids import new_event_id
 from proto.messages import PlateEvent, Telemetry, WireModel
-from tests.support.ingest import T0, migrated_engine
+from tests.support.ingest import T0
 
 NOW = datetime(2025, 3, 1, 9, 0, 5, tzinfo=timezone.utc)
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    eng = migrated_engine(tmp_path / "fleet.db")
+def engine(db_url: str) -> Iterator[Engine]:
+    """SQLite, and PostgreSQL (plate reads partitioned by month, written by COPY)."""
+    eng = make_engine(db_url)
+    migrate(eng)
+    with Session(eng) as session:
+        ensure_default_policies(session=session)
     yield eng
     eng.dispose()
 
