@@ -29,7 +29,8 @@ drop:
 
 - `reach` raises `NodeUnreachable` (a `CommandRefused` with the reason and
   the HTTP status a route answers with: 409 for an unknown district, 503
-  otherwise), so a REST route refuses before it records a command;
+  otherwise), so a REST route refuses before it records a command and the
+  OTA wave job leaves the node pending instead of counting it offered;
 - `publish` keeps the one-box link's contract (it never raises: timers and
   the alert notifier call it on their own threads), logs the node and the
   reason and counts it (`/healthz` → ``cluster.downlink.unroutable``). To a
@@ -221,23 +222,28 @@ class ClusterDownlink:
     def reach(self, node_id: str) -> DistrictLink:
         """The link to `node_id`'s district broker, connected; raises `NodeUnreachable`.
 
-        For REST routes, before they record a command: an operator is told
-        now, rather than the command waiting in a queue for a broker that
-        is down.
+        For REST routes before they record a command (an operator is told
+        now, rather than the command waiting in a queue for a broker that is
+        down) and the OTA wave job before it offers (the node stays pending).
+        A refusal is counted with the others (``unroutable``); the caller says it.
         """
-        district = self.district_for(node_id)
-        link = self.ingest.link(district)
-        if link is None:  # linked a moment ago: the worker is stopping
-            raise NodeUnreachable(
-                UNLINKED, f"district {district!r} has no broker link now", status_code=503
-            )
-        if not link.client.is_connected():
-            raise NodeUnreachable(
-                BROKER_DOWN,
-                f"node {node_id!r}'s district broker ({district!r}, {link.url}) is not "
-                "reachable from this worker now; try again when it is",
-                status_code=503,
-            )
+        try:
+            district = self.district_for(node_id)
+            link = self.ingest.link(district)
+            if link is None:  # linked a moment ago: the worker is stopping
+                raise NodeUnreachable(
+                    UNLINKED, f"district {district!r} has no broker link now", status_code=503
+                )
+            if not link.client.is_connected():
+                raise NodeUnreachable(
+                    BROKER_DOWN,
+                    f"node {node_id!r}'s district broker ({district!r}, {link.url}) is not "
+                    "reachable from this worker now; try again when it is",
+                    status_code=503,
+                )
+        except NodeUnreachable as exc:
+            self._count(exc.reason)
+            raise
         return link
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
@@ -264,9 +270,12 @@ class ClusterDownlink:
                 self.queued_broker_down += 1
 
     def _refused(self, reason: str, message: str) -> None:
+        self._count(reason)
+        logger.warning("downlink: %s", message)
+
+    def _count(self, reason: str) -> None:
         with self._lock:
             self.unroutable[reason] = self.unroutable.get(reason, 0) + 1
-        logger.warning("downlink: %s", message)
 
     def link_up(self) -> bool:
         """Whether every node of the fleet can be heard now: the silence job's `link_up`.

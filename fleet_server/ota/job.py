@@ -29,6 +29,7 @@ from sqlmodel import Session, col, select
 from fleet_server.alerting import AlertNotice
 from fleet_server.ingest import Publisher
 from fleet_server.models.ota import CampaignState, OtaArtifact, OtaCampaign
+from fleet_server.node_commands import NodeUnreachable, check_reachable
 from fleet_server.ota.artifacts import target_path
 from fleet_server.ota.campaigns import (
     apply_actions,
@@ -168,6 +169,12 @@ class OtaWaveJob:
                 return
         offered = []
         for row in to_offer:
+            try:  # a cluster worker with no way to the node now: it stays pending, offered later
+                check_reachable(publisher, row.node_id)
+            except NodeUnreachable as exc:
+                logger.warning("campaign %s: no offer to %s now: %s", campaign.id, row.node_id,
+                               exc.message)  # fmt: skip
+                continue
             command = offer_command(session=session, node_id=row.node_id, campaign=campaign,
                                     artifact=artifact, now=now, ttl_s=self.offer_ttl_s)  # fmt: skip
             if command is None:

@@ -19,12 +19,14 @@ import json
 import os
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
+from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -37,10 +39,13 @@ from fleet_server.db import make_engine
 from fleet_server.models import Node, NodeCommand, utcnow
 from fleet_server.models.plate import NodeCamera
 from fleet_server.node_commands import NodeUnreachable, check_reachable
+from fleet_server.ota.job import OtaWaveJob
+from fleet_server.timers import run_jobs_once
 from proto.codec import encode
 from proto.ids import new_event_id
 from proto.messages import Birth, Firmware, PanicEvent, Reply, Status
-from proto.topics import birth_topic, reply_topic, status_topic
+from proto.topics import birth_topic, parse_topic, reply_topic, status_topic
+from tests.support.api import login, runtime_of
 from tests.support.db import PG_URL, pg_unreachable
 from tests.support.ingest import migrated_engine, wire
 from tests.support.polling import wait_for
@@ -204,6 +209,9 @@ def test_publish_sends_by_district_and_counts_what_cannot_go(records: Engine) ->
     with pytest.raises(NodeUnreachable) as caught:
         check_reachable(downlink, "rec-east")
     assert (caught.value.reason, caught.value.status_code) == ("district_unlinked", 503)
+    assert downlink.health()["unroutable"] == {  # `reach` refusals are counted as well
+        "district_unknown": 3, "district_unlinked": 2, "bad_topic": 1, "district_broker_down": 1,
+    }  # fmt: skip
 
 
 def test_silence_counts_only_while_every_district_reaches_the_worker(records: Engine) -> None:
@@ -222,6 +230,60 @@ def test_silence_counts_only_while_every_district_reaches_the_worker(records: En
     ingest.database_up = True
     del links["south"]  # a district without a link: its bridge state is unknown
     assert downlink.link_up() is False
+
+
+class _CannotReach:
+    """A publisher that has no way to the nodes in `lost` (a cluster downlink, say)."""
+
+    def __init__(self, lost: set[str]) -> None:
+        self.lost = lost
+        self.sent: list[str] = []
+
+    def reach(self, node_id: str) -> None:
+        if node_id in self.lost:
+            raise NodeUnreachable("district_unknown", f"{node_id}: no district", status_code=409)
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
+        self.sent.append(parse_topic(topic).node_id)
+
+
+def test_an_ota_offer_a_worker_cannot_send_leaves_the_node_pending_until_it_can(
+    client: TestClient,
+) -> None:
+    admin = login(client, "admin")
+    upload = client.post(
+        f"{API}/ota/artifacts", headers=admin,
+        data={"kind": "app", "name": "agent", "version": "1.0.0", "hardware": "sim"},
+        files={"file": ("agent.tar", bytes(range(256)) * 8, "application/octet-stream")},
+    )  # fmt: skip
+    assert upload.status_code == 201, upload.text
+    engine = runtime_of(client).engine
+    with Session(engine) as session:
+        for node_id in ("ota-near", "ota-lost"):
+            session.add(Node(node_id=node_id, lifecycle="active", hardware="sim",
+                             district="ota-d"))  # fmt: skip
+        session.commit()
+    created = client.post(
+        f"{API}/ota/campaigns", headers=admin,
+        json={"name": "downlink", "artifact_id": upload.json()["id"],
+              "target": {"districts": ["ota-d"]}, "waves": [{"name": "all", "percent": 100}],
+              "min_sample": 2},
+    )  # fmt: skip
+    assert created.status_code == 201, created.text
+    publisher = _CannotReach({"ota-lost"})
+    job = OtaWaveJob(publisher=lambda: publisher, members_every_s=0)
+
+    def states() -> dict[str, str]:
+        got = client.get(f"{API}/ota/campaigns/{created.json()['id']}", headers=admin).json()
+        return {n["node_id"]: n["state"] for n in got["nodes"]}
+
+    run_jobs_once(engine=engine, jobs=[job], now=utcnow())
+    assert publisher.sent == ["ota-near"]
+    assert states() == {"ota-near": "offered", "ota-lost": "pending"}
+    publisher.lost.clear()  # its district is known now
+    run_jobs_once(engine=engine, jobs=[job], now=utcnow() + timedelta(seconds=1))
+    assert "ota-lost" in publisher.sent
+    assert states()["ota-lost"] == "offered"
 
 
 # -- the real cluster ---------------------------------------------------------------------
