@@ -33,6 +33,7 @@ class BatchOutcome:
     inserted: int = 0
     duplicates: int = 0
     implausible: int = 0  # events whose device time could not be true (still stored)
+    late: int = 0  # events below their node's highest seq, stored late (a gap closes)
 
 
 Preload = Callable[["Batch", set[str]], None]
@@ -59,6 +60,8 @@ class Batch:
     node_since: dict[str, datetime] = field(default_factory=dict)
     # Events per node whose device time is implausible, added to its count.
     implausible: dict[str, int] = field(default_factory=dict)
+    # Events that arrived after a higher seq of their node: (node_id, seq, event_id).
+    late: list[tuple[str, int, str]] = field(default_factory=list)
     # Open panic/tamper alerts of the batch's alerting nodes, by (node_id, type).
     open_alerts: dict[tuple[str, str], Alert] = field(default_factory=dict)
     alert_rows: AlertRows = field(default_factory=AlertRows)

@@ -156,6 +156,9 @@ def store_batch(
     raced = write_events_and_nodes(session, event_rows, {n: seqs.get(n) for n in node_ids}, now)
     if raced:
         _drop_raced(batch, raced)
+    if late := [(n, seq) for n, seq, event_id in batch.late if event_id not in raced]:
+        out.late += len(late)
+        _close_gaps(session, late)
     if batch.implausible:
         session.execute(
             _COUNT_IMPLAUSIBLE,
@@ -164,6 +167,52 @@ def store_batch(
     batch.alert_rows.insert(session)
     batch.write_bulk()
     return out
+
+
+def _close_gaps(session: Session, late: list[tuple[str, int]]) -> None:
+    """Late events shrink, split or close their node's recorded gaps.
+
+    A gap records a forward jump in a node's `seq`; the events it skipped can
+    still come: an MQTT hop that lost or reordered a message (Mosquitto's
+    bridge after a cut link does both, docs/cluster.md) and the node's outbox
+    re-sending it later. What is left of the gap rows is what never arrived.
+    Gaps made earlier in this same batch are pending in the session and found
+    too (autoflush).
+    """
+    by_node: dict[str, list[int]] = {}
+    for node_id, seq in late:
+        by_node.setdefault(node_id, []).append(seq)
+    gaps = session.exec(
+        select(SequenceGap)
+        .where(col(SequenceGap.node_id).in_(by_node))
+        .where(col(SequenceGap.first_missing) <= max(max(v) for v in by_node.values()))
+        .where(col(SequenceGap.last_missing) >= min(min(v) for v in by_node.values()))
+    ).all()
+    open_gaps: dict[str, list[SequenceGap]] = {}
+    for row in gaps:
+        open_gaps.setdefault(row.node_id, []).append(row)
+    for node_id, seq_list in by_node.items():
+        rows = open_gaps.get(node_id, [])
+        for seq in sorted(seq_list):
+            gap = next((g for g in rows if g.first_missing <= seq <= g.last_missing), None)
+            if gap is None:
+                continue  # below the node's highest seq but never recorded missing
+            if gap.first_missing == gap.last_missing:
+                rows.remove(gap)
+                session.delete(gap)
+            elif seq == gap.first_missing:
+                gap.first_missing += 1
+            elif seq == gap.last_missing:
+                gap.last_missing -= 1
+            else:
+                rest = SequenceGap(
+                    node_id=node_id, first_missing=seq + 1, last_missing=gap.last_missing,
+                    detected_at=gap.detected_at, event_id=gap.event_id,
+                )  # fmt: skip
+                gap.last_missing = seq - 1
+                session.add(rest)
+                rows.append(rest)
+        logger.info("node %s: %s late events arrived", node_id, len(seq_list))
 
 
 def _drop_raced(batch: Batch, raced: set[str]) -> None:
@@ -220,6 +269,8 @@ def _event_row(
         )
     if last_seq is None or message.seq > last_seq:
         seqs[node_id] = message.seq
+    elif message.seq < last_seq:
+        batch.late.append((node_id, message.seq, message.event_id))
     # The device time is kept as sent; one that cannot be true is flagged and
     # counted (response times are measured from `received_at` regardless).
     implausible = batch.device_time.implausible(

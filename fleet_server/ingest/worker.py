@@ -64,6 +64,7 @@ class IngestStats:
     rejected: int = 0
     missing_version: int = 0  # accepted as schema version 1 (docs/protocol.md)
     implausible_device_times: int = 0  # events stored with a device time that cannot be true
+    late_events: int = 0  # arrived after a higher seq of their node (a recorded gap closes)
     failed: int = 0
     refused_closing: int = 0  # arrived while stopping; the nodes re-send them
     ack_messages: int = 0
@@ -218,6 +219,7 @@ class IngestWorker:
                 outcome.inserted += one.inserted
                 outcome.duplicates += one.duplicates
                 outcome.implausible += one.implausible
+                outcome.late += one.late
             if rejections:
                 self._commit([], rejections, now, counted={})
         self.stats.rejected += sum(n for n, _, _ in counted.values())
@@ -225,6 +227,7 @@ class IngestWorker:
         self.stats.inserted += outcome.inserted
         self.stats.duplicates += outcome.duplicates
         self.stats.implausible_device_times += outcome.implausible
+        self.stats.late_events += outcome.late
         # Acks go out after the commit; while more is queued, non-panic ones may wait
         # for the next batches (`fleet_server.ingest.acks.AckCoalescer`).
         self.acks.add(outcome.acks, urgent=outcome.urgent, backlog=self.backlog, now=now)

@@ -284,9 +284,36 @@ def test_a_jump_in_seq_is_recorded_as_a_gap(engine: Engine) -> None:
     with Session(engine) as session:
         gaps = session.exec(select(SequenceGap).where(SequenceGap.node_id == "lhr-0010")).all()
         node = session.get(Node, "lhr-0010")
-    assert [(g.first_missing, g.last_missing) for g in gaps] == [(2, 3)]
+    assert [(g.first_missing, g.last_missing) for g in gaps] == [(3, 3)]  # 2 came, late
     assert node is not None
     assert node.last_seq == 4
+
+
+def _gaps(engine: Engine, node_id: str) -> list[tuple[int, int]]:
+    with Session(engine) as session:
+        rows = session.exec(select(SequenceGap).where(SequenceGap.node_id == node_id)).all()
+        return sorted((g.first_missing, g.last_missing) for g in rows)
+
+
+def test_late_events_split_shrink_and_close_a_recorded_gap(engine: Engine) -> None:
+    """What is left of a gap is what never arrived (an MQTT hop lost or reordered the
+    rest and the node's outbox re-sent it); a redelivery or an old seq never recorded
+    missing changes nothing."""
+    node = "lhr-0012"
+    ingest(engine, wire(panic(node, 1), panic(node, 10)))
+    assert _gaps(engine, node) == [(2, 9)]
+    ingest(engine, wire(panic(node, 5)))
+    assert _gaps(engine, node) == [(2, 4), (6, 9)]
+    ingest(engine, wire(panic(node, 2), panic(node, 9)))
+    assert _gaps(engine, node) == [(3, 4), (6, 8)]
+    ingest(engine, wire(panic(node, 1)))  # a new event with a seq never recorded missing
+    assert _gaps(engine, node) == [(3, 4), (6, 8)]
+    ingest(engine, wire(*(panic(node, s) for s in (3, 4, 6, 7, 8))))
+    assert _gaps(engine, node) == []
+    with Session(engine) as session:
+        row = session.get(Node, node)
+    assert row is not None
+    assert row.last_seq == 10
 
 
 def test_a_reconnect_within_the_grace_period_is_not_an_outage(engine: Engine) -> None:
