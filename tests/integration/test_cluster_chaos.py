@@ -320,9 +320,10 @@ def test_a_district_whose_uplink_bridge_is_down_shows_as_degraded(
         page.get_by_label("Password").fill(cluster.admin_password)
         page.get_by_test_id("login-submit").click()
         expect(page.get_by_role("heading", name="Open alerts")).to_be_visible()
-        page.goto(f"{worker.url}/console/map")
-        badges = page.get_by_test_id("map-uplinks")
+        badges = page.get_by_test_id("district-uplinks")  # in every page's header: the queue's
         expect(badges).to_be_visible()
+        expect(badges).to_have_text("district south: uplink bridge down")
+        page.goto(f"{worker.url}/console/map")
         expect(badges).to_have_text("district south: uplink bridge down")
     finally:
         for link in cluster.south_links:
@@ -330,14 +331,14 @@ def test_a_district_whose_uplink_bridge_is_down_shows_as_degraded(
     wait_for(lambda: _districts(worker.url, token)["south"]["uplink"] == "up",
              "south's uplink back up", timeout=30)  # fmt: skip
     try:
-        expect(badges).to_be_hidden(timeout=20_000)  # the map polls every 10 s
+        expect(badges).to_be_hidden(timeout=20_000)  # the header polls every 10 s
     except AssertionError:
         raise AssertionError(
             f"badge still shown: {badges.inner_text()!r}; API: {_districts(worker.url, token)}"
         ) from None
 
 
-for _mark in BROWSER_MARKS:  # Chromium for the map's badge (skipped, saying so, without it)
+for _mark in BROWSER_MARKS:  # Chromium for the header's badge (skipped, saying so, without it)
     test_a_district_whose_uplink_bridge_is_down_shows_as_degraded = _mark(
         test_a_district_whose_uplink_bridge_is_down_shows_as_degraded
     )

@@ -405,33 +405,6 @@
     source.addEventListener("resync", () => refreshSoon());
   }
 
-  /* Cluster deployments: a district whose uplink bridge (or broker) is down is degraded:
-     its nodes' events wait in the district broker and reach no operator (docs/cluster.md). */
-  async function refreshUplinks() {
-    let body;
-    try {
-      body = await NB.api("/cluster/districts");
-    } catch (_err) {
-      return; /* the map's own errors already say the server is unreachable */
-    }
-    const list = document.getElementById("map-uplinks");
-    const degraded = (body && body.clustered ? body.districts : []).filter((d) => d.degraded);
-    list.replaceChildren(
-      ...degraded.map((d) => {
-        const li = document.createElement("li");
-        li.className = "badge badge-warn";
-        li.dataset.district = d.district;
-        li.textContent =
-          d.broker !== "connected"
-            ? `district ${d.district}: district broker unreachable`
-            : `district ${d.district}: uplink bridge ${d.uplink === "down" ? "down" : "state unknown"}`;
-        return li;
-      }),
-    );
-    list.hidden = degraded.length === 0;
-  }
-  refreshUplinks();
-  window.setInterval(refreshUplinks, 10000);
 
   document.getElementById("map-find").addEventListener("submit", (event) => {
     event.preventDefault();

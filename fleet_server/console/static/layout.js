@@ -13,6 +13,13 @@
  *
  * NBLayout.me is a promise of the signed-in user (GET /users/me), or null
  * when it could not be read.
+ *
+ * Degraded districts: in a cluster deployment a district whose uplink bridge
+ * (or broker) is down holds its nodes' events and no alert from them reaches
+ * anyone (docs/cluster.md). Every page says so, not only the map: an
+ * operator on the queue must know a district has gone quiet for that reason.
+ * The badges go into the header's [data-uplinks] list, from
+ * GET /cluster/districts every 10 s (scoped to the caller).
  */
 "use strict";
 
@@ -99,10 +106,41 @@ const NBLayout = (() => {
     });
   }
 
+  function uplinkBadge(d) {
+    const li = document.createElement("li");
+    li.className = "badge badge-warn";
+    li.dataset.district = d.district;
+    li.textContent =
+      d.broker !== "connected"
+        ? `district ${d.district}: district broker unreachable`
+        : `district ${d.district}: uplink bridge ${d.uplink === "down" ? "down" : "state unknown"}`;
+    return li;
+  }
+
+  async function refreshUplinks() {
+    const lists = document.querySelectorAll("[data-uplinks]");
+    if (lists.length === 0) {
+      return;
+    }
+    let body;
+    try {
+      body = await NB.api("/cluster/districts");
+    } catch (_err) {
+      return; /* each page's own errors already say the server is unreachable */
+    }
+    const degraded = (body && body.clustered ? body.districts : []).filter((d) => d.degraded);
+    for (const list of lists) {
+      list.replaceChildren(...degraded.map(uplinkBadge));
+      list.hidden = degraded.length === 0;
+    }
+  }
+
   let me = Promise.resolve(null);
   if (nav && NB.token()) {
     markCurrentPage();
     me = loadMe();
+    refreshUplinks();
+    window.setInterval(refreshUplinks, 10000);
     if (document.body.dataset.feed !== "page" && indicator) {
       connect();
     }
