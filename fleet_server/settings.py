@@ -367,8 +367,16 @@ class Settings(BaseModel):
 
     @property
     def makes_dev_pki(self) -> bool:
-        """Whether start-up creates a development PKI when none exists."""
-        return self.env == "dev" if self.init_pki is None else self.init_pki
+        """Whether start-up creates a development PKI when none exists.
+
+        Never by default on a cluster worker: N workers each making a CA of their
+        own would issue certificates the district brokers and the other workers
+        do not trust. The cluster's one PKI comes from `nigehbaan cluster up`
+        (or an operator) through `pki_dir` (docs/cluster.md).
+        """
+        if self.init_pki is None:
+            return self.env == "dev" and not self.cluster_amqp_urls
+        return self.init_pki
 
     def signing_key(self) -> bytes:
         """The token-signing key.

@@ -70,16 +70,22 @@ def fleet_broker_config(
     mqtts_port: int,
     mqtts_bind: str = "127.0.0.1",
     plain_port: int | None = None,
+    plain_writable: bool = False,
 ) -> BrokerConfig:
     """A managed broker with the mTLS node listener, and a plain loopback one when `plain_port`.
 
     The plain listener (when present) comes first, so `ManagedBroker.url`
-    stays the development URL; it is the read-only watch listener (`WATCH_ACL`).
-    The TLS one is `listeners[-1]`.
+    stays the development URL; it is the read-only watch listener (`WATCH_ACL`),
+    or, with `plain_writable`, an anonymous loopback listener without an ACL:
+    the loopback cluster's district brokers keep one for the workers'
+    downlink and for simulated nodes on the same machine (docs/cluster.md,
+    "mTLS on the district brokers"). The TLS one is `listeners[-1]`.
     """
     acl = write_acl(data_dir / "acl")
     listeners: list[Listener] = []
-    if plain_port is not None:
+    if plain_port is not None and plain_writable:
+        listeners.append(Listener(port=plain_port, allow_anonymous=True))
+    elif plain_port is not None:
         watch_acl = write_acl(data_dir / "watch.acl", text=WATCH_ACL)
         listeners.append(Listener(port=plain_port, allow_anonymous=True, acl_file=watch_acl))
     listeners.append(

@@ -14,9 +14,12 @@ under one directory (``--dir``, default ``./nigehbaan-cluster``):
 
 The state file ``cluster.json`` (mode 0600: it holds the development
 passwords) says where every part listens. Nodes connect to a district
-broker's loopback listener (``mqtt://127.0.0.1:PORT``, anonymous in this
-development mode; production district brokers are the fleet broker with
-mTLS, ACL and CRL plus the bridge, docs/cluster.md).
+broker's mTLS node listener (``mqtts://127.0.0.1:PORT``, ACL, CRL: the
+one-box fleet broker's) with a certificate from the cluster's one fleet PKI
+(``<dir>/pki``, CA chain ``<dir>/pki/ca-chain.pem``), enrolled through any
+worker; the plain loopback listener (``mqtt://127.0.0.1:PORT``, anonymous)
+is kept for the workers' downlink and simulators on this machine
+(docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -156,7 +159,10 @@ def _print_summary(state: dict[str, Any]) -> None:
     for node in state["rabbit"]:
         print(f"  rabbitmq {node['nodename']}: amqp {node['amqp_port']}, mqtt {node['mqtt_port']}")
     for district in state["districts"]:
-        print(f"  district {district['name']}: nodes connect to {district['url']}")
+        print(
+            f"  district {district['name']}: nodes connect to {district.get('mtls_url')} "
+            f"(mTLS, CA {district.get('ca')}); loopback {district['url']}"
+        )
     for worker in state["workers"]:
         print(f"  worker {worker['index']}: {worker['url']} (log {worker['log']})")
     print(f"  database schema {state['schema']}; admin password in {STATE_FILE}")
@@ -247,7 +253,15 @@ def probe(state: dict[str, Any]) -> dict[str, Any]:
         n["nodename"]: _port_open(n["amqp_port"]) and _port_open(n["mqtt_port"])
         for n in state.get("rabbit", [])
     }
-    report["districts"] = {d["name"]: _port_open(d["port"]) for d in state.get("districts", [])}
+    report["districts"] = {
+        d["name"]: _port_open(d["port"]) and _port_open(d.get("mtls_port", d["port"]))
+        for d in state.get("districts", [])
+    }
+    # Where a technician points a node: each district broker's mTLS listener and the CA.
+    report["endpoints"] = {
+        d["name"]: {"mtls_url": d.get("mtls_url"), "ca": d.get("ca"), "loopback_url": d["url"]}
+        for d in state.get("districts", [])
+    }
     workers: dict[str, Any] = {}
     for w in state.get("workers", []):
         try:
@@ -299,6 +313,8 @@ def _status(args: argparse.Namespace) -> int:
             uplink = report["uplinks"].get(name, "unknown")
             bridge = "uplink bridge up" if uplink == "up" else f"uplink bridge {uplink.upper()}"
             print(f"  district {name}: {'up' if ok else 'DOWN'}, {bridge}")
+            endpoint = report["endpoints"].get(name, {})
+            print(f"    nodes: {endpoint.get('mtls_url')} (CA {endpoint.get('ca')})")
         for index, w in report["workers"].items():
             text = "healthy" if w["healthy"] else f"UNHEALTHY {w.get('error', '')}"
             print(f"  worker {index}: {text}")
