@@ -32,10 +32,12 @@ that revoked nothing never reaches this module (the route answers
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Literal
 
@@ -62,6 +64,24 @@ def _daemon_timer(delay: float, action: Callable[[], None]) -> None:
     timer.daemon = True
     timer.name = "broker-restart"
     timer.start()
+
+
+@contextmanager
+def crl_file_lock(paths: PkiPaths) -> Iterator[None]:
+    """Exclusive across processes: N cluster workers share one PKI directory and its CRL.
+
+    Held from reading the revocation rows to installing the CRL, so a worker's
+    periodic re-sign that read the database before another worker's revocation
+    committed cannot install its older CRL after that revocation's, and the
+    CRL number is read and incremented by one process at a time.
+    """
+    paths.root.mkdir(parents=True, exist_ok=True)
+    with (paths.root / "fleet.crl.lock").open("a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 class PkiRuntime:
@@ -107,7 +127,7 @@ class PkiRuntime:
     def write_crl(self, *, now: datetime | None = None) -> None:
         """Re-sign the CRL from the database's revocation rows."""
         now = now or utcnow()
-        with self._lock, Session(self.engine) as session:
+        with self._lock, crl_file_lock(self.paths), Session(self.engine) as session:
             revoked = revoked_serials(session=session, now=now)
             self.ca.write_crl(revoked=revoked, now=now)
         logger.info("CRL written to %s (%s revoked)", self.paths.crl, len(revoked))

@@ -12,7 +12,8 @@ node listener, ACL, CRL) plus the bridge. Stories:
   refused by every district broker;
 - a node revoked through worker 1 is cut off and refused by the district
   brokers afterwards (the supervisor sees the CRL the worker rewrote and
-  restarts the brokers on it); a CRL re-signed with nothing new only reloads.
+  restarts the brokers on it); a CRL re-signed with nothing new only reloads;
+  workers sharing the PKI write the CRL one at a time (a file lock).
 """
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ from fleet_server.cluster.supervisor import CrlWatch, Supervisor
 from fleet_server.db import make_engine
 from fleet_server.models import Event
 from fleet_server.pki import IssuingCa, PkiPaths, init_dev_pki
+from fleet_server.pki.runtime import PkiRuntime, crl_file_lock
 from proto.codec import encode
 from proto.ids import new_event_id
 from proto.messages import Birth, Firmware, PanicEvent, Status
 from proto.topics import ack_topic, birth_topic, downlink_filters, status_topic
 from tests.support.db import PG_URL, pg_unreachable
-from tests.support.ingest import wire
+from tests.support.ingest import migrated_engine, wire
 from tests.support.pki import FleetCA, Identity, TlsClient, connects, csr_pem, key_pem, new_key
 from tests.support.polling import wait_for
 from tests.support.rabbit import rabbit_missing
@@ -82,6 +84,30 @@ def test_a_crl_that_gains_a_serial_restarts_the_brokers_once_per_window_a_re_sig
     paths.crl.write_text("not a CRL")  # unreadable: reload and restart rather than trust it
     clock[0] += 60
     assert watch.poll() == (True, True)
+
+
+def test_workers_sharing_a_pki_write_the_crl_one_at_a_time(tmp_path: Path) -> None:
+    """Another worker holding the CRL lock (from its database read to its install) makes this
+    worker's CRL write wait, so an older revocation list never lands after a newer one."""
+    paths = PkiPaths(tmp_path / "pki")
+    init_dev_pki(paths, passphrase=b"crl-lock-test", now=datetime.now(timezone.utc))
+    engine = migrated_engine(tmp_path / "fleet.db")
+    runtime = PkiRuntime(paths=paths, engine=engine)
+    try:
+        runtime.write_crl()
+        first = paths.crl.read_bytes()
+        with crl_file_lock(paths):  # as another worker process would hold it
+            writer = threading.Thread(target=runtime.write_crl, daemon=True)
+            writer.start()
+            writer.join(0.5)
+            assert writer.is_alive(), "the CRL was written while another worker held the lock"
+            assert paths.crl.read_bytes() == first
+        writer.join(10)
+        assert not writer.is_alive()
+        assert paths.crl.read_bytes() != first  # written once the lock was free
+        assert paths.crl_number.read_text().strip() == "2"
+    finally:
+        engine.dispose()
 
 
 # -- the real cluster ------------------------------------------------------------------------
