@@ -174,6 +174,14 @@ class Leases:
         with self._lock:
             self._closed = True
             self.held.clear()
+            if self._conn is not None:
+                # Released before the close returns: closing the connection alone
+                # releases them only when its backend has exited, a moment later,
+                # and a standby asking in that moment would wait a whole tick.
+                try:
+                    self._conn.execute("SELECT pg_advisory_unlock_all()")
+                except Exception:  # a dead connection holds nothing any more
+                    logger.debug("releasing leases on a dead connection", exc_info=True)
             self._drop("closed")
 
 
