@@ -1,14 +1,15 @@
-"""Monthly partitions of the per-event tables on PostgreSQL, made ahead and dropped for retention.
+"""Time partitions of event and telemetry tables on PostgreSQL: made ahead, dropped for retention.
 
 At province scale the event table grows by millions of rows a day, and
 deleting old rows row by row is slow and bloats the table; dropping a whole
-month is instant. So on PostgreSQL `event` (migration 0016) and `plateread`
-(migration 0017) are declaratively partitioned, and this module keeps their
-partitions: `PartitionJob` (a singleton timer job, `fleet_server.timers`)
-makes each partitioned table's month `months_ahead` months in advance and,
-with that table's own retention, drops months that ended longer ago than
-that. Each table is one `PartitionedTable` in `PARTITIONED_TABLES`; SQLite
-keeps plain tables and the job does nothing there.
+period is instant. So on PostgreSQL `event` (migration 0016), `plateread`
+(0017) and the node power history `powersample` (0018) are declaratively
+partitioned, and this module keeps their partitions: `PartitionJob` (a
+singleton timer job, `fleet_server.timers`) makes each partitioned table's
+periods (months, or days for `powersample`) in advance and, with that
+table's own retention, drops periods that ended longer ago than that. Each
+table is one `PartitionedTable` in `PARTITIONED_TABLES`; SQLite keeps plain
+tables and the job does nothing there.
 
 Why the range is on `event_id` and not on `received_at`: on a partitioned
 table every unique key must include the partition column, and `event_id` is
@@ -26,6 +27,12 @@ month whose ids already sit in the default partition takes them over (they
 move in the same transaction), so making partitions never fails on them.
 Names: `event_pYYYYMM`, `plateread_pYYYYMM`.
 
+`powersample`'s key is already a time (`bucket_start`, the node's clock, in
+its primary key `(node_id, bucket_start)`), so its ranges are plain
+timestamps (`key_kind="timestamp"`), one a day (`powersample_pYYYYMMDD`):
+with a 30-day retention a day goes at most a day late, and the default
+partition takes a bucket from a clock far off, as for event ids.
+
 A table whose retention is by receive time (`plateread`: the rows go
 `plate_retention_days` after they were received, `fleet_server.plates`)
 names that column (`kept_while`): its month is dropped only once no row in
@@ -40,6 +47,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Literal
 
 from sqlalchemy import Connection, text
 from sqlmodel import Session
@@ -51,6 +59,7 @@ __all__ = [
     "EVENT",
     "PARTITIONED_TABLES",
     "PLATEREAD",
+    "POWERSAMPLE",
     "PartitionJob",
     "PartitionedTable",
     "drop_expired_partitions",
@@ -60,6 +69,7 @@ __all__ = [
     "month_bound",
     "monthly_partitions",
     "partition_names",
+    "partition_starts",
 ]
 
 logger = logging.getLogger(__name__)
@@ -69,35 +79,93 @@ _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32, as ULIDs use
 
 @dataclass(frozen=True)
 class PartitionedTable:
-    """A table partitioned by month on its ULID key (`event_id`): its names and retention rule.
+    """A table partitioned by range of time: its key, its period, its names and retention rule.
 
-    `kept_while`: a column of receive times; a month is dropped only when no
+    `key_kind`: ``"ulid"`` when the key is a ULID (`event_id`, ranges of ids
+    made from the period's first millisecond), ``"timestamp"`` when it is a
+    (naive UTC) timestamp column such as `powersample.bucket_start`.
+    `period`: one partition per ``"month"`` (`_pYYYYMM`) or per ``"day"``
+    (`_pYYYYMMDD`). `ahead`: how many periods the job makes in advance.
+    `kept_while`: a column of receive times; a period is dropped only when no
     row in it is at or after the retention cut-off (module docstring). It
-    must be indexed, since the check runs once per expired month.
+    must be indexed, since the check runs once per expired period.
     """
 
     table: str
     key: str = "event_id"
+    key_kind: Literal["ulid", "timestamp"] = "ulid"
+    period: Literal["month", "day"] = "month"
+    ahead: int = 3
     kept_while: str | None = None
 
     @property
     def default(self) -> str:
-        """The partition for ids outside every month (never dropped)."""
+        """The partition for keys outside every period (never dropped)."""
         return f"{self.table}_default"
 
     def month(self, year: int, month: int) -> str:
-        """The name of the partition of (`year`, `month`)."""
+        """The name of the partition of (`year`, `month`) (a monthly table)."""
         return f"{self.table}_p{year:04d}{month:02d}"
 
+    def partition(self, start: datetime) -> str:
+        """The name of the partition of the period that begins at `start`."""
+        if self.period == "day":
+            return f"{self.table}_p{start:%Y%m%d}"
+        return self.month(start.year, start.month)
+
+    def start_of(self, at: datetime) -> datetime:
+        """The beginning (UTC) of the period that holds `at`."""
+        at = at.astimezone(timezone.utc)
+        if self.period == "day":
+            return datetime(at.year, at.month, at.day, tzinfo=timezone.utc)
+        return _month_start(at.year, at.month)
+
+    def shift(self, start: datetime, periods: int) -> datetime:
+        """The beginning of the period `periods` after (before, if negative) the one at `start`."""
+        if self.period == "day":
+            return start + timedelta(days=periods)
+        return _month_start(start.year, start.month + periods)
+
+    def started(self, name: str) -> datetime | None:
+        """When the period of partition `name` begins, if it is one of this table's periods."""
+        digits = r"(\d{4})(\d{2})(\d{2})" if self.period == "day" else r"(\d{4})(\d{2})"
+        found = re.match(rf"^{re.escape(self.table)}_p{digits}$", name)
+        if found is None:
+            return None
+        year, month, *day = (int(g) for g in found.groups())
+        try:
+            return datetime(year, month, day[0] if day else 1, tzinfo=timezone.utc)
+        except ValueError:
+            return None
+
     def match(self, name: str) -> tuple[int, int] | None:
-        """(year, month) when `name` is one of this table's monthly partitions."""
-        found = re.match(rf"^{re.escape(self.table)}_p(\d{{4}})(\d{{2}})$", name)
-        return (int(found.group(1)), int(found.group(2))) if found else None
+        """(year, month) when `name` is one of this (monthly) table's partitions."""
+        start = self.started(name) if self.period == "month" else None
+        return (start.year, start.month) if start is not None else None
+
+    def bound(self, at: datetime) -> str | datetime:
+        """The key value where the period beginning at `at` starts (a query parameter)."""
+        if self.key_kind == "timestamp":
+            return at.astimezone(timezone.utc).replace(tzinfo=None)  # the column is naive UTC
+        return month_bound(at)
+
+    def bound_literal(self, at: datetime) -> str:
+        """`bound` as SQL text for `ATTACH PARTITION … FOR VALUES` (which takes no parameters)."""
+        value = self.bound(at)
+        if isinstance(value, datetime):
+            return value.strftime("%Y-%m-%d %H:%M:%S")
+        return value
 
 
 EVENT = PartitionedTable("event")
 PLATEREAD = PartitionedTable("plateread", kept_while="received_at")  # fleet_server.plates
-PARTITIONED_TABLES = (EVENT, PLATEREAD)
+# Node power history (fleet_server.power): ~1.2 M rows a day in Lahore, kept 30 days.
+# Daily, so a bucket goes at most a day after its 30 days (monthly would keep up to
+# twice the retention), and a history chart (hours to days) reads one to a few days.
+POWERSAMPLE = PartitionedTable(
+    "powersample", key="bucket_start", key_kind="timestamp", period="day", ahead=7
+)
+PARTITIONED_TABLES = (EVENT, PLATEREAD, POWERSAMPLE)
 DEFAULT_PARTITION = EVENT.default  # (migration 0016 names it so)
 
 
@@ -128,10 +196,15 @@ def partition_names(connection: Connection) -> set[str]:
     return {str(r[0]) for r in rows}
 
 
+def partition_starts(connection: Connection, table: PartitionedTable) -> list[datetime]:
+    """When each of `table`'s partitions (its periods, not the default) begins, oldest first."""
+    found = (table.started(name) for name in partition_names(connection))
+    return sorted(start for start in found if start is not None)
+
+
 def monthly_partitions(connection: Connection, table: PartitionedTable) -> list[tuple[int, int]]:
-    """The months (year, month) that have a partition of `table`, oldest first."""
-    found = (table.match(name) for name in partition_names(connection))
-    return sorted(month for month in found if month is not None)
+    """The months (year, month) that have a partition of (monthly) `table`, oldest first."""
+    return [(start.year, start.month) for start in partition_starts(connection, table)]
 
 
 def event_partitions(connection: Connection) -> list[tuple[int, int]]:
@@ -156,28 +229,29 @@ def ensure_partitions(
     table: PartitionedTable,
     *,
     now: datetime,
-    months_back: int = 1,
-    months_ahead: int = 3,
+    back: int = 1,
+    ahead: int | None = None,
 ) -> list[str]:
-    """Make `table`'s monthly partitions from `months_back` before `now` to `months_ahead` after.
+    """Make `table`'s partitions from `back` periods before `now` to `ahead` after.
 
-    Each new month takes over the rows of its range from the default
-    partition (module docstring). Returns the names made; nothing on SQLite
-    or an unpartitioned table.
+    Periods are the table's (months or days); `ahead` defaults to the
+    table's own. Each new period takes over the rows of its range from the
+    default partition (module docstring). Returns the names made; nothing on
+    SQLite or an unpartitioned table.
     """
     if connection.dialect.name != "postgresql" or not _is_partitioned(connection, table):
         return []
-    have = set(monthly_partitions(connection, table))
+    have = set(partition_starts(connection, table))
+    current = table.start_of(now)
     made = []
-    for offset in range(-months_back, months_ahead + 1):
-        start = _month_start(now.year, now.month + offset)
-        if (start.year, start.month) in have:
+    for offset in range(-back, (table.ahead if ahead is None else ahead) + 1):
+        start = table.shift(current, offset)
+        if start in have:
             continue
-        end = _month_start(start.year, start.month + 1)
-        name = table.month(start.year, start.month)
-        low, high = month_bound(start), month_bound(end)
+        end = table.shift(start, 1)
+        name = table.partition(start)
         # Made detached, filled from the default partition, then attached: the
-        # default partition may already hold ids of this month (a node's clock ahead).
+        # default partition may already hold keys of this period (a node's clock ahead).
         # Only our constant table names are formatted into these statements.
         connection.execute(text(f'CREATE TABLE "{name}" (LIKE "{table.table}" INCLUDING DEFAULTS)'))
         connection.execute(
@@ -186,12 +260,13 @@ def ensure_partitions(
                 f"WHERE {table.key} >= :low AND {table.key} < :high RETURNING *) "
                 f'INSERT INTO "{name}" SELECT * FROM moved'
             ),
-            {"low": low, "high": high},
+            {"low": table.bound(start), "high": table.bound(end)},
         )
         connection.execute(
             text(
                 f'ALTER TABLE "{table.table}" ATTACH PARTITION "{name}" '
-                f"FOR VALUES FROM ('{low}') TO ('{high}')"
+                f"FOR VALUES FROM ('{table.bound_literal(start)}') "
+                f"TO ('{table.bound_literal(end)}')"
             )
         )
         made.append(name)
@@ -204,27 +279,25 @@ def ensure_event_partitions(
     connection: Connection, *, now: datetime, months_back: int = 1, months_ahead: int = 3
 ) -> list[str]:
     """`ensure_partitions` for `event` (as migration 0016 calls it)."""
-    return ensure_partitions(
-        connection, EVENT, now=now, months_back=months_back, months_ahead=months_ahead
-    )
+    return ensure_partitions(connection, EVENT, now=now, back=months_back, ahead=months_ahead)
 
 
 def drop_expired_partitions(
     connection: Connection, *, before: datetime, table: PartitionedTable = EVENT
 ) -> list[str]:
-    """Drop `table`'s monthly partitions whose month ended before `before` (never the default).
+    """Drop `table`'s partitions whose period ended before `before` (never the default).
 
-    A table with `kept_while` keeps a month while any row in it has that
+    A table with `kept_while` keeps a period while any row in it has that
     column at or after `before` (the row retention deletes the older rows;
-    the month goes once none is left that is still within retention).
+    the period goes once none is left that is still within retention).
     """
     if connection.dialect.name != "postgresql":
         return []
     dropped = []
-    for year, month in monthly_partitions(connection, table):
-        if _month_start(year, month + 1) > before:
+    for start in partition_starts(connection, table):
+        if table.shift(start, 1) > before:
             continue
-        name = table.month(year, month)
+        name = table.partition(start)
         if table.kept_while is not None:
             recent = connection.execute(
                 text(f'SELECT 1 FROM "{name}" WHERE {table.kept_while} >= :before LIMIT 1'),  # noqa: S608
@@ -243,17 +316,19 @@ def drop_expired_partitions(
 
 @dataclass
 class PartitionJob:
-    """Keeps every partitioned table's months on PostgreSQL: made ahead, dropped after retention.
+    """Keeps every partitioned table's periods on PostgreSQL: made ahead, dropped after retention.
 
     Runs every `every_s` (an hour). `retention_days` maps a table name to its
     retention (`event`: `event_retention_days`, `plateread`:
-    `plate_retention_days`); a table missing or None there is never dropped
-    from. A singleton job: one worker holds its lease (`fleet_server.leases`).
+    `plate_retention_days`, `powersample`: `fleet_server.power.RETENTION`); a
+    table missing or None there is never dropped from. `ahead`: periods made
+    in advance (None: each table's own). A singleton job: one worker holds
+    its lease (`fleet_server.leases`).
     """
 
     retention_days: Mapping[str, float | None] = field(default_factory=dict)
     tables: Sequence[PartitionedTable] = PARTITIONED_TABLES
-    months_ahead: int = 3
+    ahead: int | None = None
     every_s: float = 3600.0
     name: str = "event_partitions"  # (the lease's name since migration 0016)
     _next_at: datetime | None = field(default=None, init=False, repr=False)
@@ -266,7 +341,7 @@ class PartitionJob:
             return []  # (asked of the engine: a SQLite connection would take the write lock)
         connection = session.connection()
         for table in self.tables:
-            ensure_partitions(connection, table, now=now, months_ahead=self.months_ahead)
+            ensure_partitions(connection, table, now=now, ahead=self.ahead)
             days = self.retention_days.get(table.table)
             if days is not None:
                 drop_expired_partitions(connection, before=now - timedelta(days=days), table=table)

@@ -43,6 +43,7 @@ from fleet_server.ota.job import OtaWaveJob
 from fleet_server.ota.signing import SignedRepository
 from fleet_server.partitions import PartitionJob
 from fleet_server.plates import PlateRetentionJob
+from fleet_server.power import RETENTION as POWER_RETENTION
 from fleet_server.presence import (
     OFFLINE_SWEEP_MAX,
     Silence,
@@ -181,7 +182,8 @@ def default_jobs(
     `plate_retention_days` are deleted in chunks (`fleet_server.plates`; None:
     kept). With `event_partitions` (PostgreSQL) the monthly partitions of the
     event and plate read tables are made ahead and dropped when older than
-    `event_retention_days` and `plate_retention_days` (`fleet_server.partitions`).
+    `event_retention_days` and `plate_retention_days`, and the power history's
+    daily ones after `fleet_server.power.RETENTION` (`fleet_server.partitions`).
     """
     policies = PolicyCache(ack_timeout_s=ack_timeout_s)
     jobs: list[TimerJob] = [
@@ -200,7 +202,11 @@ def default_jobs(
     # Online nodes behind their privacy version get it again (fleet_server.privacy).
     jobs.append(PrivacyDeliveryJob(publisher=ota_publisher or (lambda: None)))
     if event_partitions:  # PostgreSQL: made ahead, dropped after retention
-        retention = {"event": event_retention_days, "plateread": plate_retention_days}
+        retention = {
+            "event": event_retention_days,
+            "plateread": plate_retention_days,
+            "powersample": POWER_RETENTION / timedelta(days=1),  # its days, as the row prune
+        }
         jobs.append(PartitionJob(retention_days=retention))
     return jobs
 

@@ -196,8 +196,8 @@ def test_the_server_s_partition_job_takes_each_table_s_own_retention() -> None:
         event_partitions=True, event_retention_days=400.0,
     )  # fmt: skip
     (job,) = [j for j in jobs if isinstance(j, PartitionJob)]
-    assert dict(job.retention_days) == {"event": 400.0, "plateread": 30.0}
-    assert {t.table for t in job.tables} == {"event", "plateread"}
+    assert dict(job.retention_days) == {"event": 400.0, "plateread": 30.0, "powersample": 30.0}
+    assert {t.table for t in job.tables} == {"event", "plateread", "powersample"}
 
 
 def test_sqlite_keeps_one_plain_table_and_the_job_does_nothing(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,8 +48,9 @@ NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)  # the server's clock; unrelated
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'fleet.db'}")
+def engine(db_url: str) -> Iterator[Engine]:
+    # SQLite, and PostgreSQL with its daily power partitions (migration 0018).
+    engine = make_engine(db_url)
     migrate(engine)
     with Session(engine) as session:
         ensure_default_policies(session=session)

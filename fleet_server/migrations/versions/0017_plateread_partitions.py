@@ -71,7 +71,7 @@ def upgrade() -> None:
     if oldest is not None:
         at = datetime.fromtimestamp(ulid_millis(str(oldest)) / 1000, tz=timezone.utc)
         back = min(max(1, (now.year - at.year) * 12 + now.month - at.month), _MAX_MONTHS_BACK)
-    ensure_partitions(bind, PLATEREAD, now=now, months_back=back)
+    ensure_partitions(bind, PLATEREAD, now=now, back=back)
     op.execute("INSERT INTO plateread SELECT * FROM plateread_unpartitioned")
     op.execute("DROP TABLE plateread_unpartitioned")
 
