@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -253,4 +254,39 @@ def test_a_listener_whose_connection_is_cut_asks_for_a_resync_and_hears_again(pg
     finally:
         b.stop()
         a.stop()
+        engine.dispose()
+
+
+def test_another_workers_notification_is_timed_from_its_sender_and_read_in_one_round_trip(
+    pg_url: str,
+) -> None:
+    engine = make_engine(pg_url)
+    migrate(engine)
+    with Session(engine) as session:
+        ensure_default_policies(session=session)
+    alert_id = _press(pg_url, "lhr-fan-0003")
+    heard = RecordingBroadcaster()
+    fanout = FeedFanout(engine, heard)
+    try:
+        (payload,) = _payloads("worker-a", [_notice(0)], sent_at=1_700_000_000.5)
+        assert json.loads(payload)["t"] == 1_700_000_000.5
+        sent = time.time() - 0.05  # the sender announced 50 ms ago
+        fanout._received(json.dumps({"w": "a", "t": sent, "c": [[alert_id, "created", None]]}))
+        # An older worker's notification has no `t`: shown, not counted in the lag.
+        fanout._received(json.dumps({"w": "a", "c": [[alert_id, "escalated", None]]}))
+        assert len(heard.items) == 2
+        assert all(alert_id in item for item in heard.items)
+        timings = fanout.timings()
+        assert timings["notify_lag_ms"]["n"] == 1
+        assert (timings["notify_lag_ms"]["p50"] or 0) >= 50
+        assert timings["handling_ms"]["n"] == 2
+        reader = fanout._reader  # held for the next notification, outside the pool, autocommit
+        assert reader is not None
+        driver = reader.connection.dbapi_connection
+        assert driver is not None
+        assert driver.autocommit  # no BEGIN/ROLLBACK around a read
+        assert driver.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    finally:
+        fanout.stop()
+        fanout._close_reader()
         engine.dispose()

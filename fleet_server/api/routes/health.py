@@ -47,6 +47,7 @@ def healthz(runtime: RuntimeDep) -> JSONResponse:
         body["feed_fanout"] = {
             "listening": fanout.listening.is_set(), "sent": fanout.sent,
             "received": fanout.received, "send_failures": fanout.send_failures,
+            **fanout.timings(),  # recent NOTIFY → LISTEN hops (fleet_server.feed_notify)
         }  # fmt: skip
     if runtime.broker is not None:  # publishes the broker's ACL refused, per client (node) id
         body["broker_acl_denials"] = runtime.broker.denials.totals()
