@@ -76,7 +76,11 @@ class BackgroundFleet:
         duration_s: float,
         telemetry_interval_s: float = 30.0,
         per_process: int = NODES_PER_PROCESS,
+        prefix: str = "bg",
     ) -> None:
+        """`prefix` starts every node id (child `i`'s nodes are `<prefix><i>-…`): two fleets
+        on different brokers of one deployment need different prefixes."""
+        self.prefix = prefix
         self.broker_url = broker_url
         self.data_dir = data_dir
         self.nodes = nodes
@@ -110,9 +114,9 @@ class BackgroundFleet:
         # fmt: off
         command = [
             sys.executable, "-m", "edge_agent.console", "sim",
-            "--nodes", str(count), "--prefix", f"bg{index}",
+            "--nodes", str(count), "--prefix", f"{self.prefix}{index}",
             "--broker-url", self.broker_url,
-            "--data-dir", str(self.data_dir / f"bg{index}"),
+            "--data-dir", str(self.data_dir / f"{self.prefix}{index}"),
             "--duration", str(self.duration_s),
             "--telemetry-interval", str(self.telemetry_interval_s),
         ]

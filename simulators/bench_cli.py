@@ -51,6 +51,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--rabbit-nodes", type=int, default=1, help="with --cluster: RabbitMQ nodes (1-5)"
     )
     panic.add_argument("--db", metavar="URL", help="with --cluster: PostgreSQL to use a schema of")
+    panic.add_argument(
+        "--background-on",
+        help="with --cluster: 'spread' (default: half on each district broker) or 'north' "
+        "(all on one, beside a quiet district)",
+    )
     add_output_options(panic)
     panic.set_defaults(func=_panic)
     ingest = sub.add_parser("ingest", help="server ingest rate vs. the broker's own rate")
@@ -141,6 +146,9 @@ def _panic(args: argparse.Namespace) -> int:
     raise_fd_limit(args.nodes * 4 + args.background_nodes + 1024)
     if args.cluster:
         return _panic_cluster(args)
+    if args.background_on is not None:
+        print("bench panic: --background-on needs --cluster", file=sys.stderr)
+        return 2
     config = PanicBenchConfig(
         nodes=args.nodes,
         presses=args.presses,
@@ -156,7 +164,11 @@ def _panic(args: argparse.Namespace) -> int:
 
 
 def _panic_cluster(args: argparse.Namespace) -> int:
-    from simulators.bench_cluster import ClusterPanicConfig, run_cluster_panic_bench
+    from simulators.bench_cluster import (
+        BACKGROUND_ON,
+        ClusterPanicConfig,
+        run_cluster_panic_bench,
+    )
 
     db = args.db or "postgresql://postgres@127.0.0.1:5432/postgres"
     if not 1 <= args.workers <= 8 or not 1 <= args.rabbit_nodes <= 5 or args.chaos != "none":
@@ -168,15 +180,24 @@ def _panic_cluster(args: argparse.Namespace) -> int:
     if not db.startswith("postgresql"):
         print("bench panic --cluster: --db must be a PostgreSQL URL", file=sys.stderr)
         return 2
+    background_on = args.background_on or "spread"
+    if background_on not in BACKGROUND_ON:
+        print(
+            f"bench panic --cluster: --background-on {' or '.join(BACKGROUND_ON)}, "
+            f"not {background_on!r}",
+            file=sys.stderr,
+        )
+        return 2
     config = ClusterPanicConfig(
         db_url=db, nodes=args.nodes, presses=args.presses, press_rate=args.rate,
         background_nodes=args.background_nodes,
-        background_telemetry_s=args.background_telemetry, workers=args.workers,
-        rabbit_nodes=args.rabbit_nodes, work_dir=args.work_dir,
+        background_telemetry_s=args.background_telemetry, background_on=background_on,
+        workers=args.workers, rabbit_nodes=args.rabbit_nodes, work_dir=args.work_dir,
     )  # fmt: skip
     result = run_cluster_panic_bench(config)
     publish(result, args)
-    return 0 if result["lost"] == 0 and result["duplicate_alerts"] == 0 else 1
+    failed = result["lost"] or result["duplicate_alerts"] or result["not_on_feed"]
+    return 1 if failed else 0
 
 
 def _ingest(args: argparse.Namespace) -> int:

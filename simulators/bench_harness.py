@@ -47,6 +47,8 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
+        # 1, 5 and 15 minute load averages when the result is made: shared machines vary.
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
 
