@@ -3,8 +3,8 @@
 At province scale the event table grows by millions of rows a day, and
 deleting old rows row by row is slow and bloats the table; dropping a whole
 period is instant. So on PostgreSQL `event` (migration 0016), `plateread`
-(0017) and the node power history `powersample` (0018) are declaratively
-partitioned, and this module keeps their partitions: `PartitionJob` (a
+(0017), the node power history `powersample` (0018) and `watchlisthit`
+(0019) are declaratively partitioned, and this module keeps their partitions: `PartitionJob` (a
 singleton timer job, `fleet_server.timers`) makes each partitioned table's
 periods (months, or days for `powersample`) in advance and, with that
 table's own retention, drops periods that ended longer ago than that. Each
@@ -20,12 +20,12 @@ ten characters are their creation time in milliseconds and which sort as
 text in time order, so a month is the range of ids from that month's first
 millisecond to the next month's: partitioned by time with `event_id` still
 unique on its own. A plate read's key is its plate event's id, so the same
-ranges apply. The time is the node's clock when it wrote the event;
+ranges apply, and so do a watchlist hit's. The time is the node's clock when it wrote the event;
 an id from a wildly wrong clock (or not a ULID at all) lands in the
 table's `_default` partition, which is never dropped. A partition made for a
 month whose ids already sit in the default partition takes them over (they
 move in the same transaction), so making partitions never fails on them.
-Names: `event_pYYYYMM`, `plateread_pYYYYMM`.
+Names: `event_pYYYYMM`, `plateread_pYYYYMM`, `watchlisthit_pYYYYMM`.
 
 `powersample`'s key is already a time (`bucket_start`, the node's clock, in
 its primary key `(node_id, bucket_start)`), so its ranges are plain
@@ -60,6 +60,7 @@ __all__ = [
     "PARTITIONED_TABLES",
     "PLATEREAD",
     "POWERSAMPLE",
+    "WATCHLISTHIT",
     "PartitionJob",
     "PartitionedTable",
     "drop_expired_partitions",
@@ -165,7 +166,9 @@ PLATEREAD = PartitionedTable("plateread", kept_while="received_at")  # fleet_ser
 POWERSAMPLE = PartitionedTable(
     "powersample", key="bucket_start", key_kind="timestamp", period="day", ahead=7
 )
-PARTITIONED_TABLES = (EVENT, PLATEREAD, POWERSAMPLE)
+# A hit is its watchlist event's row (same id, same month); it goes with the events' retention.
+WATCHLISTHIT = PartitionedTable("watchlisthit")  # fleet_server.ingest.watchlist_hits
+PARTITIONED_TABLES = (EVENT, PLATEREAD, POWERSAMPLE, WATCHLISTHIT)
 DEFAULT_PARTITION = EVENT.default  # (migration 0016 names it so)
 
 
@@ -320,7 +323,8 @@ class PartitionJob:
 
     Runs every `every_s` (an hour). `retention_days` maps a table name to its
     retention (`event`: `event_retention_days`, `plateread`:
-    `plate_retention_days`, `powersample`: `fleet_server.power.RETENTION`); a
+    `plate_retention_days`, `powersample`: `fleet_server.power.RETENTION`,
+    `watchlisthit`: `event_retention_days`, as its events); a
     table missing or None there is never dropped from. `ahead`: periods made
     in advance (None: each table's own). A singleton job: one worker holds
     its lease (`fleet_server.leases`).

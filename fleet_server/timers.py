@@ -183,7 +183,8 @@ def default_jobs(
     kept). With `event_partitions` (PostgreSQL) the monthly partitions of the
     event and plate read tables are made ahead and dropped when older than
     `event_retention_days` and `plate_retention_days`, and the power history's
-    daily ones after `fleet_server.power.RETENTION` (`fleet_server.partitions`).
+    daily ones after `fleet_server.power.RETENTION`, and watchlist hits' months
+    with the events' (`fleet_server.partitions`).
     """
     policies = PolicyCache(ack_timeout_s=ack_timeout_s)
     jobs: list[TimerJob] = [
@@ -206,6 +207,7 @@ def default_jobs(
             "event": event_retention_days,
             "plateread": plate_retention_days,
             "powersample": POWER_RETENTION / timedelta(days=1),  # its days, as the row prune
+            "watchlisthit": event_retention_days,  # a hit goes with its event
         }
         jobs.append(PartitionJob(retention_days=retention))
     return jobs

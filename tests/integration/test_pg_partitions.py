@@ -15,15 +15,17 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 from ulid import ULID
 
 from fleet_server.alerting import PolicyCache, ensure_default_policies
 from fleet_server.db import make_engine
 from fleet_server.ingest import decode_all, store_batch
+from fleet_server.models.watchlist import WatchlistHit
 from fleet_server.partitions import (
     DEFAULT_PARTITION,
     PLATEREAD,
+    WATCHLISTHIT,
     PartitionJob,
     event_partitions,
     month_bound,
@@ -32,7 +34,7 @@ from fleet_server.partitions import (
 )
 from fleet_server.schema import differences, migrate
 from proto.codec import encode, topic_for
-from proto.messages import PlateEvent
+from proto.messages import PlateEvent, WatchlistHitEvent
 from tests.support.ingest import T0
 
 
@@ -55,7 +57,19 @@ def _plate_at(node: str, seq: int, written: datetime) -> PlateEvent:
     )  # fmt: skip
 
 
-def _store(engine: Engine, events: list[PlateEvent], now: datetime) -> tuple[int, int]:
+def _hit_at(node: str, seq: int, written: datetime) -> WatchlistHitEvent:
+    """A watchlist hit whose event id the node made at `written` (its clock)."""
+    return WatchlistHitEvent(
+        node_id=node, ts=T0, event_id=str(ULID.from_timestamp(written.timestamp())), seq=seq,
+        watchlist_id="stolen-cars", watchlist_version=1, entry_id="e1", match="exact",
+        camera_id="cam-1", track_id=f"t{seq}", plate="LEA1234", listed="LEA1234",
+        confidence=0.9, frames=3,
+    )  # fmt: skip
+
+
+def _store(
+    engine: Engine, events: list[PlateEvent] | list[WatchlistHitEvent], now: datetime
+) -> tuple[int, int]:
     envelopes, _ = decode_all([(topic_for(e), encode(e)) for e in events])
     with Session(engine, expire_on_commit=False) as session:
         policies = PolicyCache(ack_timeout_s=120.0).get(session)
@@ -150,6 +164,40 @@ def test_a_plate_read_lands_in_its_event_s_month_and_a_redelivery_adds_no_second
         assert conn.exec_driver_sql("SELECT count(*) FROM plateread").scalar_one() == 2
 
 
+def test_a_watchlist_hit_lands_in_its_event_s_month_and_goes_with_the_events_retention(
+    engine: Engine,
+) -> None:
+    now = datetime.now(timezone.utc)
+    with engine.connect() as conn:
+        assert (now.year, now.month) in monthly_partitions(conn, WATCHLISTHIT)
+        assert WATCHLISTHIT.default in partition_names(conn)
+    hit = _hit_at("cam-0007", 1, now)
+    skewed = _hit_at("cam-0007", 2, datetime(2099, 1, 1, tzinfo=timezone.utc))
+    assert _store(engine, [hit, skewed], now) == (2, 0)
+    assert _where(engine, hit.event_id, "watchlisthit") == WATCHLISTHIT.month(now.year, now.month)
+    assert _where(engine, skewed.event_id, "watchlisthit") == WATCHLISTHIT.default
+    assert _store(engine, [hit], now) == (0, 1)  # a redelivery adds no second hit
+    with Session(engine) as session:  # the hit queue's reads: by id, by list and time
+        stored = session.get(WatchlistHit, hit.event_id)
+        listed = session.exec(
+            select(WatchlistHit)
+            .where(col(WatchlistHit.watchlist_name) == "stolen-cars")
+            .order_by(col(WatchlistHit.received_at).desc())
+        ).all()
+    assert stored is not None
+    assert stored.alert_id is not None
+    assert {h.event_id for h in listed} == {hit.event_id, skewed.event_id}
+
+    later = now + timedelta(days=130)
+    with Session(engine) as session:
+        PartitionJob(retention_days={"event": 90.0, "watchlisthit": 90.0}).run(session, later)
+        session.commit()
+    with engine.connect() as conn:
+        assert (now.year, now.month) not in monthly_partitions(conn, WATCHLISTHIT)
+        left = conn.exec_driver_sql("SELECT event_id FROM watchlisthit").all()
+    assert [r[0] for r in left] == [skewed.event_id]  # the default partition is never dropped
+
+
 def test_plate_months_go_by_plate_retention_but_not_while_they_hold_recent_reads(
     engine: Engine,
 ) -> None:
@@ -196,8 +244,10 @@ def test_the_server_s_partition_job_takes_each_table_s_own_retention() -> None:
         event_partitions=True, event_retention_days=400.0,
     )  # fmt: skip
     (job,) = [j for j in jobs if isinstance(j, PartitionJob)]
-    assert dict(job.retention_days) == {"event": 400.0, "plateread": 30.0, "powersample": 30.0}
-    assert {t.table for t in job.tables} == {"event", "plateread", "powersample"}
+    assert dict(job.retention_days) == {
+        "event": 400.0, "plateread": 30.0, "powersample": 30.0, "watchlisthit": 400.0,
+    }  # fmt: skip
+    assert {t.table for t in job.tables} == {"event", "plateread", "powersample", "watchlisthit"}
 
 
 def test_sqlite_keeps_one_plain_table_and_the_job_does_nothing(tmp_path: Path) -> None:
@@ -230,6 +280,9 @@ def test_upgrading_a_database_with_events_partitions_them_and_downgrading_undoes
         old = _plate_at("cam-0003", 1, now - timedelta(days=400))  # stored a year ago
         recent = _plate_at("cam-0003", 2, now)
         _store(eng, [old, recent], now)
+        hits = [_hit_at("cam-0008", 1, now - timedelta(days=400)), _hit_at("cam-0008", 2, now)]
+        _store(eng, hits, now)
+        hit_events = [h.event_id for h in hits]  # each hit is an event too
 
         assert migrate(eng)[0] == "0015"
         assert _where(eng, recent.event_id) == f"event_p{now.year:04d}{now.month:02d}"
@@ -238,6 +291,9 @@ def test_upgrading_a_database_with_events_partitions_them_and_downgrading_undoes
         # Their plate reads (migration 0017) sit in the same months of `plateread`.
         assert _where(eng, old.event_id, "plateread") == PLATEREAD.month(then.year, then.month)
         assert _where(eng, recent.event_id, "plateread") == PLATEREAD.month(now.year, now.month)
+        # And the watchlist hits (migration 0019) in theirs.
+        months = [WATCHLISTHIT.month(at.year, at.month) for at in (then, now)]
+        assert [_where(eng, h.event_id, "watchlisthit") for h in hits] == months
         assert differences(eng) == []
 
         with eng.begin() as connection:
@@ -246,8 +302,10 @@ def test_upgrading_a_database_with_events_partitions_them_and_downgrading_undoes
             assert partition_names(conn) == set()
             ids = conn.exec_driver_sql("SELECT event_id FROM event ORDER BY event_id").all()
             reads = conn.exec_driver_sql("SELECT event_id FROM plateread ORDER BY 1").all()
-        assert [r[0] for r in ids] == sorted([old.event_id, recent.event_id])
+            hit_ids = conn.exec_driver_sql("SELECT event_id FROM watchlisthit ORDER BY 1").all()
+        assert [r[0] for r in ids] == sorted([old.event_id, recent.event_id, *hit_events])
         assert [r[0] for r in reads] == sorted([old.event_id, recent.event_id])
+        assert [r[0] for r in hit_ids] == sorted(hit_events)
         assert differences(eng) == []  # the plain tables, keys and indexes are back
     finally:
         eng.dispose()
