@@ -120,10 +120,19 @@ def test_a_cloudy_week_warns_about_exactly_the_under_provisioned_sites_before_th
     ]
     # At most the one press that met the node in its final seconds is exempt.
     assert sum(1 for p in presses if p["reason"] == "went dark during the press") <= 1
-    # A node back from dark boots; a press before its button loop runs is not heard
-    # (as on a real pillar), at most once per time it came back.
-    booting = sum(1 for p in presses if p["reason"] == "node booting")
-    assert booting <= len(sites["pw-lhr-under-000"]["dark_periods"])
+    # A node starting (at the beginning, or back from dark) boots; a press before its
+    # button loop runs is not heard, as on a real pillar. How many presses meet a boot
+    # depends on how long the start-up takes on this machine at the scenario's speed, so
+    # the rule is: a "booting" press comes after a start and before the node's first
+    # heard press since that start (never in the middle of normal service).
+    dark = sites["pw-lhr-under-000"]["dark_periods"]
+    starts = [0.0] + [end for _start, end in dark if end is not None]
+    for p in presses:
+        if p["reason"] != "node booting":
+            continue
+        since = max(t for t in starts if t <= p["sim_h"])
+        heard_before = [q for q in presses if q["sent"] and since <= q["sim_h"] < p["sim_h"]]
+        assert not heard_before, (p, since, heard_before)
     # Pressed at full service and at cameras-off, the step before the last
     # (presses come every 3 simulated hours, so the short middle steps may be missed).
     assert {p["step"] for p in before_dark} >= {0, 3}

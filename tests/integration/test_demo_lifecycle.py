@@ -115,7 +115,12 @@ def test_a_stopped_demo_takes_its_server_and_broker_with_it_and_frees_the_ports(
     demo = _demo(tmp_path / "demo", port, stderr)
     survivors: list[int] = []
     try:
-        banner = _read_until_ready(demo, _lines(demo.stdout), timeout=120)
+        try:
+            banner = _read_until_ready(demo, _lines(demo.stdout), timeout=120)
+        except AssertionError as exc:  # say why: the demo's own stderr (a port taken, …)
+            stderr.flush()
+            tail = (tmp_path / "demo.err").read_text()[-3000:]
+            raise AssertionError(f"{exc}\n--- demo stderr ---\n{tail}") from None
         server_pids = [p for p in _children(demo.pid) if _alive(p)]
         assert server_pids, "the demo runs its fleet server as a child process"
         pid_file = tmp_path / "demo" / "server" / "broker" / "mosquitto.pid"

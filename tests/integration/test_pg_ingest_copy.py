@@ -55,7 +55,7 @@ def _batches() -> list[list[tuple[str, bytes]]]:
     )  # fmt: skip
     press = PanicEvent(node_id="cam-0005", ts=T0, event_id=new_event_id(), seq=1)
     first = [_plate("cam-0001", 1), _plate("cam-0002", 1), _plate("cam-0002", 2), power, press]
-    # A gap on cam-0002, a late lower seq on cam-0001, and two redeliveries.
+    # A gap on cam-0002, a gap on cam-0001 filled late in the batch, and two redeliveries.
     second = [_plate("cam-0002", 5), _plate("cam-0001", 3), _plate("cam-0001", 2), first[2], press]
     return [[(topic_for(m), encode(m)) for m in batch] for batch in (first, second)]
 
@@ -115,7 +115,8 @@ def test_copy_stores_the_same_rows_as_multi_row_insert_and_core(
     assert [r[:2] for r in rows["node"]] == [("cam-0001", 3), ("cam-0002", 5), ("cam-0003", 1),
                                              ("cam-0005", 1)]  # fmt: skip
     assert rows["node"][0][2] == datetime(2025, 3, 1, 9, 0, 6, 250_000)  # naive UTC, last batch
-    assert [r[:2] for r in rows["gap"]] == [("cam-0001", 2), ("cam-0002", 3)]
+    # cam-0001's gap (2) is closed by its late seq 2 in the same batch; cam-0002's stays.
+    assert [r[:3] for r in rows["gap"]] == [("cam-0002", 3, 4)]
     assert rows["alert"] == [("cam-0005", "panic", "new")]  # one alert for the press
 
 
