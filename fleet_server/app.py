@@ -204,9 +204,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         broker_url = broker.tls_url or broker.url
         if pki is not None:
             pki.broker = broker
-    if pki_paths is not None and broker_url and broker_url.startswith(("mqtts:", "ssl:")):
-        cert, key = pki_paths.service(FLEET_SERVER_USER)
-        tls_files = (str(pki_paths.chain), str(cert), str(key))
+    if broker_url and broker_url.startswith(("mqtts:", "ssl:")):
+        tls_files = _service_tls(pki_paths)
     broadcaster = Broadcaster(queue_max=settings.sse_queue_max, loop=asyncio.get_running_loop())
     runtime = Runtime(
         settings=settings,
@@ -238,7 +237,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if settings.cluster_amqp_urls:
         from fleet_server.cluster.downlink import ClusterDownlink
 
-        runtime.cluster = _cluster_ingest(settings, engine, runtime.notify)
+        runtime.cluster = _cluster_ingest(settings, engine, runtime.notify, pki_paths)
         # Commands, offers, snapshot pulls… go to each node's district broker.
         cluster_downlink = ClusterDownlink(runtime.cluster, engine=engine)
         runtime.notify.publisher = cluster_downlink
@@ -348,13 +347,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logger.info("fleet server stopped")
 
 
-def _cluster_ingest(settings: Settings, engine: Engine, notify: LiveNotifier) -> ClusterIngest:
+def _cluster_ingest(
+    settings: Settings, engine: Engine, notify: LiveNotifier, pki_paths: PkiPaths | None
+) -> ClusterIngest:
     """A cluster worker's ingest from its RabbitMQ partitions (docs/cluster.md).
 
     Alert changes go to `notify` (the SSE feed and its fan-out to the other
     workers); the node commands they carry go down through the partition's
     district, published by the consumer itself (so `notify.announce`, which
     sends none). District names are compared as `topology.district_key` makes them.
+    District brokers given as ``mqtts://`` are reached with the fleet-server
+    service certificate of the fleet PKI (their ACL lets it ack and command any
+    node, as on the one-box broker).
     """
     from fleet_server.cluster.consumer import ClusterIngest
     from fleet_server.cluster.topology import district_key
@@ -372,6 +376,7 @@ def _cluster_ingest(settings: Settings, engine: Engine, notify: LiveNotifier) ->
             future_s=settings.device_time_future_s, past_s=settings.device_time_past_s
         ),
         on_notices=notify.announce,
+        district_tls_files=_service_tls(pki_paths),
         district_brokers={
             district_key(name): url
             for name, _, url in (
@@ -379,6 +384,14 @@ def _cluster_ingest(settings: Settings, engine: Engine, notify: LiveNotifier) ->
             )
         },
     )
+
+
+def _service_tls(pki_paths: PkiPaths | None) -> tuple[str, str, str] | None:
+    """(CA chain, certificate, key) of this server's fleet-server service identity."""
+    if pki_paths is None:
+        return None
+    cert, key = pki_paths.service(FLEET_SERVER_USER)
+    return (str(pki_paths.chain), str(cert), str(key))
 
 
 async def _refresh_crl(pki: PkiRuntime, every_s: float) -> None:

@@ -34,8 +34,16 @@ FLEET_SERVER_USER = "fleet-server"
 
 
 def _render_acl() -> str:
-    """The ACL text: the fleet server everywhere, each node only its own topics (`proto.topics`)."""
-    lines = [f"user {FLEET_SERVER_USER}", f"topic readwrite {fleet_filter()}"]
+    """The ACL text: the fleet server everywhere, each node only its own topics (`proto.topics`).
+
+    The fleet server also reads the brokers' bridge states: a cluster worker follows
+    each district's uplink bridge on its district broker (`fleet_server.cluster.uplink`).
+    """
+    lines = [
+        f"user {FLEET_SERVER_USER}",
+        f"topic readwrite {fleet_filter()}",
+        "topic read $SYS/broker/connection/+/state",
+    ]
     lines += [f"pattern {access} {pattern}" for access, pattern in node_acl_patterns()]
     return "\n".join(lines) + "\n"
 

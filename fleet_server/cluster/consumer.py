@@ -229,6 +229,7 @@ class ClusterIngest:
         device_time: DeviceTimeRules | None = None,
         on_notices: Callable[[Sequence[AlertNotice]], None] | None = None,
         district_brokers: dict[str, str] | None = None,
+        district_tls_files: tuple[str, str, str] | None = None,
     ) -> None:
         """`district_brokers`: district → MQTT URL for the downlink (`DistrictLink`);
         without it acks and commands go through RabbitMQ and the district's bridge."""
@@ -238,6 +239,9 @@ class ClusterIngest:
             raise ValueError(f"worker_index {worker_index} not in 0..{workers - 1}")
         self.urls = list(urls)
         self.district_brokers = dict(district_brokers or {})
+        # (CA chain, certificate, key) for mqtts:// district brokers: the fleet-server
+        # service certificate, as the one-box server's own broker link uses.
+        self.district_tls_files = district_tls_files
         self._links: dict[str, DistrictLink] = {}
         self.engine = engine
         self.districts = sorted(set(districts))
@@ -360,7 +364,10 @@ class ClusterIngest:
         self._db_ok.set()
         for district, url in self.district_brokers.items():
             link = DistrictLink(
-                url, client_id=f"nb-worker-{self.worker_index}-{district}", district=district
+                url,
+                client_id=f"nb-worker-{self.worker_index}-{district}",
+                district=district,
+                tls_files=self.district_tls_files,
             )
             link.start()
             self._links[district] = link

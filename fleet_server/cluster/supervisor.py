@@ -321,6 +321,9 @@ class Supervisor:
             # The cluster's one PKI: enrollment through any worker, trusted by every broker.
             "NIGEHBAAN_PKI_DIR": str(self.pki.root),
             "NIGEHBAAN_INIT_PKI": "false",
+            # The plain loopback listener: over mTLS every worker would be `fleet-server`
+            # (the broker makes the certificate's name the client id), and two workers
+            # would take each other's session over in a loop (seen; docs/cluster.md).
             "NIGEHBAAN_CLUSTER_DISTRICT_BROKERS": ",".join(
                 f"{d}=mqtt://127.0.0.1:{p}" for d, p in self.district_ports.items()
             ),
