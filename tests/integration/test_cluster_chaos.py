@@ -59,6 +59,7 @@ from fleet_server.models import (
 from proto.ids import new_event_id
 from proto.messages import EventBase, PanicEvent
 from tests.support.browser import BROWSER_MARKS
+from tests.support.cluster import admin_token
 from tests.support.db import PG_URL, pg_unreachable
 from tests.support.ingest import plate_read, wire
 from tests.support.polling import wait_for
@@ -229,13 +230,6 @@ class Feed(threading.Thread):
         return False
 
 
-def _token(base: str, password: str) -> str:
-    response = httpx.post(f"{base}{API}/login/access-token",
-                          data={"username": "admin", "password": password}, timeout=20)  # fmt: skip
-    assert response.status_code == 200, response.text
-    return str(response.json()["access_token"])
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_RelayedSupervisor]:
     for reason in (rabbit_missing(), pg_unreachable()):
@@ -290,7 +284,7 @@ def test_a_district_whose_uplink_bridge_is_down_shows_as_degraded(
     map's badge and `cluster status` show south degraded ("uplink bridge down") and north
     not; restored, south is up again and the badge goes."""
     worker = next(w for w in cluster.workers if w.process is not None and w.process.poll() is None)
-    token = _token(worker.url, cluster.admin_password)
+    token = admin_token(worker.url, cluster.admin_password)
     wait_for(lambda: _districts(worker.url, token)["south"]["uplink"] == "up",
              "south's uplink up before the cut", timeout=20)  # fmt: skip
     assert _districts(worker.url, token)["north"]["degraded"] is False
@@ -350,7 +344,7 @@ def test_presses_and_plate_reads_survive_a_worker_a_rabbit_node_a_district_broke
     workers = cluster.workers
     engine = make_engine(cluster.database_url)
     port = {d: cluster.brokers[d].port for d in DISTRICTS}
-    feeds = [Feed(w.url, _token(w.url, cluster.admin_password)) for w in workers]
+    feeds = [Feed(w.url, admin_token(w.url, cluster.admin_password)) for w in workers]
     cameras = [Camera(NodeSim(port[d], n)) for d in DISTRICTS for n in CAMERAS[d]]
     pillars: dict[str, NodeSim] = {}
     blows = 0

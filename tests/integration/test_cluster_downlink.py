@@ -16,7 +16,6 @@ operator's acknowledgement reaches the pillar as ``alert_state`` once.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -46,10 +45,9 @@ from proto.ids import new_event_id
 from proto.messages import Birth, Firmware, PanicEvent, Reply, Status
 from proto.topics import birth_topic, parse_topic, reply_topic, status_topic
 from tests.support.api import login, runtime_of
-from tests.support.db import PG_URL, pg_unreachable
+from tests.support.cluster import admin_token, two_district_cluster
 from tests.support.ingest import migrated_engine, wire
 from tests.support.polling import wait_for
-from tests.support.rabbit import rabbit_missing
 
 API = "/api/v1"
 
@@ -341,26 +339,10 @@ class NodeOnBroker:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Supervisor]:
-    for reason in (rabbit_missing(), pg_unreachable()):
-        if reason:
-            pytest.skip(reason)
-    supervisor = Supervisor(
-        directory=tmp_path_factory.mktemp("cluster-downlink"), rabbit_nodes=1,
-        districts=("north", "south"), workers=2, db_url=PG_URL, keep_db=False,
-        schema=f"nbdownlink_{os.urandom(5).hex()}", admin_password="downlink-admin-pw",
-    )  # fmt: skip
-    try:
-        supervisor.start(timeout=180, should_stop=lambda: False)
-        yield supervisor
-    finally:
-        supervisor.stop()
-
-
-def _token(base: str, password: str) -> str:
-    response = httpx.post(f"{base}{API}/login/access-token",
-                          data={"username": "admin", "password": password}, timeout=20)  # fmt: skip
-    assert response.status_code == 200, response.text
-    return str(response.json()["access_token"])
+    with two_district_cluster(
+        tmp_path_factory, "downlink", admin_password="downlink-admin-pw"
+    ) as c:
+        yield c
 
 
 def _health(base: str) -> dict[str, Any]:
@@ -374,7 +356,7 @@ def test_commands_snapshot_pulls_and_alert_changes_reach_a_south_node_through_ei
     engine = make_engine(cluster.database_url)
     south = cluster.brokers["south"].port
     workers = [w.url for w in cluster.workers]
-    tokens = {url: _token(url, cluster.admin_password) for url in workers}
+    tokens = {url: admin_token(url, cluster.admin_password) for url in workers}
     pillar = NodeOnBroker(south, "dl-s-pillar")
     camera = NodeOnBroker(south, "dl-s-cam")
     quiet = NodeOnBroker(south, "dl-s-quiet")  # never says a word: known from its record only

@@ -19,7 +19,6 @@ node listener, ACL, CRL) plus the bridge. Stories:
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -40,11 +39,10 @@ from proto.codec import encode
 from proto.ids import new_event_id
 from proto.messages import Birth, Firmware, PanicEvent, Status
 from proto.topics import ack_topic, birth_topic, downlink_filters, status_topic
-from tests.support.db import PG_URL, pg_unreachable
+from tests.support.cluster import admin_token, two_district_cluster
 from tests.support.ingest import migrated_engine, wire
 from tests.support.pki import FleetCA, Identity, TlsClient, connects, csr_pem, key_pem, new_key
 from tests.support.polling import wait_for
-from tests.support.rabbit import rabbit_missing
 
 API = "/api/v1"
 ADMIN_PW = "mtls-admin-pw"
@@ -115,14 +113,6 @@ def test_workers_sharing_a_pki_write_the_crl_one_at_a_time(tmp_path: Path) -> No
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Supervisor]:
-    for reason in (rabbit_missing(), pg_unreachable()):
-        if reason:
-            pytest.skip(reason)
-    supervisor = Supervisor(
-        directory=tmp_path_factory.mktemp("cluster-mtls"), rabbit_nodes=1,
-        districts=("north", "south"), workers=2, db_url=PG_URL, keep_db=False,
-        schema=f"nbmtls_{os.urandom(5).hex()}", admin_password=ADMIN_PW,
-    )  # fmt: skip
     stop = threading.Event()
 
     def watch() -> None:
@@ -130,23 +120,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Supervisor]:
         while not stop.wait(0.5):
             supervisor.watch()
 
-    watcher = threading.Thread(target=watch, name="supervisor-watch", daemon=True)
-    try:
-        supervisor.start(timeout=180, should_stop=lambda: False)
+    with two_district_cluster(tmp_path_factory, "mtls", admin_password=ADMIN_PW) as supervisor:
+        watcher = threading.Thread(target=watch, name="supervisor-watch", daemon=True)
         watcher.start()
-        yield supervisor
-    finally:
-        stop.set()
-        if watcher.is_alive():
+        try:
+            yield supervisor
+        finally:
+            stop.set()
             watcher.join(timeout=30)
-        supervisor.stop()
 
 
 def _admin(base: str) -> dict[str, str]:
-    response = httpx.post(f"{base}{API}/login/access-token",
-                          data={"username": "admin", "password": ADMIN_PW}, timeout=20)  # fmt: skip
-    assert response.status_code == 200, response.text
-    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+    return {"Authorization": f"Bearer {admin_token(base, ADMIN_PW)}"}
 
 
 def _enroll(base: str, node_id: str, directory: Path) -> tuple[Identity, str]:
