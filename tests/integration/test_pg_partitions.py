@@ -35,17 +35,14 @@ from fleet_server.partitions import (
 from fleet_server.schema import differences, migrate
 from proto.codec import encode, topic_for
 from proto.messages import PlateEvent, WatchlistHitEvent
+from tests.support.db import migrated
 from tests.support.ingest import T0
 
 
 @pytest.fixture
 def engine(pg_url: str) -> Iterator[Engine]:
-    eng = make_engine(pg_url)
-    migrate(eng)
-    with Session(eng) as session:
-        ensure_default_policies(session=session)
-    yield eng
-    eng.dispose()
+    with migrated(pg_url) as eng:
+        yield eng
 
 
 def _plate_at(node: str, seq: int, written: datetime) -> PlateEvent:

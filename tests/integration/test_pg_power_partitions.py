@@ -39,6 +39,7 @@ from fleet_server.schema import differences, migrate
 from fleet_server.settings import Settings
 from proto.codec import encode, topic_for
 from proto.messages import Birth, Firmware, GeoPoint, PowerTelemetry, Telemetry, WireModel
+from tests.support.db import migrated
 
 LAHORE = GeoPoint(lat=31.52, lon=74.36)
 FAR_AHEAD = datetime(2099, 1, 1, 0, 5, tzinfo=timezone.utc)
@@ -48,12 +49,8 @@ JOB = {"powersample": RETENTION / timedelta(days=1)}
 
 @pytest.fixture
 def engine(pg_url: str) -> Iterator[Engine]:
-    eng = make_engine(pg_url)
-    migrate(eng)
-    with Session(eng) as session:
-        ensure_default_policies(session=session)
-    yield eng
-    eng.dispose()
+    with migrated(pg_url) as eng:
+        yield eng
 
 
 def _now() -> datetime:

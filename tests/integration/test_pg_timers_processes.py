@@ -33,13 +33,12 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from fleet_server.alerting import ensure_default_policies, set_policy
+from fleet_server.alerting import set_policy
 from fleet_server.cluster.rabbit import loopback_port
 from fleet_server.cluster.supervisor import READY_LINE
-from fleet_server.db import make_engine
 from fleet_server.leases import LEASE_NAMESPACE, advisory_key
 from fleet_server.models import Alert, AlertEscalation, AlertType, Node, utcnow
-from fleet_server.schema import migrate
+from tests.support.db import migrated
 
 ALERTS = 30  # per phase
 LADDER_S = (0.0, 3.0, 6.0)  # level 0 on arrival, then two timed steps; no repeat
@@ -131,17 +130,14 @@ def _stop(worker: Worker) -> None:
 @pytest.fixture
 def engine(pg_url: str) -> Iterator[Engine]:
     """The schema, migrated once before the workers start (as `cluster run` does)."""
-    eng = make_engine(pg_url)
-    migrate(eng)
-    with Session(eng) as session:
-        ensure_default_policies(session=session)
-        set_policy(
-            session=session, name="tamper-ladder", alert_type=AlertType.TAMPER,
-            levels=[(after, None) for after in LADDER_S],
-        )  # fmt: skip
-        session.commit()
-    yield eng
-    eng.dispose()
+    with migrated(pg_url) as eng:
+        with Session(eng) as session:
+            set_policy(
+                session=session, name="tamper-ladder", alert_type=AlertType.TAMPER,
+                levels=[(after, None) for after in LADDER_S],
+            )  # fmt: skip
+            session.commit()
+        yield eng
 
 
 @pytest.fixture

@@ -14,6 +14,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from fleet_server.alerting.policies import ensure_default_policies
+from fleet_server.db import make_engine
+from fleet_server.schema import migrate
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -59,3 +65,16 @@ def pg_url() -> Iterator[str]:
     """A throwaway PostgreSQL schema, for what only PostgreSQL has (advisory locks, …)."""
     with _pg_schema() as url:
         yield url
+
+
+@contextlib.contextmanager
+def migrated(url: str) -> Iterator[Engine]:
+    """An engine on `url`, migrated to head with the default alert policies; disposed after."""
+    eng = make_engine(url)
+    migrate(eng)
+    with Session(eng) as session:
+        ensure_default_policies(session=session)
+    try:
+        yield eng
+    finally:
+        eng.dispose()
