@@ -62,6 +62,7 @@ __all__ = [
     "insert_plate_reads",
     "replace_node_cameras",
     "search_plate_reads",
+    "update_node_cameras",
 ]
 
 logger = logging.getLogger(__name__)
@@ -133,6 +134,30 @@ def replace_node_cameras(session: Session, rows: list[dict[str, object]]) -> Non
         latest[(row["node_id"], row["camera_id"])] = row
     nodes = sorted({str(row["node_id"]) for row in rows})
     session.execute(delete(_CAMERA_TABLE).where(_CAMERA_TABLE.c.node_id.in_(nodes)))
+    session.execute(insert(_CAMERA_TABLE), list(latest.values()))
+
+
+def update_node_cameras(session: Session, rows: list[dict[str, object]]) -> None:
+    """The cameras a node's report lists when it takes turns (more than fit in one).
+
+    A node with more cameras than `MAX_TELEMETRY_CAMERAS` lists a share of
+    them per report (`Telemetry.cameras_total` says how many it runs): only
+    the listed cameras' rows are replaced; the others keep their last figures.
+    """
+    if not rows:
+        return
+    latest: dict[tuple[object, object], dict[str, object]] = {}
+    for row in rows:
+        latest[(row["node_id"], row["camera_id"])] = row
+    by_node: dict[str, list[str]] = {}
+    for node_id, camera_id in latest:
+        by_node.setdefault(str(node_id), []).append(str(camera_id))
+    for node_id, camera_ids in sorted(by_node.items()):
+        session.execute(
+            delete(_CAMERA_TABLE).where(
+                _CAMERA_TABLE.c.node_id == node_id, _CAMERA_TABLE.c.camera_id.in_(camera_ids)
+            )
+        )
     session.execute(insert(_CAMERA_TABLE), list(latest.values()))
 
 

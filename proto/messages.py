@@ -206,7 +206,15 @@ class Telemetry(WireModel):
     power: PowerTelemetry | None = None
     # Added for the camera issue (optional, so older servers and nodes still agree):
     cameras: CameraList | None = Field(
-        default=None, description="per-camera health of the camera pipeline"
+        default=None,
+        description="per-camera health of the camera pipeline: at most "
+        "MAX_TELEMETRY_CAMERAS per report; a node with more takes turns, so every "
+        "camera is in one of ceil(cameras_total / 8) consecutive reports",
+    )
+    cameras_total: Annotated[int, Field(ge=0, le=1024)] | None = Field(
+        default=None,
+        description="how many cameras the node runs; more than `cameras` lists when "
+        "the node takes turns (absent from older nodes: `cameras` is all of them)",
     )
     # Added for the watchlist issue (optional):
     watchlists: Annotated[dict[Name, Annotated[int, Field(ge=1)]], Field(max_length=64)] | None = (

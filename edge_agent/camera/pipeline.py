@@ -27,9 +27,11 @@ The power policy (`edge_agent.power`) is obeyed from the node state's
 ``power_step``: a step's `analytics_rate` slows analysis, ``cameras =
 false`` stops capture (config-built cameras are closed), and what is shed is
 in the component's health and `stats()`. Telemetry gets ``frames_dropped``
-(all cameras) and, per camera (up to `proto.messages.MAX_TELEMETRY_CAMERAS`),
-``cameras``: frames in and dropped, motion ratio, detector and reader ms
-p50/p95, plates per hour, what power shed and the open fault. `stats()` has
+(all cameras), ``cameras_total`` and, per camera, ``cameras``: frames in and
+dropped, motion ratio, detector and reader ms p50/p95, plates per hour, what
+power shed and the open fault. A report lists at most
+`proto.messages.MAX_TELEMETRY_CAMERAS` cameras; a node with more takes turns
+(`cameras_in_turn`), so each is reported within ceil(n / 8) intervals. `stats()` has
 the same figures and more; the health detail that ``ping`` carries has them
 shortened. A plate event carries the best read's box, province, layout and
 the rules' canonical key.
@@ -74,7 +76,7 @@ if TYPE_CHECKING:
     from edge_agent.faces.work import FaceWork
     from edge_agent.watchlist import WatchlistStore
 
-__all__ = ["CameraFeed", "CameraPipeline", "CameraWorker"]
+__all__ = ["CameraFeed", "CameraPipeline", "CameraWorker", "cameras_in_turn"]
 
 logger = logging.getLogger(__name__)
 
@@ -478,6 +480,7 @@ class CameraPipeline:
         self.sheds = 0
         self.privacy: PrivacyGuard | None = None  # set in run (edge_agent.camera.privacy)
         self._sources: dict[str, str] = {}  # third-party camera id → the source it runs
+        self._telemetry_turn = 0  # where the next report's share of cameras starts
 
     @classmethod
     def from_config(
@@ -520,13 +523,14 @@ class CameraPipeline:
         if not self.workers:
             return {}
         now = time.monotonic()
-        cameras = [
-            _camera_health(camera_id, worker, now)
-            for camera_id, worker in list(self.workers.items())[:MAX_TELEMETRY_CAMERAS]
-        ]
+        share, self._telemetry_turn = cameras_in_turn(
+            list(self.workers), start=self._telemetry_turn, limit=MAX_TELEMETRY_CAMERAS
+        )
+        cameras = [_camera_health(camera_id, self.workers[camera_id], now) for camera_id in share]
         return {
             "frames_dropped": sum(w.stats.frames_dropped for w in self.workers.values()),
             "cameras": cameras,
+            "cameras_total": len(self.workers),
             "privacy_version": self.privacy.version if self.privacy is not None else None,
         }
 
@@ -853,6 +857,22 @@ def _plate_details(plate_pass: PlatePass) -> dict[str, Any]:
         ),
         "canonical": canonical or None,
     }
+
+
+def cameras_in_turn(camera_ids: Sequence[str], *, start: int, limit: int) -> tuple[list[str], int]:
+    """The cameras one telemetry report lists, and where the next report starts.
+
+    A report holds at most `limit` cameras (`MAX_TELEMETRY_CAMERAS`); a node
+    with more lists `limit` of them from `start` on, wrapping round, and the
+    next report goes on from there, so every camera is in one of
+    ceil(n / limit) consecutive reports (the rest of the time the server
+    keeps its last figures) instead of the same ones always missing.
+    """
+    if len(camera_ids) <= limit:
+        return list(camera_ids), 0
+    start %= len(camera_ids)
+    share = [camera_ids[(start + i) % len(camera_ids)] for i in range(limit)]
+    return share, (start + limit) % len(camera_ids)
 
 
 def _camera_health(camera_id: str, worker: CameraWorker, now: float) -> dict[str, Any]:

@@ -10,7 +10,9 @@ the built-in handlers):
   statement per batch, not an ORM load per node.
 - `CameraTelemetryHandler` for `Telemetry`: the built-in telemetry rules,
   and a telemetry that lists cameras replaces its node's `NodeCamera` rows
-  (one DELETE and one INSERT per batch for all such nodes).
+  (one DELETE and one INSERT per batch for all such nodes); one that lists
+  a turn's share (``cameras_total`` more than it lists: a node with more
+  than eight cameras) replaces only the listed cameras' rows.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from fleet_server.ingest.batch import Batch
 from fleet_server.ingest.handlers import PlainEventHandler, TelemetryHandler
 from fleet_server.ingest.registry import register_handler
 from fleet_server.models import Node
-from fleet_server.plates import insert_plate_reads, replace_node_cameras
+from fleet_server.plates import insert_plate_reads, replace_node_cameras, update_node_cameras
 from proto.messages import PlateEvent, Telemetry
 from proto.plates import MAX_PLATE_KEY, normalise_plate
 
@@ -72,10 +74,16 @@ class CameraTelemetryHandler(TelemetryHandler):
         telemetry: Telemetry = message
         if node is None or not telemetry.cameras:
             return
+        # A node with more cameras than one report holds lists them in turns:
+        # then the listed ones are updated, not the node's whole list replaced.
+        total = telemetry.cameras_total
+        writer = replace_node_cameras
+        if total is not None and total > len(telemetry.cameras):
+            writer = update_node_cameras
         for camera in telemetry.cameras:
             detector, reader = camera.detector_ms, camera.reader_ms
             batch.bulk(
-                replace_node_cameras,
+                writer,
                 {
                     "node_id": node.node_id,
                     "camera_id": camera.camera_id,
