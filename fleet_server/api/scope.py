@@ -20,7 +20,8 @@ from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, status
 
-from fleet_server.api.deps import CurrentUser, StreamUser
+from fleet_server.api.deps import CurrentUser, SessionDep, StreamUser
+from fleet_server.models import Alert
 from fleet_server.scope import Purpose, PurposeInvalid, Scope, parse_purpose
 
 __all__ = [
@@ -75,6 +76,8 @@ def not_in_scope(what: str) -> HTTPException:
 
 
 def get_purpose(
+    session: SessionDep,
+    scope: ScopeDep,
     x_purpose: Annotated[
         str | None,
         Header(
@@ -86,8 +89,11 @@ def get_purpose(
 ) -> Purpose:
     """The stated purpose of a view of evidence-like data; 428 when missing, 422 when malformed.
 
-    The route records the view with `fleet_server.scope.record_access` once it
-    knows the object is in scope, before it returns the data.
+    An `alert:<id>` purpose must name an alert the caller may see: one that does
+    not exist and one outside the caller's scope get the same 422, so the answer
+    says nothing about other districts' alerts. The route records the view with
+    `fleet_server.scope.record_access` once it knows the object is in scope,
+    before it returns the data.
     """
     if x_purpose is None:
         raise HTTPException(
@@ -95,11 +101,20 @@ def get_purpose(
             detail=f"send {PURPOSE_HEADER}: case:<no>, fir:<no>, alert:<id> or note:<text>",
         )
     try:
-        return parse_purpose(x_purpose)
+        purpose = parse_purpose(x_purpose)
     except PurposeInvalid as exc:
         raise HTTPException(
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)
         ) from None
+    if purpose.kind == "alert":
+        alert = session.get(Alert, purpose.reference)
+        if alert is None or not scope.allows(alert.district):
+            raise HTTPException(
+                status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+                detail=f"{PURPOSE_HEADER} names alert {purpose.reference}, which does not exist "
+                "or is outside your scope",
+            )
+    return purpose
 
 
 PurposeDep = Annotated[Purpose, Depends(get_purpose)]

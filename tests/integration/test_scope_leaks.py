@@ -3,8 +3,10 @@
 One fleet with nodes and alerts in Gulberg and Model Town (Lahore), Clifton
 (Karachi) and one node with no district. Users from Clifton — an operator, a
 technician and even an admin — call every route of the app with the Lahore
-objects' ids; no answer may name a Lahore node, alert, site or district, no
-count may include them, and mutations answer 404 (or 403 where the route
+objects' ids; no answer may name a Lahore node, alert, site or district, nor
+Gulberg's watchlist (a plate and a person entry), plate read, watchlist hit,
+privacy masks or private camera (all made through the API and ingest paths
+the feature tests use), no count may include them, and mutations answer 404 (or 403 where the route
 refuses out-of-scope input) and change nothing. In-scope users see their
 own (so the checks are not vacuous).
 """
@@ -41,7 +43,7 @@ from fleet_server.scope import Scope
 from fleet_server.settings import Settings
 from proto.codec import encode, topic_for
 from proto.ids import new_event_id
-from proto.messages import PanicEvent
+from proto.messages import PanicEvent, PlateEvent, WatchlistHitEvent
 
 API = "/api/v1"
 PASSWORD = "scope-test-password"
@@ -75,25 +77,82 @@ class World:
     tokens: dict[str, dict[str, str]]
     enrollment_token_id: str
     evidence: dict[str, str] = field(default_factory=dict)  # Gulberg's evidence objects
+    lists: dict[str, str] = field(default_factory=dict)  # Gulberg's watchlist, hit, reads
+    more: dict[str, set[str]] = field(default_factory=dict)  # node → its other markers
 
     def markers(self, *nodes: str) -> set[str]:
         """Strings that must never appear in an answer to someone outside `nodes`' districts."""
         out: set[str] = set()
         for node in nodes:
             district, site = NODES[node]
-            out |= {node, self.alerts[node]}
+            out |= {node, self.alerts[node]} | self.more.get(node, set())
             out |= {x for x in (district, site) if x is not None}
         return out
 
 
-def _press(runtime: Runtime, node: str) -> str:
-    press = PanicEvent(node_id=node, ts=utcnow(), event_id=new_event_id(), seq=1)
-    envelopes, _ = decode_all([(topic_for(press), encode(press))])
+def _ingest(runtime: Runtime, event: Any) -> Any:
+    envelopes, _ = decode_all([(topic_for(event), encode(event))])
     with Session(runtime.engine, expire_on_commit=False) as session:
         policies = load_policies(session=session, ack_timeout_s=120)
         out = store_batch(session=session, envelopes=envelopes, now=utcnow(), policies=policies)
         session.commit()
-    return out.notices[0].alert.id
+    return out
+
+
+def _press(runtime: Runtime, node: str) -> str:
+    press = PanicEvent(node_id=node, ts=utcnow(), event_id=new_event_id(), seq=1)
+    return str(_ingest(runtime, press).notices[0].alert.id)
+
+
+GULBERG_LIST = "g-stolen-cars"
+GULBERG_PLATE = "LEG4242"  # listed, read and hit in Gulberg
+GULBERG_READ = "LEQ7171"  # read in Gulberg, not listed
+GULBERG_OWNER = "Gulberg Galleria Plaza"
+GULBERG_AGREEMENT = "G-AGR-2026-7"
+GULBERG_MASK_REASON = "Gulberg school yard"
+
+
+def _lists(client: TestClient, runtime: Runtime, admin: dict[str, str]) -> dict[str, str]:
+    """Gulberg's watchlist (a plate and a person entry), a plate read and a watchlist hit on
+    lhr-g-01's camera `gate`, masks on that camera and a private camera `lobby` beside it."""
+    made = client.post(f"{API}/watchlists", headers=admin, json={
+        "name": GULBERG_LIST, "category": "stolen_vehicle", "purpose": "stolen cars, Gulberg",
+        "owner_agency": "Punjab Police", "districts": ["Gulberg"],
+        "expires_at": "2099-01-01T00:00:00Z",
+    })  # fmt: skip
+    assert made.status_code == 201, made.text
+    url = f"{API}/watchlists/{GULBERG_LIST}/entries"
+    plate = client.post(url, headers=admin, json={"plate": GULBERG_PLATE, "note": "G-NOTE-CAR"})
+    person = client.post(url, headers=admin, json={"kind": "person", "note": "G-NOTE-PERSON"})
+    assert (plate.status_code, person.status_code) == (201, 201), (plate.text, person.text)
+    read = PlateEvent(
+        node_id="lhr-g-01", ts=utcnow(), event_id=new_event_id(), seq=2, camera_id="gate",
+        track_id="t2", plate=GULBERG_READ, confidence=0.9, frames=3,
+    )  # fmt: skip
+    _ingest(runtime, read)
+    hit = WatchlistHitEvent(
+        node_id="lhr-g-01", ts=utcnow(), event_id=new_event_id(), seq=3,
+        watchlist_id=GULBERG_LIST, watchlist_version=2, entry_id=plate.json()["id"].lower(),
+        match="exact", camera_id="gate", track_id="t3", plate=GULBERG_PLATE,
+        listed=GULBERG_PLATE, confidence=0.9, frames=4,
+    )  # fmt: skip
+    hit_alert = _ingest(runtime, hit).notices[0].alert.id
+    masks = client.put(
+        f"{API}/privacy/nodes/lhr-g-01/cameras/gate/masks", headers=admin,
+        json={"masks": [[[0, 0], [0.5, 0], [0.5, 0.5]]], "reason": GULBERG_MASK_REASON},
+    )  # fmt: skip
+    private = client.put(
+        f"{API}/privacy/nodes/lhr-g-01/cameras/lobby/private", headers=admin, json={
+            "owner": GULBERG_OWNER, "agreement": GULBERG_AGREEMENT,
+            "expires_at": "2099-01-01T00:00:00Z", "allow": ["plates"],
+            "reason": "plaza gate camera",
+        },
+    )  # fmt: skip
+    assert (masks.status_code, private.status_code) == (200, 200), (masks.text, private.text)
+    return {
+        "watchlist": GULBERG_LIST, "entry_id": plate.json()["id"], "person_id": person.json()["id"],
+        "read_event_id": read.event_id, "hit_event_id": hit.event_id, "hit_alert": hit_alert,
+    }  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +199,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         )
         assert made.status_code == 201, made.text
         evidence = _evidence(runtime, alerts["lhr-g-01"])
-        yield World(client, runtime, alerts, tokens, made.json()["id"], evidence)
+        lists = _lists(client, runtime, tokens["admin"])
+        more = {
+            "lhr-g-01": {
+                *lists.values(), GULBERG_PLATE, GULBERG_READ, GULBERG_OWNER, GULBERG_AGREEMENT,
+                GULBERG_MASK_REASON, "G-NOTE-CAR", "G-NOTE-PERSON",
+            }
+        }  # fmt: skip
+        yield World(client, runtime, alerts, tokens, made.json()["id"], evidence, lists, more)
 
 
 def _evidence(runtime: Runtime, alert_id: str) -> dict[str, str]:
@@ -174,8 +240,8 @@ def _path_values(world: World) -> dict[str, str]:
         "user_id": "1",
         "artifact_id": "01J0000000000000000000000Z",
         "campaign_id": "01J0000000000000000000000Z",
-        "entry_id": "01J0000000000000000000000Z",
-        "event_id": "01J0000000000000000000000Z",
+        "entry_id": world.lists["entry_id"],
+        "event_id": world.lists["hit_event_id"],
         "camera_id": "gate",
         **world.evidence,  # sha256, case_id, export_id
     }
@@ -214,6 +280,8 @@ READS = [_param(m, p) for m, p in _app_routes() if m == "GET" and p != f"{API}/s
 
 def _fill(world: World, path: str) -> str:
     values = _path_values(world)
+    if path.startswith((f"{API}/watchlists/", f"{API}/watchlist-hits/")):
+        values["name"] = world.lists["watchlist"]
     names = re.findall(r"{([^}:]+)(?::[^}]*)?}", path)
     unknown = [n for n in names if n not in values]
     assert not unknown, f"add a value for {unknown} to _path_values for {path}"
@@ -257,7 +325,7 @@ def test_a_district_user_sees_their_district_and_only_it(world: World) -> None:
         assert seen == {"lhr-g-01"}, path
         duty = world.client.get(path, headers=world.tokens["lahore_duty"]).json()
         assert {row[key] for row in duty["data"]} == {"lhr-g-01", "lhr-m-01"}
-        assert duty["count"] == 2
+        assert duty["count"] == len(duty["data"])
         everything = world.client.get(path, headers=world.tokens["hq"]).json()
         assert {row[key] for row in everything["data"]} >= set(NODES)
     one = world.client.get(f"{API}/nodes/lhr-g-01", headers=world.tokens["gulberg_op"])
@@ -439,3 +507,62 @@ def test_evidence_of_another_district_is_404_with_a_purpose_and_visible_within_i
     mine = world.client.get(f"{API}/evidence?alert_id={alert}", headers=insider).json()
     assert [row["sha256"] for row in mine["data"]] == [sha]
     assert mine["data"][0]["held"] is True  # the Gulberg case holds it
+
+
+def test_gulbergs_watchlist_reads_hits_and_privacy_are_seen_within_gulberg_only(
+    world: World,
+) -> None:
+    """The seeded watchlist data is really there for an insider (so the walk above is not
+    vacuous for these routes) and absent for an outsider who states a valid purpose."""
+    lists = world.lists
+    reads = (
+        (f"{API}/watchlists", GULBERG_LIST),
+        (f"{API}/watchlists/{GULBERG_LIST}", lists["person_id"]),
+        (f"{API}/plate-reads", GULBERG_READ),
+        (f"{API}/watchlist-hits", lists["hit_event_id"]),
+        (f"{API}/watchlist-hits/queue", lists["hit_event_id"]),
+        (f"{API}/watchlist-hits/{lists['hit_event_id']}/entry", "G-NOTE-CAR"),
+        (f"{API}/privacy/nodes/lhr-g-01", GULBERG_MASK_REASON),
+        (f"{API}/privacy/private-cameras", GULBERG_AGREEMENT),
+    )
+    insider = {**world.tokens["gulberg_op"], "X-Purpose": "case:G-4"}
+    outsider = {**world.tokens["clifton_op"], "X-Purpose": "case:LEAK-4"}
+    markers = world.markers("lhr-g-01")
+    for url, expected in reads:
+        seen = world.client.get(url, headers=insider)
+        assert seen.status_code == 200, f"{url}: {seen.text}"
+        assert expected in seen.text, f"the insider should see {expected} in {url}"
+        hidden = world.client.get(url, headers=outsider)
+        assert hidden.status_code in (200, 404), f"{url}: {hidden.text}"
+        _assert_no_leak(hidden.text, markers, f"clifton_op GET {url}", asked=url)
+
+
+def test_a_purpose_naming_an_alert_of_another_district_is_refused_like_a_missing_one(
+    world: World,
+) -> None:
+    gulberg_alert, clifton_alert = world.alerts["lhr-g-01"], world.alerts["khi-c-01"]
+    missing = "01J0000000000000000000000Z"
+
+    def watchlists(who: str, alert_id: str) -> Any:
+        headers = {**world.tokens[who], "X-Purpose": f"alert:{alert_id}"}
+        return world.client.get(f"{API}/watchlists", headers=headers)
+
+    # In scope: the purpose stands and the view is served.
+    assert watchlists("gulberg_op", gulberg_alert).status_code == 200
+    assert watchlists("clifton_op", clifton_alert).status_code == 200
+    assert watchlists("hq", gulberg_alert).status_code == 200
+    # Out of scope and missing: the same 422, worded alike, naming no district.
+    other, nothing = watchlists("clifton_op", gulberg_alert), watchlists("clifton_op", missing)
+    assert (other.status_code, nothing.status_code) == (422, 422), (other.text, nothing.text)
+    assert other.json()["detail"].replace(gulberg_alert, "") == nothing.json()["detail"].replace(
+        missing, ""
+    )
+    assert "does not exist or is outside your scope" in other.json()["detail"]
+    _assert_no_leak(other.text, world.markers("lhr-g-01") - {gulberg_alert}, "purpose")
+    # Evidence routes apply the same gate: no export request names another district's alert.
+    export = world.client.post(
+        f"{API}/evidence/exports",
+        json={"subject": f"alert:{clifton_alert}"},
+        headers={**world.tokens["clifton_op"], "X-Purpose": f"alert:{gulberg_alert}"},
+    )
+    assert export.status_code == 422, export.text
