@@ -52,6 +52,7 @@ from typing import Literal
 from sqlalchemy import Connection, text
 from sqlmodel import Session
 
+from fleet_server import audit
 from fleet_server.alerting import AlertNotice
 
 __all__ = [
@@ -344,9 +345,21 @@ class PartitionJob:
         if session.get_bind().dialect.name != "postgresql":
             return []  # (asked of the engine: a SQLite connection would take the write lock)
         connection = session.connection()
+        dropped: dict[str, dict[str, object]] = {}
         for table in self.tables:
             ensure_partitions(connection, table, now=now, ahead=self.ahead)
             days = self.retention_days.get(table.table)
             if days is not None:
-                drop_expired_partitions(connection, before=now - timedelta(days=days), table=table)
+                before = now - timedelta(days=days)
+                gone = drop_expired_partitions(connection, before=before, table=table)
+                if gone:
+                    dropped[table.table] = {
+                        "received_before": audit.format_time(before), "days": days,
+                        "partitions": gone,
+                    }  # fmt: skip
+        if dropped:  # expiry is audited (issue 15): one record per run, in its transaction
+            audit.record(
+                session, actor="system", action="retention.partitions_dropped",
+                object=f"data-class:{','.join(sorted(dropped))}"[:200], detail=dropped, now=now,
+            )  # fmt: skip
         return []

@@ -39,6 +39,7 @@ from sqlalchemy import case as sa_case
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
+from fleet_server import audit
 from fleet_server.alerting import AlertNotice
 from fleet_server.errors import FleetServerError
 from fleet_server.models import Node
@@ -332,12 +333,18 @@ class PlateRetentionJob:
     def run(self, session: Session, now: datetime) -> Sequence[AlertNotice]:
         if self._next_at is not None and now < self._next_at:
             return []
-        gone = delete_expired_plate_reads(
-            session=session, before=now - timedelta(days=self.days), chunk=self.chunk
-        )
+        before = now - timedelta(days=self.days)
+        gone = delete_expired_plate_reads(session=session, before=before, chunk=self.chunk)
         if gone:
             self.deleted += gone
             logger.info("plate retention: %s reads older than %s days deleted", gone, self.days)
+            # In the deletion's own transaction: expiry is audited (issue 15), once per run.
+            audit.record(
+                session, actor="system", action="retention.plate_reads_expired",
+                object="data-class:plate_read", now=now,
+                detail={"received_before": audit.format_time(before), "days": self.days,
+                        "count": gone},
+            )  # fmt: skip
         full = gone >= self.chunk
         self._next_at = None if full else now + timedelta(seconds=self.every_s)
         return []
