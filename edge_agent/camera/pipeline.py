@@ -49,6 +49,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from edge_agent.camera.errors import CameraError
 from edge_agent.component import CommandHandler, Health, NodeContext
 from edge_agent.snapshot import Still
 from edge_agent.watchlist import write_hits
@@ -68,7 +69,7 @@ if TYPE_CHECKING:
     from edge_agent.anpr.types import PlateDetector, PlateReader
     from edge_agent.camera.analysis import CameraAnalysis, CameraStats, PlatePass
     from edge_agent.camera.privacy import PrivacyGuard
-    from edge_agent.camera.standards import StandardsCheck, Verdict
+    from edge_agent.camera.standards import Standards, StandardsCheck, Verdict
     from edge_agent.config import AgentConfig, CameraAnalyticsConfig, FacesConfig
     from edge_agent.evidence import EvidenceStore
     from edge_agent.faces.models import Detector, Embedder
@@ -253,8 +254,9 @@ class CameraWorker:
                         self.source = self.feed.open()
                         self.analysis.gate.reset()
                         self._begin_standards()
-                    except HardwareError as exc:
-                        self._report("camera_lost", f"{self.camera_id}: cannot open: {exc}")
+                    except (HardwareError, CameraError) as exc:  # CameraError: ONVIF refused
+                        code = getattr(exc, "fault_code", "camera_lost")
+                        self._report(code, f"{self.camera_id}: cannot open: {exc}")
                         self._stop.wait(backoff)
                         backoff = min(settings.retry_max_s, backoff * 2)
                         continue
@@ -670,9 +672,13 @@ class CameraPipeline:
 
     def _private_feed(self, ctx: NodeContext, camera_id: str, source: str) -> CameraFeed:
         """The feed for a third-party source (the node's default analytics settings)."""
+
+        def standards() -> Standards | None:  # an ONVIF camera's profile is chosen by them
+            return self.privacy.standards(camera_id) if self.privacy is not None else None
+
         return CameraFeed(
             camera_id=camera_id,
-            open=_private_opener(camera_id, source, ctx.clock),
+            open=_private_opener(camera_id, source, ctx.clock, standards=standards),
             settings=ctx.config.camera_analytics(camera_id),
         )
 
@@ -901,11 +907,21 @@ def _camera_health(camera_id: str, worker: CameraWorker, now: float) -> dict[str
     }
 
 
-def _private_opener(camera_id: str, source: str, clock: Clock) -> Callable[[], CameraSource]:
-    """Open a third-party source with OpenCV; a failure names it without its credentials."""
+def _private_opener(
+    camera_id: str, source: str, clock: Clock, *, standards: Callable[[], Standards | None]
+) -> Callable[[], CameraSource]:
+    """Open a third-party source with OpenCV; a failure names it without its credentials.
+
+    An ``onvif://`` source is resolved to its stream on every open
+    (`edge_agent.camera.onvif`, against the camera's minimums of the moment).
+    """
     from edge_agent.camera.privacy import redact
     from hardware.camera import OpenCvCamera, OpenCvCameraConfig, load_camera
 
+    if source[:8].lower() == "onvif://":
+        from edge_agent.camera.onvif import open_camera
+
+        return lambda: open_camera(camera_id, source, clock=clock, standards=standards())
     if source.startswith("/dev/video"):
         config = OpenCvCameraConfig(type="opencv", id=camera_id, device=int(source[10:]))
     else:

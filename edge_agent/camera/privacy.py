@@ -101,9 +101,10 @@ class PrivateSource(_Model):
     source: str | None = Field(
         default=None,
         max_length=500,
-        pattern=r"^((rtsp|rtsps|http|https)://\S+|/dev/video[0-9]{1,2})$",
-        description="a third-party camera the node opens itself: an RTSP/HTTP URL (credentials "
-        "may be in it; never logged or reported, see `redact`) or a /dev/videoN device",
+        pattern=r"^((rtsp|rtsps|http|https|onvif)://\S+|/dev/video[0-9]{1,2})$",
+        description="a third-party camera the node opens itself: an RTSP/HTTP URL, an ONVIF "
+        "device (onvif://user:pass@host:port[/profile], edge_agent.camera.onvif; credentials "
+        "may be in either, never logged or reported, see `redact`) or a /dev/videoN device",
     )
     standards: Standards | None = Field(
         default=None,

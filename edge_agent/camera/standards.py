@@ -13,9 +13,15 @@ private terms:
   clock between the first and the last frame of the sample (what the
   analysis would get, not what the stream advertises);
 - clock: the source's own wall time for a frame, when it gives one
-  (`CameraSource.source_time`), against the node's clock; most sources
-  (OpenCV over RTSP/HTTP, files) give none, and the clock is then reported
-  as ``unknown`` and does not fail the check.
+  (`CameraSource.source_time`), against the node's clock. A camera
+  registered by its ONVIF address (`edge_agent.camera.onvif`) gives one: its
+  ``GetSystemDateAndTime`` (UTC, whole seconds) is read at connect, at the
+  middle of the request's round trip, and each frame is stamped with the
+  node's time plus that offset — so its clock is judged against
+  `Standards.max_clock_skew_s` (the figure carries up to ~0.5 s from the
+  camera's whole seconds plus half the round trip). Other sources (OpenCV
+  over RTSP/HTTP, files) give none, and the clock is then reported as
+  ``unknown`` and does not fail the check.
 
 A camera that fails is **live view only** until it is connected again and
 passes: the pipeline analyses none of its frames, and the verdict with its

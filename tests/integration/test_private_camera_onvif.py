@@ -1,0 +1,202 @@
+"""Private cameras registered by their ONVIF address: the node resolves, opens and judges them.
+
+The ONVIF device is the SOAP stand-in on 127.0.0.1 (tests/support/onvif_standin.py:
+a stand-in of the SOAP mapping, not a real camera); the stream it names is a
+real MJPEG-over-HTTP server on 127.0.0.1 that the node opens with OpenCV, as
+it would a camera's RTSP stream (no RTSP server is installed here). Each
+stand-in names its services and stream on 127.0.0.2, so a node that used the
+camera's own idea of its address would find nothing there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("cv2")
+
+from edge_agent.camera.onvif import OnvifCamera
+from edge_agent.camera.pipeline import CameraFeed, CameraPipeline
+from hardware import ManualClock
+from hardware.camera import SimCamera
+from proto.messages import NodeFaultEvent
+from tests.integration.test_private_camera_standards import (
+    faults,
+    make_node,
+    mjpeg_server,
+    run,
+    running,
+    settings,
+    terms,
+)
+from tests.support.camera import ScriptedReader, WhiteRectDetector
+from tests.support.onvif_standin import OnvifStandIn, StandInProfile, onvif_standin
+from tests.support.polling import until
+
+
+class Pipeline(CameraPipeline):
+    """Third-party feeds with the tests' fast retry and the stand-in plate models."""
+
+    def _private_feed(self, ctx: Any, camera_id: str, source: str) -> CameraFeed:
+        feed = super()._private_feed(ctx, camera_id, source)
+        return dataclasses.replace(
+            feed, settings=settings(), detector=WhiteRectDetector(), reader=ScriptedReader(["X1"])
+        )
+
+
+def test_onvif_cameras_resolve_to_their_stream_and_their_clocks_are_judged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    clock = ManualClock(start=0.0)
+    street = SimCamera(camera_id="street", clock=clock)
+    pipeline = Pipeline(
+        [CameraFeed.of(street, settings(), detector=WhiteRectDetector(), reader=ScriptedReader([]))]
+    )
+
+    def camera_clock(offset_s: float) -> Any:
+        return lambda: clock.now() + timedelta(seconds=offset_s)
+
+    with (
+        mjpeg_server(1280, 720, 20.0) as url,
+        onvif_standin(OnvifStandIn(camera_time=camera_clock(0.0))) as lobby,
+        onvif_standin(OnvifStandIn(camera_time=camera_clock(30.0))) as gate,
+        onvif_standin(OnvifStandIn(camera_time=camera_clock(0.0))) as roof,
+        onvif_standin(
+            OnvifStandIn(camera_time=camera_clock(0.0),
+                         profiles=[StandInProfile("sub", "subStream", 640, 360)])
+        ) as garage,
+    ):  # fmt: skip
+        for device in (lobby, gate, roof, garage):
+            device.stream_uri = url.replace("127.0.0.1", "127.0.0.2")
+        minimums = {"sample_frames": 5, "max_clock_skew_s": 2.0}
+        sources = {
+            "lobby": lobby.source(),
+            "gate": gate.source(),
+            "roof": roof.source(password="not-the-pw"),
+            "garage": garage.source(),
+        }
+        policy = {
+            "version": 3,
+            "cameras": {c: {"private": {**terms(**minimums), "source": s}}
+                        for c, s in sources.items()},
+        }  # fmt: skip
+        node = make_node(tmp_path, clock, pipeline, policy)
+
+        async def body() -> None:
+            async with running(node, clock) as transport:
+
+                def cameras() -> dict[str, Any]:
+                    figures: dict[str, Any] = pipeline.stats()["cameras"]
+                    return figures
+
+                for _ in range(100):  # the pipeline adopts sources at its next poll
+                    await clock.elapse(1.0)
+                    if set(sources) <= set(cameras()):
+                        break
+                await until(lambda: cameras()["lobby"]["standards"], "the lobby judged", timeout=30)
+                await until(lambda: cameras()["gate"]["standards"], "the gate judged", timeout=30)
+                await until(lambda: cameras()["lobby"]["frames_analysed"] > 0, "lobby analysed")
+                await until(lambda: len(roof.refused) >= 3, "the roof retried")
+                await until(lambda: len(garage.calls) >= 10, "the garage retried")
+                await until(lambda: faults(transport, "camera_onvif_error"), "the roof reported")
+                await until(lambda: faults(transport, "camera_below_standard"), "a poor camera")
+                stats = cameras()
+                opened = pipeline.workers["lobby"].source
+                telemetry = {c["camera_id"]: c for c in pipeline.telemetry()["cameras"]}
+                health = str(pipeline.health())
+                events = transport.messages(NodeFaultEvent)
+
+            # The lobby: its stream came from GetStreamUri, on the host the node was given.
+            assert isinstance(opened, OnvifCamera)
+            assert opened.resolved.stream_shown == url.replace("http://", "http://***@")
+            assert lobby.stream_tokens[0] == "Profile_101"
+            verdict = stats["lobby"]["standards"]
+            assert verdict["passed"], verdict
+            assert verdict["clock"] == "skew 0.0 s"
+            assert (verdict["width"], verdict["height"]) == (1280, 720)
+            # The gate's clock is 30 s ahead of the node's: below standard, live view only.
+            gate_verdict = stats["gate"]["standards"]
+            assert not gate_verdict["passed"]
+            assert gate_verdict["clock"] == "skew 30.0 s"
+            assert gate_verdict["reasons"] == ["clock off by 30.0 s (over 2 s)"]
+            assert stats["gate"]["frames_analysed"] == 0
+            assert telemetry["gate"]["fault"] == "camera_below_standard"
+            below = [e for e in events if e.code == "camera_below_standard"]
+            assert any((e.detail or "").startswith("gate:") and "clock off by 30.0 s"
+                       in (e.detail or "") for e in below)  # fmt: skip
+            # The roof refuses the account: a typed fault, retried, never a crash.
+            (refused,) = faults(transport, "camera_onvif_error")
+            assert "roof: cannot open" in (refused.detail or "")
+            assert "NotAuthorized" in (refused.detail or "")
+            assert stats["roof"]["fault"] == "camera_onvif_error"
+            assert stats["roof"]["standards"] is None
+            # The garage has no profile meeting 1280x720: below standard before any frame.
+            assert stats["garage"]["fault"] == "camera_below_standard"
+            assert garage.stream_tokens == []
+            assert any((e.detail or "").startswith("garage: cannot open: no ONVIF profile")
+                       for e in below)  # fmt: skip
+            # Credentials nowhere: faults, stats, telemetry, health, logs.
+            shown = json.dumps([e.model_dump(mode="json") for e in events])
+            shown += json.dumps(pipeline.stats()) + json.dumps(telemetry, default=str) + health
+            shown += "\n".join(r.getMessage() for r in caplog.records)
+            assert "s3cret" not in shown
+            assert "not-the-pw" not in shown
+
+        run(body)
+
+
+def test_the_camera_clock_is_read_each_time_the_camera_is_opened(tmp_path: Path) -> None:
+    """A camera whose clock drifts is judged again at the next connect (a changed source)."""
+    clock = ManualClock(start=0.0)
+    street = SimCamera(camera_id="street", clock=clock)
+    pipeline = Pipeline(
+        [CameraFeed.of(street, settings(), detector=WhiteRectDetector(), reader=ScriptedReader([]))]
+    )
+    offset = {"s": 0.0}
+
+    def camera_time() -> datetime:
+        return clock.now() + timedelta(seconds=offset["s"])
+
+    with mjpeg_server(1280, 720, 20.0) as url, onvif_standin(
+        OnvifStandIn(camera_time=camera_time, stream_uri=url)
+    ) as device:  # fmt: skip
+        policy: dict[str, Any] = {
+            "version": 1,
+            "cameras": {
+                "plaza": {"private": {**terms(sample_frames=4), "source": device.source()}}
+            },
+        }
+        node = make_node(tmp_path, clock, pipeline, policy)
+
+        async def body() -> None:
+            async with running(node, clock):
+
+                def verdict() -> Any:
+                    figures = pipeline.stats()["cameras"].get("plaza")
+                    return figures["standards"] if figures else None
+
+                for _ in range(100):
+                    await clock.elapse(1.0)
+                    if "plaza" in pipeline.workers:
+                        break
+                await until(verdict, "the first verdict", timeout=30)
+                first = verdict()
+                offset["s"] = -5.0  # the camera's clock falls behind; the owner re-registers it
+                pipeline.workers["plaza"].reopen(pipeline.workers["plaza"].feed.open)
+                await until(lambda: verdict() is not None and verdict() != first, "judged again",
+                            timeout=30)  # fmt: skip
+                second = verdict()
+
+            assert first["passed"]
+            assert first["clock"] == "skew 0.0 s"
+            assert not second["passed"]
+            assert second["reasons"] == ["clock off by 5.0 s (over 2 s)"]
+
+        run(body)
