@@ -251,6 +251,7 @@ class OtaComponent(ComponentBase):
         self._dev_mode = dev_mode
         self._os_updater = os_updater
         self._reboot_hook = reboot
+        self._reboots: set[str] = set()  # OS versions this process asked to reboot into
         self._wake: asyncio.Event | None = None
         self._pending: OtaCheckCommand | None = None
         self._busy = False
@@ -321,9 +322,22 @@ class OtaComponent(ComponentBase):
     async def run(self, ctx: NodeContext) -> None:
         self._wake = asyncio.Event()
         now = ctx.clock.monotonic()
+        from ota.launcher import read_boot_verdicts
+        from ota.slots import BootVerdict
+
+        # Under `nigehbaan ota launch` the launcher already ran this boot step (it must,
+        # for a version whose agent cannot start): report what it decided, count nothing.
+        launched = read_boot_verdicts(self.data_dir / "slots")
         for kind in self.config.kinds:
-            trial = self.store(kind).on_trial() or {}
-            verdict = self.store(kind).on_boot(now=ctx.clock.now().timestamp())
+            if kind in launched:
+                got = launched[kind]
+                trial = {"version": got["failed_version"], "campaign": got["campaign"]}
+                verdict = BootVerdict(
+                    got["on_trial"], got["rolled_back"], got["reason"], got["version"]
+                )
+            else:
+                trial = self.store(kind).on_trial() or {}
+                verdict = self.store(kind).on_boot(now=ctx.clock.now().timestamp())
             if verdict.rolled_back:
                 # The version that failed, and its campaign: what the server's campaign
                 # must mark rolled back (not the version the node is back on).
@@ -370,6 +384,12 @@ class OtaComponent(ComponentBase):
             trial = store.on_trial()
             if not trial:
                 continue
+            if kind == "os" and getattr(store, "reboot_pending", lambda: False)():
+                # RAUC installed it but this is still the old OS (the agent restarted
+                # before the reboot): nothing to judge; reboot once, when allowed.
+                if trial["version"] not in self._reboots and self._deferral(ctx) is None:
+                    self._reboot(trial["version"])
+                continue
             others = {name: h for name, h in ctx.health().items() if name != self.name}
             sick = {name: h.detail for name, h in others.items() if not h.ok}
             if not sick and ctx.state.connected:
@@ -408,6 +428,7 @@ class OtaComponent(ComponentBase):
     def _reboot(self, version: str) -> None:
         """Boot into (or away from) an OS version: the hook, else `reboot_command`."""
         logger.warning("ota: os %s: rebooting", version)
+        self._reboots.add(version)
         if self._reboot_hook is not None:
             self._reboot_hook()
             return

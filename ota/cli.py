@@ -4,9 +4,10 @@ On a node (reads the node's agent.toml for its data directory, group, repository
 mTLS files; `ota` does not import the agent, so the few keys are read here)::
 
     nigehbaan ota status  [--config agent.toml] [--json]
-    nigehbaan ota check   [--config …] [--kind app] [--trust-clock-from-server]
+    nigehbaan ota check   [--config …] [--kind app] [--trust-clock-from-server] [--from DIR]
     nigehbaan ota install PATH [--config …] [--allow-downgrade]
     nigehbaan ota rollback [--config …] [--kind app]
+    nigehbaan ota launch  [--config …] [-- AGENT ARGS]   what the systemd unit runs
 
 `install PATH` takes either a copy of the repository (a directory with `metadata/` and
 `targets/`, e.g. on a USB stick), verified by python-tuf exactly as over HTTPS, or a bare
@@ -61,6 +62,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="judge expiry by the server's clock (a node clock that is wrong)",
     )
+    check.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        default=None,
+        help="a repository copy (metadata/ and targets/, e.g. a USB stick) instead of the URL",
+    )
     check.set_defaults(func=_check)
     install = node_parser("install", "install from a repository copy or a signed .tar")
     install.add_argument("path", type=Path, help="repository directory or artifact .tar")
@@ -73,6 +81,33 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     rollback = node_parser("rollback", "go back to the other slot")
     rollback.add_argument("--kind", choices=KINDS, default="app")
     rollback.set_defaults(func=_rollback)
+    launch = node_parser("launch", "run the agent from its app slot under the health gate")
+    launch.add_argument(
+        "--module",
+        default="edge_agent.console",
+        help="the agent's entry module, run as __main__ from the slot",
+    )
+    launch.add_argument(
+        "--poll-s", type=float, default=5.0, help="how often the running agent is watched"
+    )
+    launch.add_argument(
+        "--deadline-grace-s",
+        type=float,
+        default=60.0,
+        help="past a trial's deadline by this much, the launcher rolls back itself",
+    )
+    launch.add_argument(
+        "--stop-timeout-s",
+        type=float,
+        default=30.0,
+        help="after SIGTERM, how long the agent has to stop before SIGKILL",
+    )
+    launch.add_argument(
+        "agent_args",
+        nargs=argparse.REMAINDER,
+        help="after --: the agent's arguments (default: agent --config CONFIG)",
+    )
+    launch.set_defaults(func=_launch)
 
     keygen = actions.add_parser("keygen", help="key ceremony: offline root keys")
     keygen.add_argument("--out", type=Path, required=True)
@@ -128,6 +163,8 @@ class _NodeSettings:
         self.repository_url = str(ota.get("repository_url", "https://127.0.0.1:8443/ota"))
         self.trusted_root = Path(str(ota.get("trusted_root") or self.data_dir / "root.json"))
         self.kinds = [str(k) for k in ota.get("kinds", KINDS)]
+        self.max_boots = int(ota.get("max_boots", 3))
+        self.dev_mode = bool(data.get("dev_mode", False))
         self.tls = tuple(
             Path(str(mqtt[k])) if mqtt.get(k) else None
             for k in ("ca_file", "cert_file", "key_file")
@@ -137,12 +174,17 @@ class _NodeSettings:
         from ota.transport import HttpsTransport
         from ota.trust import UpdateClient
 
+        base = (base_url or self.repository_url).rstrip("/")
+        if transport is None and base.startswith("http://"):
+            # Signed and hashed, but neither private nor authenticating the node.
+            if not self.dev_mode:
+                raise SystemExit(_fail("repository_url over http:// needs dev_mode", EXIT_USAGE))
+            transport = HttpsTransport(ca_file=None)
         if transport is None:
             ca, cert, key = self.tls
             if ca is None:
                 raise SystemExit(_fail("[mqtt] ca_file is needed for HTTPS", EXIT_USAGE))
             transport = HttpsTransport(ca_file=ca, cert_file=cert, key_file=key)
-        base = (base_url or self.repository_url).rstrip("/")
         root = self.trusted_root.read_bytes() if self.trusted_root.exists() else None
         return UpdateClient(
             cache_dir=self.data_dir / "cache",
@@ -158,7 +200,7 @@ class _NodeSettings:
         from ota.artifacts import ArtifactKind
         from ota.slots import SlotStore
 
-        return SlotStore(self.data_dir / "slots", ArtifactKind(kind))
+        return SlotStore(self.data_dir / "slots", ArtifactKind(kind), max_boots=self.max_boots)
 
 
 def _fail(message: str, code: int) -> int:
@@ -219,7 +261,13 @@ def _check(args: argparse.Namespace) -> int:
     from ota.errors import OtaError
 
     node = _NodeSettings(args.config)
-    client = node.client()
+    if args.source is not None:
+        from ota.transport import DirectoryTransport
+
+        transport = DirectoryTransport(args.source)
+        client = node.client(transport=transport, base_url=transport.base_url)
+    else:
+        client = node.client()
     found: dict[str, Any] = {}
     for kind in args.kind or node.kinds:
         try:
@@ -302,6 +350,7 @@ def _install_from_copy(node: _NodeSettings, path: Path, *, allow_downgrade: bool
         store.install(got.path, allow_downgrade=offer.downgrade and allow_downgrade)
         if not first:
             store.switch(now=_now(), deadline_s=900.0, campaign=offer.campaign)
+            store.mark_clean_shutdown()  # the restart the technician makes is deliberate
         done[kind] = offer.version
     return done
 
@@ -335,6 +384,7 @@ def _install_signed_tar(
     store.install(path, allow_downgrade=allow_downgrade)
     if not first:
         store.switch(now=_now(), deadline_s=900.0, campaign="local")
+        store.mark_clean_shutdown()  # the restart the technician makes is deliberate
     return {manifest.kind.value: manifest.version}
 
 
@@ -348,6 +398,28 @@ def _rollback(args: argparse.Namespace) -> int:
         return _refusal(exc)
     print(f"{args.kind} back on {verdict.version}: restart the agent")
     return 0
+
+
+def _launch(args: argparse.Namespace) -> int:
+    import logging
+
+    from ota.launcher import launch
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    node = _NodeSettings(args.config)
+    agent_args = list(args.agent_args)
+    if agent_args[:1] == ["--"]:
+        agent_args = agent_args[1:]
+    return launch(
+        slots_dir=node.data_dir / "slots",
+        kinds=node.kinds,
+        max_boots=node.max_boots,
+        agent_args=agent_args or ["agent", "--config", str(args.config.resolve())],
+        module=args.module,
+        poll_s=args.poll_s,
+        deadline_grace_s=args.deadline_grace_s,
+        stop_timeout_s=args.stop_timeout_s,
+    )
 
 
 def _now() -> float:
