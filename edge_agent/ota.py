@@ -264,11 +264,13 @@ class OtaComponent(ComponentBase):
     @classmethod
     def from_config(cls, config: AgentConfig, *, hardware: str) -> OtaComponent:
         """Build from agent.toml: the `[ota]` section, the mTLS files of `[mqtt]`."""
+        from ota.groups import own_group
+
         ota = config.ota
         return cls(
             ota,
             data_dir=config.data_dir / "ota",
-            group=ota.group or re.sub(r"[^a-z0-9-]", "-", config.node_id.lower())[:63],
+            group=ota.group or own_group(config.node_id),
             hardware=ota.hardware or hardware,
             tls=(config.mqtt.ca_file, config.mqtt.cert_file, config.mqtt.key_file),
             dev_mode=config.dev_mode,

@@ -58,6 +58,7 @@ __all__ = [
     "campaign_public",
     "create_campaign",
     "get_campaign",
+    "group_owner",
     "groups_of",
     "list_campaigns",
     "mark_offered",
@@ -371,6 +372,7 @@ def site_windows(session: Session, site_ids: Iterable[str]) -> dict[str, Mainten
 
 
 GROUP_TAG = "ota-group:"
+MAX_GROUP_LENGTH = 63
 
 
 def shared_groups(*, session: Session, node_ids: Sequence[str]) -> dict[str, str]:
@@ -389,6 +391,25 @@ def shared_groups(*, session: Session, node_ids: Sequence[str]) -> dict[str, str
         ).all()
         found.update({node_id: tag.removeprefix(GROUP_TAG) for node_id, tag in rows})
     return found
+
+
+def group_owner(*, session: Session, group: str) -> str | None:
+    """The node whose own group `group` is (`ota.groups.own_group`), if any.
+
+    An id that is a group name is its own group; the other ids (with '_', or 64
+    characters long) are few and are mapped here one by one.
+    """
+    if session.get(Node, group) is not None:
+        return group
+    odd = session.exec(
+        select(Node.node_id).where(
+            or_(
+                col(Node.node_id).contains("_", autoescape=True),
+                func.length(col(Node.node_id)) > MAX_GROUP_LENGTH,
+            )
+        )
+    ).all()
+    return next((n for n in odd if node_group(n) == group), None)
 
 
 def groups_of(*, session: Session, node_ids: Sequence[str]) -> dict[str, str]:
@@ -479,14 +500,20 @@ def record_ota_event(
     reason: str | None = None,
     bytes_done: int | None = None,
     bytes_total: int | None = None,
+    artifact_kind: str | None = None,
 ) -> OtaCampaignNode | None:
     """Apply a node's `ota` event to its campaign progress; None when no campaign matches.
 
-    Without a campaign id the node's newest running or paused campaign for
-    that artifact name and version is meant. An event older (by the node's
-    clock) than the last one applied does not move the state back. The
-    node's detail is kept as "<reason>: <words>" (the stable code first, so
-    an admin can sort and act on it), and a download's progress as bytes.
+    Without a campaign id the node's newest campaign for that artifact name
+    and version is meant. A refusal from a scheduled check (`failed` or
+    `deferred`, no campaign, version "unknown": the metadata was refused
+    before any offer was read) belongs to the node's newest running or
+    paused campaign for that artifact kind in which it was offered and has
+    not installed yet, so the admin sees the reason where the node stalls. An event older
+    (by the node's clock) than the last one applied does not move the state
+    back. The node's detail is kept as "<reason>: <words>" (the stable code
+    first, so an admin can sort and act on it), and a download's progress
+    as bytes.
     """
     state = PHASE_STATE.get(phase)
     if state is None:
@@ -502,6 +529,8 @@ def record_ota_event(
             .order_by(col(OtaCampaign.created_at).desc())
         )
     row = session.exec(query).first()
+    if row is None and campaign_id is None and state in _REFUSAL_STATES:
+        row = _active_row(session, node_id=node_id, kind=artifact_kind or artifact)
     if row is None:
         return None
     if row.reported_at is not None and reported_at < row.reported_at:
@@ -511,6 +540,33 @@ def record_ota_event(
     row.reported_at = reported_at
     row.updated_at = now
     return row
+
+
+# Where a refusal with no campaign may land: the node was offered the update (a pending
+# node's group has nothing signed for it yet) and has not installed it.
+_REFUSAL_STATES = frozenset({CampaignNodeState.FAILED, CampaignNodeState.DEFERRED})
+_NOT_YET_INSTALLED = (
+    CampaignNodeState.OFFERED,
+    CampaignNodeState.DOWNLOADING,
+    CampaignNodeState.DEFERRED,
+    CampaignNodeState.FAILED,
+)
+
+
+def _active_row(session: Session, *, node_id: str, kind: str) -> OtaCampaignNode | None:
+    """The node's row in its newest live campaign for `kind` that it has not installed yet."""
+    return session.exec(
+        select(OtaCampaignNode)
+        .join(OtaCampaign, col(OtaCampaign.id) == col(OtaCampaignNode.campaign_id))
+        .join(OtaArtifact, col(OtaArtifact.id) == col(OtaCampaign.artifact_id))
+        .where(
+            OtaCampaignNode.node_id == node_id,
+            OtaArtifact.kind == kind,
+            col(OtaCampaign.state).in_([CampaignState.RUNNING, CampaignState.PAUSED]),
+            col(OtaCampaignNode.state).in_(_NOT_YET_INSTALLED),
+        )
+        .order_by(col(OtaCampaign.created_at).desc())
+    ).first()
 
 
 def _detail(reason: str | None, words: str | None, done: int | None, total: int | None) -> str:

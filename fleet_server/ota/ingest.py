@@ -39,6 +39,7 @@ class OtaEventHandler:
             campaign_id=message.campaign_id, detail=message.detail,
             reported_at=message.ts, now=batch.now, reason=message.reason,
             bytes_done=message.bytes_done, bytes_total=message.bytes_total,
+            artifact_kind=message.artifact_kind,
         )  # fmt: skip
 
 

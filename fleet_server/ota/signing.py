@@ -24,7 +24,6 @@ server logs it once.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +32,7 @@ from fleet_server.ota.errors import ArtifactRefused, StorageError
 from fleet_server.settings import Settings
 from ota.artifacts import ArtifactKind, ArtifactManifest, parse_version, read_bundle
 from ota.errors import OtaError
+from ota.groups import own_group
 from ota.keys import OnlineKeys
 from ota.repository import Repository
 
@@ -49,8 +49,8 @@ _warned: set[Path] = set()
 
 
 def node_group(node_id: str) -> str:
-    """A node's group by default: its id in lower case (as `edge_agent.ota` derives it)."""
-    return re.sub(r"[^a-z0-9-]", "-", node_id.lower())[:63]
+    """A node's own group (`ota.groups.own_group`, as `edge_agent.ota` derives it)."""
+    return own_group(node_id)
 
 
 class SignedRepository:

@@ -8,6 +8,7 @@ import pytest
 
 MODULES = [
     "ota.artifacts",
+    "ota.groups",
     "ota.keys",
     "ota.memory",
     "ota.repository",

@@ -13,7 +13,6 @@ or anyone when `ota_repo_open` is set (docs/ota-server.md).
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -71,6 +70,7 @@ from fleet_server.ota.ranges import RangeNotSatisfiable, parse_range
 from fleet_server.ota.signing import repository_for
 from fleet_server.ota.storage import CHUNK, LocalArtifactStore
 from fleet_server.runtime import Runtime
+from ota.groups import is_group_name
 
 __all__ = ["router", "store_for"]
 
@@ -326,13 +326,23 @@ def set_tags(
         for t in clean
         if t.startswith(campaign_data.GROUP_TAG)
     ]
-    if len(groups) > 1 or any(not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", g) for g in groups):
+    if len(groups) > 1 or any(not is_group_name(g) for g in groups):
         raise refusal(
             "bad_group",
             f"at most one {campaign_data.GROUP_TAG}<group> tag, the group in lower-case "
             "letters, digits and hyphens (the node's [ota] group)",
             status_code=422,
         )
+    # A shared group must not be some other node's own group: that node would take
+    # (and be offered) whatever the shared group is assigned.
+    for group in groups:
+        owner = campaign_data.group_owner(session=session, group=group)
+        if owner is not None and owner != node_id:
+            raise refusal(
+                "group_taken",
+                f"{group!r} is node {owner}'s own OTA group; choose another shared group name",
+                status_code=409,
+            )
     session.execute(delete(OtaNodeTag).where(col(OtaNodeTag.node_id) == node_id))
     session.add_all(OtaNodeTag(node_id=node_id, tag=t) for t in clean)
     session.commit()
