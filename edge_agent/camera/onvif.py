@@ -202,14 +202,17 @@ def parse_source(source: str) -> OnvifSource:
         raise OnvifBadSource(f"an ONVIF source is {form}")
     try:
         parts = urlsplit(source)
-        port = parts.port or 80
     except ValueError:
-        raise OnvifBadSource(f"the ONVIF source has a bad port or host: {form}") from None
+        raise OnvifBadSource(f"the ONVIF source has a bad host: {form}") from None
     if parts.query or parts.fragment or "@" in parts.path:
         raise OnvifBadSource(
-            f"the ONVIF source has a '?', '#' or '@' after the host (percent-encode them in "
-            f"the password): {form}"
+            "the ONVIF source has a '/', '?', '#' or '@' in the user or password: "
+            f"percent-encode them (%2F, %3F, %23, %40): {form}"
         )
+    try:
+        port = parts.port or 80
+    except ValueError:
+        raise OnvifBadSource(f"the ONVIF source has a bad port (1-65535): {form}") from None
     host = parts.hostname or ""
     if not host:
         raise OnvifBadSource(f"the ONVIF source names no host: {form}")

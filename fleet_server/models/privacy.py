@@ -13,7 +13,6 @@ contribute) and when admins were warned of its expiry. The rules live in
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
@@ -22,6 +21,7 @@ from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from fleet_server.models.common import UtcDateTime, new_id, utcnow
+from fleet_server.privacy.sources import source_problem
 
 __all__ = [
     "DATA_CLASSES",
@@ -58,9 +58,6 @@ class MasksIn(SQLModel):
     reason: Reason = Field(description="why the masks change (recorded with the version)")
 
 
-SOURCE_PATTERN = r"^((rtsp|rtsps|http|https)://\S+|/dev/video[0-9]{1,2})$"
-
-
 class CameraStandardsIn(SQLModel):
     """Minimums a third-party camera must meet on connect (the node's standards check)."""
 
@@ -84,8 +81,10 @@ class PrivateCameraIn(SQLModel):
     reason: Reason = Field(description="why (recorded with the version)")
     source: str | None = Field(
         default=None, max_length=500,
-        description="a third-party stream the node opens (RTSP/HTTP URL, credentials allowed; "
-        "never shown back) or /dev/videoN; omitted: the source held stays",
+        description="a third-party stream the node opens: an RTSP/HTTP URL, an ONVIF device "
+        "(onvif://user:password@host[:port][/profile]; the node asks it for its stream and "
+        "clock) or /dev/videoN; credentials allowed, never shown back; omitted: the source "
+        "held stays",
     )  # fmt: skip
     standards: CameraStandardsIn | None = Field(
         default=None, description="minimums checked on every connect; none: no check"
@@ -99,9 +98,9 @@ class PrivateCameraIn(SQLModel):
     @field_validator("source")
     @classmethod
     def _source(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(SOURCE_PATTERN, value):
-            raise ValueError("source must be an rtsp://, rtsps://, http:// or https:// URL, "
-                             "or /dev/videoN")  # fmt: skip
+        problem = source_problem(value) if value is not None else None
+        if problem is not None:  # never repeats the source: it may carry a password
+            raise ValueError(problem)
         return value
 
     @field_validator("allow")

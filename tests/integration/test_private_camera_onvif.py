@@ -21,11 +21,23 @@ import pytest
 
 pytest.importorskip("cv2")
 
+from fastapi.testclient import TestClient
+from sqlmodel import Session, col, select
+
 from edge_agent.camera.onvif import OnvifCamera
 from edge_agent.camera.pipeline import CameraFeed, CameraPipeline
+from fleet_server.models import Node, utcnow
+from fleet_server.models.audit import AuditRecord
+from fleet_server.models.privacy import PrivacyPolicyVersion
 from hardware import ManualClock
 from hardware.camera import SimCamera
 from proto.messages import NodeFaultEvent
+from tests.integration.test_privacy_api import (  # noqa: F401  (the module's fixture)
+    Captured,
+    last_command,
+    private_body,
+    server,
+)
 from tests.integration.test_private_camera_standards import (
     faults,
     make_node,
@@ -35,6 +47,7 @@ from tests.integration.test_private_camera_standards import (
     settings,
     terms,
 )
+from tests.support.api import API, login, runtime_of
 from tests.support.camera import ScriptedReader, WhiteRectDetector
 from tests.support.onvif_standin import OnvifStandIn, StandInProfile, onvif_standin
 from tests.support.polling import until
@@ -200,3 +213,58 @@ def test_the_camera_clock_is_read_each_time_the_camera_is_opened(tmp_path: Path)
             assert second["reasons"] == ["clock off by 5.0 s (over 2 s)"]
 
         run(body)
+
+
+# ----------------------------------------------------------------- the server's side
+
+
+def test_the_registration_api_takes_an_onvif_source_and_shows_it_without_credentials(
+    server: tuple[TestClient, Captured, dict[str, str]],  # noqa: F811
+) -> None:
+    client, captured, _ = server
+    admin, op = login(client, "admin"), login(client, "op")
+    node = "psh-gw-0003"
+    with Session(runtime_of(client).engine) as session:
+        session.add(Node(node_id=node, district="peshawar"))
+        session.commit()
+    url = f"{API}/privacy/nodes/{node}/cameras/lobby/private"
+    source = "onvif://admin:s3cret-pw@10.20.0.7:8080/mainStream"
+    body = {**private_body(utcnow() + timedelta(days=90), ["plates"]), "source": source,
+            "standards": {"min_width": 1280, "min_height": 720, "max_clock_skew_s": 2}}  # fmt: skip
+    answer = client.put(url, headers=admin, json=body)
+    assert answer.status_code == 200, answer.text
+    assert "s3cret" not in answer.text
+    assert answer.json()["private"]["source"] == "onvif://***@10.20.0.7:8080/mainStream"
+    policy = json.loads(str(last_command(captured, node).changes["privacy.policy"]))
+    assert policy["cameras"]["lobby"]["private"]["source"] == source  # the node logs in with it
+    listed = client.get(f"{API}/privacy/private-cameras", headers=op)
+    assert "onvif://***@10.20.0.7:8080/mainStream" in listed.text
+    assert "s3cret" not in listed.text
+    assert "s3cret" not in client.get(f"{API}/privacy/nodes/{node}", headers=op).text
+    with Session(runtime_of(client).engine) as session:
+        records = session.exec(
+            select(AuditRecord).where(col(AuditRecord.object) == f"camera:{node}/lobby")
+        ).all()
+        assert records
+        assert all("s3cret" not in json.dumps(r.detail) for r in records)
+        versions = len(
+            session.exec(
+                select(PrivacyPolicyVersion).where(col(PrivacyPolicyVersion.node_id) == node)
+            ).all()
+        )
+
+    # A malformed ONVIF source: a 422 that says what is wrong, and no new version.
+    for bad, says in (
+        ("onvif://admin:s3c/ret@10.20.0.7", "percent-encode"),
+        ("onvif://admin:s3cret-pw@10.20.0.7:99999", "bad port"),
+        ("onvif://admin:s3cret-pw@", "names no host"),
+    ):
+        refused = client.put(url, headers=admin, json={**body, "source": bad})
+        assert refused.status_code == 422, (bad, refused.text)
+        message = refused.json()["detail"][0]["msg"]
+        assert says in message, message
+        assert "onvif://user:password@host[:port][/profile]" in message
+        assert "s3c" not in message
+    with Session(runtime_of(client).engine) as session:
+        query = select(PrivacyPolicyVersion).where(col(PrivacyPolicyVersion.node_id) == node)
+        assert len(session.exec(query).all()) == versions

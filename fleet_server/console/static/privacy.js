@@ -305,7 +305,7 @@
           }
           cell(row, text, state);
           cell(row, item.allow.length ? item.allow.join(", ").replace("_", " ") : "nothing");
-          cell(row, item.source || "\u2014");
+          cell(row, item.source || "\u2014"); // without credentials (the server redacts)
           // The node's standards check on connect (issue 15): below standard is live view only.
           const verdict = item.standard || "not checked";
           const detail = item.standard_detail ? ` \u2014 ${item.standard_detail}` : "";
@@ -428,7 +428,8 @@
     };
     if (f.source.value.trim()) body.source = f.source.value.trim();
     const minimums = {};
-    for (const name of ["min_width", "min_height", "min_fps"]) {
+    // The clock is judged for cameras that tell the node their time (ONVIF ones).
+    for (const name of ["min_width", "min_height", "min_fps", "max_clock_skew_s"]) {
       if (f[name].value !== "") minimums[name] = Number(f[name].value);
     }
     if (Object.keys(minimums).length) body.standards = minimums;
