@@ -5,7 +5,8 @@ component takes them to the fleet server (docs/evidence.md):
 
 - **What goes.** Every event the node writes is looked at (an outbox
   listener, in the loop thread; a cheap byte check first) for
-  ``snapshot_sha256`` / ``snapshot_sha256s``: each such file is indexed with
+  ``snapshot_sha256`` / ``snapshot_sha256s`` and a hit's ``frame_sha256``
+  (the frame its crop came from): each such file is indexed with
   its capture metadata, and queued for upload at once when the event's type
   is in ``auto_upload`` (watchlist hits and panic snapshots by default).
   Plate-read crops stay indexed on the node until the server asks for one
@@ -18,7 +19,9 @@ component takes them to the fleet server (docs/evidence.md):
   node's own private key — the one its client certificate is for — and the
   signed claim is written to a durable SQLite queue beside the outbox, so a
   restart resumes it. The file is pinned in the store until the server
-  holds it, so eviction never takes a hit's evidence.
+  holds it (a hit's crop and frame and a panic snapshot were pinned already
+  when the camera wrote them, uploader or not), so eviction never takes a
+  hit's evidence.
 - **Sent like the outbox.** A worker thread (never the loop, never the panic
   path) sends the claim (`POST /evidence/uploads`, mTLS with the node's
   client certificate), learns how many bytes the server already holds, and
@@ -27,7 +30,8 @@ component takes them to the fleet server (docs/evidence.md):
   doubling backoff; a refusal is kept with its reason (a hash mismatch is
   retried from zero, a file that is gone is dropped and counted; a refusal the
   same claim would always get — too large, another node's, a signature that
-  does not hold — leaves the queue, logged and counted).
+  does not hold — leaves the queue, logged and counted; the node's copy of a
+  hit's or panic's evidence stays pinned then, since it is the only one).
 - **Retention and holds.** The node deletes its own copies by data class
   (``retention_*_days``) and whatever the server says it expired, keeps what
   the server says is held (legal hold), and reports each deletion back
@@ -520,9 +524,12 @@ class EvidenceUploader(ComponentBase):
         return {}
 
     def health(self) -> Health:
+        store = self.store.figures()
         detail = (
             f"uploaded {self.uploaded}, queued {len(self.queue.pending())}, refused "
-            f"{self.refused}, queue full {self.queue_full}"
+            f"{self.refused}, queue full {self.queue_full}; store pinned "
+            f"{store['pinned_files']} ({store['pinned_bytes']} B), evicted {store['evicted']}, "
+            f"refused {store['refused']}, evidence refused {store['evidence_refused']}"
         )
         if self.last_error:
             detail += f"; last: {self.last_error}"
@@ -548,13 +555,17 @@ class EvidenceUploader(ComponentBase):
 
     def on_event(self, stored: StoredEvent) -> None:
         """Outbox listener: index (and maybe queue) the files an event names."""
-        if b"snapshot_sha256" not in stored.payload:
+        if b"snapshot_sha256" not in stored.payload and b"frame_sha256" not in stored.payload:
             return
         try:
             payload = json.loads(stored.payload)
         except ValueError:
             return
-        shas = [payload.get("snapshot_sha256"), *(payload.get("snapshot_sha256s") or [])]
+        shas = [
+            payload.get("snapshot_sha256"),
+            payload.get("frame_sha256"),  # a hit's frame: evidence of the hit like its crop
+            *(payload.get("snapshot_sha256s") or []),
+        ]
         event_type = stored.event_type
         try:
             captured_at = datetime.fromisoformat(str(payload.get("ts")).replace("Z", "+00:00"))
@@ -741,7 +752,8 @@ class EvidenceUploader(ComponentBase):
                         "%s: evidence %s refused for good: %s", self.node_id, item.sha256, exc
                     )
                     self.queue.forget_upload(item.sha256)
-                    self.store.unpin(item.sha256)
+                    if not self._is_hit_evidence(item.sha256):  # else the node's is the only copy
+                        self.store.unpin(item.sha256)
                     continue
                 self._backoff(item, str(exc))
                 continue
@@ -755,6 +767,12 @@ class EvidenceUploader(ComponentBase):
             self.uploaded += 1
             done += 1
         return done
+
+    def _is_hit_evidence(self, sha256: str) -> bool:
+        """A hit's or panic's evidence (what goes by itself), not a crop sent on request."""
+        meta = self.queue.known(sha256) or {}
+        automatic = self.config.auto_upload
+        return meta.get("event_type") in automatic or meta.get("data_class") in automatic
 
     def _backoff(self, item: Pending, error: str) -> None:
         delay = min(self.config.retry_max_s, self.config.retry_min_s * 2 ** min(item.attempts, 20))

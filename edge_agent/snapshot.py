@@ -5,8 +5,8 @@ pillar for a snapshot (`proto.messages.SnapshotCommand`). This component
 answers it on the node: for each camera asked (every camera when the
 command names none) it takes the newest frame the camera's capture thread
 read, encodes it as JPEG, puts it in the node's evidence store
-(`edge_agent.evidence.EvidenceStore`, by SHA-256; pinned when the store can
-pin, so eviction never takes it before it is uploaded) and replies at once
+(`edge_agent.evidence.EvidenceStore`, by SHA-256; pinned in the same call
+that writes it, so eviction never takes a panic's evidence) and replies at once
 with the hashes. A camera without a usable frame is listed under
 ``missing`` with the reason: ``unknown_camera``, ``not_started``, ``off``
 (power shed it), ``no_frame``, ``stale`` (the newest frame is older than
@@ -131,14 +131,12 @@ class SnapshotComponent:
                 continue
             try:
                 data = encode_jpeg(still.image)
-                digest = store.put(data, suffix=".jpg")
+                # A panic's evidence: pinned in the same call that writes it (no gap).
+                digest = store.put(data, suffix=".jpg", pin=True)
             except (EvidenceError, ValueError) as exc:
                 logger.warning("snapshot of %s not kept: %s", camera_id, exc)
                 missing.append({"camera_id": camera_id, "reason": "store_refused"})
                 continue
-            pin = getattr(store, "pin", None)  # evidence waiting for upload is never evicted
-            if callable(pin):
-                pin(digest)
             describe = getattr(store, "describe", None)  # the uploader signs and sends it
             if callable(describe):
                 taken = datetime.now(timezone.utc) - timedelta(seconds=still.age_s)

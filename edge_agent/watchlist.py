@@ -465,9 +465,13 @@ class WatchlistStore:
 
 
 def hit_builder(
-    event: PlateEvent, match: PlateMatch, *, source_event_id: str | None = None
+    event: PlateEvent,
+    match: PlateMatch,
+    *,
+    source_event_id: str | None = None,
+    frame_sha256: str | None = None,
 ) -> Callable[[str, int], EventBase]:
-    """An outbox builder for the hit `match` of the plate pass `event`."""
+    """An outbox builder for the hit `match` of the plate pass `event` (and its frame)."""
     read = normalise_plate(event.canonical or event.plate)[:16]
 
     def build(event_id: str, seq: int) -> EventBase:
@@ -478,22 +482,40 @@ def hit_builder(
             camera_id=event.camera_id, track_id=event.track_id, plate=read or None,
             listed=match.listed, confidence=event.confidence, frames=event.frames,
             source_event_id=source_event_id, snapshot_sha256=event.snapshot_sha256,
+            frame_sha256=frame_sha256,
         )  # fmt: skip
 
     return build
 
 
-def write_hits(ctx: NodeContext, store: WatchlistStore, event: PlateEvent, source_id: str) -> int:
-    """Write a hit event for every hotlist match of `event`; return how many."""
+def write_hits(
+    ctx: NodeContext,
+    store: WatchlistStore,
+    event: PlateEvent,
+    source_id: str,
+    *,
+    frame_sha256: str | None = None,
+) -> int:
+    """Write a hit event for every hotlist match of `event`; return how many.
+
+    `frame_sha256`: the stored frame the pass's best crop came from (hit evidence).
+    """
     matches = store.match_plate(event.canonical or event.plate, now=event.ts)
     for match in matches:
         ctx.counters["watchlist_hits"] += 1
-        ctx.write_event(hit_builder(event, match, source_event_id=source_id))
+        ctx.write_event(
+            hit_builder(event, match, source_event_id=source_id, frame_sha256=frame_sha256)
+        )
     return len(matches)
 
 
 def write_face_hit(
-    ctx: NodeContext, hit: FaceHit, *, camera_id: str, snapshot_sha256: str | None
+    ctx: NodeContext,
+    hit: FaceHit,
+    *,
+    camera_id: str,
+    snapshot_sha256: str | None,
+    frame_sha256: str | None = None,
 ) -> None:
     """A face track's hit as a `watchlist_hit` event (subject person, match face)."""
     node_id, clock = ctx.node_id, ctx.clock
@@ -506,6 +528,7 @@ def write_face_hit(
             entry_id=hit.entry_id, subject="person", match="face", camera_id=camera_id,
             track_id=hit.track_id[:64], confidence=score, score=score,
             frames=max(1, min(10_000, len(hit.frames))), snapshot_sha256=snapshot_sha256,
+            frame_sha256=frame_sha256,
         )  # fmt: skip
 
     ctx.counters["watchlist_hits"] += 1

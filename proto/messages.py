@@ -186,6 +186,36 @@ class CameraHealth(BaseModel):
     )
 
 
+class EvidenceStoreTelemetry(BaseModel):
+    """The node's local evidence store (edge_agent.evidence): how full, what is pinned,
+    what gave way and what was refused since the agent started.
+
+    Added for the watchlist issue (optional in `Telemetry`). A full store evicts
+    the oldest unpinned frames first (`evicted`) and never a hit's evidence; a
+    frame it cannot make room for is `refused`; a hit's or panic's evidence it
+    cannot keep is `evidence_refused` (and a ``node_fault``, evidence_store_full).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    files: Annotated[int, Field(ge=0)] = 0
+    stored_bytes: Annotated[int, Field(ge=0)] = 0
+    max_bytes: Annotated[int, Field(ge=1)] | None = None
+    pinned_files: Annotated[int, Field(ge=0)] = 0
+    pinned_bytes: Annotated[int, Field(ge=0)] = Field(
+        default=0, description="bytes of pinned evidence (hits, panic snapshots, uploads due)"
+    )
+    evicted: Annotated[int, Field(ge=0)] = Field(
+        default=0, description="unpinned files deleted to make room, oldest first"
+    )
+    refused: Annotated[int, Field(ge=0)] = Field(
+        default=0, description="frames refused because only pinned evidence was left"
+    )
+    evidence_refused: Annotated[int, Field(ge=0)] = Field(
+        default=0, description="pieces of a hit's or panic's evidence the store could not keep"
+    )
+
+
 MAX_TELEMETRY_CAMERAS = 8
 CameraList = Annotated[list[CameraHealth], Field(max_length=MAX_TELEMETRY_CAMERAS)]
 
@@ -219,6 +249,10 @@ class Telemetry(WireModel):
     # Added for the watchlist issue (optional):
     watchlists: Annotated[dict[Name, Annotated[int, Field(ge=1)]], Field(max_length=64)] | None = (
         Field(default=None, description="watchlist id → the signed bundle version the node holds")
+    )
+    # Added for the watchlist issue (optional): the node's evidence store under pressure.
+    evidence: EvidenceStoreTelemetry | None = Field(
+        default=None, description="the local evidence store: fill, pins, evictions, refusals"
     )
     # Added for the lawful-use issue (optional): privacy masks and private-camera terms.
     privacy_version: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = Field(
@@ -399,6 +433,12 @@ class WatchlistHitEvent(EventBase):
     # Added for face watchlists (optional): a face track's weighted cosine similarity.
     score: Fraction | None = Field(
         default=None, description="face hits: the agreeing frames' weighted cosine similarity"
+    )
+    # Added for hit evidence (optional): the whole frame the best crop came from.
+    frame_sha256: Sha256Hex | None = Field(
+        default=None,
+        description="the frame the crop came from (JPEG, downscaled if large), "
+        "stored and uploaded with the crop as evidence of the hit",
     )
 
 

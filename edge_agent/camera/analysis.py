@@ -3,7 +3,14 @@
 `CameraAnalysis.process(image)` runs synchronously on one frame and returns
 the vehicle passes that ended with it (`PlatePass`: voted text, confidence,
 agreeing frames, the best read, and the SHA-256 of the best crop once it is
-in the evidence store). It owns no thread: the pipeline's analysis thread
+in the evidence store). With a `hit_check` (the node holds a plate hotlist)
+a pass whose voted plate is listed is a hit: its best crop *and the frame
+that crop came from* (JPEG, downscaled to `FRAME_MAX_SIDE`) are stored
+pinned, in the call that writes them, so no eviction can take a hit's
+evidence; a store that cannot keep them says so in `PlatePass.evidence_fault`
+and the pass (and its hit) still goes on. To have that frame, each track
+keeps a reference to the frames of its `FRAMES_KEPT` most confident reads,
+only while a hotlist is held. It owns no thread: the pipeline's analysis thread
 calls it, and tests and ``bench pipeline`` call it directly on arrays.
 A frame that is not an HxWx3 uint8 image is counted and skipped; a detector
 or reader that raises is counted and the frame skipped (the camera goes on).
@@ -37,12 +44,23 @@ if TYPE_CHECKING:
 else:
     Image = Any
 
-__all__ = ["CameraAnalysis", "CameraStats", "PlatePass", "percentiles", "valid_frame"]
+__all__ = [
+    "FRAMES_KEPT",
+    "FRAME_MAX_SIDE",
+    "CameraAnalysis",
+    "CameraStats",
+    "PlatePass",
+    "encode_frame",
+    "percentiles",
+    "valid_frame",
+]
 
 logger = logging.getLogger(__name__)
 
 _SAMPLES = 512  # timings kept per stage for p50/p95
 _REGION_PAD = 0.15  # motion regions grow by this share before the detector looks inside
+FRAMES_KEPT = 3  # frames referenced per track (its most confident reads), for a hit's evidence
+FRAME_MAX_SIDE = 1280  # a hit's frame is stored at most this wide/high (JPEG)
 
 
 def percentiles(samples: deque[float] | list[float]) -> dict[str, float] | None:
@@ -127,6 +145,20 @@ class PlatePass:
     reads: int
     best: PlateRead
     snapshot_sha256: str | None
+    # A hit's evidence (the node holds a hotlist that lists the voted plate):
+    frame_sha256: str | None = None  # the frame the best crop came from, stored pinned
+    hit_evidence: bool = False  # crop (and frame) stored pinned as a hit's evidence
+    evidence_fault: tuple[str, str] | None = None  # (code, detail): evidence the store refused
+    crop_jpeg: bytes | None = field(default=None, repr=False)  # to pin it later if need be
+
+
+@dataclass
+class _Seen:
+    """What a track keeps of one read: the crop, and the frame while it is a top read."""
+
+    crop: Image | None
+    confidence: float
+    frame: Image | None = None
 
 
 class CameraAnalysis:
@@ -143,6 +175,7 @@ class CameraAnalysis:
         stats: CameraStats | None = None,
         track_prefix: str | None = None,
         timer: Callable[[], float] = time.perf_counter,
+        hit_check: Callable[[str], bool] | None = None,
     ) -> None:
         motion = settings.motion
         self.camera_id = camera_id
@@ -150,6 +183,7 @@ class CameraAnalysis:
         self.detector = detector
         self.reader = reader
         self.evidence = evidence
+        self.hit_check = hit_check  # "is this plate on a hotlist the node holds?"
         self.stats = stats or CameraStats()
         self.gate = MotionGate(
             width=motion.width,
@@ -172,7 +206,7 @@ class CameraAnalysis:
             ),
             prefix=prefix,
         )
-        self._voters: dict[str, Voter[Image]] = {}
+        self._voters: dict[str, Voter[_Seen]] = {}
         self._timer = timer
         self._lock = threading.Lock()  # process() and flush() from different threads at stop
 
@@ -242,8 +276,19 @@ class CameraAnalysis:
         finally:
             stats.reader_ms.append((self._timer() - t0) * 1000.0)
             stats.reader_calls += 1
-        if read is not None:
-            voter.add(read, _crop(image, read.box or box))
+        if read is None:
+            return
+        seen = _Seen(_crop(image, read.box or box), read.confidence)
+        if self.hit_check is not None:  # a hotlist is held: a pass may be a hit
+            seen.frame = image  # a reference (frames are not reused), no copy
+            with_frames = [c for _, c in voter.reads if c is not None and c.frame is not None]
+            if len(with_frames) >= FRAMES_KEPT:
+                weakest = min(with_frames, key=lambda c: c.confidence)
+                if weakest.confidence < seen.confidence:
+                    weakest.frame = None
+                else:
+                    seen.frame = None
+        voter.add(read, seen)
 
     def _finish(self, track: Track) -> PlatePass | None:
         voter = self._voters.pop(track.track_id, None)
@@ -253,9 +298,18 @@ class CameraAnalysis:
                 self.stats.tracks_unread += 1
             return None
         plate = vote.text[:16]
-        digest = None
-        if self.evidence is not None and vote.crop is not None:
-            digest = self._store(vote.crop)
+        seen = vote.crop
+        hit = self._is_hit(vote.best.canonical or plate)
+        digest = frame_digest = fault = crop_jpeg = None
+        if self.evidence is not None and seen is not None and seen.crop is not None:
+            crop_jpeg = _encode(seen.crop, quality=90)
+            if crop_jpeg is not None:
+                digest, fault = self._store(crop_jpeg, hit=hit, what="crop")
+        if hit and self.evidence is not None and seen is not None and seen.frame is not None:
+            frame_jpeg = encode_frame(seen.frame)
+            if frame_jpeg is not None:
+                frame_digest, frame_fault = self._store(frame_jpeg, hit=True, what="frame")
+                fault = fault or frame_fault
         country = vote.best.country if len(vote.best.country) == 2 else "ZZ"
         self.stats.plates += 1
         self.stats.plate_times.append(time.monotonic())
@@ -269,21 +323,67 @@ class CameraAnalysis:
             reads=vote.reads,
             best=vote.best,
             snapshot_sha256=digest,
+            frame_sha256=frame_digest,
+            hit_evidence=hit,
+            evidence_fault=fault,
+            crop_jpeg=crop_jpeg,
         )
 
-    def _store(self, crop: Image) -> str | None:
-        assert self.evidence is not None
-        import cv2
-
-        ok, encoded = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 90])
-        if not ok:
-            return None
+    def _is_hit(self, plate: str) -> bool:
+        if self.hit_check is None:
+            return False
         try:
-            return self.evidence.put(encoded.tobytes())
-        except Exception:
+            return bool(self.hit_check(plate))
+        except Exception:  # a hotlist that cannot be asked: the loop's own match decides
+            logger.exception("camera %s: hotlist check failed", self.camera_id)
+            return False
+
+    def _store(
+        self, data: bytes, *, hit: bool, what: str
+    ) -> tuple[str | None, tuple[str, str] | None]:
+        """Put `data` (pinned when it is a hit's evidence); its SHA-256, or the fault."""
+        from edge_agent.evidence import EvidenceError, EvidenceStoreFull
+
+        assert self.evidence is not None
+        try:
+            return self.evidence.put(data, pin=hit), None
+        except EvidenceError as exc:
             self.stats.errors += 1
-            logger.exception("camera %s: cannot keep the crop", self.camera_id)
-            return None
+            if not hit:
+                logger.warning("camera %s: crop not kept: %s", self.camera_id, exc)
+                return None, None
+            code = (
+                "evidence_store_full" if isinstance(exc, EvidenceStoreFull) else "evidence_not_kept"
+            )
+            logger.error("camera %s: a hit's %s not kept: %s", self.camera_id, what, exc)
+            return None, (code, f"{self.camera_id}: a plate hit's {what} not kept: {exc}")
+        except Exception as exc:
+            self.stats.errors += 1
+            logger.exception("camera %s: cannot keep the %s", self.camera_id, what)
+            if not hit:
+                return None, None
+            return None, ("evidence_not_kept", f"{self.camera_id}: a plate hit's {what}: {exc}")
+
+
+def _encode(image: Any, *, quality: int) -> bytes | None:
+    import cv2
+
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return encoded.tobytes() if ok else None
+
+
+def encode_frame(
+    image: Image, *, max_side: int = FRAME_MAX_SIDE, quality: int = 85
+) -> bytes | None:
+    """A hit's whole frame as JPEG, scaled down (aspect kept) when a side exceeds `max_side`."""
+    import cv2
+
+    height, width = image.shape[:2]
+    scale = max_side / max(height, width)
+    if scale < 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        return _encode(cv2.resize(image, size, interpolation=cv2.INTER_AREA), quality=quality)
+    return _encode(image, quality=quality)
 
 
 def _padded(regions: list[Box], shape: tuple[int, ...]) -> list[Box]:

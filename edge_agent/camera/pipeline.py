@@ -133,7 +133,7 @@ class CameraWorker:
         on_fault: FaultReport,
         privacy: PrivacyGuard | None = None,
         faces: FaceWork | None = None,
-        on_face_hit: Callable[[StagedHit], None] | None = None,
+        on_face_hit: Callable[[StagedHit, Any], None] | None = None,
     ) -> None:
         self.feed = feed
         self.privacy = privacy  # masks and private-camera terms, applied before the queue
@@ -425,7 +425,7 @@ class CameraWorker:
                     # no motion gate: every frame is looked at).
                     moving = not plates_on or self.stats.motion_frames > motion_before
                     for staged in self.faces.process(frame.image, moving=moving):
-                        self._on_face_hit(staged)
+                        self._on_face_hit(staged, frame.image)  # the frame that decided it
         finally:
             self.final_passes.extend(self.analysis.flush())
 
@@ -480,6 +480,7 @@ class CameraPipeline:
         self.workers: dict[str, CameraWorker] = {}
         self.shed = ""  # what the power policy has shed, for health and stats
         self.sheds = 0
+        self._evidence_fault: str | None = None  # open fault code: a hit's evidence not kept
         self.privacy: PrivacyGuard | None = None  # set in run (edge_agent.camera.privacy)
         self._sources: dict[str, str] = {}  # third-party camera id → the source it runs
         self._telemetry_turn = 0  # where the next report's share of cameras starts
@@ -524,6 +525,7 @@ class CameraPipeline:
     def telemetry(self) -> Mapping[str, Any]:
         if not self.workers:
             return {}
+        evidence = {"evidence": self.evidence.figures()} if self.evidence is not None else {}
         now = time.monotonic()
         share, self._telemetry_turn = cameras_in_turn(
             list(self.workers), start=self._telemetry_turn, limit=MAX_TELEMETRY_CAMERAS
@@ -534,6 +536,7 @@ class CameraPipeline:
             "cameras": cameras,
             "cameras_total": len(self.workers),
             "privacy_version": self.privacy.version if self.privacy is not None else None,
+            **evidence,
         }
 
     def health(self) -> Health:
@@ -541,6 +544,9 @@ class CameraPipeline:
             return Health(False, "not started")
         parts = [w.health() for w in self.workers.values()]
         detail = "; ".join(p.detail for p in parts)
+        pressure = self._evidence_pressure()
+        if pressure:  # first: the per-camera details may be cut at 200 characters
+            detail = f"{pressure}; {detail}"
         if self.shed:
             detail = f"shed: {self.shed}; {detail}"
         return Health(all(p.ok for p in parts), detail[:200])
@@ -625,6 +631,7 @@ class CameraPipeline:
             detector=detector,
             reader=reader,
             evidence=self.evidence,
+            hit_check=self._hit_check(ctx),
         )
         self.workers[feed.camera_id] = CameraWorker(
             feed, analysis=analysis, on_pass=self._hand_over(ctx), on_fault=self._fault(ctx),
@@ -706,13 +713,22 @@ class CameraPipeline:
 
         return FaceWork(camera_id, models=self.face_models or default_models)
 
-    def _face_hand_over(self, ctx: NodeContext, camera_id: str) -> Callable[[StagedHit], None]:
-        """From a worker thread: write the face hit in the loop (unbounded: never dropped)."""
+    def _face_hand_over(self, ctx: NodeContext, camera_id: str) -> Callable[[StagedHit, Any], None]:
+        """From a worker thread: keep the hit's evidence here (JPEG work off the loop),
+        then write the face hit in the loop (unbounded: never dropped)."""
 
-        def hand_over(staged: StagedHit) -> None:
-            ctx.call_soon_threadsafe(lambda: self._write_face_hit(ctx, staged, camera_id))
+        def hand_over(staged: StagedHit, image: Any) -> None:
+            kept = self._keep_face_evidence(staged, image, camera_id)
+            ctx.call_soon_threadsafe(lambda: self._write_face_hit(ctx, staged, camera_id, kept))
 
         return hand_over
+
+    def _hit_check(self, ctx: NodeContext) -> Callable[[str], bool] | None:
+        """For the analysis thread: is this voted plate listed (its pass a hit)?"""
+        watchlists = self.watchlists
+        if watchlists is None:
+            return None
+        return lambda plate: bool(watchlists.match_plate(plate, now=ctx.clock.now()))
 
     def _fault(self, ctx: NodeContext) -> FaultReport:
         def report(code: str, active: bool, detail: str) -> None:
@@ -809,25 +825,123 @@ class CameraPipeline:
 
         ctx.counters["plate_events"] += 1
         stored = ctx.write_event(build)
+        hits = 0
         if self.watchlists is not None and stored is not None:
-            write_hits(ctx, self.watchlists, PlateEvent.model_validate_json(stored.payload),
-                       stored.event_id)  # fmt: skip
+            hits = write_hits(ctx, self.watchlists, PlateEvent.model_validate_json(stored.payload),
+                              stored.event_id, frame_sha256=plate_pass.frame_sha256)  # fmt: skip
+        self._settle_plate_evidence(ctx, plate_pass, hits)
 
-    def _write_face_hit(self, ctx: NodeContext, staged: StagedHit, camera_id: str) -> None:
-        """A face track's hit as a `watchlist_hit` event, its best crop in the evidence store."""
+    # ------------------------------------------------------ a hit's evidence
+
+    def _settle_plate_evidence(self, ctx: NodeContext, plate_pass: PlatePass, hits: int) -> None:
+        """Reconcile what the analysis thread pinned with the hits the loop wrote.
+
+        The analysis asked the hotlist when the pass ended; a list that changed
+        in between (rare) is settled here: a hit whose crop was kept unpinned
+        has it pinned now, a pinned pass that is no hit any more is unpinned.
+        """
+        fault = plate_pass.evidence_fault
+        store = self.evidence
+        if hits and not plate_pass.hit_evidence and store is not None and plate_pass.crop_jpeg:
+            from edge_agent.evidence import EvidenceError, EvidenceStoreFull
+
+            try:
+                store.put(plate_pass.crop_jpeg, pin=True)
+            except EvidenceError as exc:
+                code = "evidence_store_full" if isinstance(exc, EvidenceStoreFull) else (
+                    "evidence_not_kept")  # fmt: skip
+                fault = (code, f"{plate_pass.camera_id}: a plate hit's crop not kept: {exc}")
+        elif not hits and plate_pass.hit_evidence and store is not None:
+            for digest in (plate_pass.snapshot_sha256, plate_pass.frame_sha256):
+                if digest is not None:
+                    store.unpin(digest)
+            fault = None  # no hit: nothing of a hit's was lost
+        if hits:
+            self._hit_evidence_outcome(ctx, fault)
+
+    def _keep_face_evidence(self, staged: StagedHit, image: Any, camera_id: str) -> _Kept:
+        """A face hit's best crop and its frame, stored pinned (a worker thread)."""
+        from edge_agent.camera.analysis import encode_frame
+        from edge_agent.evidence import EvidenceError, EvidenceStoreFull
+
+        store = self.evidence
+        if store is None:
+            return _Kept()
+        import cv2
+
+        # The frame the best crop came from when the face stage keeps it; else the
+        # frame whose vote completed the hit (the same track, seen in it).
+        frame = getattr(staged, "frame", None)
+        frame = image if frame is None else frame
+        kept = _Kept()
+        for what in ("crop", "frame"):
+            try:
+                if what == "crop":
+                    ok, encoded = cv2.imencode(".jpg", staged.crop, [cv2.IMWRITE_JPEG_QUALITY, 95])
+                    data = encoded.tobytes() if ok else None
+                else:
+                    data = encode_frame(frame) if frame is not None else None
+                if data is None:
+                    continue
+                digest = store.put(data, pin=True)
+            except EvidenceError as exc:
+                code = "evidence_store_full" if isinstance(exc, EvidenceStoreFull) else (
+                    "evidence_not_kept")  # fmt: skip
+                logger.error("camera %s: a face hit's %s not kept: %s", camera_id, what, exc)
+                kept.fault = kept.fault or (
+                    code,
+                    f"{camera_id}: a face hit's {what} not kept: {exc}",
+                )
+                continue
+            except Exception as exc:
+                logger.exception("camera %s: cannot keep a face hit's %s", camera_id, what)
+                kept.fault = kept.fault or (
+                    "evidence_not_kept",
+                    f"{camera_id}: face hit {what}: {exc}",
+                )
+                continue
+            if what == "crop":
+                kept.crop = digest
+            else:
+                kept.frame = digest
+        return kept
+
+    def _write_face_hit(
+        self, ctx: NodeContext, staged: StagedHit, camera_id: str, kept: _Kept | None = None
+    ) -> None:
+        """A face track's hit as a `watchlist_hit` event, its crop and frame already kept."""
         from edge_agent.watchlist import write_face_hit
 
-        digest = None
-        if self.evidence is not None:
-            import cv2
+        kept = kept or _Kept()
+        write_face_hit(
+            ctx, staged.hit, camera_id=camera_id, snapshot_sha256=kept.crop,
+            frame_sha256=kept.frame,
+        )  # fmt: skip
+        self._hit_evidence_outcome(ctx, kept.fault)
 
-            ok, encoded = cv2.imencode(".jpg", staged.crop, [cv2.IMWRITE_JPEG_QUALITY, 95])
-            if ok:
-                try:
-                    digest = self.evidence.put(encoded.tobytes())
-                except Exception:
-                    logger.exception("%s: cannot keep a face hit's crop", ctx.node_id)
-        write_face_hit(ctx, staged.hit, camera_id=camera_id, snapshot_sha256=digest)
+    def _hit_evidence_outcome(self, ctx: NodeContext, fault: tuple[str, str] | None) -> None:
+        """A hit's evidence not kept is a fault (the hit itself went); kept again: recovered."""
+        if fault is not None:
+            code, detail = fault
+            ctx.counters["hit_evidence_refused"] += 1
+            self._evidence_fault = code
+            self._write_fault(ctx, code, True, detail)
+        elif self._evidence_fault is not None:
+            code, self._evidence_fault = self._evidence_fault, None
+            self._write_fault(ctx, code, False, "a hit's evidence is kept again")
+
+    def _evidence_pressure(self) -> str:
+        """What the evidence store gave way or refused, for health ('' while nothing did)."""
+        if self.evidence is None:
+            return ""
+        f = self.evidence.figures()
+        if not (f["evicted"] or f["refused"] or f["evidence_refused"]):
+            return ""
+        return (
+            f"evidence store: {f['evidence_refused']} hit evidence refused, {f['refused']} "
+            f"frames refused, {f['evicted']} evicted, {f['pinned_files']} pinned "
+            f"({f['pinned_bytes']} B)"
+        )
 
     def _write_fault(self, ctx: NodeContext, code: str, active: bool, detail: str) -> None:
         node_id, clock = ctx.node_id, ctx.clock
@@ -846,6 +960,15 @@ class CameraPipeline:
 
         ctx.counters["camera_faults" if active else "camera_recoveries"] += 1
         ctx.write_event(build)
+
+
+@dataclass
+class _Kept:
+    """A face hit's evidence as stored: crop and frame SHA-256, or what went wrong."""
+
+    crop: str | None = None
+    frame: str | None = None
+    fault: tuple[str, str] | None = None  # (code, detail)
 
 
 def _plate_details(plate_pass: PlatePass) -> dict[str, Any]:

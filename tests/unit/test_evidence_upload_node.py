@@ -308,12 +308,18 @@ def test_a_refusal_the_same_claim_would_always_get_leaves_the_queue_and_is_count
     server = Refusing()
     uploader, _ = _uploader(tmp_path, server)
     sha = uploader.store.put(b"big" * 100)
+    asked = uploader.store.put(b"a plate crop an operator asked for" * 10)
     uploader.on_event(_event("watchlist_hit", sha))
+    uploader.on_event(_event("plate", asked))
+    server.wanted = [asked]
     assert uploader.work_once() == 0
     assert uploader.queue.pending() == []
-    assert uploader.refused == 1
-    assert not uploader.store.is_pinned(sha)
-    assert sha in uploader.store  # kept on the node under its class's retention
+    assert uploader.refused == 2
+    # Both stay on the node under their class's retention; the hit's evidence stays
+    # pinned (the node's copy is the only one), the crop sent on request may give way.
+    assert sha in uploader.store and asked in uploader.store
+    assert uploader.store.is_pinned(sha)
+    assert not uploader.store.is_pinned(asked)
 
 
 def test_the_component_uploads_in_its_own_thread_until_stopped_and_closes_its_queue(
