@@ -73,11 +73,12 @@ def report(broker: ManagedBroker, node_id: str, campaign_id: str, phase: str, de
         client.disconnect()
 
 
-def upload(page: Page, server: ServerProcess, tmp_path: Path, *, name: str, version: str) -> None:
+def upload(page: Page, server: ServerProcess, tmp_path: Path, *, name: str, version: str,
+           kind: str = "app") -> None:  # fmt: skip
     page.goto(f"{server.base_url}/console/ota/artifacts")
     build = tmp_path / f"{name}-{version}.tar"
     build.write_bytes(secrets.token_bytes(4096))
-    page.get_by_test_id("upload-kind").select_option("app")
+    page.get_by_test_id("upload-kind").select_option(kind)
     page.get_by_test_id("upload-name").fill(name)
     page.get_by_test_id("upload-version").fill(version)
     page.get_by_test_id("upload-hardware").fill("sim")
@@ -85,11 +86,12 @@ def upload(page: Page, server: ServerProcess, tmp_path: Path, *, name: str, vers
     page.get_by_test_id("upload-submit").click()
     row = page.locator('[data-testid="artifact-row"]').filter(has_text=version)
     expect(row.get_by_test_id("artifact-name")).to_have_text(name)
+    expect(row.get_by_test_id("artifact-kind")).to_have_text(kind)
     expect(row.get_by_test_id("artifact-size")).to_have_text("4.0 KiB")
 
 
 def start_campaign(page: Page, server: ServerProcess, *, name: str, district: str,
-                   artifact: str, waves: str) -> str:  # fmt: skip
+                   artifact: str, waves: str, downgrade: bool = False) -> str:  # fmt: skip
     page.goto(f"{server.base_url}/console/ota/campaigns")
     page.get_by_test_id("campaign-name").fill(name)
     page.get_by_test_id("campaign-artifact").select_option(label=artifact)
@@ -97,6 +99,7 @@ def start_campaign(page: Page, server: ServerProcess, *, name: str, district: st
     page.get_by_test_id("campaign-waves").fill(waves)
     page.get_by_test_id("campaign-min-sample").fill("1")
     page.get_by_test_id("campaign-threshold").fill("0")
+    page.get_by_test_id("campaign-downgrade").set_checked(downgrade)
     page.get_by_test_id("campaign-submit").click()
     detail = page.get_by_test_id("campaign-detail")
     expect(detail).to_be_visible()
@@ -136,6 +139,7 @@ def test_an_admin_uploads_a_build_starts_a_campaign_and_watches_a_failed_canary_
     expect(other_row.locator("td").nth(1)).to_have_text("next")  # no other wave started
     expect(page.get_by_test_id("action-retry")).to_be_visible()
     expect(page.get_by_test_id("action-pause")).to_be_hidden()
+    expect(page.get_by_test_id("detail-downgrade")).to_be_hidden()
     assert foreign == []
 
 
@@ -147,8 +151,11 @@ def test_an_admin_pauses_and_aborts_a_campaign_from_its_page(
     page.get_by_test_id("nav-ota").click()  # the shared top bar leads to the campaigns
     expect(page.get_by_test_id("campaign-form")).to_be_visible()
     upload(page, server, tmp_path, name="agent", version="2.1.0")
+    # An OS image is one more kind the form uploads (RAUC bundles, docs/ota.md).
+    upload(page, server, tmp_path, name="rootfs", version="9.0.0", kind="os")
     start_campaign(page, server, name="agent 2.1.0", district="ota-pause-d",
-                   artifact="app agent 2.1.0 (sim)", waves="100")  # fmt: skip
+                   artifact="app agent 2.1.0 (sim)", waves="100", downgrade=True)  # fmt: skip
+    expect(page.get_by_test_id("detail-downgrade")).to_be_visible()
 
     page.get_by_test_id("action-pause").click()
     expect(page.get_by_test_id("detail-state")).to_have_text("paused")

@@ -197,6 +197,7 @@
     document.getElementById("detail-state").textContent = item.state;
     document.getElementById("detail-state").dataset.state = item.state;
     document.getElementById("detail-reason").textContent = item.reason;
+    document.getElementById("detail-downgrade").hidden = !item.downgrade;
     document.getElementById("detail-counts").textContent = progress(item.counts);
     for (const button of section.querySelectorAll("[data-action]")) {
       const action = button.dataset.action;
@@ -258,6 +259,7 @@
       waves,
       min_sample: Number(value("min_sample")),
       failure_threshold: Number(value("failure_threshold")) / 100,
+      downgrade: form.elements.downgrade.checked,
     };
     try {
       const created = await NB.api("/ota/campaigns", { method: "POST", json: body });
