@@ -13,15 +13,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from datetime import datetime, timedelta
+import re
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 pytest.importorskip("cv2")
 
 from fastapi.testclient import TestClient
+from playwright.sync_api import Page, expect
 from sqlmodel import Session, col, select
 
 from edge_agent.camera.onvif import OnvifCamera
@@ -32,11 +35,18 @@ from fleet_server.models.privacy import PrivacyPolicyVersion
 from hardware import ManualClock
 from hardware.camera import SimCamera
 from proto.messages import NodeFaultEvent
+from simulators.server_process import ServerProcess
 from tests.integration.test_privacy_api import (  # noqa: F401  (the module's fixture)
     Captured,
     last_command,
     private_body,
     server,
+)
+from tests.integration.test_privacy_console import ADMIN as CONSOLE_ADMIN
+from tests.integration.test_privacy_console import NODE as CONSOLE_NODE
+from tests.integration.test_privacy_console import (  # noqa: F401  (the module's fixture)
+    RunningNode,
+    stack,
 )
 from tests.integration.test_private_camera_standards import (
     faults,
@@ -48,9 +58,11 @@ from tests.integration.test_private_camera_standards import (
     terms,
 )
 from tests.support.api import API, login, runtime_of
+from tests.support.browser import BROWSER_MARKS
 from tests.support.camera import ScriptedReader, WhiteRectDetector
+from tests.support.console import sign_in
 from tests.support.onvif_standin import OnvifStandIn, StandInProfile, onvif_standin
-from tests.support.polling import until
+from tests.support.polling import until, wait_for
 
 
 class Pipeline(CameraPipeline):
@@ -268,3 +280,73 @@ def test_the_registration_api_takes_an_onvif_source_and_shows_it_without_credent
     with Session(runtime_of(client).engine) as session:
         query = select(PrivacyPolicyVersion).where(col(PrivacyPolicyVersion.node_id) == node)
         assert len(session.exec(query).all()) == versions
+
+
+# ------------------------------------------------------------ console to camera, end to end
+
+
+def _browser(test: Any) -> Any:
+    for mark in BROWSER_MARKS:
+        test = mark(test)
+    return test
+
+
+@_browser
+def test_an_onvif_camera_registered_in_the_console_is_judged_by_its_clock(
+    page: Page,
+    stack: tuple[ServerProcess, RunningNode],  # noqa: F811
+) -> None:
+    """The form → the policy over MQTT → the node asks the stand-in → the verdict in the list."""
+    process, node = stack
+    ahead = timedelta(seconds=30)
+    with (
+        mjpeg_server(1280, 720, 20.0) as url,
+        onvif_standin(
+            OnvifStandIn(camera_time=lambda: datetime.now(timezone.utc) + ahead, stream_uri=url)
+        ) as device,
+    ):
+        sign_in(page, process, CONSOLE_ADMIN)
+        page.goto(f"{process.base_url}/console/privacy")
+        page.get_by_test_id("p-node").fill(CONSOLE_NODE)
+        page.get_by_test_id("p-camera").fill("plaza")
+        page.get_by_test_id("p-owner").fill("Pearl Plaza Peshawar")
+        page.get_by_test_id("p-agreement").fill("KP-DSA-2026-077")
+        page.get_by_test_id("p-expires").fill("2027-06-01T00:00")
+        page.get_by_test_id("p-allow-plates").check()
+        page.get_by_test_id("p-source").fill(device.source())
+        page.get_by_test_id("p-min-width").fill("1280")
+        page.get_by_test_id("p-max-skew").fill("2")
+        page.get_by_test_id("p-reason").fill("plaza gate camera joins by its ONVIF address")
+        page.get_by_test_id("private-save").click()
+        row = page.locator(f'[data-testid="private-row"][data-camera="{CONSOLE_NODE}/plaza"]')
+        expect(row).to_contain_text(f"onvif://***@127.0.0.1:{device.port}")
+        expect(row).not_to_contain_text("s3cret")
+
+        def judged() -> dict[str, Any] | None:
+            camera = node.pipeline.stats()["cameras"].get("plaza") or {}
+            found: dict[str, Any] | None = camera.get("standards")
+            return found
+
+        verdict = wait_for(
+            judged,
+            timeout=60, interval=0.2, what="the node's verdict on the ONVIF camera",
+        )  # fmt: skip
+        assert verdict is not None
+        token = process.login(CONSOLE_ADMIN.username, CONSOLE_ADMIN.password)
+        headers = {"Authorization": f"Bearer {token}"}
+
+        def shown() -> bool:
+            text = httpx.get(f"{process.base_url}/api/v1/privacy/private-cameras", headers=headers)
+            return "clock off by" in text.text
+
+        wait_for(shown, timeout=30, interval=0.5, what="the verdict at the server")
+        page.reload()
+        expect(row).to_contain_text("below standard")
+        expect(row).to_contain_text(re.compile(r"clock off by (29\.\d|30\.0) s \(over 2 s\)"))
+        expect(row).not_to_contain_text("s3cret")
+
+    assert device.calls[:2] == ["GetSystemDateAndTime", "GetDeviceInformation"]
+    assert device.refused == []  # its tokens were stamped in the camera's (later) time
+    assert not verdict["passed"]
+    assert re.fullmatch(r"skew (29\.\d|30\.0) s", verdict["clock"]), verdict
+    assert (verdict["width"], verdict["height"]) == (1280, 720)
