@@ -134,6 +134,7 @@ class OtaBenchConfig:
     # Panic presses during the failing canary, per moment of a node's update (see
     # `CANARY_MOMENTS`): each on a different node.
     canary_presses: int = 5
+    canary_press_moments: tuple[str, ...] = CANARY_MOMENTS
     health_deadline_s: float = 60.0
     # A node that deferred looks again this soon ([ota] deferred_recheck_s).
     check_interval_s: float = 30.0
@@ -224,13 +225,16 @@ class _CanaryPresses:
 
     campaign_id: str
     per_moment: int
+    moments: tuple[str, ...] = CANARY_MOMENTS
     made: Counter[str] = field(default_factory=Counter)
     pressed: set[int] = field(default_factory=set)
     restart_pending: set[int] = field(default_factory=set)
 
     def take(self, moment: str, index: int) -> bool:
         """Whether node `index` is pressed at `moment` (one press per node, N per moment)."""
-        if index in self.pressed or self.made[moment] >= self.per_moment:
+        if moment not in self.moments or index in self.pressed:
+            return False
+        if self.made[moment] >= self.per_moment:
             return False
         self.made[moment] += 1
         self.pressed.add(index)
@@ -296,7 +300,8 @@ class _Fleet:
         if moment == "downloading" and event.get("bytes_done"):
             return  # its first report only
         if moment is None or not plan.take(moment, node.index):
-            if phase == "installed" and plan.made["restarting"] < plan.per_moment:
+            restarting = "restarting" in plan.moments
+            if phase == "installed" and restarting and plan.made["restarting"] < plan.per_moment:
                 plan.restart_pending.add(node.index)
             return
         # Not from inside the outbox's listener: on the loop, as the next thing it runs.
@@ -770,12 +775,12 @@ async def _canary_phase(
     t0 = time.monotonic()
     cid = await asyncio.to_thread(api.campaign, "agent 1.1.0 (bad canary)", artifact_id,
                                   config, config.nodes)  # fmt: skip
-    plan = _CanaryPresses(cid, config.canary_presses)
+    plan = _CanaryPresses(cid, config.canary_presses, config.canary_press_moments)
     fleet.canary_presses = plan
     # Nodes outside the canary wave (the first wave takes the lowest-numbered nodes
     # of each district, or at least not these: the wave list says afterwards).
     for node in reversed(fleet.nodes):
-        if plan.made["idle"] >= plan.per_moment:
+        if "idle" not in plan.moments or plan.made["idle"] >= plan.per_moment:
             break
         if plan.take("idle", node.index):
             fleet.press_soon(node, "idle")
