@@ -171,11 +171,13 @@ def record_access(
     resource: str,
     object_id: str,
     purpose: Purpose,
+    alert_id: str | None = None,
 ) -> DataAccess:
     """Record (committed) that `actor` viewed `resource` `object_id` for `purpose`.
 
     Committed before the data is returned, so a view that was served is never
-    missing from the record. The audit log (issue 15) appends the same fact.
+    missing from the record. The audit log (issue 15) appends the same fact,
+    with the alert the view was for (`alert_id`) when there is one.
     """
     row = DataAccess(
         at=utcnow(),
@@ -190,7 +192,8 @@ def record_access(
     audit.record(
         session, actor=actor[:120] if ":" in actor else f"user:{actor}"[:120],
         action="data.viewed", object=f"{resource}:{object_id}"[:200], now=row.at,
-        detail={"agency": agency, "purpose": purpose.kind, "reference": purpose.reference},
+        detail={"agency": agency, "purpose": purpose.kind, "reference": purpose.reference,
+                **({"alert_id": alert_id} if alert_id else {})},
     )  # fmt: skip
     session.commit()
     logger.info("%s viewed %s %s for %s", actor, resource, object_id, purpose)

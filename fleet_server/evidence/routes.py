@@ -36,7 +36,7 @@ from fleet_server.evidence.retention import node_instructions
 from fleet_server.evidence.service import EvidenceRefused, EvidenceSigner
 from fleet_server.evidence.store import LocalEvidenceStore
 from fleet_server.evidence.verify import load_ca
-from fleet_server.models import Alert, Node, Role, User, utcnow
+from fleet_server.models import Alert, Event, Node, Role, User, utcnow
 from fleet_server.models.evidence import (
     EvidenceCase,
     EvidenceExport,
@@ -50,7 +50,7 @@ from fleet_server.runtime import Runtime
 from fleet_server.scope import Scope, record_access
 from proto.evidence import SignedClaim
 
-__all__ = ["router", "store_for"]
+__all__ = ["alert_of", "router", "store_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -294,6 +294,14 @@ def list_evidence(
     return EvidenceList(data=rows, count=len(rows))
 
 
+def alert_of(session: Session, item: EvidenceItem) -> str | None:
+    """The alert a file is evidence on: named in its claim, or its event's alert."""
+    if item.alert_id is not None:
+        return item.alert_id
+    event = session.get(Event, item.event_id) if item.event_id else None
+    return event.alert_id if event is not None else None
+
+
 @router.get(
     "/{sha256}/file",
     responses={200: {"content": {"image/jpeg": {}, "application/octet-stream": {}}}},
@@ -301,14 +309,24 @@ def list_evidence(
 def view_file(
     session: SessionDep, runtime: RuntimeDep, scope: ScopeDep, user: StaffUser,
     purpose: PurposeDep, sha256: Sha,
+    alert_id: Annotated[
+        str | None, Query(max_length=26, description="the alert it is viewed on (checked)")
+    ] = None,
 ) -> Response:  # fmt: skip
-    """The file's bytes, for a stated purpose (recorded before it is served)."""
+    """The file's bytes, for a stated purpose (recorded with its alert before it is served).
+
+    The view is recorded with the alert the file is evidence on; an
+    `alert_id` the file is not evidence on is a 404, like a missing file.
+    """
     item = session.get(EvidenceItem, sha256)
     if item is None or not scope.allows(item.district) or item.state != "stored":
         raise not_in_scope(f"evidence {sha256!r}")
+    on_alert = alert_of(session, item)
+    if alert_id is not None and alert_id != on_alert:
+        raise not_in_scope(f"evidence {sha256!r} on alert {alert_id!r}")
     record_access(
         session=session, actor=f"user:{user.username}", agency=user.agency,
-        resource="evidence", object_id=sha256, purpose=purpose,
+        resource="evidence", object_id=sha256, purpose=purpose, alert_id=on_alert,
     )  # fmt: skip
     with store_for(runtime).open(sha256) as handle:
         data = handle.read()
