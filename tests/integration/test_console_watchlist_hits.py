@@ -8,11 +8,16 @@ keyboard alone they try to dispatch it (refused, and the page says why),
 open the list entry (the view is recorded with their purpose) and reject it
 with a reason, which closes the alert and counts as a false accept. On a
 360 px phone an exact hit is confirmed, after which its alert can be
-dispatched. An operator scoped to another district sees no hit at all.
+dispatched. A face hit shows, on "Show photos" (P), the node's crop beside
+the listed person's enrolment photo, both decoded by the browser and each
+view recorded with the purpose and the hit's alert; a hit whose crop has not
+reached the server says so in words and can ask the node for it. An
+operator scoped to another district sees no hit at all.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import queue
 import secrets
@@ -27,6 +32,7 @@ from sqlmodel import Session, col, select
 from fleet_server.broker import ManagedBroker
 from fleet_server.db import make_engine
 from fleet_server.models import Alert, DataAccess, utcnow
+from fleet_server.models.audit import AuditRecord
 from proto.codec import encode
 from proto.ids import new_event_id
 from proto.messages import WatchlistHitEvent
@@ -34,6 +40,7 @@ from proto.topics import event_topic
 from simulators.server_process import ServerProcess
 from tests.support.browser import BROWSER_MARKS, UI_TIMEOUT_MS
 from tests.support.console import MQTT_TIMEOUT_S, Account, FakePillar, console_server, sign_in
+from tests.support.hit_evidence import seed_crop, seed_photo, tiny_png
 
 ADMIN = Account("wl-admin", "admin", "lists-" + secrets.token_hex(8))
 OPERATOR = Account("wl-op", "operator", "desk-" + secrets.token_hex(8))
@@ -41,7 +48,9 @@ OUTSIDER = Account("wl-karachi", "operator", "elsewhere-" + secrets.token_hex(8)
 NODE = "lhr-wlcam-0001"  # FakePillar's birth puts it in lahore-gulberg
 API = "/api/v1"
 NOTE = "white Corolla, FIR 1187/26 Gulberg"
-ENTRY: dict[str, str] = {}  # the listed plate's entry id, once the server made it
+ENTRY: dict[str, str] = {}  # the listed plate's (and person's) entry ids, once made
+CROP_PNG = tiny_png(40, 30, (190, 150, 120))  # what the node's camera captured
+ENROLMENT_PNG = tiny_png(24, 32, (200, 160, 130))  # the photo the person was listed with
 
 pytestmark = BROWSER_MARKS
 
@@ -75,6 +84,19 @@ def server(
             )
             assert entry.status_code == 201, entry.text
             ENTRY["id"] = entry.json()["id"]
+            wanted = admin.post(
+                "/watchlists",
+                json={"name": "wanted-lhr", "category": "wanted_person",
+                      "purpose": "warrants, Lahore", "owner_agency": "Punjab Police",
+                      "districts": ["lahore-gulberg"],
+                      "expires_at": f"{utcnow().year + 1}-01-01T00:00:00Z"},
+            )  # fmt: skip
+            assert wanted.status_code == 201, wanted.text
+            person = admin.post(
+                "/watchlists/wanted-lhr/entries", json={"kind": "person", "note": "W-77"}
+            )
+            assert person.status_code == 201, person.text
+            ENTRY["person"] = person.json()["id"]
             users = {u["username"]: u["id"] for u in admin.get("/users").json()["data"]}
             scoped = admin.patch(
                 f"/users/{users[OUTSIDER.username]}", json={"districts": ["karachi"]}
@@ -103,6 +125,22 @@ def send_hit(server: ServerProcess, node: FakePillar, *, read: str, match: str) 
         match=match, camera_id="gate", track_id=f"t-{node._seq}", plate=read, listed="LEB6881",
         confidence=0.81, frames=6, snapshot_sha256="c0ffee" * 10 + "abcd",
     )  # fmt: skip
+    return publish_hit(node, event)
+
+
+def face_hit(node: FakePillar, crop_sha256: str) -> WatchlistHitEvent:
+    """A face hit on the listed person, its crop named by SHA-256 (sent by `publish_hit`)."""
+    node._seq += 1
+    return WatchlistHitEvent(
+        node_id=NODE, ts=utcnow(), event_id=new_event_id(), seq=node._seq,
+        watchlist_id="wanted-lhr", watchlist_version=3, entry_id=ENTRY["person"].lower(),
+        subject="person", match="face", camera_id="gate", track_id=f"face-{node._seq}",
+        confidence=0.71, score=0.71, frames=5, snapshot_sha256=crop_sha256,
+    )  # fmt: skip
+
+
+def publish_hit(node: FakePillar, event: WatchlistHitEvent) -> str:
+    """Re-send `event` until the server acks it (committed); its event id."""
     deadline = time.monotonic() + MQTT_TIMEOUT_S
     while time.monotonic() < deadline:
         node._publish(event_topic(NODE, "watchlist_hit"), encode(event))
@@ -239,3 +277,90 @@ def test_an_operator_of_another_district_sees_no_hit(
             f"/watchlist-hits/{event_id}/entry", headers={"X-Purpose": "case:KHI-2026-5"}
         )
     assert entry.status_code == 404
+
+
+def test_a_face_hit_shows_the_crop_beside_the_enrolment_photo_on_a_phone(
+    browser: Browser, server: ServerProcess, camera: FakePillar
+) -> None:
+    engine = make_engine(server.db_url)
+    try:
+        seed_photo(engine, server.data_dir, ENROLMENT_PNG, entry_id=ENTRY["person"])
+        event = face_hit(camera, hashlib.sha256(CROP_PNG).hexdigest())
+        crop = seed_crop(
+            engine, server.data_dir, CROP_PNG, node_id=NODE, district="lahore-gulberg",
+            event_id=event.event_id,
+        )  # fmt: skip
+        waiting = face_hit(camera, "ab" * 32)  # its crop never reached the server
+    finally:
+        engine.dispose()
+    context = browser.new_context(viewport={"width": 360, "height": 800})
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        open_hits(page, server, OPERATOR, "case:LHR-FACE-12")
+        publish_hit(camera, event)
+        publish_hit(camera, waiting)
+        card = hit_card(page, event.event_id)
+        expect(card.get_by_test_id("hit-match")).to_contain_text("FACE")
+        expect(card.get_by_test_id("hit-score")).to_contain_text("0.71")
+        expect(card.get_by_test_id("hit-frames")).to_contain_text("5 of track")
+        expect(card.get_by_test_id("hit-crop-figure")).to_have_attribute("data-state", "stored")
+        expect(card.get_by_test_id("hit-crop-img")).to_have_count(0)  # nothing viewed unasked
+
+        card.focus()
+        page.keyboard.press("p")
+        card = hit_card(page, event.event_id)
+        shot, enrolled = (
+            card.get_by_test_id("hit-crop-img"),
+            card.get_by_test_id("hit-enrolment-img"),
+        )
+        expect(shot).to_be_visible()
+        expect(enrolled).to_have_count(1)
+        expect(card).to_be_focused()  # the keyboard stays on the hit
+        expect(card.get_by_test_id("entry-person")).to_have_text("1 enrolment photo")
+        decoded = "i => i.complete ? i.naturalWidth + 'x' + i.naturalHeight : 'loading'"
+        page.wait_for_function(
+            """() => [...document.querySelectorAll(
+                 '[data-testid=hit-crop-img], [data-testid=hit-enrolment-img]')]
+               .every(i => i.complete && i.naturalWidth > 0)"""
+        )
+        assert shot.evaluate(decoded) == "40x30"  # the browser decoded the node's bytes
+        assert enrolled.evaluate(decoded) == "24x32"
+        left, right = shot.bounding_box(), enrolled.bounding_box()
+        assert left is not None
+        assert right is not None
+        assert left["x"] + left["width"] <= right["x"], "the two pictures are side by side"
+        overflow = page.evaluate(
+            "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0, f"the page is {overflow} px wider than a 360 px screen"
+
+        later = hit_card(page, waiting.event_id)
+        expect(later.get_by_test_id("hit-crop-state")).to_contain_text("Not on the server yet")
+        expect(later.locator("img")).to_have_count(0)
+        later.get_by_test_id("hit-crop-request").click()
+        expect(hit_card(page, waiting.event_id).get_by_test_id("hit-crop-state")).to_contain_text(
+            "Asked of the node"
+        )
+    finally:
+        context.close()
+    engine = make_engine(server.db_url)
+    try:
+        with Session(engine) as session:
+            alert = session.exec(
+                select(Alert).where(col(Alert.first_event_id) == event.event_id)
+            ).one()
+            views = session.exec(
+                select(AuditRecord)
+                .where(col(AuditRecord.action) == "data.viewed")
+                .where(col(AuditRecord.object).in_([f"evidence:{crop}"]) |
+                       col(AuditRecord.object).like("watchlist_photo:%"))
+            ).all()  # fmt: skip
+    finally:
+        engine.dispose()
+    recorded = {(v.object.split(":")[0], v.detail.get("alert_id"), v.detail["reference"])
+                for v in views if v.actor == f"user:{OPERATOR.username}"}  # fmt: skip
+    assert recorded == {
+        ("evidence", alert.id, "LHR-FACE-12"),
+        ("watchlist_photo", alert.id, "LHR-FACE-12"),
+    }

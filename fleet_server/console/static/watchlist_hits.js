@@ -10,15 +10,22 @@
  *
  * Each hit shows how it matched: EXACT, or CONFUSABLE with the look-alike
  * character marked in both the read and the listed plate (never by colour
- * alone), the crop's SHA-256 (kept in the node's evidence store), the
- * frames that agreed, and the dispatch gate as the server states it. The
- * entry's note and its list's purpose come from a separate, recorded call
- * ("Show list entry"). Confirm and reject both ask for a reason.
+ * alone), FACE with its score; the node, camera and time, the frames that
+ * agreed, the crop's SHA-256, and the dispatch gate as the server states
+ * it. The entry's note and its list's purpose come from a separate,
+ * recorded call ("Show list entry"). "Show photos" puts the captured crop
+ * (GET /evidence/<sha256>/file?alert_id=…) beside the person's enrolment
+ * photos (GET /watchlist-hits/<id>/photos/<sha256>), each view recorded
+ * with the purpose and the hit's alert; the bytes become data: URLs (the
+ * console's CSP allows no blob:). A crop not on the server yet is said in
+ * words (uploading, asked for, not uploaded yet, deleted), with "Ask the
+ * node for it" (POST /evidence/requests) where that helps. Confirm and
+ * reject both ask for a reason.
  *
  * Keyboard: the list is one Tab stop (roving focus); on a hit ↑/↓ (k/j)
- * move, Home/End jump, E shows the entry, C confirms, R rejects, D tries
- * to dispatch (the server's refusal says why while the hit is pending).
- * Everything from the server is written with textContent.
+ * move, Home/End jump, E shows the entry, P shows the photos, C confirms,
+ * R rejects, D tries to dispatch (the server's refusal says why while the
+ * hit is pending). Everything from the server is written with textContent.
  */
 "use strict";
 
@@ -42,6 +49,7 @@
   const decideError = document.getElementById("decide-error");
   const hits = new Map(); // event_id → {hit, item}
   const entries = new Map(); // event_id → the entry answer already viewed (kept across reloads)
+  const photos = new Map(); // event_id → {crop, enrolment, viewedFor} already viewed (likewise)
   let current = null; // event_id of the hit holding the roving focus
   let pendingDecision = null;
   let reloadTimer = null;
@@ -70,6 +78,7 @@
     if (!stated) {
       hits.clear();
       entries.clear(); // a new purpose means a new, recorded view
+      photos.clear();
       list.replaceChildren();
       count.textContent = "0";
       empty.hidden = false;
@@ -102,6 +111,42 @@
     }
   }
 
+  /* Image bytes that need the purpose, as a data: URL (or an ApiError saying why not). */
+  async function viewImage(path) {
+    const stated = purpose();
+    if (!stated) {
+      throw new NB.ApiError(428, "State a purpose first.");
+    }
+    let response;
+    try {
+      response = await fetch(`${NB.apiBase}${path}`, {
+        headers: { Authorization: `Bearer ${NB.token() || ""}`, "X-Purpose": stated },
+      });
+    } catch (_err) {
+      throw new NB.ApiError(0, "The fleet server cannot be reached.");
+    }
+    if (response.status === 401) {
+      NB.signOut("expired");
+      throw new NB.ApiError(401, "Your session has ended. Please sign in again.");
+    }
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      if (response.status === 428 || response.status === 422) {
+        forgetPurpose();
+      }
+      const detail = body && body.detail;
+      const text = typeof detail === "string" ? detail : (detail && detail.message) || "";
+      throw new NB.ApiError(response.status, text || `HTTP ${response.status}`);
+    }
+    const blob = await response.blob();
+    return new Promise((resolve, reject) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve(String(reader.result));
+      reader.onerror = () => reject(new NB.ApiError(0, "the picture could not be read"));
+      reader.readAsDataURL(blob);
+    });
+  }
+
   // ------------------------------------------------------------ rendering
 
   const el = NB.el;
@@ -132,7 +177,7 @@
     if (hit.match === "exact") {
       badge.textContent = "EXACT match";
     } else if (hit.match === "face") {
-      badge.textContent = "FACE match: compare the photo before confirming";
+      badge.textContent = "FACE match: compare the photos before confirming";
     } else {
       const where = hit.differs_at.map((i) => i + 1).join(", ");
       badge.textContent = where
@@ -183,13 +228,20 @@
     fact(facts, "Where", `${hit.node_id} · camera ${hit.camera_id}` +
       (hit.alert && hit.alert.district ? ` · ${hit.alert.district}` : ""));
     fact(facts, "When", when(hit.ts));
-    fact(facts, "Confidence", `${Math.round(hit.confidence * 100)} %`);
-    fact(facts, "Frames agreed", hit.frames === null ? "–" : String(hit.frames));
+    if (hit.score !== null && hit.score !== undefined) {
+      fact(facts, "Score", `${hit.score.toFixed(2)} (similarity, weighted over the agreeing frames)`,
+        "hit-score");
+    } else {
+      fact(facts, "Confidence", `${Math.round(hit.confidence * 100)} %`, "hit-score");
+    }
+    fact(facts, "Frames agreed", hit.frames === null || hit.frames === undefined ? "–"
+      : `${hit.frames} of track ${hit.track_id || "–"}`, "hit-frames");
     const crop = el("code", { className: "sha", testid: "hit-crop" });
     crop.textContent = hit.snapshot_sha256 ? `sha256:${hit.snapshot_sha256}` : "no crop reported";
     fact(facts, "Crop", crop);
     fact(facts, "Alert", hit.alert ? `${hit.alert.id} · ${hit.alert.state.replace(/_/g, " ")}` : "–");
     item.append(facts);
+    item.append(renderPhotos(hit));
 
     const gate = el("p", { className: "gate", testid: "hit-gate" });
     gate.id = `gate-${hit.event_id}`;
@@ -209,6 +261,7 @@
     const actions = el("div", { className: "actions hit-actions" });
     const buttons = [
       ["Show list entry", "entry", "btn btn-small", () => showEntry(hit.event_id)],
+      ["Show photos", "photos", "btn btn-small", () => showPhotos(hit.event_id)],
       ["Confirm…", "confirm", "btn btn-small btn-primary", () => decide(hit.event_id, "confirmed")],
       ["Reject…", "reject", "btn btn-small btn-warn", () => decide(hit.event_id, "rejected")],
       ["Dispatch", "dispatch", "btn btn-small btn-quiet", () => dispatch(hit.event_id)],
@@ -227,6 +280,95 @@
     item.addEventListener("focus", () => setCurrent(hit.event_id, false));
     item.addEventListener("click", () => setCurrent(hit.event_id, false));
     return item;
+  }
+
+  /* What the card says about the crop before (or instead of) showing it. */
+  const CROP_STATES = {
+    stored: "On the server. “Show photos” shows it (the view is recorded).",
+    uploading: "Uploading from the node",
+    requested: "Asked of the node: it uploads the crop at its next poll.",
+    not_uploaded: "Not on the server yet: the node uploads a hit's crop by itself.",
+    deleted: "Deleted from the server by retention.",
+  };
+
+  function cropText(crop) {
+    if (!crop) {
+      return "The node sent no crop with this hit.";
+    }
+    if (crop.state === "uploading") {
+      return `${CROP_STATES.uploading}: ${crop.received} of ${crop.size} bytes so far.`;
+    }
+    return CROP_STATES[crop.state] || crop.state;
+  }
+
+  function picture(box, url, alt, testid) {
+    const img = el("img", { className: "hit-photo", testid });
+    img.alt = alt;
+    img.src = url;
+    box.append(img);
+  }
+
+  /* The crop beside the enrolment photos: words until "Show photos" fetched them. */
+  /* One node-captured picture (the crop, or the frame it came from): the image once
+   * viewed, else where it stands in words, with "Ask the node for it" when not uploaded. */
+  function evidenceFigure(hit, ref, { key, caption, url, error, alt }) {
+    const box = el("figure", { className: `hit-figure hit-figure-${key}`, testid: `hit-${key}-figure` });
+    box.dataset.state = ref ? ref.state : "none";
+    box.append(el("figcaption", { text: caption }));
+    if (url) {
+      picture(box, url, alt, `hit-${key}-img`);
+      return box;
+    }
+    const text = error || (ref ? cropText(ref) : key === "crop"
+      ? "The node sent no crop with this hit." : "The node sent no frame with this hit.");
+    box.append(el("p", { className: "hit-photo-missing", text, testid: `hit-${key}-state` }));
+    if (ref && ref.state === "not_uploaded") {
+      const ask = el("button", { text: "Ask the node for it", className: "btn btn-small",
+        testid: `hit-${key}-request` });
+      ask.type = "button";
+      ask.tabIndex = hit.event_id === current ? 0 : -1;
+      ask.addEventListener("click", () => requestFile(hit.event_id, ref.sha256));
+      box.append(ask);
+    }
+    return box;
+  }
+
+  /* The crop beside the enrolment photos (and the frame below): words until "Show photos". */
+  function renderPhotos(hit) {
+    const shown = photos.get(hit.event_id) || {};
+    const pair = el("div", { className: "hit-photos", testid: "hit-photos" });
+    const where = `${hit.node_id} camera ${hit.camera_id}, ${when(hit.ts)}`;
+    pair.append(evidenceFigure(hit, hit.crop, {
+      key: "crop", caption: "Captured by the camera", url: shown.crop, error: shown.cropError,
+      alt: `Crop captured by ${where}`,
+    }));
+    if (hit.subject === "person") {
+      const enrolBox = el("figure", { className: "hit-figure", testid: "hit-enrolment-figure" });
+      enrolBox.append(el("figcaption", { text: "Enrolment photo on the list" }));
+      if (shown.enrolment && shown.enrolment.length) {
+        shown.enrolment.forEach((url, i) => picture(enrolBox, url,
+          `Enrolment photo ${i + 1} of ${shown.enrolment.length} of the listed person`,
+          "hit-enrolment-img"));
+      } else {
+        enrolBox.append(el("p", {
+          className: "hit-photo-missing", testid: "hit-enrolment-state",
+          text: shown.viewedFor ? shown.enrolmentError || "This entry has no enrolment photo."
+            : "“Show photos” shows it (the view is recorded).",
+        }));
+      }
+      pair.append(enrolBox);
+    }
+    if (hit.frame) {
+      pair.append(evidenceFigure(hit, hit.frame, {
+        key: "frame", caption: "The frame it came from", url: shown.frame, error: shown.frameError,
+        alt: `Whole frame captured by ${where}`,
+      }));
+    }
+    if (shown.viewed) {
+      pair.append(el("p", { className: "hint hit-photos-note",
+        text: `These views were recorded for ${shown.viewedFor}, on alert ${hit.alert ? hit.alert.id : "–"}.` }));
+    }
+    return pair;
   }
 
   function setCurrent(eventId, focus) {
@@ -307,7 +449,7 @@
   async function showEntry(eventId) {
     const entry = hits.get(eventId);
     if (!entry) {
-      return;
+      return null;
     }
     let answer;
     try {
@@ -316,7 +458,7 @@
       if (err.status !== 401) {
         NB.say(`Could not show the list entry: ${err.message}`, { kind: "error" });
       }
-      return;
+      return null;
     }
     answer.viewedFor = purpose();
     entries.set(eventId, answer);
@@ -325,11 +467,107 @@
     if (shown) {
       fillEntry(shown.item.querySelector("[data-testid=hit-entry]"), answer);
     }
+    return answer;
+  }
+
+  /* Redraw one card in place (after its pictures arrived), keeping the focus on it. */
+  function redraw(eventId) {
+    const shown = hits.get(eventId);
+    if (!shown) {
+      return;
+    }
+    const hadFocus = shown.item.contains(document.activeElement);
+    const item = renderHit(shown.hit);
+    shown.item.replaceWith(item);
+    hits.set(eventId, { hit: shown.hit, item });
+    setCurrent(current, false);
+    if (hadFocus) {
+      item.focus();
+    }
+  }
+
+  async function showPhotos(eventId) {
+    const entry = hits.get(eventId);
+    if (!entry) {
+      return;
+    }
+    const { hit } = entry;
+    const alertId = hit.alert ? hit.alert.id : "";
+    const result = {
+      crop: null, cropError: "", frame: null, frameError: "", enrolment: [], enrolmentError: "",
+      viewedFor: purpose(), viewed: 0,
+    };
+    const query = alertId ? `?alert_id=${encodeURIComponent(alertId)}` : "";
+    for (const key of ["crop", "frame"]) {
+      const ref = hit[key];
+      if (!ref || ref.state !== "stored") {
+        continue;
+      }
+      try {
+        result[key] = await viewImage(`/evidence/${encodeURIComponent(ref.sha256)}/file${query}`);
+        result.viewed += 1;
+      } catch (err) {
+        if (err.status === 401 || err.status === 428) {
+          return;
+        }
+        result[`${key}Error`] = `Not shown: ${err.message}`;
+      }
+    }
+    if (hit.subject === "person") {
+      const answer = entries.get(eventId) && entries.get(eventId).viewedFor === purpose()
+        ? entries.get(eventId) : await showEntry(eventId);
+      if (!answer) {
+        return;
+      }
+      const shas = answer.entry ? answer.entry.photos || [] : [];
+      for (const photo of shas) {
+        try {
+          result.enrolment.push(await viewImage(
+            `/watchlist-hits/${encodeURIComponent(eventId)}/photos/${encodeURIComponent(photo.sha256)}`));
+          result.viewed += 1;
+        } catch (err) {
+          if (err.status === 401 || err.status === 428) {
+            return;
+          }
+          result.enrolmentError = `Not shown: ${err.message}`;
+        }
+      }
+      if (!answer.entry) {
+        result.enrolmentError = answer.entry_removed
+          ? "The entry was removed from the list since this hit." : "The entry is not on this server.";
+      }
+    }
+    photos.set(eventId, result);
+    redraw(eventId);
+  }
+
+  async function requestFile(eventId, sha256) {
+    const entry = hits.get(eventId);
+    if (!entry) {
+      return;
+    }
+    try {
+      await NB.api("/evidence/requests", {
+        method: "POST",
+        headers: { "X-Purpose": purpose() },
+        json: { sha256, node_id: entry.hit.node_id },
+      });
+      NB.say(`Asked ${entry.hit.node_id} for the file: it uploads it at its next poll.`);
+    } catch (err) {
+      NB.say(`Could not ask the node: ${err.message}`, { kind: "error" });
+      return;
+    }
+    await load();
   }
 
   function fillEntry(box, answer) {
     const dl = el("dl", { className: "hit-facts" });
-    if (answer.entry) {
+    if (answer.entry && answer.entry.kind === "person") {
+      const count = (answer.entry.photos || []).length;
+      fact(dl, "Listed person", `${count} enrolment photo${count === 1 ? "" : "s"}`, "entry-person");
+      fact(dl, "Note", answer.entry.note, "entry-note");
+      fact(dl, "Added", when(answer.entry.created_at));
+    } else if (answer.entry) {
       fact(dl, "Listed plate", plateKey(answer.entry.plate, answer.differs_at, "entry-plate"));
       fact(dl, "Note", answer.entry.note, "entry-note");
       fact(dl, "Added", when(answer.entry.created_at));
@@ -358,9 +596,13 @@
     const confirming = decision === "confirmed";
     document.getElementById("decide-title").textContent = confirming
       ? "Confirm this hit" : "Reject this hit";
+    const what = hit.subject === "person"
+      ? `Face on ${hit.node_id} camera ${hit.camera_id} against the listed person` +
+        (hit.score !== null && hit.score !== undefined ? ` (score ${hit.score.toFixed(2)})` : "")
+      : `Read ${hit.plate} against listed ${hit.listed} (${hit.match})`;
     document.getElementById("decide-text").textContent = confirming
-      ? `Read ${hit.plate} against listed ${hit.listed} (${hit.match}). Confirming lets the alert be dispatched.`
-      : `Read ${hit.plate} against listed ${hit.listed} (${hit.match}). Rejecting closes the alert as a false alarm and counts as a false accept.`;
+      ? `${what}. Confirming lets the alert be dispatched.`
+      : `${what}. Rejecting closes the alert as a false alarm and counts as a false accept.`;
     const submit = document.getElementById("decide-submit");
     submit.textContent = confirming ? "Confirm hit" : "Reject hit";
     submit.className = confirming ? "btn btn-primary" : "btn btn-warn";
@@ -457,6 +699,8 @@
       next = ids[ids.length - 1];
     } else if (onItem && (key === "e" || key === "E")) {
       showEntry(current);
+    } else if (onItem && (key === "p" || key === "P")) {
+      showPhotos(current);
     } else if (onItem && (key === "c" || key === "C")) {
       decide(current, "confirmed");
     } else if (onItem && (key === "r" || key === "R")) {
