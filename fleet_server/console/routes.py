@@ -150,6 +150,13 @@ def users(request: Request) -> HTMLResponse:
     return _page(request, "users.html", title="Users", script="users.js", styles=("users.css",))
 
 
+@router.get("/api-tokens", name="console_api_tokens", response_class=HTMLResponse)
+def api_tokens(request: Request) -> HTMLResponse:
+    """Fleet admins issue, list and revoke other agencies' API tokens (docs/access.md)."""
+    return _page(request, "api_tokens.html", title="API tokens", script="api_tokens.js",
+                 styles=("api_tokens.css",))  # fmt: skip
+
+
 @router.get("/technician", name="console_technician", response_class=HTMLResponse)
 def technician(request: Request) -> HTMLResponse:
     """The phone page at the pole: find a node, run the commissioning checklist, see it live."""
