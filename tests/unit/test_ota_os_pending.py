@@ -180,3 +180,35 @@ def test_a_boot_that_fell_back_to_the_old_os_is_a_rollback(tmp_path: Path) -> No
     assert (verdict.on_trial, verdict.rolled_back, verdict.version) == (False, True, "2026.10.0")
     assert "did not boot 2026.11.1" in verdict.reason
     assert slots.status().last_rollback == {"version": "2026.11.1", "reason": "not booted"}
+
+
+def test_a_reboot_that_did_not_happen_is_not_judged_healthy_nor_rolled_back(
+    tmp_path: Path,
+) -> None:
+    from tests.support.polling import until
+    from tests.unit.test_ota_component import _advance_until, _phases, _run, _running
+    from tests.unit.test_ota_os_kind import _os_node
+
+    node, component, rauc, clock, _ = _os_node(tmp_path, sick=False)
+    asked: list[str] = []
+    component._reboot_hook = lambda: asked.append(rauc.booted)  # the reboot command fails
+
+    async def body() -> None:
+        async with _running(node, clock) as transport:
+            transport.connect()
+            await until(lambda: ("installed", None) in _phases(transport), "installed")
+            start = clock.monotonic()
+            # Well past the 600 s deadline, the old OS still running.
+            await _advance_until(
+                clock, lambda: clock.monotonic() > start + 900, "past the deadline", step=30.0
+            )
+            phases = [phase for phase, _ in _phases(transport)]
+            assert "healthy" not in phases  # the new OS never ran: nothing to commit
+            assert "rolled_back" not in phases  # nor to roll back: it still boots next time
+        store = component.store("os")
+        assert store.on_trial() is not None
+        assert store.reboot_pending()
+        assert asked == ["A"]  # asked once, not at every health-gate pass
+        assert rauc.marks == []
+
+    _run(body)
