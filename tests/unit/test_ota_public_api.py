@@ -10,6 +10,7 @@ MODULES = [
     "ota.artifacts",
     "ota.groups",
     "ota.keys",
+    "ota.launcher",
     "ota.memory",
     "ota.repository",
     "ota.slots",
