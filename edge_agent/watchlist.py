@@ -77,6 +77,7 @@ from proto.messages import (
 )
 from proto.plates import normalise_plate, one_confusion_variants
 from proto.watchlist import (
+    FACE_THRESHOLD_RANGE,
     SIGNER_NAME,
     SignedWatchlist,
     WatchlistBody,
@@ -114,6 +115,7 @@ RefusalReason = Literal[
     "recipient",
     "decrypt",
     "model",
+    "threshold",
     "fetch",
 ]
 FETCH_ATTEMPTS = 5
@@ -210,6 +212,13 @@ def verify_bundle(
     except (ValueError, InvalidSignature):
         raise BundleRefused("signature", "the signature does not match the body") from None
     body = bundle.body
+    threshold = body.faces.threshold if body.faces is not None else None
+    low, high = FACE_THRESHOLD_RANGE
+    if threshold is not None and not low <= threshold <= high:
+        # Signed, yet not to be applied: 0.05 would make every passer-by a hit.
+        raise BundleRefused(
+            "threshold", f"{body.watchlist_id}: face threshold {threshold} is outside {low}..{high}"
+        )
     if now >= body.expires_at:
         raise BundleRefused("expired", f"{body.watchlist_id} expired at {body.expires_at}")
     if held_version is not None and body.version <= held_version:
@@ -294,6 +303,7 @@ def open_faces(
                     vector=vector,
                     watchlist_id=body.watchlist_id,
                     version=body.version,
+                    threshold=faces.threshold,  # None (an older bundle): the node's table
                 )
             )
     except (InvalidTag, ValueError) as exc:

@@ -171,6 +171,14 @@ class Settings(BaseModel):
     evidence_export_approval: bool = Field(
         default=True, description="an evidence export needs a second user's approval"
     )
+    # Watchlists (docs/faces.md, "Thresholds").
+    face_thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        description="face-match threshold per watchlist category, overriding the shipped table "
+        "(proto.watchlist.FACE_THRESHOLDS) in the bundles this server signs; "
+        "'wanted_person=0.5,missing_child=0.38' in the environment; each within "
+        "FACE_THRESHOLD_RANGE",
+    )
     sse_queue_max: int = Field(default=1000, ge=1, description="per-client SSE backlog")
     sse_keepalive_s: float = Field(default=15.0, gt=0.0)
     sse_replay_max: int = Field(
@@ -321,6 +329,34 @@ class Settings(BaseModel):
     def _split_hostnames(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [h.strip() for h in value.split(",") if h.strip()]
+        return value
+
+    @field_validator("face_thresholds", mode="before")
+    @classmethod
+    def _split_face_thresholds(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        pairs: dict[str, str] = {}
+        for item in (v.strip() for v in value.split(",")):
+            if not item:
+                continue
+            name, sep, number = item.partition("=")
+            if not sep:
+                raise ValueError(f"expected category=threshold, not {item!r}")
+            pairs[name.strip()] = number.strip()
+        return pairs
+
+    @field_validator("face_thresholds")
+    @classmethod
+    def _sane_face_thresholds(cls, value: dict[str, float]) -> dict[str, float]:
+        from proto.watchlist import CATEGORIES, FACE_THRESHOLD_RANGE
+
+        low, high = FACE_THRESHOLD_RANGE
+        for name, threshold in value.items():
+            if name not in CATEGORIES:
+                raise ValueError(f"{name!r} is not a watchlist category ({', '.join(CATEGORIES)})")
+            if not low <= threshold <= high:
+                raise ValueError(f"{name}: face threshold {threshold} is outside {low}..{high}")
         return value
 
     @model_validator(mode="after")

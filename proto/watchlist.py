@@ -20,6 +20,14 @@ The byte strings both sides feed the ciphers (`key_info`, `template_aad`) are
 defined here, once; the ciphers live on each side (proto imports no crypto).
 A body without faces encodes exactly as before the field existed, so nodes
 that predate it verify plate-only bundles as they always did.
+
+The sealed faces also carry the list's face-match threshold (`threshold`,
+cosine similarity of the embedder the bundle names): the category's entry in
+`FACE_THRESHOLDS` unless an admin set another in the server's settings. A
+node applies it to that list's templates and refuses a bundle whose
+threshold is outside `FACE_THRESHOLD_RANGE`; a bundle made before the field
+existed (no `threshold` key) still verifies, and the node then uses its own
+copy of the table.
 """
 
 from __future__ import annotations
@@ -43,6 +51,8 @@ from proto.messages import Name, Sha256Hex, ShortText, UtcDatetime
 __all__ = [
     "CATEGORIES",
     "FACE_SCHEME",
+    "FACE_THRESHOLDS",
+    "FACE_THRESHOLD_RANGE",
     "PAYLOAD_TYPE",
     "SIGNER_NAME",
     "Category",
@@ -66,6 +76,21 @@ Category = Literal[
 CATEGORIES: tuple[str, ...] = (
     "wanted_person", "stolen_vehicle", "missing_person", "missing_child", "suspect", "other",
 )  # fmt: skip
+# Face-match thresholds per category (SFace int8bq cosine, the shipped embedder), set from
+# the false-accept rates `nigehbaan bench faces --impostors all` measured on the dev photos
+# (docs/faces.md, "Thresholds"): stricter where a false accept sends police after the wrong
+# person, looser where a miss costs more than a second look.
+FACE_THRESHOLDS: dict[str, float] = {
+    "wanted_person": 0.46,
+    "suspect": 0.46,
+    "missing_person": 0.40,
+    "missing_child": 0.40,
+    "other": 0.42,
+    "stolen_vehicle": 0.42,  # a vehicle list carries no faces; here so every category has one
+}
+# What a node accepts from a bundle: below 0.30 impostors pass at several percent on the dev
+# photos, above 0.80 hardly any genuine pair passes; either is a mistake, not a policy.
+FACE_THRESHOLD_RANGE: tuple[float, float] = (0.30, 0.80)
 PlateKey = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{1,16}$")]
 MAX_BUNDLE_PLATES = 50_000  # 10,000-plate lists travel over HTTPS (the command has a URL)
 MAX_BUNDLE_PERSONS = 5_000
@@ -131,6 +156,21 @@ class WatchlistFaces(_Model):
     templates: Annotated[list[SealedTemplate], Field(max_length=MAX_BUNDLE_PERSONS * 8)] = Field(
         default_factory=list
     )
+    threshold: Annotated[float, Field(ge=-1.0, le=1.0)] | None = Field(
+        default=None,
+        description="cosine similarity a face must reach for this list (the node checks it "
+        "against FACE_THRESHOLD_RANGE); left out of the encoding when none",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_empty_threshold(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> Any:
+        # A bundle signed before `threshold` existed must encode byte for byte as it was signed.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("threshold", 0) is None:
+            del data["threshold"]
+        return data
 
 
 class WatchlistBody(_Model):

@@ -25,6 +25,7 @@ from edge_agent.faces.matching import (
     Template,
     TrackVoter,
     VoterConfig,
+    check_threshold,
 )
 from edge_agent.faces.quality import QualityConfig, QualityVerdict, assess
 
@@ -41,4 +42,5 @@ __all__ = [
     "TrackVoter",
     "VoterConfig",
     "assess",
+    "check_threshold",
 ]

@@ -8,8 +8,12 @@ and those frames must carry most of the track's weight, where a frame
 weighs its face area times its quality weight (so a big sharp frontal face
 counts more than a small blurred one). Thresholds are per watchlist
 category because the cost of a false accept differs (a wanted person
-versus a missing child); the shipped defaults come from the false-accept
-rates `nigehbaan bench faces` measured (docs/faces.md).
+versus a missing child); the shipped table (`proto.watchlist.FACE_THRESHOLDS`)
+comes from the false-accept rates `nigehbaan bench faces --impostors all`
+measured (docs/faces.md). A list's signed bundle carries its threshold, so
+a template carries it here and wins over the node's table; a threshold
+outside `proto.watchlist.FACE_THRESHOLD_RANGE` is refused
+(`check_threshold`), never applied.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge_agent.faces.errors import FaceError
+from proto.watchlist import FACE_THRESHOLD_RANGE, FACE_THRESHOLDS
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -35,12 +40,19 @@ __all__ = [
     "Template",
     "TrackVoter",
     "VoterConfig",
+    "check_threshold",
 ]
 
-# SFace cosine similarity shipped for every category not configured otherwise: between the
-# highest different-person (0.396) and lowest same-person (0.435) score of the dev pairs,
-# nearer the latter (a false accept costs more than a miss); docs/faces.md has the figures.
-DEFAULT_THRESHOLD = 0.42
+# SFace cosine similarity for a category the table does not know (the table's "other").
+DEFAULT_THRESHOLD = FACE_THRESHOLDS["other"]
+
+
+def check_threshold(value: float, *, where: str = "threshold") -> float:
+    """`value` if it is a sane face threshold (FACE_THRESHOLD_RANGE), else `FaceError`."""
+    low, high = FACE_THRESHOLD_RANGE
+    if not isinstance(value, (int, float)) or not low <= float(value) <= high:
+        raise FaceError(f"{where} {value!r} is outside {low}..{high}")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -48,7 +60,9 @@ class Template:
     """One enrolled face: its watchlist entry, the watchlist's category, its vector.
 
     `watchlist_id` and `version` name the signed bundle it came from, so a
-    hit can quote them (empty/0 for templates built by hand in tests).
+    hit can quote them (empty/0 for templates built by hand in tests);
+    `threshold` is the bundle's threshold for the list (None: the voter's
+    table by category).
     """
 
     entry_id: str
@@ -56,6 +70,11 @@ class Template:
     vector: Array
     watchlist_id: str = ""
     version: int = 0
+    threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.threshold is not None:
+            check_threshold(self.threshold, where=f"template {self.entry_id}: threshold")
 
 
 @dataclass(frozen=True)
@@ -67,6 +86,7 @@ class Match:
     score: float
     watchlist_id: str = ""
     version: int = 0
+    threshold: float | None = None
 
 
 class FaceMatcher:
@@ -100,7 +120,12 @@ class FaceMatcher:
         i = int(np.argmax(scores))
         best = self.templates[i]
         return Match(
-            best.entry_id, best.category, float(scores[i]), best.watchlist_id, best.version
+            best.entry_id,
+            best.category,
+            float(scores[i]),
+            best.watchlist_id,
+            best.version,
+            best.threshold,
         )
 
 
@@ -111,12 +136,16 @@ class VoterConfig:
     min_frames: int = 3
     min_weight_share: float = 0.6
     default_threshold: float = DEFAULT_THRESHOLD
-    category_thresholds: Mapping[str, float] = field(default_factory=dict)
+    category_thresholds: Mapping[str, float] = field(default_factory=lambda: dict(FACE_THRESHOLDS))
     max_frames_per_track: int = 50
 
     def threshold(self, category: str) -> float:
         """The cosine threshold for a watchlist category (the default if not configured)."""
         return float(self.category_thresholds.get(category, self.default_threshold))
+
+    def threshold_for(self, match: Match) -> float:
+        """The threshold `match` must reach: its list's (from the bundle), else its category's."""
+        return match.threshold if match.threshold is not None else self.threshold(match.category)
 
 
 @dataclass(frozen=True)
@@ -174,7 +203,7 @@ class TrackVoter:
         by_entry: dict[str, list[_Vote]] = {}
         for vote in votes:
             m = vote.match
-            if m is not None and vote.weight > 0 and m.score >= self.config.threshold(m.category):
+            if m is not None and vote.weight > 0 and m.score >= self.config.threshold_for(m):
                 by_entry.setdefault(m.entry_id, []).append(vote)
         best: FaceHit | None = None
         for entry_id, agreeing in by_entry.items():

@@ -49,7 +49,13 @@ from fleet_server.watchlists.sealing import PlainTemplate, Recipient, key_sha256
 from fleet_server.watchlists.signing import WatchlistSigner, sign_bundle
 from fleet_server.watchlists.template_vault import TemplateVault
 from proto.messages import WatchlistCommand, WatchlistFetch
-from proto.watchlist import SignedWatchlist, WatchlistBody, WatchlistFaces, WatchlistPlate
+from proto.watchlist import (
+    FACE_THRESHOLDS,
+    SignedWatchlist,
+    WatchlistBody,
+    WatchlistFaces,
+    WatchlistPlate,
+)
 
 __all__ = [
     "SEVERITY_BY_CATEGORY",
@@ -61,6 +67,7 @@ __all__ = [
     "create_watchlist",
     "decide_hit",
     "delivery_for",
+    "face_threshold",
     "false_accepts",
     "lagging_nodes",
     "nodes_in_scope",
@@ -314,6 +321,19 @@ def _sealed_faces(
     )  # fmt: skip
 
 
+def face_threshold(category: str, *, overrides: Mapping[str, float] | None = None) -> float:
+    """The face-match threshold a list of `category` is delivered with."""
+    if overrides and category in overrides:
+        return float(overrides[category])
+    return FACE_THRESHOLDS.get(category, FACE_THRESHOLDS["other"])
+
+
+def _with_threshold(faces: WatchlistFaces | None, threshold: float) -> WatchlistFaces | None:
+    if faces is None:
+        return None
+    return WatchlistFaces.model_validate({**faces.model_dump(), "threshold": threshold})
+
+
 def build_bundle(
     session: Session,
     wl: Watchlist,
@@ -321,10 +341,13 @@ def build_bundle(
     signer: WatchlistSigner,
     vault: TemplateVault,
     now: datetime,
+    face_thresholds: Mapping[str, float] | None = None,
 ) -> SignedWatchlist:
     """The list as it stands, signed for the nodes; `WatchlistError` once it has expired.
 
-    Face templates are opened from the database with `vault` only to be sealed for the nodes.
+    Face templates are opened from the database with `vault` only to be sealed for the nodes,
+    with the list's face threshold: its category's in `face_thresholds` (the settings' admin
+    overrides) or else in the shipped table (`proto.watchlist.FACE_THRESHOLDS`).
     """
     if wl.expires_at <= now:
         raise WatchlistError(f"{wl.name!r} expired at {wl.expires_at.isoformat()}")
@@ -343,8 +366,11 @@ def build_bundle(
             if e.kind == "plate" and e.plate_key
         ],
         persons=sum(1 for e in entries if e.kind == "person"),
-        faces=_sealed_faces(
-            session, wl, [e for e in entries if e.kind == "person"], vault=vault, now=now
+        faces=_with_threshold(
+            _sealed_faces(
+                session, wl, [e for e in entries if e.kind == "person"], vault=vault, now=now
+            ),
+            face_threshold(wl.category, overrides=face_thresholds),
         ),
     )  # fmt: skip
     return sign_bundle(body, signer=signer)

@@ -352,8 +352,9 @@ def deliver(
     now = utcnow()
     try:
         bundle = service.build_bundle(
-            session, wl, signer=_signer(runtime), vault=_vault(runtime), now=now
-        )
+            session, wl, signer=_signer(runtime), vault=_vault(runtime), now=now,
+            face_thresholds=runtime.settings.face_thresholds,
+        )  # fmt: skip
         nodes = service.nodes_in_scope(session, wl)
         commands = service.bundle_commands(
             session, wl, bundle, nodes=nodes, actor=_actor(user), now=now
