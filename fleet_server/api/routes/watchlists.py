@@ -148,7 +148,7 @@ def read_watchlist(
 def add_entry(
     session: SessionDep, user: AdminUser, scope: ScopeDep, name: str, data: WatchlistEntryIn
 ) -> dict[str, Any]:
-    """Add a plate (or a person entry: matching persons is not built yet); the version grows."""
+    """Add a plate or a person (enrolment photos follow: `…/photos`); the version grows."""
     wl = _list(session, scope, name)
     try:
         entry = service.add_entry(session, wl, data, actor=_actor(user), now=utcnow())
