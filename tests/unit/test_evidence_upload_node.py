@@ -317,7 +317,8 @@ def test_a_refusal_the_same_claim_would_always_get_leaves_the_queue_and_is_count
     assert uploader.refused == 2
     # Both stay on the node under their class's retention; the hit's evidence stays
     # pinned (the node's copy is the only one), the crop sent on request may give way.
-    assert sha in uploader.store and asked in uploader.store
+    assert sha in uploader.store
+    assert asked in uploader.store
     assert uploader.store.is_pinned(sha)
     assert not uploader.store.is_pinned(asked)
 
